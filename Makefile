@@ -1,0 +1,80 @@
+# walnut: every command a developer or CI needs. Each setup step is idempotent: it checks
+# for the tool (at the pinned version) and installs only what is missing.
+SHELL := bash
+.SHELLFLAGS := -eu -o pipefail -c
+.DEFAULT_GOAL := help
+
+CARGO_BIN := $(HOME)/.cargo/bin
+export PATH := $(CARGO_BIN):$(PATH)
+
+# The wasm-bindgen CLI must equal the crate version pinned (with `=`) in Cargo.toml.
+WASM_BINDGEN_VERSION := $(shell sed -n 's/^wasm-bindgen = "=\(.*\)"/\1/p' Cargo.toml)
+WASM_PACK_VERSION := 0.15.1
+GECKODRIVER_VERSION := 0.36.0
+CHROMEDRIVER ?= /usr/bin/chromedriver
+GECKODRIVER ?= $(CARGO_BIN)/geckodriver
+PORT ?= 8080
+HOST ?= 127.0.0.1
+
+.PHONY: help setup setup-rust setup-browsers setup-node demo serve pkg test lint test-native \
+        test-wasm test-wasm-chrome test-wasm-firefox test-e2e bench clean
+
+help:
+	@echo "make demo   set up, build the package and serve the demo on http://$(HOST):$(PORT)/"
+	@echo "make test   set up, then run every test (lint, native core, OPFS in Chromium and Firefox, end-to-end)"
+	@echo "make pkg    build the npm package into pkg/"
+
+setup: setup-rust setup-browsers setup-node
+
+setup-rust:
+	@rustup target list --installed | grep -qx wasm32-unknown-unknown || rustup target add wasm32-unknown-unknown
+	@rustup component list --installed | grep -q '^clippy' || rustup component add clippy rustfmt
+	@wasm-bindgen --version 2>/dev/null | grep -qF "$(WASM_BINDGEN_VERSION)" || \
+	  cargo install wasm-bindgen-cli --version "$(WASM_BINDGEN_VERSION)" --force
+	@command -v wasm-pack >/dev/null || cargo install wasm-pack --version "$(WASM_PACK_VERSION)"
+	@command -v geckodriver >/dev/null || cargo install geckodriver --version "$(GECKODRIVER_VERSION)"
+
+setup-browsers:
+	@if ! command -v chromium >/dev/null || ! command -v chromedriver >/dev/null || ! command -v firefox-esr >/dev/null; then \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver firefox-esr; \
+	fi
+
+setup-node: node_modules/.installed
+
+node_modules/.installed: package.json package-lock.json
+	npm ci --no-audit --no-fund
+	@touch $@
+
+# The npm package: wasm-pack output + the JS wrapper + pkg.json merged into pkg/package.json.
+pkg: setup-rust setup-node
+	wasm-pack build --release --target web --out-dir pkg --out-name walnut_core
+	cp www/walnut.js www/worker.js www/walnut.d.ts pkg/
+	node www/tools/merge-pkg.mjs pkg.json pkg/package.json
+
+demo: setup pkg
+	@echo "walnut demo: http://$(HOST):$(PORT)/"
+	node www/tools/serve.mjs --host $(HOST) --port $(PORT)
+
+lint: setup-rust
+	cargo fmt --all -- --check
+	cargo clippy --all-targets -- -D warnings
+	cargo clippy --target wasm32-unknown-unknown --all-targets -- -D warnings
+
+test-native:
+	cargo test
+
+test-wasm-chrome: setup-rust setup-browsers
+	wasm-pack test --headless --chrome --chromedriver "$(CHROMEDRIVER)"
+
+test-wasm-firefox: setup-rust setup-browsers
+	wasm-pack test --headless --firefox --geckodriver "$(GECKODRIVER)"
+
+test-wasm: test-wasm-chrome test-wasm-firefox
+
+test-e2e: pkg setup-browsers
+	node --test --test-concurrency=1 tests/e2e/
+
+test: setup lint test-native test-wasm test-e2e
+
+clean:
+	rm -rf pkg target node_modules

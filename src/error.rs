@@ -1,0 +1,116 @@
+//! The one error type of the core.
+//!
+//! "Key absent" is never an error: lookups return `Ok(None)` (sled's habit of keeping outcomes
+//! apart from failures). Every variant maps to a stable JS error name ([`Error::js_name`]).
+
+use std::fmt;
+
+/// Result alias used throughout the core.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Everything that can go wrong in walnut.
+///
+/// `#[non_exhaustive]`: match with a wildcard arm; new failure kinds may be added.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Error {
+    /// The storage backend failed (`op` is `"read"`, `"write"`, `"flush"`, `"truncate"`,
+    /// `"size"` or `"open"`), including short or absurd write counts.
+    Io { op: &'static str, detail: String },
+    /// Bytes read from storage do not form what the format requires (bad magic, unknown
+    /// version, a record pointing outside the log...). `offset` is the file offset in bytes.
+    Corruption { offset: u64, detail: String },
+    /// A record's stored CRC32 differs from the CRC32 of the bytes read back.
+    ChecksumMismatch { offset: u64, stored: u32, computed: u32 },
+    /// An earlier I/O error left the writer in an unknown state: writes are refused until the
+    /// store is reopened (which recovers everything acknowledged). Reads keep working.
+    /// (redb's `PreviousIo`, fjall's `Poisoned`.) `cause` is the first error's text.
+    Poisoned { cause: String },
+    /// The storage quota is exhausted (a browser `QuotaExceededError`, or a short/absurd write
+    /// count, which is how Chrome and Firefox report quota on sync access handles).
+    QuotaExceeded { detail: String },
+    /// Another holder has the log open (OPFS `NoModificationAllowedError`), and the bounded
+    /// retry ran out.
+    Locked { detail: String },
+    /// A caller passed a bad argument; `param` names it.
+    InvalidArgument { param: &'static str, detail: String },
+    /// The store was closed.
+    Closed,
+    /// A transaction id that is not open, or an operation out of order within a transaction.
+    Transaction { txn: u64, detail: String },
+    /// The environment cannot host the store (e.g. OPFS outside a dedicated worker).
+    Unsupported { detail: String },
+}
+
+impl Error {
+    /// Shorthand for [`Error::InvalidArgument`].
+    pub fn invalid(param: &'static str, detail: impl Into<String>) -> Self {
+        Error::InvalidArgument { param, detail: detail.into() }
+    }
+
+    /// Shorthand for [`Error::Io`].
+    pub fn io(op: &'static str, detail: impl Into<String>) -> Self {
+        Error::Io { op, detail: detail.into() }
+    }
+
+    /// The stable name this error carries as a JS `Error.name`. Documented in README.md;
+    /// never renamed.
+    pub fn js_name(&self) -> &'static str {
+        match self {
+            Error::Io { .. } => "WalnutIoError",
+            Error::Corruption { .. } => "WalnutCorruptionError",
+            Error::ChecksumMismatch { .. } => "WalnutChecksumError",
+            Error::Poisoned { .. } => "WalnutPoisonedError",
+            Error::QuotaExceeded { .. } => "WalnutQuotaExceededError",
+            Error::Locked { .. } => "WalnutLockedError",
+            Error::InvalidArgument { .. } => "WalnutInvalidArgumentError",
+            Error::Closed => "WalnutClosedError",
+            Error::Transaction { .. } => "WalnutTransactionError",
+            Error::Unsupported { .. } => "WalnutUnsupportedError",
+        }
+    }
+
+    /// Whether this error means the storage itself failed (and so poisons the writer).
+    pub(crate) fn is_storage_failure(&self) -> bool {
+        matches!(self, Error::Io { .. } | Error::QuotaExceeded { .. })
+    }
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Error::Io { op, detail } => write!(f, "storage {op} failed: {detail}"),
+            Error::Corruption { offset, detail } => {
+                write!(f, "log corrupt at offset {offset}: {detail}")
+            }
+            Error::ChecksumMismatch { offset, stored, computed } => write!(
+                f,
+                "checksum mismatch in record at offset {offset}: stored {stored:#010x}, computed {computed:#010x}"
+            ),
+            Error::Poisoned { cause } => {
+                write!(f, "store refuses writes after an earlier I/O error ({cause}); reopen it to recover")
+            }
+            Error::QuotaExceeded { detail } => write!(f, "storage quota exceeded: {detail}"),
+            Error::Locked { detail } => write!(f, "store is locked by another holder: {detail}"),
+            Error::InvalidArgument { param, detail } => {
+                write!(f, "invalid argument `{param}`: {detail}")
+            }
+            Error::Closed => write!(f, "store is closed"),
+            Error::Transaction { txn, detail } => write!(f, "transaction {txn}: {detail}"),
+            Error::Unsupported { detail } => write!(f, "unsupported environment: {detail}"),
+        }
+    }
+}
+
+impl std::error::Error for Error {}
+
+#[cfg(not(target_arch = "wasm32"))]
+impl From<std::io::Error> for Error {
+    fn from(e: std::io::Error) -> Self {
+        if e.kind() == std::io::ErrorKind::StorageFull {
+            Error::QuotaExceeded { detail: e.to_string() }
+        } else {
+            Error::io("io", e.to_string())
+        }
+    }
+}

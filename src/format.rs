@@ -1,0 +1,374 @@
+//! The on-disk format, version 1. `docs/FORMAT.md` is the specification with byte diagrams;
+//! every constant and offset here mirrors it. All integers are little-endian.
+//!
+//! A log file is a [`FileHeader`] followed by records laid end to end. Each record is a
+//! [`RecordHeader`] (36 bytes) and its payload. The record CRC32 (crc32fast, IEEE polynomial)
+//! covers header bytes 4..36 and then the payload, so a torn or stale record never validates;
+//! an all-zero region fails on the unknown kind 0 (SynapseDB's byte-sum "checksum" accepted
+//! nine zero bytes as a record).
+
+use crc32fast::Hasher;
+
+/// First 8 bytes of every walnut log file.
+pub const MAGIC: [u8; 8] = *b"WALNUTLG";
+/// Format version written by this build; the only one it reads.
+pub const FORMAT_VERSION: u16 = 1;
+/// Size of the file header in bytes.
+pub const FILE_HEADER_LEN: usize = 32;
+/// Size of a record header in bytes.
+pub const RECORD_HEADER_LEN: usize = 36;
+/// Largest key, bytes (a u16 length prefix in PUT_ONE).
+pub const MAX_KEY_LEN: usize = u16::MAX as usize;
+/// Largest chunk payload a writer may be configured for, bytes.
+pub const MAX_CHUNK_LEN: usize = 64 << 20;
+/// Largest payload any record may carry, bytes (a PUT_ONE of a maximal key and chunk).
+/// Recovery treats a larger length as corruption, which bounds what it allocates.
+pub const MAX_PAYLOAD_LEN: usize = MAX_CHUNK_LEN + 2 + MAX_KEY_LEN;
+/// Size of a COMMIT payload, bytes.
+pub const COMMIT_PAYLOAD_LEN: usize = 20;
+/// Record flag: the key was given as a string (UTF-8); informs how `keys()` returns it.
+pub const FLAG_STRING_KEY: u8 = 0x01;
+/// Record flags defined by this version; any other bit set makes the record invalid.
+pub const KNOWN_FLAGS: u8 = FLAG_STRING_KEY;
+
+// File header offsets (docs/FORMAT.md, "File header").
+const FH_MAGIC: usize = 0;
+const FH_VERSION: usize = 8;
+const FH_HEADER_LEN: usize = 10;
+const FH_FLAGS: usize = 12;
+const FH_BASE_LSN: usize = 16;
+const FH_SEGMENT: usize = 24;
+const FH_CRC: usize = 28;
+
+// Record header offsets (docs/FORMAT.md, "Record header").
+const RH_CRC: usize = 0;
+const RH_LEN: usize = 4;
+const RH_KIND: usize = 8;
+const RH_FLAGS: usize = 9;
+const RH_RESERVED: usize = 10;
+const RH_LSN: usize = 12;
+const RH_TXN: usize = 20;
+const RH_PREV: usize = 28;
+
+/// Record types.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub enum Kind {
+    /// Anchors a transaction. Empty payload; `prev` = 0.
+    Begin = 0x01,
+    /// Starts a value for a key inside a transaction. Payload = key.
+    Put = 0x02,
+    /// One chunk of the current value (UnisonDB's PREPARE). Payload = value bytes.
+    Chunk = 0x03,
+    /// Deletes a key inside a transaction. Payload = key.
+    Delete = 0x04,
+    /// Commits; payload = [`CommitPayload`]. `prev` = the transaction's last record.
+    Commit = 0x05,
+    /// Aborts; empty payload. `prev` = the transaction's last record.
+    Abort = 0x06,
+    /// A whole put in one self-committed record. Payload = key length u16 | key | value.
+    PutOne = 0x07,
+    /// A whole delete in one self-committed record. Payload = key.
+    DeleteOne = 0x08,
+}
+
+impl Kind {
+    /// Decodes a type byte.
+    pub fn from_u8(b: u8) -> Option<Kind> {
+        Some(match b {
+            0x01 => Kind::Begin,
+            0x02 => Kind::Put,
+            0x03 => Kind::Chunk,
+            0x04 => Kind::Delete,
+            0x05 => Kind::Commit,
+            0x06 => Kind::Abort,
+            0x07 => Kind::PutOne,
+            0x08 => Kind::DeleteOne,
+            _ => return None,
+        })
+    }
+}
+
+fn u16_at(b: &[u8], at: usize) -> Option<u16> {
+    Some(u16::from_le_bytes(b.get(at..at + 2)?.try_into().ok()?))
+}
+fn u32_at(b: &[u8], at: usize) -> Option<u32> {
+    Some(u32::from_le_bytes(b.get(at..at + 4)?.try_into().ok()?))
+}
+fn u64_at(b: &[u8], at: usize) -> Option<u64> {
+    Some(u64::from_le_bytes(b.get(at..at + 8)?.try_into().ok()?))
+}
+fn put(dst: &mut [u8], at: usize, src: &[u8]) {
+    if let Some(d) = dst.get_mut(at..at + src.len()) {
+        d.copy_from_slice(src);
+    }
+}
+
+/// The 32-byte header at offset 0 of a log file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FileHeader {
+    /// LSN of the first record in this file.
+    pub base_lsn: u64,
+    /// Segment number (always 0 in version 1, which has one file per store).
+    pub segment: u32,
+}
+
+/// Why a file header was refused.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HeaderError {
+    /// Not a walnut log.
+    BadMagic,
+    /// A walnut log of another format version.
+    UnsupportedVersion(u16),
+    /// Fields do not match the stored CRC.
+    Checksum { stored: u32, computed: u32 },
+    /// Header length or flags this version does not know.
+    Malformed(&'static str),
+}
+
+impl FileHeader {
+    /// Encodes the header.
+    pub fn encode(&self) -> [u8; FILE_HEADER_LEN] {
+        let mut b = [0u8; FILE_HEADER_LEN];
+        put(&mut b, FH_MAGIC, &MAGIC);
+        put(&mut b, FH_VERSION, &FORMAT_VERSION.to_le_bytes());
+        put(&mut b, FH_HEADER_LEN, &(FILE_HEADER_LEN as u16).to_le_bytes());
+        put(&mut b, FH_FLAGS, &0u32.to_le_bytes());
+        put(&mut b, FH_BASE_LSN, &self.base_lsn.to_le_bytes());
+        put(&mut b, FH_SEGMENT, &self.segment.to_le_bytes());
+        let crc = crc32fast::hash(b.get(..FH_CRC).unwrap_or_default());
+        put(&mut b, FH_CRC, &crc.to_le_bytes());
+        b
+    }
+
+    /// Decodes and validates a header (magic, version, CRC).
+    pub fn decode(b: &[u8; FILE_HEADER_LEN]) -> Result<FileHeader, HeaderError> {
+        if b.get(FH_MAGIC..FH_MAGIC + 8) != Some(&MAGIC[..]) {
+            return Err(HeaderError::BadMagic);
+        }
+        let version = u16_at(b, FH_VERSION).unwrap_or(0);
+        if version != FORMAT_VERSION {
+            return Err(HeaderError::UnsupportedVersion(version));
+        }
+        let stored = u32_at(b, FH_CRC).unwrap_or(0);
+        let computed = crc32fast::hash(b.get(..FH_CRC).unwrap_or_default());
+        if stored != computed {
+            return Err(HeaderError::Checksum { stored, computed });
+        }
+        if u16_at(b, FH_HEADER_LEN) != Some(FILE_HEADER_LEN as u16) {
+            return Err(HeaderError::Malformed("header length"));
+        }
+        if u32_at(b, FH_FLAGS) != Some(0) {
+            return Err(HeaderError::Malformed("unknown header flags"));
+        }
+        Ok(FileHeader { base_lsn: u64_at(b, FH_BASE_LSN).unwrap_or(0), segment: u32_at(b, FH_SEGMENT).unwrap_or(0) })
+    }
+}
+
+/// The fixed part of a record (36 bytes).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RecordHeader {
+    /// CRC32 over header bytes 4..36 then the payload.
+    pub crc: u32,
+    /// Payload length, bytes.
+    pub len: u32,
+    /// Record type.
+    pub kind: Kind,
+    /// Flag bits ([`FLAG_STRING_KEY`]).
+    pub flags: u8,
+    /// Log sequence number: the first record's is the file header's `base_lsn`, each next
+    /// record's is one more.
+    pub lsn: u64,
+    /// Transaction id.
+    pub txn: u64,
+    /// File offset of the previous record of the same transaction (the backward link), or 0.
+    pub prev: u64,
+}
+
+/// Why 36 bytes are not a record header.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RecordHeaderError {
+    /// The type byte is not a known [`Kind`] (0 included, so zeroed space never parses).
+    UnknownKind(u8),
+    /// Reserved bytes or flag bits are set.
+    Reserved,
+    /// Length above [`MAX_PAYLOAD_LEN`], or wrong for the kind.
+    BadLength(u32),
+}
+
+impl RecordHeader {
+    /// Builds a header for `payload`, computing its CRC; returns the encoded bytes and the
+    /// payload's own CRC32 (which COMMIT's value checksum is combined from).
+    pub fn encode(
+        kind: Kind,
+        flags: u8,
+        lsn: u64,
+        txn: u64,
+        prev: u64,
+        payload: &[&[u8]],
+    ) -> ([u8; RECORD_HEADER_LEN], Hasher) {
+        let len: usize = payload.iter().map(|p| p.len()).sum();
+        let mut b = [0u8; RECORD_HEADER_LEN];
+        put(&mut b, RH_LEN, &(len as u32).to_le_bytes());
+        put(&mut b, RH_KIND, &[kind as u8]);
+        put(&mut b, RH_FLAGS, &[flags]);
+        put(&mut b, RH_RESERVED, &0u16.to_le_bytes());
+        put(&mut b, RH_LSN, &lsn.to_le_bytes());
+        put(&mut b, RH_TXN, &txn.to_le_bytes());
+        put(&mut b, RH_PREV, &prev.to_le_bytes());
+        let mut payload_crc = Hasher::new();
+        for p in payload {
+            payload_crc.update(p);
+        }
+        let crc = record_crc(&b, &payload_crc);
+        put(&mut b, RH_CRC, &crc.to_le_bytes());
+        (b, payload_crc)
+    }
+
+    /// Decodes the structure of a header. The CRC is checked by the caller once the payload
+    /// is read ([`record_crc`]).
+    pub fn decode(b: &[u8; RECORD_HEADER_LEN]) -> Result<RecordHeader, RecordHeaderError> {
+        let kind_byte = b.get(RH_KIND).copied().unwrap_or(0);
+        let kind = Kind::from_u8(kind_byte).ok_or(RecordHeaderError::UnknownKind(kind_byte))?;
+        let flags = b.get(RH_FLAGS).copied().unwrap_or(0);
+        if flags & !KNOWN_FLAGS != 0 || u16_at(b, RH_RESERVED) != Some(0) {
+            return Err(RecordHeaderError::Reserved);
+        }
+        let len = u32_at(b, RH_LEN).unwrap_or(u32::MAX);
+        let len_ok = match kind {
+            Kind::Begin | Kind::Abort => len == 0,
+            Kind::Commit => len as usize == COMMIT_PAYLOAD_LEN,
+            Kind::Put | Kind::Delete | Kind::DeleteOne => (1..=MAX_KEY_LEN).contains(&(len as usize)),
+            Kind::Chunk => len as usize <= MAX_CHUNK_LEN,
+            Kind::PutOne => (3..=MAX_PAYLOAD_LEN).contains(&(len as usize)),
+        };
+        if !len_ok {
+            return Err(RecordHeaderError::BadLength(len));
+        }
+        Ok(RecordHeader {
+            crc: u32_at(b, RH_CRC).unwrap_or(0),
+            len,
+            kind,
+            flags,
+            lsn: u64_at(b, RH_LSN).unwrap_or(0),
+            txn: u64_at(b, RH_TXN).unwrap_or(0),
+            prev: u64_at(b, RH_PREV).unwrap_or(0),
+        })
+    }
+
+    /// Total record size on disk, bytes.
+    pub fn record_len(&self) -> u64 {
+        RECORD_HEADER_LEN as u64 + u64::from(self.len)
+    }
+}
+
+/// The record CRC from the encoded header (its bytes 4..36) and the payload's CRC32 state:
+/// crc32(header[4..36] ‖ payload), combined without re-reading the payload.
+pub fn record_crc(header: &[u8; RECORD_HEADER_LEN], payload_crc: &Hasher) -> u32 {
+    let mut h = Hasher::new();
+    h.update(header.get(RH_LEN..).unwrap_or_default());
+    h.combine(payload_crc);
+    h.finalize()
+}
+
+/// What a COMMIT states about its transaction, so recovery can prove the chain complete
+/// (fjall's journal `End(checksum)`; UnisonDB's commit).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct CommitPayload {
+    /// Records strictly between BEGIN and COMMIT on the chain.
+    pub records: u32,
+    /// CHUNK records among them.
+    pub chunks: u32,
+    /// Sum of the CHUNK payload lengths, bytes.
+    pub value_bytes: u64,
+    /// CRC32 of the CHUNK payloads concatenated in chain order.
+    pub value_crc: u32,
+}
+
+impl CommitPayload {
+    /// Encodes to [`COMMIT_PAYLOAD_LEN`] bytes.
+    pub fn encode(&self) -> [u8; COMMIT_PAYLOAD_LEN] {
+        let mut b = [0u8; COMMIT_PAYLOAD_LEN];
+        put(&mut b, 0, &self.records.to_le_bytes());
+        put(&mut b, 4, &self.chunks.to_le_bytes());
+        put(&mut b, 8, &self.value_bytes.to_le_bytes());
+        put(&mut b, 16, &self.value_crc.to_le_bytes());
+        b
+    }
+
+    /// Decodes; `None` if `b` is not exactly [`COMMIT_PAYLOAD_LEN`] bytes.
+    pub fn decode(b: &[u8]) -> Option<CommitPayload> {
+        if b.len() != COMMIT_PAYLOAD_LEN {
+            return None;
+        }
+        Some(CommitPayload {
+            records: u32_at(b, 0)?,
+            chunks: u32_at(b, 4)?,
+            value_bytes: u64_at(b, 8)?,
+            value_crc: u32_at(b, 16)?,
+        })
+    }
+}
+
+/// Splits a PUT_ONE payload into (key, value); `None` if the key length does not fit.
+pub fn split_put_one(payload: &[u8]) -> Option<(&[u8], &[u8])> {
+    let key_len = usize::from(u16_at(payload, 0)?);
+    if key_len == 0 {
+        return None;
+    }
+    let key = payload.get(2..2 + key_len)?;
+    let value = payload.get(2 + key_len..)?;
+    Some((key, value))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn file_header_roundtrips_and_rejects_damage() {
+        let h = FileHeader { base_lsn: 7, segment: 3 };
+        let b = h.encode();
+        assert_eq!(FileHeader::decode(&b), Ok(h));
+        let mut bad = b;
+        bad[17] ^= 1;
+        assert!(matches!(FileHeader::decode(&bad), Err(HeaderError::Checksum { .. })));
+        let mut bad = b;
+        bad[0] = b'X';
+        assert_eq!(FileHeader::decode(&bad), Err(HeaderError::BadMagic));
+        let mut bad = b;
+        bad[8] = 2;
+        assert_eq!(FileHeader::decode(&bad), Err(HeaderError::UnsupportedVersion(2)));
+    }
+
+    #[test]
+    fn record_header_roundtrips_and_crc_covers_payload() {
+        let (b, pcrc) = RecordHeader::encode(Kind::Chunk, 0, 9, 4, 100, &[b"ab", b"cd"]);
+        let h = RecordHeader::decode(&b).expect("valid header");
+        assert_eq!((h.kind, h.len, h.lsn, h.txn, h.prev), (Kind::Chunk, 4, 9, 4, 100));
+        assert_eq!(pcrc.clone().finalize(), crc32fast::hash(b"abcd"));
+        assert_eq!(h.crc, record_crc(&b, &pcrc));
+        let mut whole = b[4..].to_vec();
+        whole.extend_from_slice(b"abcd");
+        assert_eq!(h.crc, crc32fast::hash(&whole), "CRC is over header[4..] then payload");
+    }
+
+    #[test]
+    fn zeroes_never_parse_as_a_record() {
+        assert_eq!(RecordHeader::decode(&[0; RECORD_HEADER_LEN]), Err(RecordHeaderError::UnknownKind(0)));
+    }
+
+    #[test]
+    fn commit_payload_roundtrips() {
+        let c = CommitPayload { records: 3, chunks: 2, value_bytes: 1 << 33, value_crc: 0xdead_beef };
+        assert_eq!(CommitPayload::decode(&c.encode()), Some(c));
+        assert_eq!(CommitPayload::decode(&[0; 19]), None);
+    }
+
+    #[test]
+    fn put_one_split_checks_bounds() {
+        assert_eq!(split_put_one(&[2, 0, b'k', b'y', b'v']), Some((&b"ky"[..], &b"v"[..])));
+        assert_eq!(split_put_one(&[5, 0, b'k']), None);
+        assert_eq!(split_put_one(&[0, 0, b'k']), None);
+    }
+}

@@ -1,0 +1,163 @@
+//! The in-memory index: an ordered map from key to where its value's chunks lie in the log.
+//! Values stay in the log; memory grows with the number of keys and chunks (16 bytes per
+//! chunk), not with value bytes.
+
+use std::collections::BTreeMap;
+use std::ops::Bound;
+
+/// Where one piece of a value lies: the record at file offset `record`, bytes
+/// `skip..skip+len` of its payload. Reads re-check the record's CRC.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ChunkLoc {
+    /// File offset of the record, bytes.
+    pub record: u64,
+    /// Payload bytes before the value bytes (the key prefix of a PUT_ONE), bytes.
+    pub skip: u32,
+    /// Value bytes in this record.
+    pub len: u32,
+}
+
+/// A committed value.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Entry {
+    /// The value's pieces in order; empty for an empty value.
+    pub chunks: Vec<ChunkLoc>,
+    /// Value length, bytes.
+    pub size: u64,
+    /// Whether the key was last written as a string.
+    pub string_key: bool,
+    /// LSN of the COMMIT (or PUT_ONE) that wrote it.
+    pub lsn: u64,
+}
+
+/// One effect of a committed transaction.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Op {
+    /// Sets `key` to `entry`.
+    Put { key: Vec<u8>, entry: Entry },
+    /// Removes `key`.
+    Delete { key: Vec<u8> },
+}
+
+impl Op {
+    pub(crate) fn key(&self) -> &[u8] {
+        match self {
+            Op::Put { key, .. } | Op::Delete { key } => key,
+        }
+    }
+}
+
+/// Which keys a scan returns. `start` is inclusive, `end` exclusive, both bytewise; `prefix`
+/// keeps only keys that start with it; `limit` caps the count; `reverse` walks from the end.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct KeyRange {
+    pub prefix: Option<Vec<u8>>,
+    pub start: Option<Vec<u8>>,
+    pub end: Option<Vec<u8>>,
+    pub limit: Option<usize>,
+    pub reverse: bool,
+}
+
+/// A key returned by a scan.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeyInfo {
+    pub key: Vec<u8>,
+    /// Whether the key was last written as a string.
+    pub string_key: bool,
+    /// Value length, bytes.
+    pub size: u64,
+}
+
+/// The ordered map, with its running totals.
+#[derive(Debug, Default)]
+pub(crate) struct Index {
+    map: BTreeMap<Vec<u8>, Entry>,
+    live_bytes: u64,
+}
+
+impl Index {
+    pub fn apply(&mut self, op: Op) {
+        match op {
+            Op::Put { key, entry } => {
+                self.live_bytes += entry.size;
+                if let Some(old) = self.map.insert(key, entry) {
+                    self.live_bytes -= old.size;
+                }
+            }
+            Op::Delete { key } => {
+                if let Some(old) = self.map.remove(&key) {
+                    self.live_bytes -= old.size;
+                }
+            }
+        }
+    }
+
+    pub fn get(&self, key: &[u8]) -> Option<&Entry> {
+        self.map.get(key)
+    }
+
+    pub fn len(&self) -> usize {
+        self.map.len()
+    }
+
+    pub fn live_bytes(&self) -> u64 {
+        self.live_bytes
+    }
+
+    pub fn scan(&self, r: &KeyRange) -> Vec<KeyInfo> {
+        // The effective lower bound is the larger of `start` and `prefix`.
+        let lower = match (&r.start, &r.prefix) {
+            (Some(s), Some(p)) => Some(if s > p { s } else { p }),
+            (Some(s), None) => Some(s),
+            (None, p) => p.as_ref(),
+        };
+        let lo = lower.map_or(Bound::Unbounded, |k| Bound::Included(k.as_slice()));
+        let hi = r.end.as_deref().map_or(Bound::Unbounded, Bound::Excluded);
+        if let (Bound::Included(l), Bound::Excluded(h)) = (lo, hi) {
+            if l >= h {
+                return Vec::new();
+            }
+        }
+        let range = self.map.range::<[u8], _>((lo, hi));
+        let prefix = r.prefix.as_deref().unwrap_or_default();
+        let limit = r.limit.unwrap_or(usize::MAX);
+        let info = |(k, e): (&Vec<u8>, &Entry)| KeyInfo { key: k.clone(), string_key: e.string_key, size: e.size };
+        if r.reverse {
+            range.rev().filter(|(k, _)| k.starts_with(prefix)).take(limit).map(info).collect()
+        } else {
+            range.take_while(|(k, _)| k.starts_with(prefix)).take(limit).map(info).collect()
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn put(ix: &mut Index, k: &str, size: u64) {
+        ix.apply(Op::Put { key: k.as_bytes().to_vec(), entry: Entry { size, ..Entry::default() } });
+    }
+    fn keys(v: Vec<KeyInfo>) -> Vec<String> {
+        v.into_iter().map(|i| String::from_utf8(i.key).unwrap_or_default()).collect()
+    }
+
+    #[test]
+    fn scans_respect_prefix_bounds_limit_and_order() {
+        let mut ix = Index::default();
+        for k in ["a", "b/1", "b/2", "b/3", "c"] {
+            put(&mut ix, k, 1);
+        }
+        let p = |s: &str| Some(s.as_bytes().to_vec());
+        assert_eq!(keys(ix.scan(&KeyRange { prefix: p("b/"), ..Default::default() })), ["b/1", "b/2", "b/3"]);
+        assert_eq!(
+            keys(ix.scan(&KeyRange { prefix: p("b/"), reverse: true, limit: Some(2), ..Default::default() })),
+            ["b/3", "b/2"]
+        );
+        assert_eq!(keys(ix.scan(&KeyRange { start: p("b/2"), end: p("c"), ..Default::default() })), ["b/2", "b/3"]);
+        assert_eq!(keys(ix.scan(&KeyRange { start: p("c"), end: p("a"), ..Default::default() })), Vec::<String>::new());
+        assert_eq!(ix.live_bytes(), 5);
+        ix.apply(Op::Delete { key: b"a".to_vec() });
+        put(&mut ix, "c", 10);
+        assert_eq!((ix.len(), ix.live_bytes()), (4, 13));
+    }
+}
