@@ -83,10 +83,9 @@ impl fmt::Display for Error {
             Error::Corruption { offset, detail } => {
                 write!(f, "log corrupt at offset {offset}: {detail}")
             }
-            Error::ChecksumMismatch { offset, stored, computed } => write!(
-                f,
-                "checksum mismatch in record at offset {offset}: stored {stored:#010x}, computed {computed:#010x}"
-            ),
+            Error::ChecksumMismatch { offset, stored, computed } => {
+                write!(f, "checksum mismatch at offset {offset}: stored {stored:#010x}, computed {computed:#010x}")
+            }
             Error::Poisoned { cause } => {
                 write!(f, "store refuses writes after an earlier I/O error ({cause}); reopen it to recover")
             }

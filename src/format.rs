@@ -22,10 +22,13 @@ pub const MAX_KEY_LEN: usize = u16::MAX as usize;
 /// Largest chunk payload a writer may be configured for, bytes.
 pub const MAX_CHUNK_LEN: usize = 64 << 20;
 /// Largest payload any record may carry, bytes (a PUT_ONE of a maximal key and chunk).
-/// Recovery treats a larger length as corruption, which bounds what it allocates.
+/// Readers treat a larger length as corruption, which bounds what a chunk read allocates.
 pub const MAX_PAYLOAD_LEN: usize = MAX_CHUNK_LEN + 2 + MAX_KEY_LEN;
 /// Size of a COMMIT payload, bytes.
 pub const COMMIT_PAYLOAD_LEN: usize = 20;
+/// Largest LSN and transaction id, so that counting up never overflows. A record above it
+/// is invalid; a file header whose `base_lsn` is 0 or above it is malformed.
+pub const MAX_ID: u64 = (1 << 62) - 1;
 /// Record flag: the key was given as a string (UTF-8); informs how `keys()` returns it.
 pub const FLAG_STRING_KEY: u8 = 0x01;
 /// Record flags defined by this version; any other bit set makes the record invalid.
@@ -327,7 +330,7 @@ mod tests {
 
     #[test]
     fn file_header_roundtrips_and_rejects_damage() {
-        let h = FileHeader { base_lsn: 7, segment: 3 };
+        let h = FileHeader { base_lsn: 7, segment: 0 };
         let b = h.encode();
         assert_eq!(FileHeader::decode(&b), Ok(h));
         let mut bad = b;

@@ -122,6 +122,16 @@ impl OpfsStorage {
         }
     }
 
+    /// Wraps a sync access handle opened elsewhere (a pool, a test).
+    pub fn from_handle(handle: FileSystemSyncAccessHandle) -> Self {
+        OpfsStorage { handle }
+    }
+
+    /// The underlying handle.
+    pub fn handle(&self) -> &FileSystemSyncAccessHandle {
+        &self.handle
+    }
+
     /// Releases the handle (and with it the file's lock). Later I/O fails.
     pub fn close(&self) {
         self.handle.close();

@@ -14,7 +14,8 @@
 //!    recovery, and did not check transaction ids or backward direction).
 //! 3. Committed effects are applied in log order. Transactions without COMMIT are invisible.
 //!
-//! Memory: one bounded read buffer plus per-open-transaction metadata (40 bytes a record).
+//! Memory: two read buffers of at most 1 MiB, plus, for each transaction still open at that
+//! point of the scan, about 64 bytes per record and a copy of each key it writes.
 
 use std::collections::HashMap;
 
@@ -24,7 +25,7 @@ use crate::clock::now_ms;
 use crate::error::{Error, Result};
 use crate::format::{
     record_crc, split_put_one, CommitPayload, FileHeader, HeaderError, Kind, RecordHeader, FILE_HEADER_LEN,
-    FLAG_STRING_KEY, MAX_KEY_LEN, RECORD_HEADER_LEN,
+    FLAG_STRING_KEY, MAX_ID, MAX_KEY_LEN, RECORD_HEADER_LEN,
 };
 use crate::index::{ChunkLoc, Entry, Index, Op};
 use crate::storage::{read_exact_at, write_all_at, Storage};
@@ -125,6 +126,8 @@ struct ScanTxn {
     begin: u64,
     lsn: u64,
     records: Vec<Scanned>,
+    /// Set when the transaction is already known bad; reported once, at its end.
+    broken: Option<String>,
 }
 
 /// Payload read granularity: whole records up to this size are read in one call; larger
@@ -184,6 +187,9 @@ impl<S: Storage> Scanner<'_, S> {
         }
         if h.lsn != expect_lsn {
             return Ok(Err(format!("LSN {} where {expect_lsn} was expected", h.lsn)));
+        }
+        if h.lsn > MAX_ID || h.txn > MAX_ID {
+            return Ok(Err(format!("LSN {} or transaction id {} above the limit {MAX_ID}", h.lsn, h.txn)));
         }
         Ok(Ok((h, pcrc)))
     }
@@ -268,11 +274,8 @@ pub(crate) fn recover<S: Storage>(storage: &mut S, mode: RecoveryMode) -> Result
                         DiscardReason::BrokenChain("transaction id begun twice".into()),
                     );
                 }
-                if h.prev != 0 {
-                    discard(&mut report, h.txn, h.lsn, DiscardReason::BrokenChain("BEGIN links to a record".into()));
-                } else {
-                    open.insert(h.txn, ScanTxn { txn: h.txn, begin: offset, lsn: h.lsn, records: Vec::new() });
-                }
+                let broken = (h.prev != 0).then(|| "BEGIN links to a record".to_string());
+                open.insert(h.txn, ScanTxn { txn: h.txn, begin: offset, lsn: h.lsn, records: Vec::new(), broken });
             }
             Kind::Put | Kind::Chunk | Kind::Delete => {
                 if let Some(t) = open.get_mut(&h.txn) {
@@ -370,6 +373,9 @@ fn with_lsn(op: Op, lsn: u64) -> Op {
 /// Walks a COMMIT's chain back to BEGIN and returns the transaction's effects in order, or
 /// why the chain does not prove the transaction complete.
 fn prove_chain(t: &ScanTxn, commit_at: u64, h: &RecordHeader, payload: &[u8]) -> Result<Vec<Op>, String> {
+    if let Some(why) = &t.broken {
+        return Err(why.clone());
+    }
     let c = CommitPayload::decode(payload).ok_or("COMMIT payload malformed")?;
     let mut chain: Vec<&Scanned> = Vec::new();
     let (mut from, mut link) = (commit_at, h.prev);
@@ -387,6 +393,11 @@ fn prove_chain(t: &ScanTxn, commit_at: u64, h: &RecordHeader, payload: &[u8]) ->
     }
     if u64::try_from(chain.len()).ok() != Some(u64::from(c.records)) {
         return Err(format!("chain holds {} records, COMMIT states {}", chain.len(), c.records));
+    }
+    // Every record of the transaction must be on its chain: a valid record the chain skips
+    // (a lost link, a stale copy) would otherwise vanish without a word.
+    if chain.len() != t.records.len() {
+        return Err(format!("{} records of this transaction are not on its chain", t.records.len() - chain.len()));
     }
     chain.reverse();
 

@@ -1,0 +1,302 @@
+//! Test support shared by the native suites: backends every test body runs on (okaywal's
+//! habit), a storage wrapper that fails on purpose, and a builder of raw logs for crafting
+//! broken chains.
+#![allow(dead_code)]
+
+use std::cell::Cell;
+use std::path::PathBuf;
+use std::rc::Rc;
+
+use walnut::format::{CommitPayload, FileHeader, Kind, RecordHeader, FILE_HEADER_LEN, RECORD_HEADER_LEN};
+#[cfg(not(target_arch = "wasm32"))]
+use walnut::FileStorage;
+use walnut::{Error, MemoryStorage, Options, Result, Storage, Store};
+
+/// A place a log lives, which can be reopened, read and rewritten as raw bytes.
+pub trait Backend {
+    type S: Storage;
+    fn fresh() -> Self;
+    fn storage(&self) -> Self::S;
+    fn bytes(&self) -> Vec<u8>;
+    fn set_bytes(&self, bytes: &[u8]);
+}
+
+pub struct Mem(MemoryStorage);
+
+impl Backend for Mem {
+    type S = MemoryStorage;
+    fn fresh() -> Self {
+        Mem(MemoryStorage::new())
+    }
+    fn storage(&self) -> MemoryStorage {
+        self.0.clone()
+    }
+    fn bytes(&self) -> Vec<u8> {
+        self.0.to_vec()
+    }
+    fn set_bytes(&self, bytes: &[u8]) {
+        let mut s = self.0.clone();
+        s.truncate(0).unwrap();
+        s.write_at(bytes, 0).unwrap();
+    }
+}
+
+#[cfg(not(target_arch = "wasm32"))]
+pub struct Disk {
+    _dir: tempfile::TempDir,
+    path: PathBuf,
+}
+
+#[cfg(not(target_arch = "wasm32"))]
+impl Backend for Disk {
+    type S = FileStorage;
+    fn fresh() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("wal.log");
+        Disk { _dir: dir, path }
+    }
+    fn storage(&self) -> FileStorage {
+        FileStorage::open(&self.path).unwrap()
+    }
+    fn bytes(&self) -> Vec<u8> {
+        std::fs::read(&self.path).unwrap_or_default()
+    }
+    fn set_bytes(&self, bytes: &[u8]) {
+        std::fs::write(&self.path, bytes).unwrap();
+    }
+}
+
+/// Runs each named generic test body on every backend: memory and file natively; memory
+/// and OPFS in the browser (in a dedicated worker).
+#[cfg(not(target_arch = "wasm32"))]
+#[macro_export]
+macro_rules! every_backend {
+    ($($name:ident),* $(,)?) => {
+        mod memory {
+            $( #[test] fn $name() { super::$name::<$crate::common::Mem>() } )*
+        }
+        mod file {
+            $( #[test] fn $name() { super::$name::<$crate::common::Disk>() } )*
+        }
+    };
+}
+
+#[cfg(target_arch = "wasm32")]
+#[macro_export]
+macro_rules! every_backend {
+    ($($name:ident),* $(,)?) => {
+        mod memory {
+            use wasm_bindgen_test::wasm_bindgen_test;
+            $( #[wasm_bindgen_test] fn $name() { super::$name::<$crate::common::Mem>() } )*
+        }
+        mod opfs {
+            use wasm_bindgen_test::wasm_bindgen_test;
+            $( #[wasm_bindgen_test] async fn $name() {
+                $crate::common::opfs::prepare(stringify!($name)).await;
+                super::$name::<$crate::common::opfs::Opfs>()
+            } )*
+        }
+    };
+}
+
+/// OPFS as a test backend. The sync access handle is opened (async) before the synchronous
+/// test body runs, and every "reopen" goes through the same handle, as a crash-and-restart
+/// of the same worker would.
+#[cfg(target_arch = "wasm32")]
+pub mod opfs {
+    use std::cell::RefCell;
+
+    use walnut::storage::opfs::OpfsStorage;
+    use walnut::Storage;
+
+    thread_local! {
+        static PREPARED: RefCell<Option<OpfsStorage>> = const { RefCell::new(None) };
+    }
+
+    /// Opens `walnut/test-<name>/wal.log`, emptied, for the next [`super::Backend::fresh`].
+    pub async fn prepare(name: &str) {
+        let mut s = OpfsStorage::open(&format!("test-{name}"), 2000).await.unwrap();
+        s.truncate(0).unwrap();
+        s.flush().unwrap();
+        PREPARED.with(|p| *p.borrow_mut() = Some(s));
+    }
+
+    pub struct Opfs(OpfsStorage);
+
+    impl super::Backend for Opfs {
+        type S = OpfsStorage;
+        fn fresh() -> Self {
+            Opfs(PREPARED.with(|p| p.borrow_mut().take()).expect("prepare() runs first"))
+        }
+        fn storage(&self) -> OpfsStorage {
+            OpfsStorage::from_handle(self.0.handle().clone())
+        }
+        fn bytes(&self) -> Vec<u8> {
+            let mut b = vec![0; self.0.size().unwrap() as usize];
+            assert!(walnut::storage::read_exact_at(&self.0, &mut b, 0).unwrap());
+            b
+        }
+        fn set_bytes(&self, bytes: &[u8]) {
+            let mut s = self.storage();
+            s.truncate(0).unwrap();
+            walnut::storage::write_all_at(&mut s, bytes, 0).unwrap();
+            s.flush().unwrap();
+        }
+    }
+
+    impl Drop for Opfs {
+        fn drop(&mut self) {
+            self.0.close();
+        }
+    }
+}
+
+pub fn small_chunks() -> Options {
+    Options { chunk_size: 64, direct_write_threshold: 100, batch_bytes: 256, ..Options::default() }
+}
+
+pub fn open<B: Backend>(b: &B, options: Options) -> Store<B::S> {
+    Store::open(b.storage(), options).unwrap()
+}
+
+/// Deterministic bytes (xorshift), so failures reproduce.
+pub fn pattern(len: usize, seed: u64) -> Vec<u8> {
+    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect()
+}
+
+/// Which operation a [`Faulty`] storage should fail, and how.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Fault {
+    /// The Nth write (0-based) throws.
+    FailWrite(usize),
+    /// The Nth write reports a short count (and writes only half).
+    ShortWrite(usize),
+    /// The Nth write reports 0xFFFF_FFF8 bytes, as Chrome at quota did.
+    AbsurdWrite(usize),
+    /// The Nth flush fails.
+    FailFlush(usize),
+}
+
+/// A storage that fails one operation on purpose (redb's fuzzer counts down the same way).
+pub struct Faulty<S> {
+    pub inner: S,
+    pub fault: Fault,
+    pub writes: Rc<Cell<usize>>,
+    pub flushes: Rc<Cell<usize>>,
+}
+
+impl<S: Storage> Faulty<S> {
+    pub fn new(inner: S, fault: Fault) -> Self {
+        Faulty { inner, fault, writes: Rc::default(), flushes: Rc::default() }
+    }
+}
+
+impl<S: Storage> Storage for Faulty<S> {
+    fn read_at(&self, buf: &mut [u8], offset: u64) -> Result<usize> {
+        self.inner.read_at(buf, offset)
+    }
+    fn write_at(&mut self, buf: &[u8], offset: u64) -> Result<usize> {
+        let n = self.writes.get();
+        self.writes.set(n + 1);
+        match self.fault {
+            Fault::FailWrite(k) if k == n => Err(Error::io("write", "injected failure")),
+            Fault::ShortWrite(k) if k == n => {
+                let half = buf.len() / 2;
+                self.inner.write_at(&buf[..half], offset)
+            }
+            Fault::AbsurdWrite(k) if k == n => Ok(0xFFFF_FFF8),
+            _ => self.inner.write_at(buf, offset),
+        }
+    }
+    fn size(&self) -> Result<u64> {
+        self.inner.size()
+    }
+    fn truncate(&mut self, len: u64) -> Result<()> {
+        self.inner.truncate(len)
+    }
+    fn flush(&mut self) -> Result<()> {
+        let n = self.flushes.get();
+        self.flushes.set(n + 1);
+        match self.fault {
+            Fault::FailFlush(k) if k == n => Err(Error::io("flush", "injected failure")),
+            _ => self.inner.flush(),
+        }
+    }
+}
+
+/// Builds raw logs record by record, with full control of links, LSNs and COMMIT claims.
+pub struct LogBuilder {
+    pub bytes: Vec<u8>,
+    pub next_lsn: u64,
+}
+
+impl Default for LogBuilder {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl LogBuilder {
+    pub fn new() -> Self {
+        LogBuilder { bytes: FileHeader { base_lsn: 1, segment: 0 }.encode().to_vec(), next_lsn: 1 }
+    }
+
+    /// Appends a record; returns its offset.
+    pub fn record(&mut self, kind: Kind, flags: u8, txn: u64, prev: u64, payload: &[u8]) -> u64 {
+        let at = self.bytes.len() as u64;
+        let (h, _) = RecordHeader::encode(kind, flags, self.next_lsn, txn, prev, &[payload]);
+        self.bytes.extend_from_slice(&h);
+        self.bytes.extend_from_slice(payload);
+        self.next_lsn = self.next_lsn.wrapping_add(1);
+        at
+    }
+
+    /// A committed single-record put.
+    pub fn put_one(&mut self, txn: u64, key: &[u8], value: &[u8]) -> u64 {
+        let mut p = (key.len() as u16).to_le_bytes().to_vec();
+        p.extend_from_slice(key);
+        p.extend_from_slice(value);
+        self.record(Kind::PutOne, 0, txn, 0, &p)
+    }
+
+    /// The COMMIT payload that honestly describes `chunks`.
+    pub fn claims(records: u32, chunks: &[&[u8]]) -> CommitPayload {
+        let mut all = Vec::new();
+        chunks.iter().for_each(|c| all.extend_from_slice(c));
+        CommitPayload {
+            records,
+            chunks: chunks.len() as u32,
+            value_bytes: all.len() as u64,
+            value_crc: crc32fast::hash(&all),
+        }
+    }
+
+    pub fn commit(&mut self, txn: u64, prev: u64, c: CommitPayload) -> u64 {
+        self.record(Kind::Commit, 0, txn, prev, &c.encode())
+    }
+}
+
+/// Offsets where each record of a valid log starts, and where it ends.
+pub fn record_spans(bytes: &[u8]) -> Vec<(u64, u64)> {
+    let mut spans = Vec::new();
+    let mut at = FILE_HEADER_LEN;
+    while at + RECORD_HEADER_LEN <= bytes.len() {
+        let h: [u8; RECORD_HEADER_LEN] = bytes[at..at + RECORD_HEADER_LEN].try_into().unwrap();
+        let Ok(h) = RecordHeader::decode(&h) else { break };
+        let end = at + h.record_len() as usize;
+        if end > bytes.len() {
+            break;
+        }
+        spans.push((at as u64, end as u64));
+        at = end;
+    }
+    spans
+}
