@@ -4,6 +4,7 @@
 #![allow(dead_code)]
 
 use std::cell::Cell;
+#[cfg(not(target_arch = "wasm32"))]
 use std::path::PathBuf;
 use std::rc::Rc;
 
