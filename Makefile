@@ -10,7 +10,7 @@ export PATH := $(CARGO_BIN):$(PATH)
 # The wasm-bindgen CLI must equal the crate version pinned (with `=`) in Cargo.toml.
 WASM_BINDGEN_VERSION := $(shell sed -n 's/^wasm-bindgen = "=\(.*\)"/\1/p' Cargo.toml)
 WASM_PACK_VERSION := 0.15.1
-GECKODRIVER_VERSION := 0.36.0
+GECKODRIVER_VERSION := 0.37.1
 CHROMEDRIVER ?= /usr/bin/chromedriver
 GECKODRIVER ?= $(CARGO_BIN)/geckodriver
 PORT ?= 8080
