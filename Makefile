@@ -72,7 +72,7 @@ test-wasm-firefox: setup-rust setup-browsers
 test-wasm: test-wasm-chrome test-wasm-firefox
 
 test-e2e: pkg setup-browsers
-	node --test --test-concurrency=1 tests/e2e/
+	node --test --test-concurrency=1 tests/e2e/*.test.mjs
 
 test: setup lint test-native test-wasm test-e2e
 

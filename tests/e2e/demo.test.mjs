@@ -1,0 +1,57 @@
+// The demo page works as a person would use it: store a file, download it back with matching
+// SHA-256, kill the worker mid-upload and see recovery.
+import assert from 'node:assert/strict';
+import { randomBytes } from 'node:crypto';
+import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { after, before, test } from 'node:test';
+import { setup } from './helpers.mjs';
+
+let env;
+let dir;
+before(async () => {
+  dir = await mkdtemp(join(tmpdir(), 'walnut-e2e-demo-'));
+  await writeFile(join(dir, 'small.bin'), randomBytes(3 * 1024 * 1024 + 5));
+  const block = randomBytes(1024 * 1024);
+  await writeFile(join(dir, 'large.bin'), Buffer.concat(Array.from({ length: 160 }, () => block)));
+  env = await setup();
+});
+after(async () => {
+  await env?.close();
+  await rm(dir, { recursive: true, force: true });
+});
+
+test('the demo stores a file, downloads it with the same SHA-256, and survives a killed worker', async () => {
+  const page = await env.context.newPage();
+  const errors = [];
+  page.on('pageerror', (error) => errors.push(error.message));
+  await page.goto(env.url);
+  const message = () => page.textContent('#message');
+  await page.waitForFunction(() => !document.querySelector('#file').disabled);
+
+  await page.setInputFiles('#file', join(dir, 'small.bin'));
+  await page.waitForFunction(() => /Download it/.test(document.querySelector('#message').textContent));
+  assert.match(await page.textContent('#keys'), /small\.bin\s*3\.0 MiB/);
+  const download = page.waitForEvent('download');
+  await page.click('#keys button:has-text("Download")');
+  assert.equal((await download).suggestedFilename(), 'small.bin');
+  await page.waitForFunction(() => /identical|different/.test(document.querySelector('#keys').textContent));
+  assert.match(await page.textContent('#keys'), /✓ identical/);
+
+  await page.setInputFiles('#file', join(dir, 'large.bin'));
+  // Click the kill button from the page, in the same moment the upload is seen under way.
+  await page.waitForFunction(
+    () => document.querySelector('#transfer-bar').value > 0.02 && (document.querySelector('#kill').click(), true),
+    null,
+    { polling: 10 },
+  );
+  await page.waitForFunction(() => /Reopened/.test(document.querySelector('#message').textContent));
+  assert.match(await message(), /discarded 1 unfinished transaction/);
+  const recovery = JSON.parse((await page.textContent('#recovery')).split('\n\n')[0]);
+  assert.equal(recovery.discarded.length, 1);
+  assert.doesNotMatch(await page.textContent('#keys'), /large\.bin/);
+  assert.match(await page.textContent('#keys'), /small\.bin/);
+  assert.deepEqual(errors, []);
+  await page.close();
+});

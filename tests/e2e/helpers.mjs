@@ -1,0 +1,79 @@
+// Shared setup for the end-to-end tests: the static server, a Chromium with a fresh profile
+// (OPFS persists per profile, so pages of one context share stores) and the test page.
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { after, before } from 'node:test';
+import { chromium } from 'playwright-core';
+import { startServer } from '../../www/tools/serve.mjs';
+
+const CHROMIUM = process.env.CHROMIUM ?? '/usr/bin/chromium';
+const ARGS = [
+  '--no-sandbox',
+  '--disable-gpu',
+  '--disable-quic',
+  '--no-first-run',
+  '--disable-background-networking',
+  '--disable-component-update',
+  '--disable-sync',
+];
+
+/**
+ * Starts the server and a persistent Chromium context with a new profile.
+ * @param {{ routes?: Array<[string, string]> }} [options] extra server routes
+ * @returns {Promise<{ url: string, context: import('playwright-core').BrowserContext, openPage: () => Promise<import('playwright-core').Page>, close: () => Promise<void> }>}
+ */
+export async function setup({ routes } = {}) {
+  const server = await startServer({ port: 0, routes });
+  const profile = await mkdtemp(join(tmpdir(), 'walnut-e2e-profile-'));
+  let context;
+  try {
+    context = await chromium.launchPersistentContext(profile, {
+      executablePath: CHROMIUM,
+      headless: true,
+      args: ARGS,
+    });
+  } catch (error) {
+    await server.close();
+    await rm(profile, { recursive: true, force: true });
+    throw error;
+  }
+  const fixture = `${server.url}tests/e2e/fixtures/`;
+  return {
+    url: server.url,
+    context,
+    /** Opens the test page, with `window.walnut` and `window.harness` loaded. */
+    async openPage() {
+      const page = await context.newPage();
+      page.on('pageerror', (error) => console.error(`[page error] ${error.stack ?? error}`));
+      page.on('console', (message) => {
+        if (message.type() === 'error' || process.env.WALNUT_E2E_CONSOLE) {
+          console.error(`[page ${message.type()}] ${message.text()}`);
+        }
+      });
+      await page.goto(fixture);
+      await page.waitForFunction(() => window.walnut && window.harness);
+      return page;
+    },
+    async close() {
+      await context.close();
+      await server.close();
+      await rm(profile, { recursive: true, force: true });
+    },
+  };
+}
+
+/**
+ * For a test file whose tests share one page: sets it up before them and closes it after.
+ * @returns {{ env?: Awaited<ReturnType<typeof setup>>, page?: import('playwright-core').Page }}
+ *   filled in once the tests run
+ */
+export function sharedPage() {
+  const shared = {};
+  before(async () => {
+    shared.env = await setup();
+    shared.page = await shared.env.openPage();
+  });
+  after(() => shared.env?.close());
+  return shared;
+}

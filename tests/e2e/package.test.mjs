@@ -1,0 +1,107 @@
+// The built package (pkg/): publint, its package.json, and how the server delivers its files.
+import assert from 'node:assert/strict';
+import { execFile } from 'node:child_process';
+import { existsSync, readFileSync } from 'node:fs';
+import { after, before, test } from 'node:test';
+import { fileURLToPath } from 'node:url';
+import { promisify } from 'node:util';
+import { publint } from 'publint';
+import { mergePackage } from '../../www/tools/merge-pkg.mjs';
+import { startServer } from '../../www/tools/serve.mjs';
+
+const repo = fileURLToPath(new URL('../../', import.meta.url));
+const pkgDir = `${repo}pkg/`;
+const manifest = JSON.parse(readFileSync(`${pkgDir}package.json`, 'utf8'));
+
+test('publint finds no errors or warnings in pkg/', async () => {
+  const { messages } = await publint({ pkgDir, level: 'warning', strict: false });
+  assert.deepEqual(
+    messages.map(({ type, code, path }) => `${type} ${code} at ${path.join('.')}`),
+    [],
+  );
+});
+
+test('pkg/package.json is the template merged into what wasm-pack wrote', () => {
+  assert.equal(manifest.name, 'walnut-kv');
+  assert.equal(manifest.type, 'module');
+  assert.deepEqual(manifest.exports['.'], {
+    types: './walnut.d.ts',
+    import: './walnut.js',
+    default: './walnut.js',
+  });
+  for (const file of ['walnut.js', 'worker.js', 'walnut.d.ts', 'walnut_core.js', 'walnut_core_bg.wasm', 'walnut_core.d.ts']) {
+    assert.ok(manifest.files.includes(file), `files lists ${file}`);
+    assert.ok(existsSync(`${pkgDir}${file}`), `pkg/${file} exists`);
+  }
+  assert.ok(manifest.sideEffects.includes('./worker.js'), 'worker.js is marked as having side effects');
+  assert.ok(manifest.version, 'the version comes from Cargo.toml');
+});
+
+test('walnut.d.ts declares exactly what walnut.js exports', async () => {
+  const runtime = Object.keys(await import(`${pkgDir}walnut.js`)).sort();
+  const declared = [...readFileSync(`${pkgDir}walnut.d.ts`, 'utf8').matchAll(/^export (?:class|function|const) (\w+)/gm)]
+    .map((match) => match[1])
+    .sort();
+  assert.deepEqual(declared, runtime);
+});
+
+test('the declarations type-check a sample of correct and incorrect usage', async () => {
+  const tsc = `${repo}node_modules/.bin/tsc`;
+  const result = await promisify(execFile)(tsc, ['-p', `${repo}tests/e2e/types`]).catch((error) => error);
+  assert.equal(result.code ?? 0, 0, `tsc failed:\n${result.stdout}${result.stderr}`);
+});
+
+test('mergePackage: template wins, objects merge deeply, files are unioned', () => {
+  const generated = {
+    name: 'walnut',
+    version: '1.2.3',
+    files: ['a.js', 'b.wasm'],
+    sideEffects: ['./snippets/*'],
+    nested: { keep: 1, replace: 'old', deeper: { x: 1 } },
+  };
+  const template = {
+    name: 'walnut-kv',
+    files: ['b.wasm', 'c.js'],
+    sideEffects: ['./worker.js'],
+    nested: { replace: 'new', deeper: { y: 2 } },
+  };
+  assert.deepEqual(mergePackage(generated, template), {
+    name: 'walnut-kv',
+    version: '1.2.3',
+    files: ['a.js', 'b.wasm', 'c.js'],
+    sideEffects: ['./worker.js'],
+    nested: { keep: 1, replace: 'new', deeper: { x: 1, y: 2 } },
+  });
+  assert.deepEqual(generated.nested, { keep: 1, replace: 'old', deeper: { x: 1 } }, 'inputs untouched');
+});
+
+let server;
+before(async () => {
+  server = await startServer({ port: 0 });
+});
+after(() => server?.close());
+
+test('the server sends wasm and JavaScript with the right types', async () => {
+  const types = {};
+  for (const path of ['pkg/walnut_core_bg.wasm', 'pkg/walnut.js', 'pkg/worker.js', 'tests/e2e/fixtures/', '', 'demo.js']) {
+    const response = await fetch(server.url + path);
+    assert.equal(response.status, 200, path);
+    types[path] = response.headers.get('content-type');
+    await response.arrayBuffer();
+  }
+  assert.deepEqual(types, {
+    'pkg/walnut_core_bg.wasm': 'application/wasm',
+    'pkg/walnut.js': 'text/javascript',
+    'pkg/worker.js': 'text/javascript',
+    'tests/e2e/fixtures/': 'text/html;charset=utf-8',
+    '': 'text/html;charset=utf-8',
+    'demo.js': 'text/javascript',
+  });
+  const missing = await fetch(`${server.url}pkg/nope.js`);
+  assert.equal(missing.status, 404);
+  const escape = await fetch(`${server.url}pkg/..%2f..%2fCargo.toml`);
+  assert.equal(escape.status, 404);
+  const vendored = await fetch(`${server.url}vendor/noble-hashes/sha2.js`);
+  assert.equal(vendored.status, 200);
+  await Promise.all([missing.arrayBuffer(), escape.arrayBuffer(), vendored.arrayBuffer()]);
+});

@@ -1,0 +1,62 @@
+// Compiled (not run) by package.test.mjs: the declarations in pkg/walnut.d.ts must accept this
+// usage and reject the lines marked @ts-expect-error.
+import {
+  open,
+  WalnutError,
+  WalnutLockedError,
+  type BatchOperation,
+  type Entry,
+  type RecoveryReport,
+  type Stats,
+  WalnutStore,
+} from '../../../pkg/walnut.js';
+
+export async function usage(file: File, stream: ReadableStream<Uint8Array>): Promise<void> {
+  const db: WalnutStore = await open('app', { chunkSize: 65536, durability: 'relaxed', lockTimeout: 1000 });
+  const report: RecoveryReport = db.recovery;
+  const discarded: number = report.discarded.length;
+  const controller = new AbortController();
+  await db.put('text', 'hello');
+  await db.put(new Uint8Array([1]), new Uint8Array(4), { durability: 'strict' });
+  await db.put('file', file, {
+    signal: controller.signal,
+    onProgress: (written: number, total?: number) => console.log(written, total, discarded),
+  });
+  await db.put('stream', stream);
+  await db.put('view', new DataView(new ArrayBuffer(8)));
+  const blob: Blob | undefined = await db.get('text');
+  const body: ReadableStream<Uint8Array> | undefined = await db.getStream('file');
+  const existed: boolean = await db.delete('text', { durability: 'relaxed' });
+  const has: boolean = await db.has('text');
+  const keys: Array<string | Uint8Array> = await db.keys({ prefix: 'a', start: 'b', end: new Uint8Array([9]), limit: 3, reverse: true });
+  const entries: Entry[] = await db.entries();
+  const ops: BatchOperation[] = [
+    { type: 'put', key: 'a', value: file },
+    { type: 'delete', key: 'b' },
+  ];
+  await db.batch(ops, { durability: 'strict' });
+  const stats: Stats = await db.stats();
+  const size: number = entries[0].size + stats.liveBytes + db.chunkSize;
+  console.log(blob, body, existed, has, keys, size, db.name);
+  await db.close();
+  db.terminate();
+  try {
+    await open('other');
+  } catch (error) {
+    if (error instanceof WalnutLockedError) console.log(error.name satisfies string);
+    if (error instanceof WalnutError) console.log(error.message);
+  }
+
+  // @ts-expect-error numbers are not values
+  await db.put('k', 42);
+  // @ts-expect-error keys are strings or Uint8Array
+  await db.get(7);
+  // @ts-expect-error durability is 'strict' or 'relaxed'
+  await db.put('k', 'v', { durability: 'eventual' });
+  // @ts-expect-error limit is a number
+  await db.keys({ limit: '3' });
+  // @ts-expect-error batch operations need a type
+  await db.batch([{ key: 'k', value: 'v' }]);
+  // @ts-expect-error stores come from open()
+  new WalnutStore();
+}

@@ -1,0 +1,190 @@
+/**
+ * walnut: a durable key-value store for web apps, kept in a write-ahead log in the origin
+ * private file system (OPFS). Each open store runs in its own dedicated worker.
+ *
+ * Sizes are in bytes, times in milliseconds.
+ * @module walnut-kv
+ */
+
+/** A key: a string (stored as UTF-8) or bytes; 1 to 65535 bytes. Keys sort bytewise. */
+export type Key = string | Uint8Array;
+
+/** What put() accepts. Strings are stored as UTF-8. Byte values are copied at call time. */
+export type Value = string | ArrayBuffer | ArrayBufferView | Blob | ReadableStream<Uint8Array>;
+
+/**
+ * `'strict'`: a write resolves only after its COMMIT record is flushed to disk (writes issued
+ * together share one flush). `'relaxed'`: a write resolves once it is written and visible; it is
+ * flushed by a later strict write or by close(), and may be lost in a crash before that.
+ */
+export type Durability = 'strict' | 'relaxed';
+
+export interface OpenOptions {
+  /** Bytes per chunk record: values are written in chunks of this size. 4096 to 67108864, default 1048576 (1 MiB). */
+  chunkSize?: number;
+  /** Default durability of this store's writes. Default `'strict'`. */
+  durability?: Durability;
+  /** How long open() retries while another worker holds the store, ms. Default 5000. */
+  lockTimeout?: number;
+  /** Records of at least this many bytes bypass the write batch buffer. Default 65536. */
+  directWriteThreshold?: number;
+}
+
+export interface WriteOptions {
+  /**
+   * Called as value bytes are written to the log: `bytesWritten` so far, and `totalBytes` when
+   * known (not for ReadableStream values). Not called again after the promise settles.
+   */
+  onProgress?: (bytesWritten: number, totalBytes?: number) => void;
+  /**
+   * Aborting it before the write commits writes ABORT, keeps the old value and rejects with
+   * `signal.reason`. If the commit happened first, the write resolves normally.
+   */
+  signal?: AbortSignal;
+  /** Overrides the store's durability for this call. */
+  durability?: Durability;
+}
+
+export interface KeysOptions {
+  /** Only keys starting with these bytes. */
+  prefix?: Key;
+  /** Only keys at or after this one (inclusive). */
+  start?: Key;
+  /** Only keys before this one (exclusive). */
+  end?: Key;
+  /** At most this many keys. */
+  limit?: number;
+  /** Descending order. */
+  reverse?: boolean;
+}
+
+export type BatchOperation = { type: 'put'; key: Key; value: Value } | { type: 'delete'; key: Key };
+
+export interface Entry {
+  /** The key, in the form (string or Uint8Array) it was last put with. */
+  key: Key;
+  /** Size of the value, bytes. */
+  size: number;
+}
+
+export interface RecoveryReport {
+  /** Committed transactions replayed. */
+  committed: number;
+  /** Transactions dropped: no COMMIT (a crash mid-write), ABORT, or a broken chain. The first 1000 only. */
+  discarded: Array<{ txn: number; lsn: number; reason: string }>;
+  /** How many transactions were dropped in all. */
+  discardedTotal: number;
+  /** Torn or corrupt tail cut off the log, bytes. */
+  bytesTruncated: number;
+  /** File offset of the cut, bytes; null when nothing was cut. */
+  truncatedAt: number | null;
+  /** Why the tail was cut; null when nothing was cut. */
+  tailReason: string | null;
+  /** Log size after recovery, bytes. */
+  logBytes: number;
+  /** Valid records scanned. */
+  records: number;
+  /** Time recovery took, ms. */
+  millis: number;
+}
+
+export interface Stats {
+  /** Live keys. */
+  keys: number;
+  /** Sum of the live values' sizes, bytes. */
+  liveBytes: number;
+  /** Log file size, bytes. */
+  logBytes: number;
+  /** Log sequence number the next record gets. */
+  nextLsn: number;
+  /** Transactions begun and not yet committed or aborted (e.g. streaming puts). */
+  openTransactions: number;
+  /** Strict commits waiting for the next group flush. */
+  pendingCommits: number;
+  /** Whether a failed write or flush made the store refuse writes until reopened. */
+  poisoned: boolean;
+  /** Bytes per chunk record. */
+  chunkSize: number;
+}
+
+/** An open store. Get one with {@link open}. Every method rejects with a {@link WalnutError}. */
+export class WalnutStore {
+  private constructor();
+  /** The name given to open(). */
+  readonly name: string;
+  /** What recovery found and did when this store was opened. */
+  readonly recovery: RecoveryReport;
+  /** Bytes per chunk record. */
+  readonly chunkSize: number;
+
+  /**
+   * Stores `value` under `key` in one transaction, replacing the old value. Blobs and streams
+   * are read in the worker and written chunk by chunk with bounded memory; other requests keep
+   * being served meanwhile. Writes to the same key apply in call order.
+   */
+  put(key: Key, value: Value, options?: WriteOptions): Promise<void>;
+  /**
+   * Reads a whole value, or undefined when the key is absent. Reads do not wait for writes still
+   * streaming in: they see the last committed value. Use getStream() for huge values.
+   */
+  get(key: Key): Promise<Blob | undefined>;
+  /**
+   * Reads a value as a stream that fetches one chunk from the worker per pull, or undefined when
+   * the key is absent. The stream sees the value as it was when getStream() resolved. Cancel it
+   * if you stop reading early.
+   */
+  getStream(key: Key): Promise<ReadableStream<Uint8Array> | undefined>;
+  /** Whether `key` has a value. */
+  has(key: Key): Promise<boolean>;
+  /** Deletes `key`; resolves to whether it existed. */
+  delete(key: Key, options?: Pick<WriteOptions, 'durability'>): Promise<boolean>;
+  /** Keys in bytewise order. */
+  keys(options?: KeysOptions): Promise<Key[]>;
+  /** Keys in bytewise order with their values' sizes. */
+  entries(options?: KeysOptions): Promise<Entry[]>;
+  /** Puts and deletes in one transaction: after a crash, all of them or none are visible. */
+  batch(operations: BatchOperation[], options?: WriteOptions): Promise<void>;
+  /** Counters of the store and its log. */
+  stats(): Promise<Stats>;
+  /**
+   * Lets the requests made before it finish, flushes, releases the file and stops the worker.
+   * Calling it again, or after terminate(), is harmless. Other calls afterwards reject with
+   * WalnutClosedError.
+   */
+  close(): Promise<void>;
+  /**
+   * Kills the worker at once, as a crash would: writes not yet flushed may be lost and pending
+   * calls reject with WalnutClosedError. The next open() recovers the log.
+   */
+  terminate(): void;
+}
+
+/**
+ * Opens (or creates) the store `name`, recovering its log. While another worker holds the store
+ * (another tab, or a page being reloaded), retries for `lockTimeout` ms, then rejects with
+ * WalnutLockedError.
+ */
+export function open(name: string, options?: OpenOptions): Promise<WalnutStore>;
+
+/** Base class of every error walnut rejects with; `name` tells the kind. */
+export class WalnutError extends Error {}
+/** Reading or writing OPFS failed, or reading a value's Blob or stream failed. */
+export class WalnutIoError extends WalnutError {}
+/** The log holds data that cannot be right (a broken structure, not a torn tail). */
+export class WalnutCorruptionError extends WalnutError {}
+/** A stored chunk failed its CRC check on read. */
+export class WalnutChecksumError extends WalnutError {}
+/** An earlier write or flush failed; the store refuses writes until it is reopened. */
+export class WalnutPoisonedError extends WalnutError {}
+/** The origin's storage quota is exhausted. */
+export class WalnutQuotaExceededError extends WalnutError {}
+/** Another worker held the store for longer than `lockTimeout`. */
+export class WalnutLockedError extends WalnutError {}
+/** An argument has the wrong type or value; the message names the parameter. */
+export class WalnutInvalidArgumentError extends WalnutError {}
+/** The store was closed or terminated. */
+export class WalnutClosedError extends WalnutError {}
+/** The environment lacks what walnut needs (module workers, OPFS, WebAssembly). */
+export class WalnutUnsupportedError extends WalnutError {}
+/** A transaction was used wrongly or could not be completed. */
+export class WalnutTransactionError extends WalnutError {}

@@ -1,0 +1,647 @@
+/**
+ * walnut: a durable key-value store for web apps.
+ *
+ * This module is the main-thread API. Every store runs in its own dedicated worker
+ * (`worker.js`, next to this file) that owns the OPFS write-ahead log through a
+ * `FileSystemSyncAccessHandle`. Requests made in the same microtask travel to the worker in
+ * one message; large values are streamed to it and written chunk by chunk.
+ *
+ * @module walnut-kv
+ */
+
+/** Longest key accepted, in bytes (UTF-8 for strings). */
+const MAX_KEY_BYTES = 65535;
+
+const encoder = new TextEncoder();
+const decoder = new TextDecoder();
+
+/** Base class of every error walnut rejects with; `name` tells the kind. */
+export class WalnutError extends Error {}
+WalnutError.prototype.name = 'WalnutError';
+
+/**
+ * Makes the error class for one of the stable error names (a class per name so that
+ * `instanceof` works and `name` survives minification).
+ * @param {string} name
+ */
+function errorClass(name) {
+  const cls = class extends WalnutError {};
+  Object.defineProperty(cls, 'name', { value: name });
+  cls.prototype.name = name;
+  return cls;
+}
+
+/** Reading or writing OPFS failed. */
+export const WalnutIoError = errorClass('WalnutIoError');
+/** The log holds data that cannot be right (a broken structure, not a torn tail). */
+export const WalnutCorruptionError = errorClass('WalnutCorruptionError');
+/** A stored chunk failed its CRC check on read. */
+export const WalnutChecksumError = errorClass('WalnutChecksumError');
+/** An earlier write or flush failed; the store refuses writes until it is reopened. */
+export const WalnutPoisonedError = errorClass('WalnutPoisonedError');
+/** The origin's storage quota is exhausted. */
+export const WalnutQuotaExceededError = errorClass('WalnutQuotaExceededError');
+/** Another worker (tab, or a page being reloaded) holds the store for longer than `lockTimeout`. */
+export const WalnutLockedError = errorClass('WalnutLockedError');
+/** An argument has the wrong type or value; the message names the parameter. */
+export const WalnutInvalidArgumentError = errorClass('WalnutInvalidArgumentError');
+/** The store was closed or terminated. */
+export const WalnutClosedError = errorClass('WalnutClosedError');
+/** The environment lacks what walnut needs (module workers, OPFS, WebAssembly). */
+export const WalnutUnsupportedError = errorClass('WalnutUnsupportedError');
+/** A transaction was used wrongly or could not be completed. */
+export const WalnutTransactionError = errorClass('WalnutTransactionError');
+
+const ERROR_CLASSES = new Map(
+  [
+    WalnutIoError,
+    WalnutCorruptionError,
+    WalnutChecksumError,
+    WalnutPoisonedError,
+    WalnutQuotaExceededError,
+    WalnutLockedError,
+    WalnutInvalidArgumentError,
+    WalnutClosedError,
+    WalnutUnsupportedError,
+    WalnutTransactionError,
+  ].map((cls) => [cls.name, cls]),
+);
+
+/**
+ * Rebuilds an error the worker sent as `{ name, message }`.
+ * @param {{ name: string, message: string }} error
+ */
+function toError({ name, message }) {
+  const cls = ERROR_CLASSES.get(name) ?? WalnutIoError;
+  return new cls(message);
+}
+
+/** @param {string} message */
+function invalid(message) {
+  return new WalnutInvalidArgumentError(message);
+}
+
+/** @param {unknown} value a short description of a value's type for error messages */
+function describe(value) {
+  if (value === null) return 'null';
+  if (typeof value !== 'object') return typeof value;
+  return value.constructor?.name ?? 'object';
+}
+
+/** @param {ArrayBuffer} buffer */
+function isDetached(buffer) {
+  // `detached` is missing in older engines; there a detached buffer shows as empty.
+  return buffer.detached === true;
+}
+
+/**
+ * Validates a key and encodes it for the worker. The bytes are a copy, so the caller may
+ * reuse their array at once.
+ * @param {unknown} key
+ * @param {string} param the parameter name for error messages
+ * @returns {{ bytes: Uint8Array, isString: boolean }}
+ */
+function encodeKey(key, param = 'key') {
+  let bytes;
+  let isString = false;
+  if (typeof key === 'string') {
+    if (key.isWellFormed?.() === false) {
+      throw invalid(`${param} is not well-formed UTF-16 (it has a lone surrogate)`);
+    }
+    bytes = encoder.encode(key);
+    isString = true;
+  } else if (key instanceof Uint8Array) {
+    if (isDetached(key.buffer)) throw invalid(`${param}: its ArrayBuffer is detached`);
+    bytes = key.slice();
+  } else {
+    throw invalid(`${param} must be a string or a Uint8Array, got ${describe(key)}`);
+  }
+  if (bytes.length === 0) throw invalid(`${param} must not be empty`);
+  if (bytes.length > MAX_KEY_BYTES) {
+    throw invalid(`${param} is ${bytes.length} bytes long; the limit is ${MAX_KEY_BYTES}`);
+  }
+  return { bytes, isString };
+}
+
+/**
+ * Validates an optional key range bound or prefix (empty allowed) and encodes it.
+ * @param {unknown} bound
+ * @param {string} param
+ * @returns {Uint8Array | undefined}
+ */
+function encodeBound(bound, param) {
+  if (bound === undefined) return undefined;
+  if (typeof bound === 'string') return encoder.encode(bound);
+  if (bound instanceof Uint8Array) {
+    if (isDetached(bound.buffer)) throw invalid(`${param}: its ArrayBuffer is detached`);
+    return bound.slice();
+  }
+  throw invalid(`${param} must be a string or a Uint8Array, got ${describe(bound)}`);
+}
+
+/**
+ * Validates a value and turns it into what the worker receives: bytes (copied, so the caller's
+ * buffer is never detached), a Blob (cloned by reference) or a ReadableStream (transferred).
+ * @param {unknown} value
+ * @param {string} param
+ * @param {Transferable[]} transfer collects what must be transferred with the message
+ * @returns {{ value: Uint8Array | Blob | ReadableStream, size: number | undefined }}
+ */
+function encodeValue(value, param, transfer) {
+  let bytes;
+  if (typeof value === 'string') {
+    bytes = encoder.encode(value);
+  } else if (value instanceof ArrayBuffer) {
+    if (isDetached(value)) throw invalid(`${param}: the ArrayBuffer is detached`);
+    bytes = new Uint8Array(value.slice(0));
+  } else if (ArrayBuffer.isView(value)) {
+    if (isDetached(value.buffer)) throw invalid(`${param}: its ArrayBuffer is detached`);
+    bytes = new Uint8Array(value.buffer, value.byteOffset, value.byteLength).slice();
+  } else if (value instanceof Blob) {
+    return { value, size: value.size };
+  } else if (value instanceof ReadableStream) {
+    if (value.locked) throw invalid(`${param}: the ReadableStream is locked`);
+    transfer.push(value);
+    return { value, size: undefined };
+  } else {
+    throw invalid(
+      `${param} must be a string, ArrayBuffer, ArrayBufferView, Blob or ReadableStream, got ${describe(value)}`,
+    );
+  }
+  transfer.push(bytes.buffer);
+  return { value: bytes, size: bytes.length };
+}
+
+/**
+ * @param {unknown} durability
+ * @param {string} param
+ * @returns {'strict' | 'relaxed' | undefined}
+ */
+function checkDurability(durability, param) {
+  if (durability === undefined || durability === 'strict' || durability === 'relaxed') {
+    return durability;
+  }
+  throw invalid(`${param} must be 'strict' or 'relaxed', got ${String(durability)}`);
+}
+
+/**
+ * @param {unknown} options
+ * @param {string} param
+ * @returns {Record<string, unknown>}
+ */
+function checkOptions(options, param) {
+  if (options === undefined) return {};
+  if (options === null || typeof options !== 'object') {
+    throw invalid(`${param} must be an object, got ${describe(options)}`);
+  }
+  return /** @type {Record<string, unknown>} */ (options);
+}
+
+/**
+ * @param {unknown} value
+ * @param {string} param
+ * @param {number} min
+ * @param {number} max
+ */
+function checkInteger(value, param, min, max = Number.MAX_SAFE_INTEGER) {
+  if (!Number.isInteger(value) || value < min || value > max) {
+    throw invalid(`${param} must be an integer from ${min} to ${max}, got ${String(value)}`);
+  }
+  return value;
+}
+
+/**
+ * Validates the options of a write (put, delete, batch).
+ * @param {unknown} options
+ * @param {'strict' | 'relaxed'} storeDurability
+ */
+function checkWriteOptions(options, storeDurability) {
+  const { onProgress, signal, durability } = checkOptions(options, 'options');
+  if (onProgress !== undefined && typeof onProgress !== 'function') {
+    throw invalid(`options.onProgress must be a function, got ${describe(onProgress)}`);
+  }
+  if (signal !== undefined && !(signal instanceof AbortSignal)) {
+    throw invalid(`options.signal must be an AbortSignal, got ${describe(signal)}`);
+  }
+  const strict = (checkDurability(durability, 'options.durability') ?? storeDurability) === 'strict';
+  return { onProgress, signal, strict };
+}
+
+/** Guards the constructor: stores come from open(). */
+const INTERNAL = Symbol('walnut.internal');
+
+/**
+ * An open store. Get one with {@link open}.
+ */
+export class WalnutStore {
+  /** @type {Worker | null} */
+  #worker;
+  #name;
+  #recovery;
+  #chunkSize;
+  /** @type {'strict' | 'relaxed'} */
+  #durability;
+  #nextId = 1;
+  /** @type {Map<number, { resolve: Function, reject: Function, onProgress?: Function, total?: number, signal?: AbortSignal, onAbort?: () => void }>} */
+  #pending = new Map();
+  /** Requests waiting for the end of the current microtask, sent as one message. */
+  #outbox = [];
+  /** @type {Transferable[][]} what each request in the outbox transfers */
+  #outboxTransfers = [];
+  /** @type {WalnutClosedError | null} set by close() or terminate(): the error later calls get */
+  #closedError = null;
+  /** @type {Promise<void> | null} */
+  #closing = null;
+  /** Closes worker-side readers of getStream() streams that were dropped without cancel(). */
+  #abandonedStreams = new FinalizationRegistry((reader) => {
+    if (!this.#closedError) this.#post({ op: 'closeReader', reader });
+  });
+
+  /** @internal */
+  constructor(token, worker, name, opened, durability) {
+    if (token !== INTERNAL) throw new TypeError('use open() to get a WalnutStore');
+    this.#worker = worker;
+    this.#name = name;
+    this.#recovery = opened.recovery;
+    this.#chunkSize = opened.chunkSize;
+    this.#durability = durability;
+    worker.onmessage = ({ data }) => this.#receive(data.results);
+    worker.onerror = (event) => {
+      event.preventDefault();
+      this.#fail(new WalnutIoError(`the walnut worker failed: ${event.message ?? 'unknown error'}`));
+    };
+    worker.onmessageerror = () => {
+      this.#fail(new WalnutIoError('the walnut worker sent a message that could not be read'));
+    };
+  }
+
+  /** The store's name, as given to open(). */
+  get name() {
+    return this.#name;
+  }
+
+  /** What recovery found and did when this store was opened. */
+  get recovery() {
+    return this.#recovery;
+  }
+
+  /** Bytes per chunk record in the log. */
+  get chunkSize() {
+    return this.#chunkSize;
+  }
+
+  /**
+   * Stores `value` under `key`, replacing any previous value, in one transaction.
+   * @param {string | Uint8Array} key
+   * @param {string | ArrayBuffer | ArrayBufferView | Blob | ReadableStream<Uint8Array>} value
+   * @param {{ onProgress?: (bytesWritten: number, totalBytes?: number) => void, signal?: AbortSignal, durability?: 'strict' | 'relaxed' }} [options]
+   * @returns {Promise<void>}
+   */
+  async put(key, value, options) {
+    return this.#write([{ type: 'put', key, value }], options);
+  }
+
+  /**
+   * Deletes `key`.
+   * @param {string | Uint8Array} key
+   * @param {{ durability?: 'strict' | 'relaxed' }} [options]
+   * @returns {Promise<boolean>} whether the key existed
+   */
+  async delete(key, options) {
+    const { durability } = checkOptions(options, 'options');
+    return this.#write([{ type: 'delete', key }], { durability });
+  }
+
+  /**
+   * Applies puts and deletes atomically: after a crash either all of them are visible or none.
+   * @param {Array<{ type: 'put', key: string | Uint8Array, value: unknown } | { type: 'delete', key: string | Uint8Array }>} operations
+   * @param {{ onProgress?: (bytesWritten: number, totalBytes?: number) => void, signal?: AbortSignal, durability?: 'strict' | 'relaxed' }} [options]
+   * @returns {Promise<void>}
+   */
+  async batch(operations, options) {
+    if (!Array.isArray(operations)) {
+      throw invalid(`operations must be an array, got ${describe(operations)}`);
+    }
+    if (operations.length === 0) {
+      checkWriteOptions(options, this.#durability);
+      this.#ensureOpen();
+      return undefined;
+    }
+    await this.#write(operations, options, 'operations');
+    return undefined; // a one-operation batch must not leak delete()'s boolean
+  }
+
+  /**
+   * Reads a value whole. Reads do not wait for writes still streaming in: they see the last
+   * committed value.
+   * @param {string | Uint8Array} key
+   * @returns {Promise<Blob | undefined>}
+   */
+  async get(key) {
+    const value = await this.#request({ op: 'get', key: encodeKey(key).bytes });
+    // Small values come as bytes: a Blob made here costs less than one cloned from the worker.
+    return value instanceof Uint8Array ? new Blob([value]) : value;
+  }
+
+  /**
+   * Reads a value as a stream that fetches one chunk from the worker per pull. Cancel the stream
+   * if you stop reading early.
+   * @param {string | Uint8Array} key
+   * @returns {Promise<ReadableStream<Uint8Array> | undefined>}
+   */
+  async getStream(key) {
+    const opened = await this.#request({ op: 'openReader', key: encodeKey(key).bytes });
+    if (opened === undefined) return undefined;
+    const { reader } = opened;
+    let finished = false;
+    const finish = () => {
+      finished = true;
+      this.#abandonedStreams.unregister(stream);
+    };
+    const stream = new ReadableStream({
+      pull: async (controller) => {
+        let chunk;
+        try {
+          chunk = await this.#request({ op: 'read', reader });
+        } catch (error) {
+          finish(); // the worker closed the reader, or the store is gone
+          throw error;
+        }
+        if (chunk === undefined) {
+          finish();
+          controller.close();
+        } else {
+          controller.enqueue(chunk);
+        }
+      },
+      cancel: () => {
+        if (finished) return;
+        finish();
+        if (!this.#closedError) this.#post({ op: 'closeReader', reader });
+      },
+    });
+    this.#abandonedStreams.register(stream, reader, stream);
+    return stream;
+  }
+
+  /**
+   * Whether `key` has a value.
+   * @param {string | Uint8Array} key
+   * @returns {Promise<boolean>}
+   */
+  async has(key) {
+    return this.#request({ op: 'has', key: encodeKey(key).bytes });
+  }
+
+  /**
+   * Keys in bytewise order, each in the form (string or Uint8Array) it was last put with.
+   * @param {{ prefix?: string | Uint8Array, start?: string | Uint8Array, end?: string | Uint8Array, limit?: number, reverse?: boolean }} [options]
+   * @returns {Promise<Array<string | Uint8Array>>}
+   */
+  async keys(options) {
+    return (await this.entries(options)).map((entry) => entry.key);
+  }
+
+  /**
+   * Like {@link WalnutStore#keys}, with each value's size in bytes.
+   * @param {{ prefix?: string | Uint8Array, start?: string | Uint8Array, end?: string | Uint8Array, limit?: number, reverse?: boolean }} [options]
+   * @returns {Promise<Array<{ key: string | Uint8Array, size: number }>>}
+   */
+  async entries(options) {
+    const { prefix, start, end, limit, reverse } = checkOptions(options, 'options');
+    const range = {};
+    for (const [name, bound] of [['prefix', prefix], ['start', start], ['end', end]]) {
+      const bytes = encodeBound(bound, `options.${name}`);
+      if (bytes) range[name] = bytes;
+    }
+    if (limit !== undefined) range.limit = checkInteger(limit, 'options.limit', 0);
+    if (reverse !== undefined) {
+      if (typeof reverse !== 'boolean') throw invalid('options.reverse must be a boolean');
+      range.reverse = reverse;
+    }
+    const listed = await this.#request({ op: 'keys', options: range });
+    return listed.map(({ key, isString, size }) => ({ key: isString ? decoder.decode(key) : key, size }));
+  }
+
+  /**
+   * Counters of the store and its log (see `Stats` in walnut.d.ts).
+   * @returns {Promise<{ keys: number, liveBytes: number, logBytes: number, nextLsn: number, openTransactions: number, pendingCommits: number, poisoned: boolean, chunkSize: number }>}
+   */
+  async stats() {
+    return this.#request({ op: 'stats' });
+  }
+
+  /**
+   * Waits for the requests made before it (a streaming put under way included), flushes,
+   * releases the OPFS file and stops the worker. Calling it again returns the same promise, and
+   * after terminate() it resolves at once; every other call afterwards rejects with
+   * WalnutClosedError.
+   * @returns {Promise<void>}
+   */
+  close() {
+    if (this.#closing) return this.#closing;
+    if (this.#closedError) return Promise.resolve(); // terminated: nothing left to close
+    const closed = this.#request({ op: 'close' });
+    this.#closedError = new WalnutClosedError(`store "${this.#name}" is closed`);
+    this.#closing = closed.finally(() => this.#stopWorker());
+    return this.#closing;
+  }
+
+  /**
+   * Kills the worker at once, like a crash: unflushed writes are lost, pending calls reject with
+   * WalnutClosedError. Recovery on the next open() sorts out the log.
+   */
+  terminate() {
+    this.#fail(new WalnutClosedError(`store "${this.#name}" was terminated`));
+  }
+
+  /**
+   * Validates writes and sends them as one request.
+   * @param {unknown[]} operations
+   * @param {unknown} options
+   * @param {string} [list] the parameter holding the operations (batch), for error messages
+   */
+  #write(operations, options, list) {
+    const { onProgress, signal, strict } = checkWriteOptions(options, this.#durability);
+    const transfer = [];
+    let total = 0;
+    const ops = operations.map((operation, index) => {
+      const param = (name) => (list ? `${list}[${index}].${name}` : name);
+      if (operation === null || typeof operation !== 'object') {
+        throw invalid(`${list}[${index}] must be an operation object, got ${describe(operation)}`);
+      }
+      const { bytes, isString } = encodeKey(operation.key, param('key'));
+      if (operation.type === 'delete') return { type: 'delete', key: bytes };
+      if (operation.type !== 'put') {
+        throw invalid(`${param('type')} must be 'put' or 'delete', got ${String(operation.type)}`);
+      }
+      const encoded = encodeValue(operation.value, param('value'), transfer);
+      total = total === undefined || encoded.size === undefined ? undefined : total + encoded.size;
+      return { type: 'put', key: bytes, isString, value: encoded.value };
+    });
+    return this.#request({ op: 'write', ops, strict, progress: Boolean(onProgress) }, transfer, {
+      onProgress,
+      signal,
+      total,
+    });
+  }
+
+  #ensureOpen() {
+    if (this.#closedError) throw this.#closedError;
+  }
+
+  /**
+   * Sends a request and returns the promise of its answer.
+   * @param {Record<string, unknown>} message
+   * @param {Transferable[]} [transfer]
+   * @param {{ onProgress?: Function, signal?: AbortSignal, total?: number }} [extra]
+   */
+  #request(message, transfer = [], { onProgress, signal, total } = {}) {
+    this.#ensureOpen();
+    if (signal?.aborted) return Promise.reject(signal.reason);
+    const id = this.#nextId++;
+    return new Promise((resolve, reject) => {
+      const entry = { resolve, reject, onProgress, total, signal };
+      if (signal) {
+        entry.onAbort = () => this.#post({ op: 'cancel', target: id });
+        signal.addEventListener('abort', entry.onAbort, { once: true });
+      }
+      this.#pending.set(id, entry);
+      this.#post({ ...message, id }, transfer);
+    });
+  }
+
+  /** Queues a message; everything queued in one microtask goes to the worker as one message. */
+  #post(message, transfer = []) {
+    if (this.#outbox.length === 0) queueMicrotask(() => this.#flush());
+    this.#outbox.push(message);
+    this.#outboxTransfers.push(transfer);
+  }
+
+  #flush() {
+    const requests = this.#outbox;
+    const transfers = this.#outboxTransfers;
+    this.#outbox = [];
+    this.#outboxTransfers = [];
+    if (!this.#worker) return; // terminated: the requests were rejected already
+    try {
+      this.#worker.postMessage({ type: 'requests', requests }, transfers.flat());
+    } catch {
+      // Something could not be cloned or transferred (e.g. a stream locked, or passed twice,
+      // after put() was called). Nothing was sent: send one by one so only the culprit fails.
+      requests.forEach((request, i) => {
+        try {
+          this.#worker.postMessage({ type: 'requests', requests: [request] }, transfers[i]);
+        } catch (error) {
+          const failure = invalid(`value could not be sent to the worker: ${error.message}`);
+          this.#settle(request.id, { error: failure });
+        }
+      });
+    }
+  }
+
+  /** @param {Array<{ id: number, progress?: number, value?: unknown, error?: { name: string, message: string }, aborted?: boolean }>} results */
+  #receive(results) {
+    for (const result of results) {
+      if (result.progress === undefined) {
+        this.#settle(result.id, result);
+        continue;
+      }
+      const entry = this.#pending.get(result.id);
+      try {
+        entry?.onProgress?.(result.progress, entry.total);
+      } catch (error) {
+        reportError(error); // a throwing callback must not stall the store
+      }
+    }
+  }
+
+  /**
+   * @param {number} id
+   * @param {{ value?: unknown, error?: Error | { name: string, message: string }, aborted?: boolean }} result
+   */
+  #settle(id, { value, error, aborted }) {
+    const entry = this.#pending.get(id);
+    if (!entry) return;
+    this.#pending.delete(id);
+    if (entry.onAbort) entry.signal.removeEventListener('abort', entry.onAbort);
+    if (aborted) entry.reject(entry.signal.reason);
+    else if (error) entry.reject(error instanceof Error ? error : toError(error));
+    else entry.resolve(value);
+  }
+
+  /** Stops the worker now and rejects everything pending with `error`. */
+  #fail(error) {
+    this.#closedError ??= error;
+    this.#stopWorker();
+    for (const id of [...this.#pending.keys()]) this.#settle(id, { error });
+  }
+
+  #stopWorker() {
+    this.#worker?.terminate();
+    this.#worker = null;
+  }
+}
+
+/**
+ * Validates open()'s options.
+ * @param {unknown} options
+ */
+function checkOpenOptions(options) {
+  const { chunkSize, durability, lockTimeout, directWriteThreshold } = checkOptions(options, 'options');
+  const core = {};
+  if (chunkSize !== undefined) {
+    core.chunkSize = checkInteger(chunkSize, 'options.chunkSize', 4096, 64 * 1024 * 1024);
+  }
+  if (directWriteThreshold !== undefined) {
+    core.directWriteThreshold = checkInteger(directWriteThreshold, 'options.directWriteThreshold', 0);
+  }
+  if (lockTimeout !== undefined) {
+    core.lockTimeoutMs = checkInteger(lockTimeout, 'options.lockTimeout', 0);
+  }
+  return { core, durability: checkDurability(durability, 'options.durability') ?? 'strict' };
+}
+
+/**
+ * Opens (or creates) the store `name` in this origin's private file system, recovering its log.
+ * Only one worker at a time can hold a store: while another tab (or a page being reloaded) has it,
+ * open() retries for `lockTimeout` ms, then rejects with WalnutLockedError.
+ *
+ * @param {string} name
+ * @param {{ chunkSize?: number, durability?: 'strict' | 'relaxed', lockTimeout?: number, directWriteThreshold?: number }} [options]
+ * @returns {Promise<WalnutStore>}
+ */
+export async function open(name, options) {
+  if (typeof name !== 'string' || name === '') {
+    throw invalid(`name must be a non-empty string, got ${typeof name === 'string' ? 'an empty string' : describe(name)}`);
+  }
+  const { core, durability } = checkOpenOptions(options);
+  if (typeof Worker !== 'function') {
+    throw new WalnutUnsupportedError('walnut needs Web Workers, which this environment lacks');
+  }
+  const worker = new Worker(new URL('./worker.js', import.meta.url), {
+    type: 'module',
+    name: `walnut:${name}`,
+  });
+  try {
+    const opened = await new Promise((resolve, reject) => {
+      worker.onmessage = ({ data }) => {
+        if (data.type === 'opened') resolve(data);
+        else reject(toError(data.error));
+      };
+      worker.onerror = (event) => {
+        event.preventDefault();
+        reject(
+          new WalnutUnsupportedError(
+            `the walnut worker could not start (module workers are required): ${event.message ?? 'failed to load worker.js'}`,
+          ),
+        );
+      };
+      worker.postMessage({ type: 'open', name, options: core });
+    });
+    return new WalnutStore(INTERNAL, worker, name, opened, durability);
+  } catch (error) {
+    worker.terminate();
+    throw error;
+  }
+}
