@@ -94,6 +94,8 @@ pub struct Stats {
     pub pending_commits: u64,
     /// Whether an I/O error has stopped writes until reopen.
     pub poisoned: bool,
+    /// Times the store recovered in place after a quota failure.
+    pub recoveries_in_place: u64,
 }
 
 /// A transaction being written.
@@ -116,6 +118,7 @@ pub struct Store<S: Storage> {
     options: Options,
     report: RecoveryReport,
     closed: bool,
+    recoveries_in_place: u64,
 }
 
 fn check_key(key: &[u8]) -> Result<()> {
@@ -156,6 +159,7 @@ impl<S: Storage> Store<S> {
             options,
             report: r.report,
             closed: false,
+            recoveries_in_place: 0,
         })
     }
 
@@ -177,9 +181,28 @@ impl<S: Storage> Store<S> {
         }
     }
 
-    fn writable(&self) -> Result<()> {
+    /// Checks that writes may proceed. After a quota failure (a write refused, nothing
+    /// unknown left behind) the store recovers in place, once no group commit is waiting:
+    /// those must first be failed by [`Store::sync`], never acknowledged by a later one.
+    fn writable(&mut self) -> Result<()> {
         self.live()?;
+        if self.writer.is_recoverable() && self.pending.is_empty() {
+            self.recover_in_place()?;
+        }
         self.writer.check()
+    }
+
+    /// Re-runs recovery on the same storage: cuts whatever a failed write left at the tail and
+    /// rebuilds the index from what is on storage. Open transactions are dropped (their
+    /// callers' next call fails with [`Error::Transaction`]).
+    fn recover_in_place(&mut self) -> Result<()> {
+        let r = recover(self.writer.storage_mut(), self.options.recovery_mode)?;
+        self.writer.reset(r.tail, r.next_lsn);
+        self.index = r.index;
+        self.txns.clear();
+        self.next_txn = self.next_txn.max(r.next_txn);
+        self.recoveries_in_place += 1;
+        Ok(())
     }
 
     // ----- transactions -----
@@ -305,9 +328,13 @@ impl<S: Storage> Store<S> {
     /// (group commit). On error the store is poisoned and the queued commits are not
     /// acknowledged.
     pub fn sync(&mut self) -> Result<()> {
-        self.writable()?;
+        self.live()?;
         if let Err(e) = self.writer.sync() {
             self.pending.clear();
+            if self.writer.is_recoverable() {
+                // The queued commits are failed by this error; now the store may go on.
+                let _ = self.recover_in_place();
+            }
             return Err(e);
         }
         for (_, ops) in std::mem::take(&mut self.pending) {
@@ -445,6 +472,7 @@ impl<S: Storage> Store<S> {
             open_transactions: self.txns.len() as u64,
             pending_commits: self.pending.len() as u64,
             poisoned: self.writer.is_poisoned(),
+            recoveries_in_place: self.recoveries_in_place,
         }
     }
 

@@ -303,7 +303,7 @@ every_backend!(
 fn write_faults_poison_the_writer_and_reopen_recovers_what_was_acknowledged() {
     for fault in [Fault::FailWrite(3), Fault::ShortWrite(3), Fault::AbsurdWrite(3), Fault::FailFlush(3)] {
         let mem = MemoryStorage::new();
-        let mut s = Store::open(Faulty::new(mem.clone(), fault), Options::default()).unwrap();
+        let mut s = Store::open(FaultyStorage::new(mem.clone(), fault), Options::default()).unwrap();
         let mut acked = Vec::new();
         let mut failed = None;
         for i in 0..10u8 {
@@ -339,4 +339,71 @@ fn a_file_shorter_than_its_header_starts_anew() {
     let s = Store::open(mem.clone(), Options::default()).unwrap();
     assert_eq!(s.recovery().bytes_truncated, 4);
     assert_eq!(mem.size().unwrap(), walnut::format::FILE_HEADER_LEN as u64);
+}
+
+#[cfg_attr(not(target_arch = "wasm32"), test)]
+#[cfg_attr(target_arch = "wasm32", wasm_bindgen_test::wasm_bindgen_test)]
+fn a_full_disk_fails_writes_keeps_data_readable_and_writes_again_once_space_is_freed() {
+    let mem = MemoryStorage::new();
+    let faulty = FaultyStorage::new(mem.clone(), Fault::None);
+    let mut s = Store::open(faulty.clone(), Options::default()).unwrap();
+    s.put(b"old", b"kept", Durability::Strict).unwrap();
+    faulty.set_fault(Fault::QuotaFrom(0));
+    let e = s.put(b"new", &pattern(200_000, 1), Durability::Strict).unwrap_err();
+    assert!(matches!(e, Error::QuotaExceeded { .. }), "{e:?}");
+    assert_eq!(e.js_name(), "WalnutQuotaExceededError");
+    assert_eq!(s.get(b"old").unwrap().unwrap(), b"kept", "reads go on");
+    assert!(matches!(s.put(b"x", b"y", Durability::Strict), Err(Error::QuotaExceeded { .. })), "still full");
+    faulty.set_fault(Fault::None); // space freed elsewhere
+    s.put(b"new", b"fits now", Durability::Strict).unwrap();
+    assert!(!s.stats().poisoned);
+    assert!(s.stats().recoveries_in_place >= 1);
+    drop(s);
+    let s = Store::open(mem, Options::default()).unwrap();
+    assert_eq!(s.get(b"old").unwrap().unwrap(), b"kept");
+    assert_eq!(s.get(b"new").unwrap().unwrap(), b"fits now");
+    assert_eq!(s.get(b"x").unwrap(), None);
+}
+
+#[cfg_attr(not(target_arch = "wasm32"), test)]
+#[cfg_attr(target_arch = "wasm32", wasm_bindgen_test::wasm_bindgen_test)]
+fn group_commits_queued_at_a_quota_failure_are_failed_never_acknowledged() {
+    let mem = MemoryStorage::new();
+    let faulty = FaultyStorage::new(mem.clone(), Fault::None);
+    let mut s = Store::open(faulty.clone(), Options::default()).unwrap();
+    s.put(b"a", b"1", Durability::Group).unwrap();
+    s.put(b"b", b"2", Durability::Group).unwrap();
+    faulty.set_fault(Fault::QuotaFrom(0));
+    // A streamed value fills the disk while a and b wait for their group flush.
+    let t = s.begin().unwrap();
+    s.txn_put(t, b"big", false).unwrap();
+    assert!(s.txn_chunk(t, &pattern(300_000, 2)).is_err());
+    assert!(matches!(s.put(b"c", b"3", Durability::Group), Err(Error::Poisoned { .. })), "no writes before the sync");
+    faulty.set_fault(Fault::None);
+    assert!(s.sync().is_err(), "the group's sync reports the failure to a and b");
+    assert!(matches!(s.txn_chunk(t, b"more"), Err(Error::Transaction { .. })), "the upload was dropped");
+    s.put(b"d", b"4", Durability::Strict).unwrap();
+    for k in [&b"a"[..], b"b", b"c", b"big"] {
+        assert_eq!(s.get(k).unwrap(), None, "{:?} was never acknowledged", k);
+    }
+    drop(s);
+    let s = Store::open(mem, Options::default()).unwrap();
+    assert_eq!(s.get(b"d").unwrap().unwrap(), b"4");
+    assert_eq!(s.get(b"a").unwrap(), None);
+}
+
+#[cfg_attr(not(target_arch = "wasm32"), test)]
+#[cfg_attr(target_arch = "wasm32", wasm_bindgen_test::wasm_bindgen_test)]
+fn a_failed_flush_poisons_until_reopen_even_when_the_disk_recovers() {
+    let mem = MemoryStorage::new();
+    let faulty = FaultyStorage::new(mem.clone(), Fault::None);
+    let mut s = Store::open(faulty.clone(), Options::default()).unwrap();
+    faulty.set_fault(Fault::FailFlush(0));
+    assert!(matches!(s.put(b"k", b"v", Durability::Strict), Err(Error::Io { op: "flush", .. })));
+    faulty.set_fault(Fault::None);
+    assert!(matches!(s.put(b"k", b"v", Durability::Strict), Err(Error::Poisoned { .. })));
+    assert!(matches!(s.sync(), Err(Error::Poisoned { .. })));
+    drop(s);
+    let mut s = Store::open(mem, Options::default()).unwrap();
+    s.put(b"k", b"v", Durability::Strict).unwrap();
 }

@@ -36,9 +36,9 @@ fn to_index(offset: u64) -> Result<usize> {
     usize::try_from(offset).map_err(|_| Error::io("seek", format!("offset {offset} out of range")))
 }
 
-impl Storage for MemoryStorage {
-    fn read_at(&self, buf: &mut [u8], offset: u64) -> Result<usize> {
-        let bytes = self.lock()?;
+impl MemoryStorage {
+    /// Reads from `bytes` as a file would (short at the end).
+    pub(crate) fn read_slice(bytes: &[u8], buf: &mut [u8], offset: u64) -> Result<usize> {
         let start = to_index(offset)?.min(bytes.len());
         let n = buf.len().min(bytes.len() - start);
         if let (Some(dst), Some(src)) = (buf.get_mut(..n), bytes.get(start..start + n)) {
@@ -47,8 +47,8 @@ impl Storage for MemoryStorage {
         Ok(n)
     }
 
-    fn write_at(&mut self, buf: &[u8], offset: u64) -> Result<usize> {
-        let mut bytes = self.lock()?;
+    /// Writes into `bytes` as a file would (zero-filling any gap).
+    pub(crate) fn write_slice(bytes: &mut Vec<u8>, buf: &[u8], offset: u64) -> Result<usize> {
         let start = to_index(offset)?;
         let end = start.checked_add(buf.len()).ok_or_else(|| Error::io("write", "offset overflow"))?;
         if bytes.len() < end {
@@ -58,6 +58,16 @@ impl Storage for MemoryStorage {
             dst.copy_from_slice(buf);
         }
         Ok(buf.len())
+    }
+}
+
+impl Storage for MemoryStorage {
+    fn read_at(&self, buf: &mut [u8], offset: u64) -> Result<usize> {
+        Self::read_slice(&self.lock()?, buf, offset)
+    }
+
+    fn write_at(&mut self, buf: &[u8], offset: u64) -> Result<usize> {
+        Self::write_slice(&mut *self.lock()?, buf, offset)
     }
 
     fn size(&self) -> Result<u64> {

@@ -5,7 +5,9 @@
 //! `FileSystem`). Backends: [`MemoryStorage`], [`FileStorage`] (native, positioned I/O),
 //! and `OpfsStorage` (wasm32 only).
 
+pub mod fault;
 mod memory;
+pub use fault::{CrashStorage, Fault, FaultyStorage};
 pub use memory::MemoryStorage;
 
 #[cfg(not(target_arch = "wasm32"))]

@@ -33,7 +33,16 @@ pub(crate) struct Writer<S> {
     direct_threshold: usize,
     /// Bytes written since the last flush.
     dirty: bool,
-    poisoned: Option<String>,
+    poisoned: Option<Poison>,
+}
+
+/// The first storage failure, and whether the store may recover from it in place.
+#[derive(Debug, Clone)]
+struct Poison {
+    cause: String,
+    /// A write refused for quota left nothing unknown behind: what reached storage is
+    /// re-read by recovery. A failed flush leaves durability unknown: only a reopen clears it.
+    recoverable: bool,
 }
 
 impl<S: Storage> Writer<S> {
@@ -63,10 +72,15 @@ impl<S: Storage> Writer<S> {
         self.poisoned.is_some()
     }
 
+    /// Whether the writer is poisoned by a failure that recovery in place can clear.
+    pub fn is_recoverable(&self) -> bool {
+        self.poisoned.as_ref().is_some_and(|p| p.recoverable)
+    }
+
     /// Fails with [`Error::Poisoned`] once a write has failed.
     pub fn check(&self) -> Result<()> {
         match &self.poisoned {
-            Some(cause) => Err(Error::Poisoned { cause: cause.clone() }),
+            Some(p) => Err(Error::Poisoned { cause: p.cause.clone() }),
             None => Ok(()),
         }
     }
@@ -74,9 +88,21 @@ impl<S: Storage> Writer<S> {
     /// Records the first storage failure; every later write is refused.
     fn poison(&mut self, e: Error) -> Error {
         if e.is_storage_failure() && self.poisoned.is_none() {
-            self.poisoned = Some(e.to_string());
+            let recoverable = matches!(e, Error::QuotaExceeded { .. });
+            self.poisoned = Some(Poison { cause: e.to_string(), recoverable });
         }
         e
+    }
+
+    /// Starts over at `tail` after recovery re-read the log: drops the batch buffer and the
+    /// poison.
+    pub fn reset(&mut self, tail: u64, next_lsn: u64) {
+        self.tail = tail;
+        self.buf.clear();
+        self.buf_start = tail;
+        self.next_lsn = next_lsn;
+        self.dirty = false;
+        self.poisoned = None;
     }
 
     /// Appends one record whose payload is the concatenation of `parts`.
@@ -131,7 +157,14 @@ impl<S: Storage> Writer<S> {
     pub fn sync(&mut self) -> Result<()> {
         self.write_buffer()?;
         if self.dirty {
-            self.storage.flush().map_err(|e| self.poison(e))?;
+            // A failed flush leaves durability unknown: never recoverable in place.
+            self.storage.flush().map_err(|e| {
+                let e = self.poison(e);
+                if let Some(p) = &mut self.poisoned {
+                    p.recoverable = false;
+                }
+                e
+            })?;
             self.dirty = false;
         }
         Ok(())
@@ -169,6 +202,10 @@ impl<S: Storage> Writer<S> {
 
     pub fn storage(&self) -> &S {
         &self.storage
+    }
+
+    pub fn storage_mut(&mut self) -> &mut S {
+        &mut self.storage
     }
 
     pub fn into_storage(self) -> S {

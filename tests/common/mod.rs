@@ -3,15 +3,13 @@
 //! broken chains.
 #![allow(dead_code)]
 
-use std::cell::Cell;
 #[cfg(not(target_arch = "wasm32"))]
 use std::path::PathBuf;
-use std::rc::Rc;
 
 use walnut::format::{CommitPayload, FileHeader, Kind, RecordHeader, FILE_HEADER_LEN, RECORD_HEADER_LEN};
 #[cfg(not(target_arch = "wasm32"))]
 use walnut::FileStorage;
-use walnut::{Error, MemoryStorage, Options, Result, Storage, Store};
+use walnut::{MemoryStorage, Options, Storage, Store};
 
 /// A place a log lives, which can be reopened, read and rewritten as raw bytes.
 pub trait Backend {
@@ -173,65 +171,8 @@ pub fn pattern(len: usize, seed: u64) -> Vec<u8> {
         .collect()
 }
 
-/// Which operation a [`Faulty`] storage should fail, and how.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Fault {
-    /// The Nth write (0-based) throws.
-    FailWrite(usize),
-    /// The Nth write reports a short count (and writes only half).
-    ShortWrite(usize),
-    /// The Nth write reports 0xFFFF_FFF8 bytes, as Chrome at quota did.
-    AbsurdWrite(usize),
-    /// The Nth flush fails.
-    FailFlush(usize),
-}
-
-/// A storage that fails one operation on purpose (redb's fuzzer counts down the same way).
-pub struct Faulty<S> {
-    pub inner: S,
-    pub fault: Fault,
-    pub writes: Rc<Cell<usize>>,
-    pub flushes: Rc<Cell<usize>>,
-}
-
-impl<S: Storage> Faulty<S> {
-    pub fn new(inner: S, fault: Fault) -> Self {
-        Faulty { inner, fault, writes: Rc::default(), flushes: Rc::default() }
-    }
-}
-
-impl<S: Storage> Storage for Faulty<S> {
-    fn read_at(&self, buf: &mut [u8], offset: u64) -> Result<usize> {
-        self.inner.read_at(buf, offset)
-    }
-    fn write_at(&mut self, buf: &[u8], offset: u64) -> Result<usize> {
-        let n = self.writes.get();
-        self.writes.set(n + 1);
-        match self.fault {
-            Fault::FailWrite(k) if k == n => Err(Error::io("write", "injected failure")),
-            Fault::ShortWrite(k) if k == n => {
-                let half = buf.len() / 2;
-                self.inner.write_at(&buf[..half], offset)
-            }
-            Fault::AbsurdWrite(k) if k == n => Ok(0xFFFF_FFF8),
-            _ => self.inner.write_at(buf, offset),
-        }
-    }
-    fn size(&self) -> Result<u64> {
-        self.inner.size()
-    }
-    fn truncate(&mut self, len: u64) -> Result<()> {
-        self.inner.truncate(len)
-    }
-    fn flush(&mut self) -> Result<()> {
-        let n = self.flushes.get();
-        self.flushes.set(n + 1);
-        match self.fault {
-            Fault::FailFlush(k) if k == n => Err(Error::io("flush", "injected failure")),
-            _ => self.inner.flush(),
-        }
-    }
-}
+#[allow(unused_imports)]
+pub use walnut::storage::{Fault, FaultyStorage};
 
 /// Builds raw logs record by record, with full control of links, LSNs and COMMIT claims.
 pub struct LogBuilder {

@@ -1,0 +1,251 @@
+//! Model-based crash testing (sled's and redb's fuzzers): random sequences of puts (small and
+//! multi-chunk), deletes, batches, aborts, interleaved streamed writes, syncs, crashes and clean
+//! reopens, checked against a `BTreeMap` model after every step.
+//!
+//! The crash model ([`CrashStorage`]): bytes written since the last flush may each be lost,
+//! kept or torn per 4 KiB page. The log is sequential, so whatever survives, recovery must
+//! expose the durable state plus some prefix of the commits made since the last flush: every
+//! strict commit present with its exact bytes, no value partial, the LSN never going back.
+#![cfg(not(target_arch = "wasm32"))]
+
+mod common;
+
+use std::collections::BTreeMap;
+
+use common::pattern;
+use proptest::prelude::*;
+use walnut::storage::CrashStorage;
+use walnut::{BatchOp, Durability, KeyRange, Options, Store};
+
+type Model = BTreeMap<Vec<u8>, Vec<u8>>;
+/// The effects of one commit: `None` deletes.
+type Effect = Vec<(Vec<u8>, Option<Vec<u8>>)>;
+
+#[derive(Debug, Clone)]
+enum Op {
+    Put { key: u8, len: usize, durability: Durability },
+    Delete { key: u8, durability: Durability },
+    Batch { ops: Vec<(u8, Option<usize>)> },
+    Begin { slot: usize, key: u8 },
+    Chunk { slot: usize, len: usize },
+    Commit { slot: usize, durability: Durability },
+    Abort { slot: usize },
+    Sync,
+    Crash { seed: u64 },
+    Reopen,
+}
+
+fn durability() -> impl Strategy<Value = Durability> {
+    prop_oneof![Just(Durability::Strict), Just(Durability::Relaxed), Just(Durability::Group)]
+}
+
+fn op() -> impl Strategy<Value = Op> {
+    let key = 0u8..6;
+    let len = prop_oneof![0usize..40, 60usize..300];
+    prop_oneof![
+        6 => (key.clone(), len.clone(), durability()).prop_map(|(key, len, durability)| Op::Put { key, len, durability }),
+        2 => (key.clone(), durability()).prop_map(|(key, durability)| Op::Delete { key, durability }),
+        1 => proptest::collection::vec((key.clone(), proptest::option::of(0usize..150)), 1..4).prop_map(|ops| Op::Batch { ops }),
+        2 => (0usize..2, key).prop_map(|(slot, key)| Op::Begin { slot, key }),
+        4 => (0usize..2, 1usize..200).prop_map(|(slot, len)| Op::Chunk { slot, len }),
+        2 => (0usize..2, durability()).prop_map(|(slot, durability)| Op::Commit { slot, durability }),
+        1 => (0usize..2).prop_map(|slot| Op::Abort { slot }),
+        2 => Just(Op::Sync),
+        2 => any::<u64>().prop_map(|seed| Op::Crash { seed }),
+        1 => Just(Op::Reopen),
+    ]
+}
+
+fn options() -> Options {
+    // Small chunks and buffer so that short sequences cross every boundary.
+    Options { chunk_size: 64, direct_write_threshold: 120, batch_bytes: 300, ..Options::default() }
+}
+
+fn apply(model: &mut Model, effect: &Effect) {
+    for (k, v) in effect {
+        match v {
+            Some(v) => model.insert(k.clone(), v.clone()),
+            None => model.remove(k),
+        };
+    }
+}
+
+fn state(s: &Store<CrashStorage>) -> Model {
+    s.keys(&KeyRange::default())
+        .unwrap()
+        .into_iter()
+        .map(|k| (k.key.clone(), s.get(&k.key).unwrap().unwrap()))
+        .collect()
+}
+
+struct Harness {
+    storage: CrashStorage,
+    store: Store<CrashStorage>,
+    /// State guaranteed to survive a crash.
+    durable: Model,
+    /// Commits since the last flush, in log order (relaxed ones already visible, group ones
+    /// not yet).
+    unflushed: Vec<(Effect, bool)>,
+    /// Streamed transactions in progress: (txn, key, value so far).
+    slots: [Option<(u64, Vec<u8>, Vec<u8>)>; 2],
+    counter: u64,
+    /// The next LSN once the last flush completed: it must never go back.
+    lsn_floor: u64,
+}
+
+impl Harness {
+    fn visible(&self) -> Model {
+        let mut m = self.durable.clone();
+        for (effect, visible) in &self.unflushed {
+            if *visible {
+                apply(&mut m, effect);
+            }
+        }
+        m
+    }
+
+    fn flushed(&mut self) {
+        for (effect, _) in std::mem::take(&mut self.unflushed) {
+            apply(&mut self.durable, &effect);
+        }
+        self.lsn_floor = self.store.stats().next_lsn;
+    }
+
+    fn value(&mut self, len: usize) -> Vec<u8> {
+        self.counter += 1;
+        pattern(len, self.counter)
+    }
+
+    /// Records a commit under `d`: strict ones are flushed on return; a relaxed one flushes
+    /// queued group commits with it (it may not overtake them).
+    fn committed(&mut self, effect: Effect, d: Durability) {
+        match d {
+            Durability::Strict => {
+                self.unflushed.push((effect, true));
+                self.flushed();
+            }
+            Durability::Relaxed if self.unflushed.iter().any(|(_, v)| !v) => {
+                self.unflushed.push((effect, true));
+                self.flushed();
+            }
+            Durability::Relaxed => self.unflushed.push((effect, true)),
+            Durability::Group => self.unflushed.push((effect, false)),
+        }
+    }
+
+    fn run(&mut self, op: &Op) {
+        let key = |k: u8| vec![b'k', k];
+        match *op {
+            Op::Put { key: k, len, durability } => {
+                let v = self.value(len);
+                self.store.put(&key(k), &v, durability).unwrap();
+                self.committed(vec![(key(k), Some(v))], durability);
+            }
+            Op::Delete { key: k, durability } => {
+                let mut expected = self.durable.clone();
+                for (e, _) in &self.unflushed {
+                    apply(&mut expected, e);
+                }
+                let existed = self.store.delete(&key(k), durability).unwrap();
+                assert_eq!(existed, expected.contains_key(&key(k)), "delete's answer counts queued commits");
+                if existed {
+                    self.committed(vec![(key(k), None)], durability);
+                }
+            }
+            Op::Batch { ref ops } => {
+                let values: Vec<(Vec<u8>, Option<Vec<u8>>)> =
+                    ops.iter().map(|&(k, len)| (key(k), len.map(|l| self.value(l)))).collect();
+                let batch: Vec<BatchOp> = values
+                    .iter()
+                    .map(|(k, v)| match v {
+                        Some(v) => BatchOp::Put { key: k, value: v },
+                        None => BatchOp::Delete { key: k },
+                    })
+                    .collect();
+                self.store.batch(&batch, Durability::Strict).unwrap();
+                self.committed(values, Durability::Strict);
+            }
+            Op::Begin { slot, key: k } => {
+                if self.slots[slot].is_none() {
+                    let t = self.store.begin().unwrap();
+                    self.store.txn_put(t, &key(k), false).unwrap();
+                    self.slots[slot] = Some((t, key(k), Vec::new()));
+                }
+            }
+            Op::Chunk { slot, len } => {
+                let v = self.value(len);
+                if let Some((t, _, so_far)) = &mut self.slots[slot] {
+                    self.store.txn_chunk(*t, &v).unwrap();
+                    so_far.extend_from_slice(&v);
+                }
+            }
+            Op::Commit { slot, durability } => {
+                if let Some((t, k, v)) = self.slots[slot].take() {
+                    self.store.commit(t, durability).unwrap();
+                    self.committed(vec![(k, Some(v))], durability);
+                }
+            }
+            Op::Abort { slot } => {
+                if let Some((t, _, _)) = self.slots[slot].take() {
+                    self.store.abort(t).unwrap();
+                }
+            }
+            Op::Sync => {
+                self.store.sync().unwrap();
+                self.flushed();
+            }
+            Op::Crash { seed } => {
+                let survived = self.storage.crashed(seed);
+                self.store = Store::open(survived.clone(), options()).unwrap();
+                self.storage = survived;
+                let got = state(&self.store);
+                // Any prefix of the unflushed commits, and nothing else.
+                let mut candidate = self.durable.clone();
+                let mut matched = got == candidate;
+                for (effect, _) in &self.unflushed {
+                    apply(&mut candidate, effect);
+                    matched |= got == candidate;
+                }
+                assert!(matched, "after crash {seed}: {got:?} is not the durable state plus a prefix of later commits");
+                assert!(self.store.stats().next_lsn >= self.lsn_floor, "LSN went backwards after crash {seed}");
+                self.durable = got;
+                self.unflushed.clear();
+                self.slots = [None, None];
+                self.lsn_floor = self.store.stats().next_lsn;
+            }
+            Op::Reopen => {
+                self.store.close().unwrap();
+                self.flushed();
+                self.store = Store::open(self.storage.clone(), options()).unwrap();
+                self.slots = [None, None];
+                assert_eq!(state(&self.store), self.durable, "a clean reopen keeps everything");
+                assert_eq!(self.store.recovery().bytes_truncated, 0, "a clean close leaves no torn tail");
+            }
+        }
+        assert_eq!(state(&self.store), self.visible(), "after {op:?}");
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 400, max_shrink_iters: 2000, ..ProptestConfig::default() })]
+
+    #[test]
+    fn store_matches_the_model_through_crashes(ops in proptest::collection::vec(op(), 1..80)) {
+        let storage = CrashStorage::new();
+        let store = Store::open(storage.clone(), options()).unwrap();
+        let mut h = Harness {
+            storage,
+            store,
+            durable: Model::new(),
+            unflushed: Vec::new(),
+            slots: [None, None],
+            counter: 0,
+            lsn_floor: 0,
+        };
+        for op in &ops {
+            h.run(op);
+        }
+        // The store still takes writes at the end.
+        h.run(&Op::Put { key: 9, len: 100, durability: Durability::Strict });
+    }
+}
