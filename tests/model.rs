@@ -78,6 +78,9 @@ fn state(s: &Store<CrashStorage>) -> Model {
         .collect()
 }
 
+/// A streamed transaction in progress: (txn, key, value so far).
+type Streaming = (u64, Vec<u8>, Vec<u8>);
+
 struct Harness {
     storage: CrashStorage,
     store: Store<CrashStorage>,
@@ -86,8 +89,8 @@ struct Harness {
     /// Commits since the last flush, in log order (relaxed ones already visible, group ones
     /// not yet).
     unflushed: Vec<(Effect, bool)>,
-    /// Streamed transactions in progress: (txn, key, value so far).
-    slots: [Option<(u64, Vec<u8>, Vec<u8>)>; 2],
+    /// Streamed transactions in progress.
+    slots: [Option<Streaming>; 2],
     counter: u64,
     /// The next LSN once the last flush completed: it must never go back.
     lsn_floor: u64,
