@@ -13,11 +13,14 @@ WASM_PACK_VERSION := 0.15.1
 GECKODRIVER_VERSION := 0.37.1
 CHROMEDRIVER ?= /usr/bin/chromedriver
 GECKODRIVER ?= $(CARGO_BIN)/geckodriver
+CARGO_FUZZ_VERSION := 0.13.2
+# Seconds of fuzzing: a bounded run inside `make test`, a longer one in `make fuzz`.
+FUZZ_SECONDS ?= 60
 PORT ?= 8080
 HOST ?= 127.0.0.1
 
 .PHONY: help setup setup-rust setup-browsers setup-node demo serve pkg test lint test-native \
-        test-wasm test-wasm-chrome test-wasm-firefox test-e2e bench clean
+        test-wasm test-wasm-chrome test-wasm-firefox test-e2e test-fuzz fuzz bench clean
 
 help:
 	@echo "make demo   set up, build the package and serve the demo on http://$(HOST):$(PORT)/"
@@ -58,7 +61,7 @@ demo: setup pkg
 lint: setup-rust
 	cargo fmt --all -- --check
 	cargo clippy --all-targets -- -D warnings
-	cargo clippy --target wasm32-unknown-unknown --all-targets -- -D warnings
+	cargo clippy --target wasm32-unknown-unknown --lib --tests -- -D warnings
 
 test-native:
 	cargo test
@@ -74,7 +77,21 @@ test-wasm: test-wasm-chrome test-wasm-firefox
 test-e2e: pkg setup-browsers
 	node --test --test-concurrency=1 tests/e2e/*.test.mjs
 
-test: setup lint test-native test-wasm test-e2e
+# cargo-fuzz needs a nightly toolchain; machines without one skip it and say so.
+test-fuzz:
+	@if ! rustup toolchain list | grep -q '^nightly'; then \
+	  echo "test-fuzz: skipped (no nightly toolchain on this machine)"; \
+	else \
+	  command -v cargo-fuzz >/dev/null || cargo install cargo-fuzz --version "$(CARGO_FUZZ_VERSION)"; \
+	  mkdir -p fuzz/corpus/open_log; \
+	  cargo +nightly fuzz run open_log fuzz/corpus/open_log tests/fixtures -- \
+	    -max_total_time=$(FUZZ_SECONDS) -timeout=10 -rss_limit_mb=2048 -malloc_limit_mb=256 -print_final_stats=1; \
+	fi
+
+fuzz:
+	$(MAKE) test-fuzz FUZZ_SECONDS=1800
+
+test: setup lint test-native test-fuzz test-wasm test-e2e
 
 clean:
 	rm -rf pkg target node_modules

@@ -1,0 +1,170 @@
+//! Golden logs (lsm-tree's `test_fixture/`, some deliberately corrupt): committed files under
+//! `tests/fixtures/` that this and every later build must read exactly as recorded here. They
+//! also seed the fuzzer (`make fuzz`).
+//!
+//! If the format changes, `fixtures_are_what_this_build_writes` fails: bump `FORMAT_VERSION`,
+//! keep the old fixtures readable (or refused by a clear version error), and regenerate with
+//! `WALNUT_WRITE_FIXTURES=1 cargo test --test golden`.
+#![cfg(not(target_arch = "wasm32"))]
+
+mod common;
+
+use std::path::PathBuf;
+
+use common::{pattern, record_spans, LogBuilder};
+use walnut::format::Kind;
+use walnut::{DiscardReason, Durability, KeyRange, MemoryStorage, Options, Store};
+
+fn options() -> Options {
+    Options { chunk_size: 64, direct_write_threshold: 120, batch_bytes: 300, ..Options::default() }
+}
+
+/// A log with every record kind: single puts, an interleaved multi-chunk transaction, a
+/// delete, a batch, an abort and an abandoned transaction.
+fn valid() -> Vec<u8> {
+    let mem = MemoryStorage::new();
+    let mut s = Store::open(mem.clone(), options()).unwrap();
+    s.put_flagged(b"greeting", true, b"hello", Durability::Strict).unwrap();
+    let t = s.begin().unwrap();
+    s.txn_put(t, b"big", false).unwrap();
+    s.txn_chunk(t, &pattern(100, 1)).unwrap();
+    s.put(b"small", b"between chunks", Durability::Strict).unwrap();
+    s.txn_chunk(t, &pattern(60, 2)).unwrap();
+    s.commit(t, Durability::Strict).unwrap();
+    s.delete(b"small", Durability::Strict).unwrap();
+    s.batch(
+        &[walnut::BatchOp::Put { key: b"b1", value: b"one" }, walnut::BatchOp::Put { key: b"b2", value: b"two" }],
+        Durability::Strict,
+    )
+    .unwrap();
+    let a = s.begin().unwrap();
+    s.txn_put(a, b"greeting", true).unwrap();
+    s.txn_chunk(a, b"aborted").unwrap();
+    s.abort(a).unwrap();
+    let open = s.begin().unwrap();
+    s.txn_put(open, b"big", false).unwrap();
+    s.txn_chunk(open, &pattern(64, 3)).unwrap();
+    s.sync().unwrap();
+    drop(s);
+    mem.to_vec()
+}
+
+struct Fixture {
+    name: &'static str,
+    bytes: Vec<u8>,
+    /// Keys and values recovery must expose.
+    expect: Vec<(&'static [u8], Vec<u8>)>,
+    discarded: usize,
+    truncated: bool,
+}
+
+fn fixtures() -> Vec<Fixture> {
+    let valid = valid();
+    let kinds: Vec<(u64, u64, Kind)> = record_spans(&valid)
+        .into_iter()
+        .map(|(st, end)| (st, end, Kind::from_u8(valid[st as usize + 8]).unwrap()))
+        .collect();
+    let nth = |kind: Kind, n: usize| *kinds.iter().filter(|r| r.2 == kind).nth(n).unwrap();
+    let full = || {
+        vec![
+            (&b"b1"[..], b"one".to_vec()),
+            (&b"b2"[..], b"two".to_vec()),
+            (&b"big"[..], [pattern(100, 1), pattern(60, 2)].concat()),
+            (&b"greeting"[..], b"hello".to_vec()),
+        ]
+    };
+    // Torn: cut in the middle of the big value's COMMIT.
+    let (commit_start, commit_end, _) = nth(Kind::Commit, 0);
+    let torn = valid[..(commit_start + (commit_end - commit_start) / 2) as usize].to_vec();
+    // Corrupt: one bit flipped in the batch's first chunk (the big value had three).
+    let mut corrupt = valid.clone();
+    let batch_chunk = nth(Kind::Chunk, 3).0 as usize + 40;
+    corrupt[batch_chunk] ^= 0x10;
+    // Garbage tail after a clean log.
+    let mut garbage = valid.clone();
+    garbage.extend_from_slice(&pattern(77, 9));
+    // Broken chain: a transaction whose chunk links onto another transaction's record.
+    let mut b = LogBuilder::new();
+    b.put_one(1, b"kept", b"yes");
+    let b2 = b.record(Kind::Begin, 0, 2, 0, &[]);
+    let p2 = b.record(Kind::Put, 0, 2, b2, b"lost");
+    let b3 = b.record(Kind::Begin, 0, 3, 0, &[]);
+    let c2 = b.record(Kind::Chunk, 0, 2, b3, b"value");
+    let _ = p2;
+    b.commit(2, c2, LogBuilder::claims(2, &[b"value"]));
+    b.record(Kind::Abort, 0, 3, b3, &[]);
+    b.put_one(4, b"after", b"yes");
+
+    vec![
+        Fixture { name: "valid", bytes: valid.clone(), expect: full(), discarded: 2, truncated: false },
+        Fixture {
+            name: "torn-commit",
+            bytes: torn,
+            expect: vec![(&b"greeting"[..], b"hello".to_vec()), (&b"small"[..], b"between chunks".to_vec())],
+            discarded: 1,
+            truncated: true,
+        },
+        Fixture {
+            name: "bit-flip",
+            bytes: corrupt,
+            expect: vec![
+                (&b"big"[..], [pattern(100, 1), pattern(60, 2)].concat()),
+                (&b"greeting"[..], b"hello".to_vec()),
+            ],
+            discarded: 1,
+            truncated: true,
+        },
+        Fixture { name: "garbage-tail", bytes: garbage, expect: full(), discarded: 2, truncated: true },
+        Fixture {
+            name: "broken-chain",
+            bytes: b.bytes,
+            expect: vec![(&b"after"[..], b"yes".to_vec()), (&b"kept"[..], b"yes".to_vec())],
+            discarded: 2,
+            truncated: false,
+        },
+    ]
+}
+
+fn dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures")
+}
+
+#[test]
+fn fixtures_are_what_this_build_writes() {
+    let write = std::env::var_os("WALNUT_WRITE_FIXTURES").is_some();
+    for f in fixtures() {
+        let path = dir().join(format!("{}.wal", f.name));
+        if write {
+            std::fs::create_dir_all(dir()).unwrap();
+            std::fs::write(&path, &f.bytes).unwrap();
+        }
+        let committed = std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        assert!(committed == f.bytes, "{} differs from what this build writes: the format changed", f.name);
+    }
+}
+
+#[test]
+fn committed_fixtures_recover_as_recorded() {
+    for f in fixtures() {
+        let path = dir().join(format!("{}.wal", f.name));
+        let bytes = std::fs::read(&path).unwrap();
+        let s = Store::open(MemoryStorage::from_bytes(bytes), options()).unwrap();
+        let got: Vec<(Vec<u8>, Vec<u8>)> = s
+            .keys(&KeyRange::default())
+            .unwrap()
+            .into_iter()
+            .map(|k| {
+                let v = s.get(&k.key).unwrap().unwrap();
+                (k.key, v)
+            })
+            .collect();
+        let want: Vec<(Vec<u8>, Vec<u8>)> = f.expect.iter().map(|(k, v)| (k.to_vec(), v.clone())).collect();
+        assert_eq!(got, want, "{}", f.name);
+        let r = s.recovery();
+        assert_eq!(r.discarded.len(), f.discarded, "{}: {:?}", f.name, r.discarded);
+        assert_eq!(r.bytes_truncated > 0, f.truncated, "{}", f.name);
+        if f.name == "broken-chain" {
+            assert!(matches!(&r.discarded[0].reason, DiscardReason::BrokenChain(w) if w.contains("does not land")));
+        }
+    }
+}
