@@ -62,3 +62,71 @@ async fn bad_store_names_are_refused_by_name() {
         }
     }
 }
+
+/// Installs (once) a shim over `FileSystemSyncAccessHandle.prototype.write` that fails writes
+/// reaching past `self.__walnutQuota.limit` the way browsers do at quota: `throw` a
+/// QuotaExceededError DOMException, `short` (write what fits, report that: Firefox), or
+/// `absurd` (write nothing, report 0xFFFFFFF8: Chrome).
+fn quota_shim(mode: &str, limit: f64) {
+    let install = js_sys::Function::new_with_args(
+        "mode, limit",
+        r#"
+        const proto = FileSystemSyncAccessHandle.prototype;
+        if (!proto.__walnutOriginalWrite) {
+          const original = proto.write;
+          proto.__walnutOriginalWrite = original;
+          proto.write = function (buffer, options) {
+            const q = self.__walnutQuota;
+            const at = (options && options.at) || 0;
+            if (q && at + buffer.byteLength > q.limit) {
+              if (q.mode === 'throw') throw new DOMException('quota exceeded (shim)', 'QuotaExceededError');
+              if (q.mode === 'short') {
+                const fits = Math.max(0, q.limit - at);
+                return original.call(this, buffer.subarray(0, fits), options);
+              }
+              if (q.mode === 'absurd') return 0xFFFFFFF8;
+            }
+            return original.call(this, buffer, options);
+          };
+        }
+        self.__walnutQuota = mode === 'off' ? null : { mode, limit };
+        "#,
+    );
+    install.call2(&wasm_bindgen::JsValue::NULL, &mode.into(), &limit.into()).unwrap();
+}
+
+#[wasm_bindgen_test]
+async fn at_quota_puts_fail_by_name_data_stays_readable_and_writes_resume() {
+    for mode in ["throw", "short", "absurd"] {
+        let name = format!("opfs-quota-{mode}");
+        let storage = fresh(&name).await;
+        let mut store = Store::open(storage, Options { chunk_size: 16 << 10, ..Options::default() }).unwrap();
+        let old: Vec<u8> = (0..40_000u32).map(|i| (i % 251) as u8).collect();
+        store.put(b"old", &old, Durability::Strict).unwrap();
+        store.put(b"spare", b"x", Durability::Strict).unwrap();
+        let used = store.stats().log_bytes as f64;
+        quota_shim(mode, used + 2_000.0);
+
+        let big = vec![7u8; 100_000];
+        let err = store.put(b"new", &big, Durability::Strict).unwrap_err();
+        assert!(matches!(err, Error::QuotaExceeded { .. }), "{mode}: {err:?}");
+        assert_eq!(err.js_name(), "WalnutQuotaExceededError");
+        assert_eq!(store.get(b"old").unwrap().unwrap(), old, "{mode}: earlier data stays readable");
+        assert_eq!(store.get(b"new").unwrap(), None, "{mode}: nothing partial");
+
+        // Still under the limit: a delete (a small record) goes through, and so does a small put.
+        assert!(store.delete(b"spare", Durability::Strict).unwrap(), "{mode}");
+        store.put(b"small", b"fits", Durability::Strict).unwrap();
+        quota_shim("off", 0.0);
+        store.put(b"new", &big, Durability::Strict).unwrap();
+        let storage_handle = store.storage().handle().clone();
+        drop(store);
+
+        let store = Store::open(OpfsStorage::from_handle(storage_handle), Options::default()).unwrap();
+        assert_eq!(store.get(b"old").unwrap().unwrap(), old, "{mode}");
+        assert_eq!(store.get(b"new").unwrap().unwrap(), big, "{mode}");
+        assert_eq!(store.get(b"small").unwrap().unwrap(), b"fits", "{mode}");
+        assert_eq!(store.get(b"spare").unwrap(), None, "{mode}");
+        store.storage().close();
+    }
+}
