@@ -1,7 +1,8 @@
-//! The on-disk format, version 1. `docs/FORMAT.md` is the specification with byte diagrams;
+//! The on-disk format, version 2. `docs/FORMAT.md` is the specification with byte diagrams;
 //! every constant and offset here mirrors it. All integers are little-endian.
 //!
-//! A log file is a [`FileHeader`] followed by records laid end to end. Each record is a
+//! A store is a set of files: log segments and checkpoints. A segment is a [`FileHeader`]
+//! followed by records laid end to end. Each record is a
 //! [`RecordHeader`] (36 bytes) and its payload. The record CRC32 (crc32fast, IEEE polynomial)
 //! covers header bytes 4..36 and then the payload, so a torn or stale record never validates;
 //! an all-zero region fails on the unknown kind 0 (SynapseDB's byte-sum "checksum" accepted
@@ -11,8 +12,36 @@ use crc32fast::Hasher;
 
 /// First 8 bytes of every walnut log file.
 pub const MAGIC: [u8; 8] = *b"WALNUTLG";
-/// Format version written by this build; the only one it reads.
-pub const FORMAT_VERSION: u16 = 1;
+/// Format version written by this build.
+pub const FORMAT_VERSION: u16 = 2;
+/// Oldest format version this build reads: a version 1 log is segment 0 of a version 2 store.
+pub const MIN_READ_VERSION: u16 = 1;
+/// First 8 bytes of every checkpoint file.
+pub const CHECKPOINT_MAGIC: [u8; 8] = *b"WALNUTCK";
+/// Size of the checkpoint header in bytes.
+pub const CHECKPOINT_HEADER_LEN: usize = 80;
+/// Bits of a location that hold the offset within the segment.
+pub const OFFSET_BITS: u32 = 40;
+/// Largest segment size, bytes (offsets must fit in [`OFFSET_BITS`]).
+pub const MAX_SEGMENT_LEN: u64 = 1 << OFFSET_BITS;
+/// Largest segment number (the 24 bits above the offset).
+pub const MAX_SEGMENT: u32 = (1 << (64 - OFFSET_BITS)) - 1;
+
+/// A location in the log: `segment << 40 | offset`. Locations order as (segment, offset), so
+/// "strictly backwards" is a plain comparison; a version 1 offset is a location in segment 0.
+pub fn loc(segment: u32, offset: u64) -> u64 {
+    (u64::from(segment) << OFFSET_BITS) | (offset & (MAX_SEGMENT_LEN - 1))
+}
+
+/// The segment number of a location.
+pub fn loc_segment(l: u64) -> u32 {
+    (l >> OFFSET_BITS) as u32
+}
+
+/// The byte offset of a location within its segment.
+pub fn loc_offset(l: u64) -> u64 {
+    l & (MAX_SEGMENT_LEN - 1)
+}
 /// Size of the file header in bytes.
 pub const FILE_HEADER_LEN: usize = 32;
 /// Size of a record header in bytes.
@@ -107,12 +136,12 @@ fn put(dst: &mut [u8], at: usize, src: &[u8]) {
     }
 }
 
-/// The 32-byte header at offset 0 of a log file.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// The 32-byte header at offset 0 of a log segment.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct FileHeader {
-    /// LSN of the first record in this file.
+    /// LSN of the first record in this segment.
     pub base_lsn: u64,
-    /// Segment number (always 0 in version 1, which has one file per store).
+    /// Segment number: 0 for the first, one more for each next (always 0 in version 1).
     pub segment: u32,
 }
 
@@ -150,7 +179,7 @@ impl FileHeader {
             return Err(HeaderError::BadMagic);
         }
         let version = u16_at(b, FH_VERSION).unwrap_or(0);
-        if version != FORMAT_VERSION {
+        if !(MIN_READ_VERSION..=FORMAT_VERSION).contains(&version) {
             return Err(HeaderError::UnsupportedVersion(version));
         }
         let stored = u32_at(b, FH_CRC).unwrap_or(0);
@@ -274,6 +303,86 @@ pub fn record_crc(header: &[u8; RECORD_HEADER_LEN], payload_crc: &Hasher) -> u32
     h.finalize()
 }
 
+/// The 80-byte header of a checkpoint file; the body follows (docs/FORMAT.md, "Checkpoint").
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct CheckpointHeader {
+    /// Checkpoint number; the valid checkpoint with the highest wins.
+    pub seq: u64,
+    /// Location where replay starts: the earliest BEGIN of a transaction open at the
+    /// checkpoint, else the log's end.
+    pub replay_from: u64,
+    /// LSN of the record at `replay_from`.
+    pub replay_lsn: u64,
+    /// Transaction id the next transaction gets.
+    pub next_txn: u64,
+    /// Index entries in the body.
+    pub entries: u64,
+    /// Body length, bytes.
+    pub body_len: u64,
+    /// CRC32 of the body.
+    pub body_crc: u32,
+    /// Segment numbers listed at the start of the body: the segments this checkpoint needs.
+    pub segments: u32,
+}
+
+const CK_SEQ: usize = 16;
+const CK_REPLAY_FROM: usize = 24;
+const CK_REPLAY_LSN: usize = 32;
+const CK_NEXT_TXN: usize = 40;
+const CK_ENTRIES: usize = 48;
+const CK_BODY_LEN: usize = 56;
+const CK_BODY_CRC: usize = 64;
+const CK_SEGMENTS: usize = 68;
+const CK_RESERVED: usize = 72;
+const CK_CRC: usize = 76;
+
+impl CheckpointHeader {
+    /// Encodes the header.
+    pub fn encode(&self) -> [u8; CHECKPOINT_HEADER_LEN] {
+        let mut b = [0u8; CHECKPOINT_HEADER_LEN];
+        put(&mut b, 0, &CHECKPOINT_MAGIC);
+        put(&mut b, FH_VERSION, &FORMAT_VERSION.to_le_bytes());
+        put(&mut b, FH_HEADER_LEN, &(CHECKPOINT_HEADER_LEN as u16).to_le_bytes());
+        put(&mut b, FH_FLAGS, &0u32.to_le_bytes());
+        put(&mut b, CK_SEQ, &self.seq.to_le_bytes());
+        put(&mut b, CK_REPLAY_FROM, &self.replay_from.to_le_bytes());
+        put(&mut b, CK_REPLAY_LSN, &self.replay_lsn.to_le_bytes());
+        put(&mut b, CK_NEXT_TXN, &self.next_txn.to_le_bytes());
+        put(&mut b, CK_ENTRIES, &self.entries.to_le_bytes());
+        put(&mut b, CK_BODY_LEN, &self.body_len.to_le_bytes());
+        put(&mut b, CK_BODY_CRC, &self.body_crc.to_le_bytes());
+        put(&mut b, CK_SEGMENTS, &self.segments.to_le_bytes());
+        put(&mut b, CK_RESERVED, &0u32.to_le_bytes());
+        let crc = crc32fast::hash(b.get(..CK_CRC).unwrap_or_default());
+        put(&mut b, CK_CRC, &crc.to_le_bytes());
+        b
+    }
+
+    /// Decodes and validates magic, version, CRC and ranges; `None` if any fails.
+    pub fn decode(b: &[u8; CHECKPOINT_HEADER_LEN]) -> Option<CheckpointHeader> {
+        if b.get(..8) != Some(&CHECKPOINT_MAGIC[..])
+            || u16_at(b, FH_VERSION) != Some(FORMAT_VERSION)
+            || u16_at(b, FH_HEADER_LEN) != Some(CHECKPOINT_HEADER_LEN as u16)
+            || u32_at(b, FH_FLAGS) != Some(0)
+            || u32_at(b, CK_RESERVED) != Some(0)
+            || u32_at(b, CK_CRC) != Some(crc32fast::hash(b.get(..CK_CRC)?))
+        {
+            return None;
+        }
+        let h = CheckpointHeader {
+            seq: u64_at(b, CK_SEQ)?,
+            replay_from: u64_at(b, CK_REPLAY_FROM)?,
+            replay_lsn: u64_at(b, CK_REPLAY_LSN)?,
+            next_txn: u64_at(b, CK_NEXT_TXN)?,
+            entries: u64_at(b, CK_ENTRIES)?,
+            body_len: u64_at(b, CK_BODY_LEN)?,
+            body_crc: u32_at(b, CK_BODY_CRC)?,
+            segments: u32_at(b, CK_SEGMENTS)?,
+        };
+        (h.replay_lsn >= 1 && h.replay_lsn <= MAX_ID && h.next_txn <= MAX_ID).then_some(h)
+    }
+}
+
 /// What a COMMIT states about its transaction, so recovery can prove the chain complete
 /// (fjall's journal `End(checksum)`; UnisonDB's commit).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -329,6 +438,35 @@ mod tests {
     use super::*;
 
     #[test]
+    fn locations_pack_segment_and_offset_in_order() {
+        let a = loc(3, 100);
+        assert_eq!((loc_segment(a), loc_offset(a)), (3, 100));
+        assert!(loc(2, MAX_SEGMENT_LEN - 1) < loc(3, 0));
+        assert_eq!(loc(0, 77), 77, "a version 1 offset is a location in segment 0");
+    }
+
+    #[test]
+    fn checkpoint_header_roundtrips_and_rejects_damage() {
+        let h = CheckpointHeader {
+            seq: 4,
+            replay_from: loc(2, 40),
+            replay_lsn: 9,
+            next_txn: 12,
+            entries: 3,
+            body_len: 99,
+            body_crc: 7,
+            segments: 2,
+        };
+        let b = h.encode();
+        assert_eq!(CheckpointHeader::decode(&b), Some(h));
+        for i in 0..CHECKPOINT_HEADER_LEN {
+            let mut bad = b;
+            bad[i] ^= 0x40;
+            assert_eq!(CheckpointHeader::decode(&bad), None, "flip in byte {i}");
+        }
+    }
+
+    #[test]
     fn file_header_roundtrips_and_rejects_damage() {
         let h = FileHeader { base_lsn: 7, segment: 0 };
         let b = h.encode();
@@ -340,8 +478,8 @@ mod tests {
         bad[0] = b'X';
         assert_eq!(FileHeader::decode(&bad), Err(HeaderError::BadMagic));
         let mut bad = b;
-        bad[8] = 2;
-        assert_eq!(FileHeader::decode(&bad), Err(HeaderError::UnsupportedVersion(2)));
+        bad[8] = 3;
+        assert_eq!(FileHeader::decode(&bad), Err(HeaderError::UnsupportedVersion(3)));
     }
 
     #[test]

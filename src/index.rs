@@ -5,11 +5,13 @@
 use std::collections::BTreeMap;
 use std::ops::Bound;
 
-/// Where one piece of a value lies: the record at file offset `record`, bytes
+use crate::format::loc_segment;
+
+/// Where one piece of a value lies: the record at location `record`, bytes
 /// `skip..skip+len` of its payload. Reads re-check the record's CRC.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ChunkLoc {
-    /// File offset of the record, bytes.
+    /// Location of the record ([`crate::format::loc`]: segment and offset).
     pub record: u64,
     /// Payload bytes before the value bytes (the key prefix of a PUT_ONE), bytes.
     pub skip: u32,
@@ -73,23 +75,73 @@ pub struct KeyInfo {
 pub(crate) struct Index {
     map: BTreeMap<Vec<u8>, Entry>,
     live_bytes: u64,
+    /// Live value bytes per segment: what compaction would have to copy out of it.
+    segment_live: BTreeMap<u32, u64>,
 }
 
 impl Index {
+    /// Builds an index from entries in ascending key order (a checkpoint's), in linear time.
+    pub fn from_sorted(entries: Vec<(Vec<u8>, Entry)>) -> Index {
+        let mut ix = Index::default();
+        for (_, e) in &entries {
+            ix.account(e, true);
+        }
+        ix.map = entries.into_iter().collect();
+        ix
+    }
+
+    fn account(&mut self, e: &Entry, add: bool) {
+        if add {
+            self.live_bytes += e.size;
+        } else {
+            self.live_bytes -= e.size;
+        }
+        for c in &e.chunks {
+            let seg = self.segment_live.entry(loc_segment(c.record)).or_insert(0);
+            if add {
+                *seg += u64::from(c.len);
+            } else {
+                *seg -= u64::from(c.len);
+                if *seg == 0 {
+                    self.segment_live.remove(&loc_segment(c.record));
+                }
+            }
+        }
+    }
+
     pub fn apply(&mut self, op: Op) {
         match op {
             Op::Put { key, entry } => {
-                self.live_bytes += entry.size;
+                self.account(&entry, true);
                 if let Some(old) = self.map.insert(key, entry) {
-                    self.live_bytes -= old.size;
+                    self.account(&old, false);
                 }
             }
             Op::Delete { key } => {
                 if let Some(old) = self.map.remove(&key) {
-                    self.live_bytes -= old.size;
+                    self.account(&old, false);
                 }
             }
         }
+    }
+
+    /// Drops entries with a chunk at or after location `end` (their data was cut off).
+    pub fn retain_before(&mut self, end: u64) {
+        let gone: Vec<Vec<u8>> =
+            self.map.iter().filter(|(_, e)| e.chunks.iter().any(|c| c.record >= end)).map(|(k, _)| k.clone()).collect();
+        for key in gone {
+            self.apply(Op::Delete { key });
+        }
+    }
+
+    /// Every entry in key order.
+    pub fn iter(&self) -> impl Iterator<Item = (&Vec<u8>, &Entry)> {
+        self.map.iter()
+    }
+
+    /// Live value bytes per segment (segments without any are absent).
+    pub fn segment_live(&self) -> &BTreeMap<u32, u64> {
+        &self.segment_live
     }
 
     pub fn get(&self, key: &[u8]) -> Option<&Entry> {

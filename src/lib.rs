@@ -20,6 +20,7 @@ mod clock;
 pub mod error;
 pub mod format;
 pub mod index;
+pub mod lifecycle;
 pub mod storage;
 pub mod store;
 pub mod wal;
@@ -29,8 +30,9 @@ pub mod wasm;
 
 pub use error::{Error, Result};
 pub use index::{ChunkLoc, Entry, KeyInfo, KeyRange};
+pub use lifecycle::CompactStep;
 #[cfg(not(target_arch = "wasm32"))]
-pub use storage::FileStorage;
-pub use storage::{MemoryStorage, Storage};
+pub use storage::{DirVolume, FileStorage};
+pub use storage::{MemoryStorage, MemoryVolume, Storage, Volume};
 pub use store::{BatchOp, Durability, Options, Stats, Store, TxnId};
 pub use wal::recovery::{DiscardReason, Discarded, RecoveryMode, RecoveryReport};

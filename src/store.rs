@@ -2,18 +2,21 @@
 //!
 //! A value is visible only once its COMMIT is written and, for strict durability, flushed.
 //! Several transactions may be open at once; their records interleave in the log, so a
-//! 1 GiB upload never blocks a 100-byte put.
+//! 1 GiB upload never blocks a 100-byte put. Checkpoints and compaction live in
+//! [`crate::lifecycle`].
 
 use std::collections::HashMap;
 
 use crc32fast::Hasher;
 
 use crate::error::{Error, Result};
+use crate::format::MAX_SEGMENT_LEN;
 use crate::format::{CommitPayload, Kind, FLAG_STRING_KEY, MAX_CHUNK_LEN, MAX_KEY_LEN};
 use crate::index::{ChunkLoc, Entry, Index, KeyInfo, KeyRange, Op};
-use crate::storage::Storage;
+use crate::lifecycle::Compaction;
+use crate::storage::{FileId, Volume};
 use crate::wal::recovery::{recover, RecoveryMode, RecoveryReport};
-use crate::wal::writer::Writer;
+use crate::wal::writer::{Writer, WriterInit};
 
 /// Transaction id.
 pub type TxnId = u64;
@@ -33,7 +36,7 @@ pub enum Durability {
 }
 
 /// Store configuration.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Options {
     /// Largest CHUNK payload, bytes; large values are split into chunks of this size.
     /// Default 1 MiB (UnisonDB's default); 1..=64 MiB.
@@ -45,6 +48,16 @@ pub struct Options {
     pub batch_bytes: usize,
     /// What recovery does with an invalid record.
     pub recovery_mode: RecoveryMode,
+    /// A segment is sealed and the next begun when a record would carry it past this size,
+    /// bytes. Default 64 MiB. Ignored on a single-file store.
+    pub segment_size: u64,
+    /// A checkpoint is written at the first sync after this many bytes of log since the last
+    /// one (and at close), bytes. Default 64 MiB. 0 disables automatic checkpoints.
+    pub checkpoint_bytes: u64,
+    /// Compaction starts by itself when dead bytes make up at least this fraction of the log
+    /// (0.0..=1.0; default 0.5) and the log spans more than two segments. Each commit then
+    /// copies at most one chunk, so no put waits for more than one chunk write.
+    pub compaction_ratio: f64,
 }
 
 impl Default for Options {
@@ -54,6 +67,9 @@ impl Default for Options {
             direct_write_threshold: 64 << 10,
             batch_bytes: 1 << 20,
             recovery_mode: RecoveryMode::default(),
+            segment_size: 64 << 20,
+            checkpoint_bytes: 64 << 20,
+            compaction_ratio: 0.5,
         }
     }
 }
@@ -73,12 +89,18 @@ impl Options {
         if self.batch_bytes == 0 || self.batch_bytes > MAX_CHUNK_LEN {
             return Err(Error::invalid("batchBytes", format!("must be 1..={MAX_CHUNK_LEN} bytes")));
         }
+        if self.segment_size < 4096 || self.segment_size > MAX_SEGMENT_LEN / 2 {
+            return Err(Error::invalid("segmentSize", format!("must be 4096..={} bytes", MAX_SEGMENT_LEN / 2)));
+        }
+        if !(0.0..=1.0).contains(&self.compaction_ratio) {
+            return Err(Error::invalid("compactionRatio", "must be between 0 and 1"));
+        }
         Ok(())
     }
 }
 
 /// Counters for `stats()`.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, PartialEq, Default)]
 pub struct Stats {
     /// Live keys.
     pub keys: u64,
@@ -96,29 +118,51 @@ pub struct Stats {
     pub poisoned: bool,
     /// Times the store recovered in place after a quota failure.
     pub recoveries_in_place: u64,
+    /// Log segments.
+    pub segments: u64,
+    /// Fraction of the log's bytes that no live value uses (0.0..=1.0).
+    pub dead_ratio: f64,
+    /// LSN where replay would start from the last checkpoint (0: none yet).
+    pub last_checkpoint_lsn: u64,
+    /// Checkpoints written since open.
+    pub checkpoints: u64,
+    /// Compaction rounds finished since open.
+    pub compactions: u64,
 }
 
 /// A transaction being written.
-struct OpenTxn {
-    /// Offset of its last record (the next record's backward link).
+pub(crate) struct OpenTxn {
+    /// Location and LSN of its BEGIN (a checkpoint replays from the earliest open BEGIN).
+    pub begin: (u64, u64),
+    /// Location of its last record (the next record's backward link).
     last: u64,
     commit: CommitPayload,
     value_crc: Hasher,
     ops: Vec<Op>,
 }
 
-/// A durable, ordered key-value store on one [`Storage`].
-pub struct Store<S: Storage> {
-    writer: Writer<S>,
-    index: Index,
-    txns: HashMap<TxnId, OpenTxn>,
+/// A durable, ordered key-value store on a [`Volume`] of files, or on one
+/// [`crate::Storage`] (a one-file volume: a single segment, no checkpoints).
+pub struct Store<V: Volume> {
+    pub(crate) writer: Writer<V>,
+    pub(crate) index: Index,
+    pub(crate) txns: HashMap<TxnId, OpenTxn>,
     /// Group commits written but not yet flushed, in commit order.
     pending: Vec<(u64, Vec<Op>)>,
-    next_txn: TxnId,
-    options: Options,
+    pub(crate) next_txn: TxnId,
+    pub(crate) options: Options,
     report: RecoveryReport,
     closed: bool,
     recoveries_in_place: u64,
+    /// Checkpoint files and the number of the checkpoint each holds.
+    pub(crate) checkpoint_slots: Vec<(FileId, u64)>,
+    pub(crate) checkpoint_seq: u64,
+    pub(crate) last_checkpoint_lsn: u64,
+    /// `writer.appended()` when the last checkpoint was written.
+    pub(crate) checkpointed_at: u64,
+    pub(crate) checkpoints: u64,
+    pub(crate) compaction: Option<Compaction>,
+    pub(crate) compactions: u64,
 }
 
 fn check_key(key: &[u8]) -> Result<()> {
@@ -139,17 +183,31 @@ fn key_flags(string_key: bool) -> u8 {
     }
 }
 
-impl<S: Storage> Store<S> {
+impl<V: Volume> Store<V> {
     /// Opens the store on `storage`, running recovery (see [`crate::wal::recovery`]); the
     /// report is then available from [`Store::recovery`].
     ///
     /// Errors: [`Error::InvalidArgument`] for bad options; [`Error::Corruption`] or
     /// [`Error::ChecksumMismatch`] if the file is not a walnut log of this version (it is then
     /// left untouched); [`Error::Io`] from storage.
-    pub fn open(mut storage: S, options: Options) -> Result<Self> {
+    pub fn open(mut volume: V, options: Options) -> Result<Self> {
         options.validate()?;
-        let r = recover(&mut storage, options.recovery_mode)?;
-        let writer = Writer::new(storage, r.tail, r.next_lsn, options.batch_bytes, options.direct_write_threshold);
+        let r = recover(&mut volume, options.recovery_mode)?;
+        let segment_size = if volume.can_grow() { options.segment_size } else { u64::MAX };
+        let last_checkpoint_lsn = r.report.checkpoint.map_or(0, |c| c.1);
+        let checkpoint_seq = r.checkpoint_slots.iter().map(|s| s.1).max().unwrap_or(0);
+        let writer = Writer::new(
+            volume,
+            WriterInit {
+                segments: r.segments,
+                tail_seg: crate::format::loc_segment(r.tail),
+                tail: crate::format::loc_offset(r.tail),
+                next_lsn: r.next_lsn,
+                segment_size,
+                batch_bytes: options.batch_bytes,
+                direct_threshold: options.direct_write_threshold,
+            },
+        );
         Ok(Store {
             writer,
             index: r.index,
@@ -160,6 +218,13 @@ impl<S: Storage> Store<S> {
             report: r.report,
             closed: false,
             recoveries_in_place: 0,
+            checkpoint_slots: r.checkpoint_slots,
+            checkpoint_seq,
+            last_checkpoint_lsn,
+            checkpointed_at: 0,
+            checkpoints: 0,
+            compaction: None,
+            compactions: 0,
         })
     }
 
@@ -173,7 +238,7 @@ impl<S: Storage> Store<S> {
         &self.options
     }
 
-    fn live(&self) -> Result<()> {
+    pub(crate) fn live(&self) -> Result<()> {
         if self.closed {
             Err(Error::Closed)
         } else {
@@ -184,7 +249,7 @@ impl<S: Storage> Store<S> {
     /// Checks that writes may proceed. After a quota failure (a write refused, nothing
     /// unknown left behind) the store recovers in place, once no group commit is waiting:
     /// those must first be failed by [`Store::sync`], never acknowledged by a later one.
-    fn writable(&mut self) -> Result<()> {
+    pub(crate) fn writable(&mut self) -> Result<()> {
         self.live()?;
         if self.writer.is_recoverable() && self.pending.is_empty() {
             self.recover_in_place()?;
@@ -196,10 +261,12 @@ impl<S: Storage> Store<S> {
     /// rebuilds the index from what is on storage. Open transactions are dropped (their
     /// callers' next call fails with [`Error::Transaction`]).
     fn recover_in_place(&mut self) -> Result<()> {
-        let r = recover(self.writer.storage_mut(), self.options.recovery_mode)?;
-        self.writer.reset(r.tail, r.next_lsn);
+        let r = recover(self.writer.volume_mut(), self.options.recovery_mode)?;
+        self.writer.reset(r.segments, r.tail, r.next_lsn);
         self.index = r.index;
         self.txns.clear();
+        self.compaction = None;
+        self.checkpoint_slots = r.checkpoint_slots;
         self.next_txn = self.next_txn.max(r.next_txn);
         self.recoveries_in_place += 1;
         Ok(())
@@ -215,7 +282,13 @@ impl<S: Storage> Store<S> {
         self.next_txn += 1;
         self.txns.insert(
             txn,
-            OpenTxn { last: a.offset, commit: CommitPayload::default(), value_crc: Hasher::new(), ops: Vec::new() },
+            OpenTxn {
+                begin: (a.offset, a.lsn),
+                last: a.offset,
+                commit: CommitPayload::default(),
+                value_crc: Hasher::new(),
+                ops: Vec::new(),
+            },
         );
         Ok(txn)
     }
@@ -279,16 +352,30 @@ impl<S: Storage> Store<S> {
     /// to its last record. Returns the COMMIT's LSN. With [`Durability::Group`] the effects
     /// become visible at the next [`Store::sync`].
     pub fn commit(&mut self, txn: TxnId, durability: Durability) -> Result<u64> {
+        let lsn = self.commit_quiet(txn, durability)?;
+        self.maintain();
+        Ok(lsn)
+    }
+
+    /// [`Store::commit`] without the maintenance turn (compaction commits its copies so).
+    pub(crate) fn commit_quiet(&mut self, txn: TxnId, durability: Durability) -> Result<u64> {
         self.writable()?;
         let mut t = self.txns.remove(&txn).ok_or_else(|| Error::Transaction { txn, detail: "is not open".into() })?;
         t.commit.value_crc = t.value_crc.clone().finalize();
         let a = self.writer.append(Kind::Commit, 0, txn, t.last, &[&t.commit.encode()])?;
-        self.settle(a.lsn, t.ops, durability)?;
+        self.settle_commit(a.lsn, t.ops, durability)?;
         Ok(a.lsn)
     }
 
-    /// Makes a written commit durable/visible as `durability` asks.
-    fn settle(&mut self, lsn: u64, mut ops: Vec<Op>, durability: Durability) -> Result<()> {
+    /// Makes a written commit durable/visible as `durability` asks, then lets due
+    /// maintenance (a compaction step, a checkpoint) take its turn.
+    fn settle(&mut self, lsn: u64, ops: Vec<Op>, durability: Durability) -> Result<()> {
+        self.settle_commit(lsn, ops, durability)?;
+        self.maintain();
+        Ok(())
+    }
+
+    fn settle_commit(&mut self, lsn: u64, mut ops: Vec<Op>, durability: Durability) -> Result<()> {
         for op in &mut ops {
             if let Op::Put { entry, .. } = op {
                 entry.lsn = lsn;
@@ -340,6 +427,7 @@ impl<S: Storage> Store<S> {
         for (_, ops) in std::mem::take(&mut self.pending) {
             ops.into_iter().for_each(|op| self.index.apply(op));
         }
+        self.checkpoint_if_due();
         Ok(())
     }
 
@@ -402,6 +490,14 @@ impl<S: Storage> Store<S> {
         self.next_txn += 1;
         self.settle(a.lsn, vec![Op::Delete { key: key.to_vec() }], durability)?;
         Ok(true)
+    }
+
+    /// Appends a DELETE_ONE for a key that is already absent (compaction keeping a delete).
+    pub(crate) fn write_tombstone(&mut self, key: &[u8]) -> Result<()> {
+        let txn = self.next_txn;
+        self.writer.append(Kind::DeleteOne, 0, txn, 0, &[key])?;
+        self.next_txn += 1;
+        Ok(())
     }
 
     /// Writes several puts and deletes in one transaction: all or none become visible.
@@ -467,36 +563,52 @@ impl<S: Storage> Store<S> {
         Stats {
             keys: self.index.len() as u64,
             live_bytes: self.index.live_bytes(),
-            log_bytes: self.writer.tail(),
+            log_bytes: self.writer.log_bytes(),
             next_lsn: self.writer.next_lsn(),
             open_transactions: self.txns.len() as u64,
             pending_commits: self.pending.len() as u64,
             poisoned: self.writer.is_poisoned(),
             recoveries_in_place: self.recoveries_in_place,
+            segments: self.writer.segments().len() as u64,
+            dead_ratio: self.dead_ratio(),
+            last_checkpoint_lsn: self.last_checkpoint_lsn,
+            checkpoints: self.checkpoints,
+            compactions: self.compactions,
         }
     }
 
-    /// Syncs queued commits and closes. Open transactions are left without COMMIT, so they
+    /// Syncs queued commits, writes a checkpoint if the log grew since the last one (so the
+    /// next open is fast), and closes. Open transactions are left without COMMIT, so they
     /// are discarded by the next recovery. Every later call fails with [`Error::Closed`].
     pub fn close(&mut self) -> Result<()> {
         if self.closed {
             return Ok(());
         }
-        let r = if self.writer.is_poisoned() { Ok(()) } else { self.sync() };
+        let r = if self.writer.is_poisoned() {
+            Ok(())
+        } else {
+            self.sync().and_then(|()| {
+                if self.writer.volume().can_grow() && self.writer.appended() > self.checkpointed_at {
+                    self.checkpoint()
+                } else {
+                    Ok(())
+                }
+            })
+        };
         self.closed = true;
         self.txns.clear();
         r
     }
 
-    /// Closes and hands back the storage (for tests that reopen it).
-    pub fn into_storage(mut self) -> S {
+    /// Closes and hands back the volume (for tests that reopen it).
+    pub fn into_volume(mut self) -> V {
         let _ = self.close();
-        self.writer.into_storage()
+        self.writer.into_volume()
     }
 
-    /// The storage, read-only.
-    pub fn storage(&self) -> &S {
-        self.writer.storage()
+    /// The volume (on a single-file store: the storage), read-only.
+    pub fn volume(&self) -> &V {
+        self.writer.volume()
     }
 }
 

@@ -324,7 +324,7 @@ impl WalnutStore {
     pub fn close(&mut self) -> JsResult<()> {
         let r = self.store.close();
         self.readers.clear();
-        self.store.storage().close();
+        self.store.volume().close();
         r.map_err(js_err)
     }
 }

@@ -1,9 +1,9 @@
 //! Golden logs (lsm-tree's `test_fixture/`, some deliberately corrupt): committed files under
-//! `tests/fixtures/` that this and every later build must read exactly as recorded here. They
-//! also seed the fuzzer (`make fuzz`).
+//! `tests/fixtures/v<N>/`, one directory per format version, that this and every later build
+//! must read exactly as recorded here. They also seed the fuzzer (`make fuzz`).
 //!
 //! If the format changes, `fixtures_are_what_this_build_writes` fails: bump `FORMAT_VERSION`,
-//! keep the old fixtures readable (or refused by a clear version error), and regenerate with
+//! keep every older directory readable (add it to `LEGACY`), and write the new one with
 //! `WALNUT_WRITE_FIXTURES=1 cargo test --test golden`.
 #![cfg(not(target_arch = "wasm32"))]
 
@@ -125,8 +125,16 @@ fn fixtures() -> Vec<Fixture> {
     ]
 }
 
+/// Fixture directories of older format versions, which every build must still read. Their
+/// logs were written by the same scenarios as today's, so the same expectations hold.
+const LEGACY: &[&str] = &["v1"];
+
+fn dir_of(version: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures").join(version)
+}
+
 fn dir() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures")
+    dir_of(&format!("v{}", walnut::format::FORMAT_VERSION))
 }
 
 #[test]
@@ -145,8 +153,9 @@ fn fixtures_are_what_this_build_writes() {
 
 #[test]
 fn committed_fixtures_recover_as_recorded() {
-    for f in fixtures() {
-        let path = dir().join(format!("{}.wal", f.name));
+    let dirs: Vec<PathBuf> = std::iter::once(dir()).chain(LEGACY.iter().map(|v| dir_of(v))).collect();
+    for (dir, f) in dirs.iter().flat_map(|d| fixtures().into_iter().map(move |f| (d, f))) {
+        let path = dir.join(format!("{}.wal", f.name));
         let bytes = std::fs::read(&path).unwrap();
         let s = Store::open(MemoryStorage::from_bytes(bytes), options()).unwrap();
         let got: Vec<(Vec<u8>, Vec<u8>)> = s
@@ -159,7 +168,7 @@ fn committed_fixtures_recover_as_recorded() {
             })
             .collect();
         let want: Vec<(Vec<u8>, Vec<u8>)> = f.expect.iter().map(|(k, v)| (k.to_vec(), v.clone())).collect();
-        assert_eq!(got, want, "{}", f.name);
+        assert_eq!(got, want, "{}", path.display());
         let r = s.recovery();
         assert_eq!(r.discarded.len(), f.discarded, "{}: {:?}", f.name, r.discarded);
         assert_eq!(r.bytes_truncated > 0, f.truncated, "{}", f.name);

@@ -24,14 +24,14 @@ async fn values_persist_through_a_new_handle() {
     store.txn_put(t, b"small", false).unwrap();
     store.txn_chunk(t, b"never committed").unwrap();
     store.sync().unwrap();
-    store.storage().close(); // the worker goes away mid-transaction
+    store.volume().close(); // the worker goes away mid-transaction
 
     let again = OpfsStorage::open(name, 2000).await.unwrap();
     let store = Store::open(again, Options { chunk_size: 4096, ..Options::default() }).unwrap();
     assert_eq!(store.get(b"small").unwrap().unwrap(), b"hello");
     assert_eq!(store.get(b"big").unwrap().unwrap(), big);
     assert_eq!(store.recovery().discarded.len(), 1, "the open transaction is reported");
-    store.storage().close();
+    store.volume().close();
 }
 
 #[wasm_bindgen_test]
@@ -48,7 +48,7 @@ async fn a_held_store_is_locked_for_a_second_opener_after_the_bounded_retry() {
     let mut store = Store::open(holder, Options::default()).unwrap();
     store.put(b"k", b"v", Durability::Strict).unwrap();
     assert_eq!(store.get(b"k").unwrap().unwrap(), b"v");
-    store.storage().close();
+    store.volume().close();
     let reopened = OpfsStorage::open(name, 300).await.expect("released handle can be taken");
     reopened.close();
 }
@@ -119,7 +119,7 @@ async fn at_quota_puts_fail_by_name_data_stays_readable_and_writes_resume() {
         store.put(b"small", b"fits", Durability::Strict).unwrap();
         quota_shim("off", 0.0);
         store.put(b"new", &big, Durability::Strict).unwrap();
-        let storage_handle = store.storage().handle().clone();
+        let storage_handle = store.volume().handle().clone();
         drop(store);
 
         let store = Store::open(OpfsStorage::from_handle(storage_handle), Options::default()).unwrap();
@@ -127,6 +127,6 @@ async fn at_quota_puts_fail_by_name_data_stays_readable_and_writes_resume() {
         assert_eq!(store.get(b"new").unwrap().unwrap(), big, "{mode}");
         assert_eq!(store.get(b"small").unwrap().unwrap(), b"fits", "{mode}");
         assert_eq!(store.get(b"spare").unwrap(), None, "{mode}");
-        store.storage().close();
+        store.volume().close();
     }
 }

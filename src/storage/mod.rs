@@ -7,8 +7,12 @@
 
 pub mod fault;
 mod memory;
+pub mod volume;
 pub use fault::{CrashStorage, Fault, FaultyStorage};
 pub use memory::MemoryStorage;
+#[cfg(not(target_arch = "wasm32"))]
+pub use volume::DirVolume;
+pub use volume::{FileId, MapVolume, MemoryVolume, Volume};
 
 #[cfg(not(target_arch = "wasm32"))]
 mod file;

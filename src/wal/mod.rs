@@ -1,4 +1,5 @@
 //! The write-ahead log: the append path ([`writer`]) and recovery ([`recovery`]).
 
+pub(crate) mod checkpoint;
 pub mod recovery;
 pub(crate) mod writer;

@@ -17,18 +17,20 @@
 //! Memory: two read buffers of at most 1 MiB, plus, for each transaction still open at that
 //! point of the scan, about 64 bytes per record and a copy of each key it writes.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 
 use crc32fast::Hasher;
 
 use crate::clock::now_ms;
 use crate::error::{Error, Result};
 use crate::format::{
-    record_crc, split_put_one, CommitPayload, FileHeader, HeaderError, Kind, RecordHeader, FILE_HEADER_LEN,
-    FLAG_STRING_KEY, MAX_ID, MAX_KEY_LEN, RECORD_HEADER_LEN,
+    loc, loc_offset, loc_segment, record_crc, split_put_one, CommitPayload, FileHeader, HeaderError, Kind,
+    RecordHeader, CHECKPOINT_MAGIC, FILE_HEADER_LEN, FLAG_STRING_KEY, FORMAT_VERSION, MAGIC, MAX_ID, MAX_KEY_LEN,
+    MIN_READ_VERSION, RECORD_HEADER_LEN,
 };
 use crate::index::{ChunkLoc, Entry, Index, Op};
-use crate::storage::{read_exact_at, write_all_at, Storage};
+use crate::storage::{read_exact_at, write_all_at, FileId, Storage, Volume};
+use crate::wal::checkpoint;
 
 /// What recovery does with an invalid record (raft-engine's recovery modes).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -84,16 +86,27 @@ pub struct RecoveryReport {
     pub discarded: Vec<Discarded>,
     /// All dropped transactions.
     pub discarded_total: u64,
-    /// Bytes cut from the end of the log.
+    /// Bytes cut from the end of the log (including whole segments after the cut).
     pub bytes_truncated: u64,
-    /// File offset where the log was cut, bytes.
+    /// Location where the log was cut ([`crate::format::loc`]; the byte offset in a
+    /// single-file store).
     pub truncated_at: Option<u64>,
     /// Why the first invalid record was invalid.
     pub tail_reason: Option<String>,
     /// Valid records scanned.
     pub records: u64,
-    /// Log size after recovery, bytes.
+    /// Log size after recovery, bytes (all segments).
     pub log_bytes: u64,
+    /// Segments after recovery.
+    pub segments: u64,
+    /// The checkpoint recovery started from: its number and the LSN where replay began.
+    pub checkpoint: Option<(u64, u64)>,
+    /// Checkpoints passed over, and why (torn, corrupt, or needing a segment that is gone).
+    pub checkpoints_rejected: Vec<String>,
+    /// Segments no longer needed (left by an interrupted compaction) that were released.
+    pub segments_released: u64,
+    /// Index entries of the checkpoint dropped because the log was cut before their data.
+    pub entries_dropped: u64,
     /// Time spent, ms.
     pub millis: f64,
 }
@@ -102,10 +115,14 @@ pub struct RecoveryReport {
 pub(crate) struct Recovered {
     pub index: Index,
     pub report: RecoveryReport,
-    /// Where the next record goes.
+    /// Segment number -> file.
+    pub segments: BTreeMap<u32, FileId>,
+    /// Location where the next record goes.
     pub tail: u64,
     pub next_lsn: u64,
     pub next_txn: u64,
+    /// Checkpoint files and the number of the valid checkpoint each holds (0 if none).
+    pub checkpoint_slots: Vec<(FileId, u64)>,
 }
 
 /// A record of an open transaction, as scanned.
@@ -195,93 +212,88 @@ impl<S: Storage> Scanner<'_, S> {
     }
 }
 
-/// Runs recovery over `storage`, creating the file header on an empty file.
-pub(crate) fn recover<S: Storage>(storage: &mut S, mode: RecoveryMode) -> Result<Recovered> {
-    let started = now_ms();
-    let size = storage.size()?;
-    let mut report = RecoveryReport::default();
-
-    // A file shorter than its header holds no record: a creation cut short. Start it anew.
-    if size < FILE_HEADER_LEN as u64 {
-        if size > 0 {
-            if mode == RecoveryMode::AbsoluteConsistency {
-                return Err(Error::Corruption { offset: 0, detail: "file shorter than its header".into() });
-            }
-            report.bytes_truncated = size;
-            report.truncated_at = Some(0);
-            report.tail_reason = Some("file shorter than its header".into());
-            storage.truncate(0)?;
-        }
-        let header = FileHeader { base_lsn: 1, segment: 0 };
-        write_all_at(storage, &header.encode(), 0)?;
-        storage.flush()?;
-        report.log_bytes = FILE_HEADER_LEN as u64;
-        report.millis = now_ms() - started;
-        return Ok(Recovered {
-            index: Index::default(),
-            report,
-            tail: FILE_HEADER_LEN as u64,
-            next_lsn: 1,
-            next_txn: 1,
-        });
-    }
-
-    let mut hb = [0u8; FILE_HEADER_LEN];
-    if !read_exact_at(storage, &mut hb, 0)? {
-        return Err(Error::Corruption { offset: 0, detail: "file header unreadable".into() });
-    }
-    let header = FileHeader::decode(&hb).map_err(|e| match e {
-        HeaderError::BadMagic => Error::Corruption { offset: 0, detail: "not a walnut log (bad magic)".into() },
+fn header_error(offset: u64, e: HeaderError) -> Error {
+    match e {
+        HeaderError::BadMagic => Error::Corruption { offset, detail: "not a walnut log (bad magic)".into() },
         HeaderError::UnsupportedVersion(v) => Error::Corruption {
-            offset: 0,
-            detail: format!("format version {v} is not supported (this build reads version 1)"),
+            offset,
+            detail: format!("format version {v} is not supported (this build reads versions {MIN_READ_VERSION} to {FORMAT_VERSION})"),
         },
-        HeaderError::Checksum { stored, computed } => Error::ChecksumMismatch { offset: 0, stored, computed },
-        HeaderError::Malformed(what) => Error::Corruption { offset: 0, detail: format!("file header: {what}") },
-    })?;
+        HeaderError::Checksum { stored, computed } => Error::ChecksumMismatch { offset, stored, computed },
+        HeaderError::Malformed(what) => Error::Corruption { offset, detail: format!("file header: {what}") },
+    }
+}
 
-    let mut index = Index::default();
-    let mut open: HashMap<u64, ScanTxn> = HashMap::new();
-    let mut max_txn = 0u64;
-    let mut offset = FILE_HEADER_LEN as u64;
-    let mut lsn = header.base_lsn;
-    let mut scanner = Scanner { storage: &*storage, size, buf: Vec::new(), scratch: Vec::new() };
-    let discard = |report: &mut RecoveryReport, txn: u64, lsn: u64, reason: DiscardReason| {
-        report.discarded_total += 1;
-        if report.discarded.len() < MAX_REPORTED_DISCARDS {
-            report.discarded.push(Discarded { txn, lsn, reason });
+/// What each file of the volume is, by its header.
+#[derive(Default)]
+struct Census {
+    segments: BTreeMap<u32, (FileId, FileHeader)>,
+    checkpoints: Vec<FileId>,
+    /// Files too short to hold a header: a creation cut short. (id, size)
+    stubs: Vec<(FileId, u64)>,
+}
+
+fn census<V: Volume>(volume: &V) -> Result<Census> {
+    let mut c = Census::default();
+    for id in volume.ids() {
+        let f = volume.file(id)?;
+        let size = f.size()?;
+        let mut head = [0u8; FILE_HEADER_LEN];
+        let n = usize::try_from(size).unwrap_or(usize::MAX).min(FILE_HEADER_LEN);
+        if !read_exact_at(f, head.get_mut(..n).unwrap_or_default(), 0)? {
+            return Err(Error::io("read", "file shorter than its size"));
         }
-    };
-
-    while offset < size {
-        let (h, pcrc) = match scanner.record(offset, lsn)? {
-            Ok(r) => r,
-            Err(reason) => {
-                report.tail_reason = Some(reason);
-                break;
+        let magic = head.get(..n.min(8)).unwrap_or_default();
+        let ours = MAGIC.starts_with(magic) || CHECKPOINT_MAGIC.starts_with(magic);
+        if size < FILE_HEADER_LEN as u64 && ours {
+            c.stubs.push((id, size));
+        } else if magic == CHECKPOINT_MAGIC {
+            c.checkpoints.push(id);
+        } else {
+            let h = FileHeader::decode(&head).map_err(|e| header_error(0, e))?;
+            if c.segments.insert(h.segment, (id, h)).is_some() {
+                return Err(Error::Corruption { offset: 0, detail: format!("segment {} appears twice", h.segment) });
             }
-        };
-        report.records += 1;
-        max_txn = max_txn.max(h.txn);
-        let payload = &scanner.buf;
+        }
+    }
+    Ok(c)
+}
+
+/// The scan's state across records and segments.
+struct Replay {
+    index: Index,
+    open: HashMap<u64, ScanTxn>,
+    max_txn: u64,
+    report: RecoveryReport,
+}
+
+impl Replay {
+    fn discard(&mut self, txn: u64, lsn: u64, reason: DiscardReason) {
+        self.report.discarded_total += 1;
+        if self.report.discarded.len() < MAX_REPORTED_DISCARDS {
+            self.report.discarded.push(Discarded { txn, lsn, reason });
+        }
+    }
+
+    /// Applies one valid record found at location `at`.
+    fn record(&mut self, at: u64, h: &RecordHeader, pcrc: Hasher, payload: &[u8]) {
+        self.report.records += 1;
+        self.max_txn = self.max_txn.max(h.txn);
         match h.kind {
             Kind::Begin => {
-                if let Some(old) = open.remove(&h.txn) {
-                    discard(
-                        &mut report,
-                        h.txn,
-                        old.lsn,
-                        DiscardReason::BrokenChain("transaction id begun twice".into()),
-                    );
+                if let Some(old) = self.open.remove(&h.txn) {
+                    self.discard(h.txn, old.lsn, DiscardReason::BrokenChain("transaction id begun twice".into()));
                 }
                 let broken = (h.prev != 0).then(|| "BEGIN links to a record".to_string());
-                open.insert(h.txn, ScanTxn { txn: h.txn, begin: offset, lsn: h.lsn, records: Vec::new(), broken });
+                self.open.insert(h.txn, ScanTxn { txn: h.txn, begin: at, lsn: h.lsn, records: Vec::new(), broken });
             }
             Kind::Put | Kind::Chunk | Kind::Delete => {
-                if let Some(t) = open.get_mut(&h.txn) {
-                    let key = (h.kind != Kind::Chunk).then(|| payload.clone());
+                // A record of a transaction never begun (its BEGIN was cut, or the id is
+                // bogus) cannot become visible: its COMMIT will find no chain.
+                if let Some(t) = self.open.get_mut(&h.txn) {
+                    let key = (h.kind != Kind::Chunk).then(|| payload.to_vec());
                     t.records.push(Scanned {
-                        offset,
+                        offset: at,
                         prev: h.prev,
                         kind: h.kind,
                         flags: h.flags,
@@ -290,74 +302,249 @@ pub(crate) fn recover<S: Storage>(storage: &mut S, mode: RecoveryMode) -> Result
                         key,
                     });
                 }
-                // A record of a transaction never begun (its BEGIN was cut, or the id is
-                // bogus) cannot become visible: its COMMIT will find no chain.
             }
-            Kind::Commit => match open.remove(&h.txn) {
-                Some(t) => match prove_chain(&t, offset, &h, payload) {
+            Kind::Commit => match self.open.remove(&h.txn) {
+                Some(t) => match prove_chain(&t, at, h, payload) {
                     Ok(ops) => {
                         for op in ops {
-                            index.apply(with_lsn(op, h.lsn));
+                            self.index.apply(with_lsn(op, h.lsn));
                         }
-                        report.committed += 1;
+                        self.report.committed += 1;
                     }
-                    Err(why) => discard(&mut report, h.txn, t.lsn, DiscardReason::BrokenChain(why)),
+                    Err(why) => self.discard(h.txn, t.lsn, DiscardReason::BrokenChain(why)),
                 },
-                None => discard(&mut report, h.txn, h.lsn, DiscardReason::BrokenChain("COMMIT without BEGIN".into())),
+                None => self.discard(h.txn, h.lsn, DiscardReason::BrokenChain("COMMIT without BEGIN".into())),
             },
             Kind::Abort => {
-                if let Some(t) = open.remove(&h.txn) {
-                    discard(&mut report, h.txn, t.lsn, DiscardReason::Aborted);
+                if let Some(t) = self.open.remove(&h.txn) {
+                    self.discard(h.txn, t.lsn, DiscardReason::Aborted);
                 }
             }
-            // The payload in `buf` may be only its first piece: the value length comes from
-            // the header.
+            // The payload may be only its first piece: the value length comes from the header.
             Kind::PutOne => match split_put_one(payload) {
                 Some((key, _)) if h.prev == 0 => {
                     let skip = (2 + key.len()) as u32;
                     let len = h.len - skip;
-                    let chunks = if len == 0 { Vec::new() } else { vec![ChunkLoc { record: offset, skip, len }] };
+                    let chunks = if len == 0 { Vec::new() } else { vec![ChunkLoc { record: at, skip, len }] };
                     let entry =
                         Entry { chunks, size: u64::from(len), string_key: h.flags & FLAG_STRING_KEY != 0, lsn: h.lsn };
-                    index.apply(Op::Put { key: key.to_vec(), entry });
-                    report.committed += 1;
+                    self.index.apply(Op::Put { key: key.to_vec(), entry });
+                    self.report.committed += 1;
                 }
-                _ => discard(&mut report, h.txn, h.lsn, DiscardReason::BrokenChain("malformed PUT_ONE".into())),
+                _ => self.discard(h.txn, h.lsn, DiscardReason::BrokenChain("malformed PUT_ONE".into())),
             },
             Kind::DeleteOne => {
                 if h.prev == 0 {
-                    index.apply(Op::Delete { key: payload.clone() });
-                    report.committed += 1;
+                    self.index.apply(Op::Delete { key: payload.to_vec() });
+                    self.report.committed += 1;
                 } else {
-                    discard(&mut report, h.txn, h.lsn, DiscardReason::BrokenChain("malformed DELETE_ONE".into()));
+                    self.discard(h.txn, h.lsn, DiscardReason::BrokenChain("malformed DELETE_ONE".into()));
                 }
             }
         }
-        offset += h.record_len();
-        lsn += 1;
+    }
+}
+
+/// Where the log must be cut: a segment, the offset in it (0 = the whole segment), and why.
+struct Cut {
+    segment: u32,
+    offset: u64,
+    reason: String,
+}
+
+/// Runs recovery over `volume`: census of its files, the newest usable checkpoint, replay of
+/// the log after it across segments, the torn tail cut, garbage segments released. An empty
+/// volume gets segment 0.
+pub(crate) fn recover<V: Volume>(volume: &mut V, mode: RecoveryMode) -> Result<Recovered> {
+    let started = now_ms();
+    let mut report = RecoveryReport::default();
+    let can_grow = volume.can_grow();
+    let c = census(volume)?;
+
+    // Files too short for a header hold nothing: a creation cut short.
+    for &(id, size) in &c.stubs {
+        if can_grow {
+            volume.release(id)?;
+        } else if size > 0 {
+            if mode == RecoveryMode::AbsoluteConsistency {
+                return Err(Error::Corruption { offset: 0, detail: "file shorter than its header".into() });
+            }
+            report.bytes_truncated = size;
+            report.truncated_at = Some(0);
+            report.tail_reason = Some("file shorter than its header".into());
+            volume.file_mut(id)?.truncate(0)?;
+        }
+    }
+    if c.segments.is_empty() {
+        let id = if can_grow { volume.create()? } else { c.stubs.first().map_or(0, |s| s.0) };
+        let f = volume.file_mut(id)?;
+        write_all_at(f, &FileHeader { base_lsn: 1, segment: 0 }.encode(), 0)?;
+        f.flush()?;
+        report.log_bytes = FILE_HEADER_LEN as u64;
+        report.segments = 1;
+        report.millis = now_ms() - started;
+        let checkpoint_slots = c.checkpoints.iter().map(|&id| (id, 0)).collect();
+        return Ok(Recovered {
+            index: Index::default(),
+            report,
+            segments: BTreeMap::from([(0, id)]),
+            tail: loc(0, FILE_HEADER_LEN as u64),
+            next_lsn: 1,
+            next_txn: 1,
+            checkpoint_slots,
+        });
     }
 
+    // The newest valid checkpoint whose segments are all here.
+    let mut slots = Vec::new();
+    let mut valid = Vec::new();
+    for &id in &c.checkpoints {
+        match checkpoint::read(volume.file(id)?)? {
+            Ok(ck) => {
+                slots.push((id, ck.header.seq));
+                valid.push(ck);
+            }
+            Err(why) => {
+                slots.push((id, 0));
+                report.checkpoints_rejected.push(why);
+            }
+        }
+    }
+    valid.sort_by_key(|ck| std::cmp::Reverse(ck.header.seq));
+    let mut chosen = None;
+    for ck in valid {
+        let from = ck.header.replay_from;
+        let usable = ck.segments.iter().all(|s| c.segments.contains_key(s))
+            && c.segments.get(&loc_segment(from)).is_some_and(|&(id, _)| {
+                volume
+                    .file(id)
+                    .and_then(|f| f.size())
+                    .is_ok_and(|size| (FILE_HEADER_LEN as u64..=size).contains(&loc_offset(from)))
+            });
+        if usable {
+            chosen = Some(ck);
+            break;
+        }
+        report.checkpoints_rejected.push(format!("checkpoint {} needs a segment that is gone", ck.header.seq));
+    }
+
+    let (first_seg, first_header) = c.segments.iter().next().map(|(&s, &(_, h))| (s, h)).unwrap_or_default();
+    let (index, start, mut lsn, ck_next_txn, full_scan) = match chosen {
+        Some(ck) => {
+            report.checkpoint = Some((ck.header.seq, ck.header.replay_lsn));
+            (Index::from_sorted(ck.entries), ck.header.replay_from, ck.header.replay_lsn, ck.header.next_txn, false)
+        }
+        None => (Index::default(), loc(first_seg, FILE_HEADER_LEN as u64), first_header.base_lsn, 1, true),
+    };
+    let mut replay = Replay { index, open: HashMap::new(), max_txn: 0, report };
+
+    let start_seg = loc_segment(start);
+    let mut tail = start;
+    let mut cut: Option<Cut> = None;
+    let mut prev_seg: Option<u32> = None;
+    let mut buf = Vec::new();
+    let mut scratch = Vec::new();
+    'segments: for (&seg, &(id, header)) in c.segments.range(start_seg..) {
+        let mut offset = if seg == start_seg { loc_offset(start) } else { FILE_HEADER_LEN as u64 };
+        if let Some(prev) = prev_seg {
+            let gap = seg != prev + 1;
+            let lsn_ok = if full_scan { header.base_lsn >= lsn } else { header.base_lsn == lsn };
+            if (gap && !full_scan) || !lsn_ok {
+                let why = if gap {
+                    format!("segment {} is missing", prev + 1)
+                } else {
+                    format!("segment {seg} starts at LSN {} where {lsn} was expected", header.base_lsn)
+                };
+                cut = Some(Cut { segment: seg, offset: 0, reason: why });
+                break;
+            }
+            lsn = header.base_lsn;
+        }
+        let file = volume.file(id)?;
+        let size = file.size()?;
+        let mut scanner =
+            Scanner { storage: file, size, buf: std::mem::take(&mut buf), scratch: std::mem::take(&mut scratch) };
+        while offset < size {
+            match scanner.record(offset, lsn)? {
+                Ok((h, pcrc)) => {
+                    replay.record(loc(seg, offset), &h, pcrc, &scanner.buf);
+                    offset += h.record_len();
+                    lsn += 1;
+                }
+                Err(reason) => {
+                    cut = Some(Cut { segment: seg, offset, reason });
+                    tail = loc(seg, offset);
+                    break 'segments;
+                }
+            }
+        }
+        (buf, scratch) = (scanner.buf, scanner.scratch);
+        tail = loc(seg, offset);
+        prev_seg = Some(seg);
+    }
+    let Replay { mut index, open, max_txn, mut report } = replay;
     let mut left: Vec<ScanTxn> = open.into_values().collect();
     left.sort_by_key(|t| t.begin);
     for t in left {
-        discard(&mut report, t.txn, t.lsn, DiscardReason::Incomplete);
+        report.discarded_total += 1;
+        if report.discarded.len() < MAX_REPORTED_DISCARDS {
+            report.discarded.push(Discarded { txn: t.txn, lsn: t.lsn, reason: DiscardReason::Incomplete });
+        }
     }
 
-    if offset < size {
+    let mut segments: BTreeMap<u32, FileId> = c.segments.iter().map(|(&s, &(id, _))| (s, id)).collect();
+    if let Some(cut) = cut {
         if mode == RecoveryMode::AbsoluteConsistency {
-            return Err(Error::Corruption {
-                offset,
-                detail: report.tail_reason.unwrap_or_else(|| "invalid record".into()),
-            });
+            return Err(Error::Corruption { offset: loc(cut.segment, cut.offset), detail: cut.reason });
         }
-        report.bytes_truncated = size - offset;
-        report.truncated_at = Some(offset);
-        storage.truncate(offset)?;
-        storage.flush()?;
+        report.truncated_at = Some(if cut.offset == 0 { tail } else { loc(cut.segment, cut.offset) });
+        report.tail_reason = Some(cut.reason);
+        let later: Vec<u32> = segments.range(cut.segment..).map(|(&s, _)| s).collect();
+        for seg in later {
+            let Some(&id) = segments.get(&seg) else { continue };
+            let size = volume.file(id)?.size()?;
+            if seg == cut.segment && cut.offset > 0 {
+                report.bytes_truncated += size - cut.offset;
+                let f = volume.file_mut(id)?;
+                f.truncate(cut.offset)?;
+                f.flush()?;
+            } else {
+                report.bytes_truncated += size;
+                volume.release(id)?;
+                segments.remove(&seg);
+            }
+        }
+        // A checkpoint's entries whose data lay past the cut are gone with it.
+        let before = index.len();
+        index.retain_before(tail);
+        report.entries_dropped = (before - index.len()) as u64;
     }
-    report.log_bytes = offset;
+    if !full_scan {
+        // Segments before the replay point that no entry uses: an interrupted compaction's.
+        let used = index.segment_live().keys().copied().collect::<std::collections::BTreeSet<u32>>();
+        let garbage: Vec<u32> = segments.range(..start_seg).map(|(&s, _)| s).filter(|s| !used.contains(s)).collect();
+        for seg in garbage {
+            if let Some(id) = segments.remove(&seg) {
+                volume.release(id)?;
+                report.segments_released += 1;
+            }
+        }
+    }
+    report.segments = segments.len() as u64;
+    report.log_bytes = 0;
+    for &id in segments.values() {
+        report.log_bytes += volume.file(id)?.size()?;
+    }
     report.millis = now_ms() - started;
-    Ok(Recovered { index, report, tail: offset, next_lsn: lsn, next_txn: max_txn + 1 })
+    Ok(Recovered {
+        index,
+        report,
+        segments,
+        tail,
+        next_lsn: lsn,
+        next_txn: (max_txn + 1).max(ck_next_txn),
+        checkpoint_slots: slots,
+    })
 }
 
 fn with_lsn(op: Op, lsn: u64) -> Op {

@@ -3,17 +3,27 @@
 //! out the buffer, then goes straight to the file without being copied into it. A storage
 //! failure poisons the writer (redb's `CheckedBackend`): reads go on, writes fail until the
 //! store is reopened.
+//!
+//! The log is a run of segments on a [`Volume`]. When a record would carry the tail segment
+//! past `segment_size`, the writer flushes that segment (so damage in a sealed segment can
+//! never be a torn tail) and starts the next from a new file, whose header names its segment
+//! number and base LSN. A record is never split across segments.
+
+use std::collections::BTreeMap;
 
 use crc32fast::Hasher;
 
 use crate::error::{Error, Result};
-use crate::format::{record_crc, Kind, RecordHeader, RECORD_HEADER_LEN};
+use crate::format::{
+    loc, loc_offset, loc_segment, record_crc, FileHeader, Kind, RecordHeader, FILE_HEADER_LEN, MAX_SEGMENT,
+    MAX_SEGMENT_LEN, RECORD_HEADER_LEN,
+};
 use crate::index::ChunkLoc;
-use crate::storage::{read_exact_at, write_all_at, Storage};
+use crate::storage::{read_exact_at, write_all_at, FileId, Storage, Volume};
 
 /// Where an appended record landed.
 pub(crate) struct Appended {
-    /// File offset of the record, bytes.
+    /// Location of the record ([`loc`]).
     pub offset: u64,
     /// Its LSN.
     pub lsn: u64,
@@ -21,11 +31,17 @@ pub(crate) struct Appended {
     pub payload_crc: Hasher,
 }
 
-pub(crate) struct Writer<S> {
-    storage: S,
-    /// File offset where the next record goes; includes buffered bytes.
+pub(crate) struct Writer<V: Volume> {
+    volume: V,
+    /// Segment number -> file.
+    segments: BTreeMap<u32, FileId>,
+    /// The segment being appended to.
+    tail_seg: u32,
+    /// Offset in the tail segment where the next record goes; includes buffered bytes.
     tail: u64,
-    /// Records not yet written, which belong at `buf_start`.
+    /// Rotate before a record would carry the tail segment past this size, bytes.
+    segment_size: u64,
+    /// Records not yet written, which belong at `buf_start` of the tail segment.
     buf: Vec<u8>,
     buf_start: u64,
     next_lsn: u64,
@@ -33,6 +49,10 @@ pub(crate) struct Writer<S> {
     direct_threshold: usize,
     /// Bytes written since the last flush.
     dirty: bool,
+    /// Record bytes appended since open.
+    appended: u64,
+    /// Total size of the sealed segments, bytes (they no longer change).
+    sealed_bytes: u64,
     poisoned: Option<Poison>,
 }
 
@@ -45,23 +65,93 @@ struct Poison {
     recoverable: bool,
 }
 
-impl<S: Storage> Writer<S> {
-    pub fn new(storage: S, tail: u64, next_lsn: u64, batch_bytes: usize, direct_threshold: usize) -> Self {
-        Writer {
-            storage,
+/// Where the writer starts: the segments, the tail, the sizes.
+pub(crate) struct WriterInit {
+    pub segments: BTreeMap<u32, FileId>,
+    pub tail_seg: u32,
+    pub tail: u64,
+    pub next_lsn: u64,
+    pub segment_size: u64,
+    pub batch_bytes: usize,
+    pub direct_threshold: usize,
+}
+
+impl<V: Volume> Writer<V> {
+    pub fn new(volume: V, init: WriterInit) -> Self {
+        let WriterInit { segments, tail_seg, tail, next_lsn, segment_size, batch_bytes, direct_threshold } = init;
+        let mut w = Writer {
+            volume,
+            segments,
+            tail_seg,
             tail,
+            segment_size: segment_size.min(MAX_SEGMENT_LEN),
             buf: Vec::with_capacity(batch_bytes.min(1 << 20)),
             buf_start: tail,
             next_lsn,
             batch_bytes,
             direct_threshold,
             dirty: false,
+            appended: 0,
+            sealed_bytes: 0,
             poisoned: None,
-        }
+        };
+        w.recompute_sealed();
+        w
     }
 
+    fn recompute_sealed(&mut self) {
+        self.sealed_bytes = self
+            .segments
+            .iter()
+            .filter(|(&s, _)| s != self.tail_seg)
+            .filter_map(|(_, &id)| self.volume.file(id).and_then(|f| f.size()).ok())
+            .sum();
+    }
+
+    /// Record bytes appended since open.
+    pub fn appended(&self) -> u64 {
+        self.appended
+    }
+
+    /// Location where the next record goes.
     pub fn tail(&self) -> u64 {
-        self.tail
+        loc(self.tail_seg, self.tail)
+    }
+
+    /// Total bytes of all segments, including buffered records.
+    pub fn log_bytes(&self) -> u64 {
+        self.sealed_bytes + self.tail
+    }
+
+    /// Segment numbers, oldest first.
+    pub fn segments(&self) -> &BTreeMap<u32, FileId> {
+        &self.segments
+    }
+
+    /// The segment being appended to.
+    pub fn tail_segment(&self) -> u32 {
+        self.tail_seg
+    }
+
+    /// Size of a sealed segment, bytes.
+    pub fn segment_len(&self, seg: u32) -> u64 {
+        if seg == self.tail_seg {
+            return self.tail;
+        }
+        self.segments.get(&seg).and_then(|&id| self.volume.file(id).and_then(|f| f.size()).ok()).unwrap_or(0)
+    }
+
+    /// Gives a sealed segment's file back to the volume.
+    pub fn release_segment(&mut self, seg: u32) -> Result<()> {
+        if seg == self.tail_seg {
+            return Ok(());
+        }
+        if let Some(id) = self.segments.remove(&seg) {
+            let size = self.volume.file(id).and_then(|f| f.size()).unwrap_or(0);
+            self.volume.release(id)?;
+            self.sealed_bytes = self.sealed_bytes.saturating_sub(size);
+        }
+        Ok(())
     }
 
     pub fn next_lsn(&self) -> u64 {
@@ -96,29 +186,64 @@ impl<S: Storage> Writer<S> {
 
     /// Starts over at `tail` after recovery re-read the log: drops the batch buffer and the
     /// poison.
-    pub fn reset(&mut self, tail: u64, next_lsn: u64) {
+    pub fn reset(&mut self, segments: BTreeMap<u32, FileId>, tail: u64, next_lsn: u64) {
+        self.segments = segments;
+        self.tail_seg = loc_segment(tail);
+        let tail = loc_offset(tail);
         self.tail = tail;
         self.buf.clear();
         self.buf_start = tail;
         self.next_lsn = next_lsn;
         self.dirty = false;
         self.poisoned = None;
+        self.recompute_sealed();
+    }
+
+    fn tail_file(&mut self) -> Result<&mut V::File> {
+        let id = *self.segments.get(&self.tail_seg).ok_or_else(|| Error::io("write", "tail segment has no file"))?;
+        self.volume.file_mut(id)
+    }
+
+    /// Seals the tail segment (written out and flushed) and starts the next one.
+    fn rotate(&mut self) -> Result<()> {
+        self.sync()?;
+        if self.tail_seg >= MAX_SEGMENT {
+            return Err(Error::io("write", "segment numbers exhausted"));
+        }
+        let id = self.volume.create().map_err(|e| self.poison(e))?;
+        self.sealed_bytes += self.tail;
+        self.tail_seg += 1;
+        self.segments.insert(self.tail_seg, id);
+        let header = FileHeader { base_lsn: self.next_lsn, segment: self.tail_seg }.encode();
+        self.buf.clear();
+        self.buf.extend_from_slice(&header);
+        self.buf_start = 0;
+        self.tail = FILE_HEADER_LEN as u64;
+        Ok(())
     }
 
     /// Appends one record whose payload is the concatenation of `parts`.
     pub fn append(&mut self, kind: Kind, flags: u8, txn: u64, prev: u64, parts: &[&[u8]]) -> Result<Appended> {
         self.check()?;
         let len: usize = parts.iter().map(|p| p.len()).sum();
+        let rec_len = (RECORD_HEADER_LEN + len) as u64;
+        if self.tail + rec_len > self.segment_size && self.tail > FILE_HEADER_LEN as u64 {
+            self.rotate()?;
+        }
+        if self.tail + rec_len >= MAX_SEGMENT_LEN {
+            return Err(Error::io("write", "the log file reached its 1 TiB limit"));
+        }
         let lsn = self.next_lsn;
         let offset = self.tail;
         let (header, payload_crc) = RecordHeader::encode(kind, flags, lsn, txn, prev, parts);
         if RECORD_HEADER_LEN + len >= self.direct_threshold {
             self.write_buffer()?;
             let mut at = offset;
-            let r = write_all_at(&mut self.storage, &header, at).and_then(|()| {
+            let r = self.tail_file().and_then(|file| {
+                write_all_at(file, &header, at)?;
                 at += RECORD_HEADER_LEN as u64;
                 for p in parts {
-                    write_all_at(&mut self.storage, p, at)?;
+                    write_all_at(file, p, at)?;
                     at += p.len() as u64;
                 }
                 Ok(())
@@ -135,9 +260,10 @@ impl<S: Storage> Writer<S> {
                 self.write_buffer()?;
             }
         }
-        self.tail = offset + (RECORD_HEADER_LEN + len) as u64;
+        self.tail = offset + rec_len;
+        self.appended += rec_len;
         self.next_lsn += 1;
-        Ok(Appended { offset, lsn, payload_crc })
+        Ok(Appended { offset: loc(self.tail_seg, offset), lsn, payload_crc })
     }
 
     /// Writes the batch buffer out in one positioned write (no flush).
@@ -146,7 +272,10 @@ impl<S: Storage> Writer<S> {
         if self.buf.is_empty() {
             return Ok(());
         }
-        write_all_at(&mut self.storage, &self.buf, self.buf_start).map_err(|e| self.poison(e))?;
+        let (buf_start, buf) = (self.buf_start, std::mem::take(&mut self.buf));
+        let r = self.tail_file().and_then(|file| write_all_at(file, &buf, buf_start));
+        self.buf = buf;
+        r.map_err(|e| self.poison(e))?;
         self.buf_start += self.buf.len() as u64;
         self.buf.clear();
         self.dirty = true;
@@ -158,7 +287,7 @@ impl<S: Storage> Writer<S> {
         self.write_buffer()?;
         if self.dirty {
             // A failed flush leaves durability unknown: never recoverable in place.
-            self.storage.flush().map_err(|e| {
+            self.tail_file().and_then(|f| f.flush()).map_err(|e| {
                 let e = self.poison(e);
                 if let Some(p) = &mut self.poisoned {
                     p.recoverable = false;
@@ -174,8 +303,15 @@ impl<S: Storage> Writer<S> {
     /// (UnisonDB skipped this for the active segment). Only committed, written records are
     /// ever read.
     pub fn read_chunk(&self, loc: &ChunkLoc, out: &mut Vec<u8>) -> Result<()> {
+        let seg = loc_segment(loc.record);
+        let offset = loc_offset(loc.record);
+        let id = *self.segments.get(&seg).ok_or_else(|| Error::Corruption {
+            offset: loc.record,
+            detail: format!("index points into segment {seg}, which is gone"),
+        })?;
+        let file = self.volume.file(id)?;
         let mut hdr = [0u8; RECORD_HEADER_LEN];
-        if !read_exact_at(&self.storage, &mut hdr, loc.record)? {
+        if !read_exact_at(file, &mut hdr, offset)? {
             return Err(Error::Corruption { offset: loc.record, detail: "record past end of log".into() });
         }
         let h = RecordHeader::decode(&hdr)
@@ -186,7 +322,7 @@ impl<S: Storage> Writer<S> {
         }
         out.clear();
         out.resize(h.len as usize, 0);
-        if !read_exact_at(&self.storage, out, loc.record + RECORD_HEADER_LEN as u64)? {
+        if !read_exact_at(file, out, offset + RECORD_HEADER_LEN as u64)? {
             return Err(Error::Corruption { offset: loc.record, detail: "record past end of log".into() });
         }
         let mut pcrc = Hasher::new();
@@ -200,15 +336,15 @@ impl<S: Storage> Writer<S> {
         Ok(())
     }
 
-    pub fn storage(&self) -> &S {
-        &self.storage
+    pub fn volume(&self) -> &V {
+        &self.volume
     }
 
-    pub fn storage_mut(&mut self) -> &mut S {
-        &mut self.storage
+    pub fn volume_mut(&mut self) -> &mut V {
+        &mut self.volume
     }
 
-    pub fn into_storage(self) -> S {
-        self.storage
+    pub fn into_volume(self) -> V {
+        self.volume
     }
 }

@@ -1,22 +1,7 @@
 // Shared setup for the end-to-end tests: the static server, a Chromium with a fresh profile
 // (OPFS persists per profile, so pages of one context share stores) and the test page.
-import { mkdtemp, rm } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
 import { after, before } from 'node:test';
-import { chromium } from 'playwright-core';
-import { startServer } from '../../www/tools/serve.mjs';
-
-const CHROMIUM = process.env.CHROMIUM ?? '/usr/bin/chromium';
-const ARGS = [
-  '--no-sandbox',
-  '--disable-gpu',
-  '--disable-quic',
-  '--no-first-run',
-  '--disable-background-networking',
-  '--disable-component-update',
-  '--disable-sync',
-];
+import { launch } from '../../www/tools/browser.mjs';
 
 /**
  * Starts the server and a persistent Chromium context with a new profile.
@@ -24,24 +9,12 @@ const ARGS = [
  * @returns {Promise<{ url: string, context: import('playwright-core').BrowserContext, openPage: () => Promise<import('playwright-core').Page>, close: () => Promise<void> }>}
  */
 export async function setup({ routes } = {}) {
-  const server = await startServer({ port: 0, routes });
-  const profile = await mkdtemp(join(tmpdir(), 'walnut-e2e-profile-'));
-  let context;
-  try {
-    context = await chromium.launchPersistentContext(profile, {
-      executablePath: CHROMIUM,
-      headless: true,
-      args: ARGS,
-    });
-  } catch (error) {
-    await server.close();
-    await rm(profile, { recursive: true, force: true });
-    throw error;
-  }
-  const fixture = `${server.url}tests/e2e/fixtures/`;
+  const { url, context, close } = await launch({ routes });
+  const fixture = `${url}tests/e2e/fixtures/`;
   return {
-    url: server.url,
+    url,
     context,
+    close,
     /** Opens the test page, with `window.walnut` and `window.harness` loaded. */
     async openPage() {
       const page = await context.newPage();
@@ -54,11 +27,6 @@ export async function setup({ routes } = {}) {
       await page.goto(fixture);
       await page.waitForFunction(() => window.walnut && window.harness);
       return page;
-    },
-    async close() {
-      await context.close();
-      await server.close();
-      await rm(profile, { recursive: true, force: true });
     },
   };
 }

@@ -1,0 +1,323 @@
+//! The log's lifecycle: checkpoints and compaction.
+//!
+//! **Checkpoints** persist the index (key -> chunk locations) with the location where replay
+//! must start: the earliest BEGIN of a transaction still open, else the log's end. Open reads
+//! the newest valid checkpoint and replays only what follows (Bitcask's hint files). Two
+//! checkpoint files are written in turn; each carries the segments it needs, so the pair is
+//! also the manifest of live segments: a torn checkpoint leaves the previous one.
+//!
+//! **Compaction** empties the sealed segments with the most dead bytes (overwritten, deleted,
+//! aborted, never committed): each live value touching one is copied to the log's end as a new
+//! transaction, one chunk per step, and committed only if the value is still the current one.
+//! Deletes recorded in a victim are written again while an older segment survives, so that a
+//! full scan (the fallback when no checkpoint is usable) can never resurrect a deleted key.
+//! Then a checkpoint is written and the victims are released. A crash at any point leaves
+//! either the old set of segments (the previous checkpoint still names them) or the new one.
+
+use std::collections::BTreeSet;
+
+use crate::error::{Error, Result};
+use crate::format::{loc_segment, CheckpointHeader, Kind, RecordHeader, FILE_HEADER_LEN, RECORD_HEADER_LEN};
+use crate::index::ChunkLoc;
+use crate::storage::{read_exact_at, Storage, Volume};
+use crate::store::{Durability, Store, TxnId};
+use crate::wal::checkpoint;
+
+/// A compaction round in progress.
+#[derive(Debug)]
+pub(crate) struct Compaction {
+    /// Segments being emptied.
+    victims: BTreeSet<u32>,
+    /// Keys whose values touch a victim, still to copy.
+    queue: Vec<Vec<u8>>,
+    /// Keys deleted in a victim that must stay deleted.
+    tombstones: Vec<Vec<u8>>,
+    /// The value being copied.
+    copy: Option<Copying>,
+}
+
+#[derive(Debug)]
+struct Copying {
+    key: Vec<u8>,
+    /// LSN of the value when its copy began: the copy commits only if it is still current.
+    lsn: u64,
+    chunks: Vec<ChunkLoc>,
+    next: usize,
+    txn: TxnId,
+}
+
+/// What one [`Store::compact_step`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CompactStep {
+    /// Nothing to compact.
+    Idle,
+    /// Copied one chunk (or skipped a value that changed meanwhile); call again.
+    Progress,
+    /// Finished a round: the victims' space is released.
+    Done,
+}
+
+impl<V: Volume> Store<V> {
+    /// Fraction of the log's bytes that no live value uses.
+    pub fn dead_ratio(&self) -> f64 {
+        let total = self.writer.log_bytes();
+        if total == 0 {
+            return 0.0;
+        }
+        1.0 - (self.index.live_bytes() as f64 / total as f64).min(1.0)
+    }
+
+    /// Writes a checkpoint now: syncs, persists the index into the older of the two checkpoint
+    /// files, flushes it, then releases segments nothing needs any more.
+    ///
+    /// Errors: [`Error::Unsupported`] on a single-file store; storage errors. A failed
+    /// checkpoint leaves the previous one in force.
+    pub fn checkpoint(&mut self) -> Result<()> {
+        self.writable()?;
+        if !self.writer.volume().can_grow() {
+            return Err(Error::Unsupported { detail: "a single-file store takes no checkpoints".into() });
+        }
+        self.sync()?;
+        self.write_checkpoint()
+    }
+
+    fn write_checkpoint(&mut self) -> Result<()> {
+        let (replay_from, replay_lsn) =
+            self.txns.values().map(|t| t.begin).min().unwrap_or((self.writer.tail(), self.writer.next_lsn()));
+        let from_seg = loc_segment(replay_from);
+        let mut needed: BTreeSet<u32> = self.index.segment_live().keys().copied().collect();
+        needed.extend(self.writer.segments().range(from_seg..).map(|(&s, _)| s));
+        let needed: Vec<u32> = needed.into_iter().collect();
+
+        // The slot holding the older checkpoint (or a new one while there are fewer than two).
+        let slot = if self.checkpoint_slots.len() < 2 {
+            let id = self.writer.volume_mut().create()?;
+            self.checkpoint_slots.push((id, 0));
+            self.checkpoint_slots.len() - 1
+        } else {
+            self.checkpoint_slots.iter().enumerate().min_by_key(|(_, s)| s.1).map_or(0, |(i, _)| i)
+        };
+        let Some(&(id, _)) = self.checkpoint_slots.get(slot) else {
+            return Err(Error::io("checkpoint", "no checkpoint slot"));
+        };
+        let seq = self.checkpoint_seq + 1;
+        let header = CheckpointHeader { seq, replay_from, replay_lsn, next_txn: self.next_txn, ..Default::default() };
+        let file = self.writer.volume_mut().file_mut(id)?;
+        checkpoint::write(file, header, &needed, &self.index)?;
+        if let Some(s) = self.checkpoint_slots.get_mut(slot) {
+            s.1 = seq;
+        }
+        self.checkpoint_seq = seq;
+        self.last_checkpoint_lsn = replay_lsn;
+        self.checkpointed_at = self.writer.appended();
+        self.checkpoints += 1;
+
+        // Segments before the replay point that no entry uses are no longer needed by this
+        // checkpoint, which is durable: give them back.
+        let garbage: Vec<u32> = self
+            .writer
+            .segments()
+            .range(..from_seg)
+            .map(|(&s, _)| s)
+            .filter(|s| needed.binary_search(s).is_err())
+            .collect();
+        for seg in garbage {
+            self.writer.release_segment(seg)?;
+        }
+        Ok(())
+    }
+
+    /// Writes a checkpoint if `checkpoint_bytes` of log have been appended since the last.
+    /// Best effort: a failure leaves the previous checkpoint in force and is retried later.
+    pub(crate) fn checkpoint_if_due(&mut self) {
+        let every = self.options.checkpoint_bytes;
+        if every > 0
+            && self.writer.volume().can_grow()
+            && !self.writer.is_poisoned()
+            && self.writer.appended() - self.checkpointed_at >= every
+        {
+            let _ = self.write_checkpoint();
+        }
+    }
+
+    /// After a commit: one compaction step if compaction is under way or due. Never more than
+    /// one chunk copy, so no put waits longer than that.
+    pub(crate) fn maintain(&mut self) {
+        if self.compaction.is_some() || self.compaction_due() {
+            let _ = self.compact_step_inner(false);
+        }
+    }
+
+    fn compaction_due(&self) -> bool {
+        self.writer.volume().can_grow()
+            && self.writer.segments().len() > 2
+            && self.dead_ratio() >= self.options.compaction_ratio
+    }
+
+    /// Runs compaction to the end: every sealed segment holding dead bytes is emptied and
+    /// released. Returns the rounds run (0 if there was nothing to do).
+    pub fn compact(&mut self) -> Result<u64> {
+        let mut rounds = 0;
+        loop {
+            match self.compact_step_inner(true)? {
+                CompactStep::Idle => return Ok(rounds),
+                CompactStep::Progress => {}
+                CompactStep::Done => rounds += 1,
+            }
+            if rounds > 0 && self.compaction.is_none() {
+                return Ok(rounds);
+            }
+        }
+    }
+
+    /// One step of compaction: plans a round if none is under way and compaction is due (or
+    /// there are any dead bytes in sealed segments), else copies one chunk.
+    pub fn compact_step(&mut self) -> Result<CompactStep> {
+        self.compact_step_inner(true)
+    }
+
+    fn compact_step_inner(&mut self, eager: bool) -> Result<CompactStep> {
+        self.writable()?;
+        if self.compaction.is_none() {
+            if !self.writer.volume().can_grow() || !(eager || self.compaction_due()) {
+                return Ok(CompactStep::Idle);
+            }
+            match self.plan(eager)? {
+                Some(c) => self.compaction = Some(c),
+                None => return Ok(CompactStep::Idle),
+            }
+        }
+        let Some(mut c) = self.compaction.take() else { return Ok(CompactStep::Idle) };
+        let r = self.advance(&mut c);
+        match r {
+            Ok(CompactStep::Done) => {
+                self.compactions += 1;
+                Ok(CompactStep::Done)
+            }
+            Ok(step) => {
+                self.compaction = Some(c);
+                Ok(step)
+            }
+            Err(e) => {
+                if let Some(copy) = c.copy.take() {
+                    let _ = self.abort(copy.txn);
+                }
+                Err(e)
+            }
+        }
+    }
+
+    /// Chooses the victims and what must move out of them.
+    fn plan(&mut self, eager: bool) -> Result<Option<Compaction>> {
+        // Sealed segments that hold no record of a transaction still open.
+        let open_from = self.txns.values().map(|t| loc_segment(t.begin.0)).min().unwrap_or(u32::MAX);
+        let tail_seg = self.writer.tail_segment();
+        let threshold = if eager { 0.0 } else { self.options.compaction_ratio };
+        let live = self.index.segment_live();
+        let mut victims = BTreeSet::new();
+        for &seg in self.writer.segments().keys() {
+            if seg >= tail_seg || seg >= open_from {
+                continue;
+            }
+            let size = self.writer.segment_len(seg).saturating_sub(FILE_HEADER_LEN as u64);
+            let used = live.get(&seg).copied().unwrap_or(0);
+            let dead = size.saturating_sub(used);
+            if size > 0 && dead > 0 && dead as f64 / size as f64 >= threshold {
+                victims.insert(seg);
+            }
+        }
+        if victims.is_empty() {
+            return Ok(None);
+        }
+        let queue: Vec<Vec<u8>> = self
+            .index
+            .iter()
+            .filter(|(_, e)| e.chunks.iter().any(|c| victims.contains(&loc_segment(c.record))))
+            .map(|(k, _)| k.clone())
+            .collect();
+        let oldest_kept = self.writer.segments().keys().find(|s| !victims.contains(s)).copied();
+        let mut tombstones = BTreeSet::new();
+        for &seg in &victims {
+            // Only a surviving older segment could hold a value the delete must keep hidden.
+            if oldest_kept.is_some_and(|o| o < seg) {
+                tombstones.extend(self.deleted_keys(seg)?.into_iter().filter(|k| self.index.get(k).is_none()));
+            }
+        }
+        Ok(Some(Compaction { victims, queue, tombstones: tombstones.into_iter().collect(), copy: None }))
+    }
+
+    /// Keys deleted by records of segment `seg` (read from its record headers and keys).
+    fn deleted_keys(&self, seg: u32) -> Result<Vec<Vec<u8>>> {
+        let Some(&id) = self.writer.segments().get(&seg) else { return Ok(Vec::new()) };
+        let file = self.writer.volume().file(id)?;
+        let size = file.size()?;
+        let mut keys = Vec::new();
+        let mut at = FILE_HEADER_LEN as u64;
+        let mut hb = [0u8; RECORD_HEADER_LEN];
+        while at + RECORD_HEADER_LEN as u64 <= size && read_exact_at(file, &mut hb, at)? {
+            let Ok(h) = RecordHeader::decode(&hb) else { break };
+            if matches!(h.kind, Kind::Delete | Kind::DeleteOne) {
+                let mut key = vec![0u8; h.len as usize];
+                if !read_exact_at(file, &mut key, at + RECORD_HEADER_LEN as u64)? {
+                    break;
+                }
+                keys.push(key);
+            }
+            at += h.record_len();
+        }
+        Ok(keys)
+    }
+
+    /// Moves the round forward by one chunk, one skipped value, or the closing steps.
+    fn advance(&mut self, c: &mut Compaction) -> Result<CompactStep> {
+        loop {
+            if let Some(copy) = &mut c.copy {
+                if let Some(&chunk) = copy.chunks.get(copy.next) {
+                    copy.next += 1;
+                    let txn = copy.txn;
+                    let mut buf = Vec::with_capacity(chunk.len as usize);
+                    self.read_chunk(&chunk, &mut buf)?;
+                    self.txn_chunk(txn, &buf)?;
+                    return Ok(CompactStep::Progress);
+                }
+                let Some(copy) = c.copy.take() else { continue };
+                if self.index.get(&copy.key).is_some_and(|e| e.lsn == copy.lsn) {
+                    self.commit_compaction(copy.txn)?;
+                } else {
+                    self.abort(copy.txn)?; // overwritten or deleted meanwhile: the copy is stale
+                }
+                return Ok(CompactStep::Progress);
+            }
+            let Some(key) = c.queue.pop() else { break };
+            let Some(entry) = self.index.get(&key) else { continue };
+            if !entry.chunks.iter().any(|ch| c.victims.contains(&loc_segment(ch.record))) {
+                continue; // rewritten elsewhere meanwhile
+            }
+            let (lsn, chunks, string_key) = (entry.lsn, entry.chunks.clone(), entry.string_key);
+            let txn = self.begin()?;
+            self.txn_put(txn, &key, string_key)?;
+            c.copy = Some(Copying { key, lsn, chunks, next: 0, txn });
+        }
+        for key in std::mem::take(&mut c.tombstones) {
+            if self.index.get(&key).is_none() {
+                self.write_tombstone(&key)?;
+            }
+        }
+        // The copies and tombstones are durable in the checkpoint's sync; then the victims go.
+        self.sync()?;
+        let still_used = self.index.segment_live().keys().any(|s| c.victims.contains(s));
+        if still_used {
+            return Err(Error::io("compact", "a victim segment is still in use"));
+        }
+        self.write_checkpoint()?;
+        for &seg in &c.victims {
+            self.writer.release_segment(seg)?;
+        }
+        Ok(CompactStep::Done)
+    }
+
+    fn commit_compaction(&mut self, txn: TxnId) -> Result<()> {
+        // Relaxed: the round's sync makes every copy durable before any victim is released.
+        self.commit_quiet(txn, Durability::Relaxed).map(drop)
+    }
+}
