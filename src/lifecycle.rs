@@ -22,6 +22,7 @@ use crate::index::ChunkLoc;
 use crate::storage::{read_exact_at, Storage, Volume};
 use crate::store::{Durability, Store, TxnId};
 use crate::wal::checkpoint;
+use crate::wal::recovery::SlotNeeds;
 
 /// A compaction round in progress.
 #[derive(Debug)]
@@ -91,36 +92,36 @@ impl<V: Volume> Store<V> {
 
         // The slot holding the older checkpoint (or a new one while there are fewer than two).
         let slot = if self.checkpoint_slots.len() < 2 {
-            let id = self.writer.volume_mut().create()?;
-            self.checkpoint_slots.push((id, 0));
+            let file = self.writer.volume_mut().create()?;
+            self.checkpoint_slots.push(SlotNeeds { file, ..SlotNeeds::default() });
             self.checkpoint_slots.len() - 1
         } else {
-            self.checkpoint_slots.iter().enumerate().min_by_key(|(_, s)| s.1).map_or(0, |(i, _)| i)
+            self.checkpoint_slots.iter().enumerate().min_by_key(|(_, s)| s.seq).map_or(0, |(i, _)| i)
         };
-        let Some(&(id, _)) = self.checkpoint_slots.get(slot) else {
+        let Some(id) = self.checkpoint_slots.get(slot).map(|s| s.file) else {
             return Err(Error::io("checkpoint", "no checkpoint slot"));
         };
         let seq = self.checkpoint_seq + 1;
         let header = CheckpointHeader { seq, replay_from, replay_lsn, next_txn: self.next_txn, ..Default::default() };
+        // The slot's old checkpoint is overwritten: from here on only the other one counts.
+        if let Some(s) = self.checkpoint_slots.get_mut(slot) {
+            s.seq = 0;
+        }
         let file = self.writer.volume_mut().file_mut(id)?;
         checkpoint::write(file, header, &needed, &self.index)?;
         if let Some(s) = self.checkpoint_slots.get_mut(slot) {
-            s.1 = seq;
+            *s = SlotNeeds { file: id, seq, replay_segment: from_seg, segments: needed.clone() };
         }
         self.checkpoint_seq = seq;
         self.last_checkpoint_lsn = replay_lsn;
         self.checkpointed_at = self.writer.appended();
         self.checkpoints += 1;
 
-        // Segments before the replay point that no entry uses are no longer needed by this
-        // checkpoint, which is durable: give them back.
-        let garbage: Vec<u32> = self
-            .writer
-            .segments()
-            .range(..from_seg)
-            .map(|(&s, _)| s)
-            .filter(|s| needed.binary_search(s).is_err())
-            .collect();
+        // Segments that neither checkpoint needs any more: give them back. (The other slot's
+        // needs keep a fallback possible should this checkpoint ever fail to read.)
+        let slots = &self.checkpoint_slots;
+        let garbage: Vec<u32> =
+            self.writer.segments().keys().copied().filter(|&s| !slots.iter().any(|n| n.needs(s))).collect();
         for seg in garbage {
             self.writer.release_segment(seg)?;
         }
@@ -309,10 +310,10 @@ impl<V: Volume> Store<V> {
         if still_used {
             return Err(Error::io("compact", "a victim segment is still in use"));
         }
+        // Two checkpoints: after the second, neither slot needs the victims, which the
+        // second checkpoint releases.
         self.write_checkpoint()?;
-        for &seg in &c.victims {
-            self.writer.release_segment(seg)?;
-        }
+        self.write_checkpoint()?;
         Ok(CompactStep::Done)
     }
 

@@ -14,8 +14,8 @@ use crate::format::MAX_SEGMENT_LEN;
 use crate::format::{CommitPayload, Kind, FLAG_STRING_KEY, MAX_CHUNK_LEN, MAX_KEY_LEN};
 use crate::index::{ChunkLoc, Entry, Index, KeyInfo, KeyRange, Op};
 use crate::lifecycle::Compaction;
-use crate::storage::{FileId, Volume};
-use crate::wal::recovery::{recover, RecoveryMode, RecoveryReport};
+use crate::storage::Volume;
+use crate::wal::recovery::{recover, RecoveryMode, RecoveryReport, SlotNeeds};
 use crate::wal::writer::{Writer, WriterInit};
 
 /// Transaction id.
@@ -154,8 +154,8 @@ pub struct Store<V: Volume> {
     report: RecoveryReport,
     closed: bool,
     recoveries_in_place: u64,
-    /// Checkpoint files and the number of the checkpoint each holds.
-    pub(crate) checkpoint_slots: Vec<(FileId, u64)>,
+    /// Checkpoint files and what the checkpoint each holds needs.
+    pub(crate) checkpoint_slots: Vec<SlotNeeds>,
     pub(crate) checkpoint_seq: u64,
     pub(crate) last_checkpoint_lsn: u64,
     /// `writer.appended()` when the last checkpoint was written.
@@ -195,7 +195,7 @@ impl<V: Volume> Store<V> {
         let r = recover(&mut volume, options.recovery_mode)?;
         let segment_size = if volume.can_grow() { options.segment_size } else { u64::MAX };
         let last_checkpoint_lsn = r.report.checkpoint.map_or(0, |c| c.1);
-        let checkpoint_seq = r.checkpoint_slots.iter().map(|s| s.1).max().unwrap_or(0);
+        let checkpoint_seq = r.checkpoint_slots.iter().map(|s| s.seq).max().unwrap_or(0);
         let writer = Writer::new(
             volume,
             WriterInit {

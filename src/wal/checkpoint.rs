@@ -7,7 +7,9 @@
 use crc32fast::Hasher;
 
 use crate::error::Result;
-use crate::format::{loc_segment, CheckpointHeader, CHECKPOINT_HEADER_LEN, FLAG_STRING_KEY, MAX_KEY_LEN};
+use crate::format::{
+    loc_segment, CheckpointHeader, CHECKPOINT_HEADER_LEN, CHECKPOINT_MAGIC, FLAG_STRING_KEY, MAX_KEY_LEN,
+};
 use crate::index::{ChunkLoc, Entry, Index};
 use crate::storage::{read_exact_at, write_all_at, Storage};
 
@@ -47,15 +49,25 @@ impl<F: Storage> BodyWriter<'_, F> {
     }
 }
 
-/// Writes a checkpoint of `index` into `file` (emptied first) and flushes it. `header`
-/// supplies seq, replay position and next txn; the body fields are filled in here.
+/// Writes a checkpoint of `index` into `file` and flushes it. `header` supplies seq, replay
+/// position and next txn; the body fields are filled in here.
+///
+/// Order matters for a crash at any byte: the header is first overwritten in place by one with
+/// the same magic but no valid CRC (the first 8 bytes never change, so a torn first page can
+/// never make the file unrecognizable), then the file is cut to the header, the body written,
+/// and the real header last.
 pub(crate) fn write<F: Storage>(
     file: &mut F,
     mut header: CheckpointHeader,
     segments: &[u32],
     index: &Index,
 ) -> Result<()> {
-    file.truncate(0)?;
+    let mut invalid = [0u8; CHECKPOINT_HEADER_LEN];
+    if let Some(magic) = invalid.get_mut(..8) {
+        magic.copy_from_slice(&CHECKPOINT_MAGIC);
+    }
+    write_all_at(file, &invalid, 0)?;
+    file.truncate(CHECKPOINT_HEADER_LEN as u64)?;
     let mut w = BodyWriter {
         file: &mut *file,
         at: CHECKPOINT_HEADER_LEN as u64,

@@ -121,8 +121,25 @@ pub(crate) struct Recovered {
     pub tail: u64,
     pub next_lsn: u64,
     pub next_txn: u64,
-    /// Checkpoint files and the number of the valid checkpoint each holds (0 if none).
-    pub checkpoint_slots: Vec<(FileId, u64)>,
+    /// Checkpoint files and what the valid checkpoint each holds needs (seq 0 if none).
+    pub checkpoint_slots: Vec<SlotNeeds>,
+}
+
+/// A checkpoint file and the segments its checkpoint needs: those it lists and every segment
+/// from its replay point on. A segment either slot needs is never released, so a torn or
+/// corrupt newest checkpoint can always fall back to the other.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct SlotNeeds {
+    pub file: FileId,
+    pub seq: u64,
+    pub replay_segment: u32,
+    pub segments: Vec<u32>,
+}
+
+impl SlotNeeds {
+    pub fn needs(&self, seg: u32) -> bool {
+        self.seq > 0 && (seg >= self.replay_segment || self.segments.binary_search(&seg).is_ok())
+    }
 }
 
 /// A record of an open transaction, as scanned.
@@ -233,8 +250,20 @@ struct Census {
     stubs: Vec<(FileId, u64)>,
 }
 
+/// Whether the first bytes of a file are a header that was never written: zeros, or a torn
+/// prefix of a magic followed by zeros. Such a file was never flushed: a segment's header is
+/// flushed before any record goes in and never rewritten, and a checkpoint's magic never
+/// changes once written. So on a volume that can grow it holds nothing and is released, as is
+/// a segment no longer than its header whose header fails its check.
+fn unfinished(head: &[u8]) -> bool {
+    let written = head.iter().rposition(|&b| b != 0).map_or(0, |i| i + 1);
+    let prefix = head.get(..written).unwrap_or_default();
+    written <= 8 && (MAGIC.starts_with(prefix) || CHECKPOINT_MAGIC.starts_with(prefix))
+}
+
 fn census<V: Volume>(volume: &V) -> Result<Census> {
     let mut c = Census::default();
+    let can_grow = volume.can_grow();
     for id in volume.ids() {
         let f = volume.file(id)?;
         let size = f.size()?;
@@ -245,7 +274,11 @@ fn census<V: Volume>(volume: &V) -> Result<Census> {
         }
         let magic = head.get(..n.min(8)).unwrap_or_default();
         let ours = MAGIC.starts_with(magic) || CHECKPOINT_MAGIC.starts_with(magic);
-        if size < FILE_HEADER_LEN as u64 && ours {
+        let torn_header = can_grow
+            && size <= FILE_HEADER_LEN as u64
+            && head.starts_with(&MAGIC)
+            && FileHeader::decode(&head).is_err();
+        if (size < FILE_HEADER_LEN as u64 && ours) || (can_grow && unfinished(&head)) || torn_header {
             c.stubs.push((id, size));
         } else if magic == CHECKPOINT_MAGIC {
             c.checkpoints.push(id);
@@ -383,7 +416,7 @@ pub(crate) fn recover<V: Volume>(volume: &mut V, mode: RecoveryMode) -> Result<R
         report.log_bytes = FILE_HEADER_LEN as u64;
         report.segments = 1;
         report.millis = now_ms() - started;
-        let checkpoint_slots = c.checkpoints.iter().map(|&id| (id, 0)).collect();
+        let checkpoint_slots = c.checkpoints.iter().map(|&id| SlotNeeds { file: id, ..SlotNeeds::default() }).collect();
         return Ok(Recovered {
             index: Index::default(),
             report,
@@ -401,11 +434,16 @@ pub(crate) fn recover<V: Volume>(volume: &mut V, mode: RecoveryMode) -> Result<R
     for &id in &c.checkpoints {
         match checkpoint::read(volume.file(id)?)? {
             Ok(ck) => {
-                slots.push((id, ck.header.seq));
+                slots.push(SlotNeeds {
+                    file: id,
+                    seq: ck.header.seq,
+                    replay_segment: loc_segment(ck.header.replay_from),
+                    segments: ck.segments.clone(),
+                });
                 valid.push(ck);
             }
             Err(why) => {
-                slots.push((id, 0));
+                slots.push(SlotNeeds { file: id, ..SlotNeeds::default() });
                 report.checkpoints_rejected.push(why);
             }
         }
@@ -522,7 +560,11 @@ pub(crate) fn recover<V: Volume>(volume: &mut V, mode: RecoveryMode) -> Result<R
     if !full_scan {
         // Segments before the replay point that no entry uses: an interrupted compaction's.
         let used = index.segment_live().keys().copied().collect::<std::collections::BTreeSet<u32>>();
-        let garbage: Vec<u32> = segments.range(..start_seg).map(|(&s, _)| s).filter(|s| !used.contains(s)).collect();
+        let garbage: Vec<u32> = segments
+            .range(..start_seg)
+            .map(|(&s, _)| s)
+            .filter(|s| !used.contains(s) && !slots.iter().any(|n| n.needs(*s)))
+            .collect();
         for seg in garbage {
             if let Some(id) = segments.remove(&seg) {
                 volume.release(id)?;

@@ -214,12 +214,17 @@ impl<V: Volume> Writer<V> {
         self.sealed_bytes += self.tail;
         self.tail_seg += 1;
         self.segments.insert(self.tail_seg, id);
+        // The header is made durable before any record goes in: a segment header that fails
+        // its check can then only belong to a file whose creation was cut short.
         let header = FileHeader { base_lsn: self.next_lsn, segment: self.tail_seg }.encode();
         self.buf.clear();
-        self.buf.extend_from_slice(&header);
-        self.buf_start = 0;
+        self.buf_start = FILE_HEADER_LEN as u64;
         self.tail = FILE_HEADER_LEN as u64;
-        Ok(())
+        let r = self.tail_file().and_then(|f| {
+            write_all_at(f, &header, 0)?;
+            f.flush()
+        });
+        r.map_err(|e| self.poison(e))
     }
 
     /// Appends one record whose payload is the concatenation of `parts`.

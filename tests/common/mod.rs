@@ -172,7 +172,7 @@ pub fn pattern(len: usize, seed: u64) -> Vec<u8> {
 }
 
 #[allow(unused_imports)]
-pub use walnut::storage::{Fault, FaultyStorage};
+pub use walnut::storage::{CrashStorage, Fault, FaultyStorage};
 
 /// Builds raw logs record by record, with full control of links, LSNs and COMMIT claims.
 pub struct LogBuilder {
@@ -241,4 +241,131 @@ pub fn record_spans(bytes: &[u8]) -> Vec<(u64, u64)> {
         at = end;
     }
     spans
+}
+
+/// A power cut at the Nth mutating operation (write, flush, truncate, create or release)
+/// across all files of a volume: from then on operations succeed but change nothing, as if
+/// the machine had died while the program ran on. [`CutVolume::crash_image`] then applies
+/// [`CrashStorage`]'s model to what was written but not flushed before the cut.
+#[derive(Clone, Default)]
+pub struct Cut {
+    budget: std::rc::Rc<std::cell::Cell<Option<u64>>>,
+    used: std::rc::Rc<std::cell::Cell<u64>>,
+}
+
+impl Cut {
+    /// Whether the next operation still happens.
+    fn take(&self) -> bool {
+        let n = self.used.get();
+        self.used.set(n + 1);
+        self.budget.get().is_none_or(|b| n < b)
+    }
+    /// Cuts the power after `ops` more operations from now.
+    pub fn after(&self, ops: u64) {
+        self.budget.set(Some(self.used.get() + ops));
+    }
+    /// Mutating operations so far.
+    pub fn used(&self) -> u64 {
+        self.used.get()
+    }
+}
+
+pub struct CutFile {
+    inner: CrashStorage,
+    cut: Cut,
+}
+
+impl Storage for CutFile {
+    fn read_at(&self, buf: &mut [u8], offset: u64) -> walnut::Result<usize> {
+        self.inner.read_at(buf, offset)
+    }
+    fn write_at(&mut self, buf: &[u8], offset: u64) -> walnut::Result<usize> {
+        if self.cut.take() {
+            self.inner.write_at(buf, offset)
+        } else {
+            Ok(buf.len())
+        }
+    }
+    fn size(&self) -> walnut::Result<u64> {
+        self.inner.size()
+    }
+    fn truncate(&mut self, len: u64) -> walnut::Result<()> {
+        if self.cut.take() {
+            self.inner.truncate(len)
+        } else {
+            Ok(())
+        }
+    }
+    fn flush(&mut self) -> walnut::Result<()> {
+        if self.cut.take() {
+            self.inner.flush()
+        } else {
+            Ok(())
+        }
+    }
+}
+
+/// A volume of [`CutFile`]s.
+#[derive(Default)]
+pub struct CutVolume {
+    files: std::collections::BTreeMap<u32, CutFile>,
+    /// Files whose creation or release happened after the cut: gone, or still there, on disk.
+    ghosts: std::collections::BTreeSet<u32>,
+    released_after_cut: std::collections::BTreeMap<u32, CrashStorage>,
+    next: u32,
+    pub cut: Cut,
+}
+
+impl CutVolume {
+    /// A volume holding `files` (already durable).
+    pub fn from_image(files: std::collections::BTreeMap<u32, Vec<u8>>) -> Self {
+        let mut v = CutVolume { next: files.keys().next_back().map_or(0, |k| k + 1), ..CutVolume::default() };
+        for (id, bytes) in files {
+            v.files.insert(id, CutFile { inner: CrashStorage::from_bytes(bytes), cut: v.cut.clone() });
+        }
+        v
+    }
+
+    /// The files as a crash now would leave them.
+    pub fn crash_image(&self, seed: u64) -> std::collections::BTreeMap<u32, Vec<u8>> {
+        let mut out = std::collections::BTreeMap::new();
+        for (id, f) in &self.files {
+            if !self.ghosts.contains(id) {
+                out.insert(*id, f.inner.crash(seed ^ u64::from(*id)));
+            }
+        }
+        for (id, f) in &self.released_after_cut {
+            out.insert(*id, f.crash(seed ^ u64::from(*id)));
+        }
+        out
+    }
+}
+
+impl walnut::Volume for CutVolume {
+    type File = CutFile;
+    fn ids(&self) -> Vec<u32> {
+        self.files.keys().copied().collect()
+    }
+    fn file(&self, id: u32) -> walnut::Result<&CutFile> {
+        self.files.get(&id).ok_or_else(|| walnut::Error::io("open", format!("no file {id}")))
+    }
+    fn file_mut(&mut self, id: u32) -> walnut::Result<&mut CutFile> {
+        self.files.get_mut(&id).ok_or_else(|| walnut::Error::io("open", format!("no file {id}")))
+    }
+    fn create(&mut self) -> walnut::Result<u32> {
+        let id = self.next;
+        self.next += 1;
+        if !self.cut.take() {
+            self.ghosts.insert(id);
+        }
+        self.files.insert(id, CutFile { inner: CrashStorage::new(), cut: self.cut.clone() });
+        Ok(id)
+    }
+    fn release(&mut self, id: u32) -> walnut::Result<()> {
+        let f = self.files.remove(&id).ok_or_else(|| walnut::Error::io("release", format!("no file {id}")))?;
+        if !self.cut.take() && !self.ghosts.contains(&id) {
+            self.released_after_cut.insert(id, f.inner);
+        }
+        Ok(())
+    }
 }

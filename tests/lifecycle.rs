@@ -1,0 +1,320 @@
+//! The log's lifecycle: segments, checkpoints and compaction, including crashes at every
+//! mutating operation of a compaction and of a workload that rotates and checkpoints.
+#![cfg(not(target_arch = "wasm32"))]
+
+mod common;
+
+use std::collections::BTreeMap;
+
+use common::{pattern, CutVolume};
+use walnut::storage::{MemoryVolume, Volume};
+use walnut::{Durability, KeyRange, Options, Store};
+
+type Model = BTreeMap<Vec<u8>, Vec<u8>>;
+/// Files as a crash left them, by id.
+type Image = BTreeMap<u32, Vec<u8>>;
+
+fn small() -> Options {
+    Options {
+        chunk_size: 1024,
+        segment_size: 8192,
+        checkpoint_bytes: 0,
+        compaction_ratio: 1.0, // no automatic compaction unless a test asks
+        ..Options::default()
+    }
+}
+
+fn state<V: Volume>(s: &Store<V>) -> Model {
+    s.keys(&KeyRange::default())
+        .unwrap()
+        .into_iter()
+        .map(|k| (k.key.clone(), s.get(&k.key).unwrap().unwrap()))
+        .collect()
+}
+
+fn key(i: usize) -> Vec<u8> {
+    format!("key-{i:03}").into_bytes()
+}
+
+/// Overwrites a working set `rounds` times; returns the model.
+fn churn<V: Volume>(s: &mut Store<V>, keys: usize, rounds: usize, len: usize) -> Model {
+    let mut model = Model::new();
+    for r in 0..rounds {
+        for i in 0..keys {
+            let v = pattern(len + i * 7, (r * 1000 + i) as u64);
+            s.put(&key(i), &v, Durability::Relaxed).unwrap();
+            model.insert(key(i), v);
+        }
+    }
+    s.sync().unwrap();
+    model
+}
+
+#[test]
+fn values_and_chains_span_segments_and_survive_reopen() {
+    let mut s = Store::open(MemoryVolume::default(), small()).unwrap();
+    let mut model = churn(&mut s, 10, 3, 300);
+    // A streamed value whose chain crosses several segment boundaries, with puts between.
+    let big = pattern(30_000, 99);
+    let t = s.begin().unwrap();
+    s.txn_put(t, b"big", false).unwrap();
+    for (n, piece) in big.chunks(5000).enumerate() {
+        s.txn_chunk(t, piece).unwrap();
+        s.put(format!("between-{n}").as_bytes(), b"x", Durability::Strict).unwrap();
+        model.insert(format!("between-{n}").into_bytes(), b"x".to_vec());
+    }
+    s.commit(t, Durability::Strict).unwrap();
+    model.insert(b"big".to_vec(), big);
+    assert!(s.stats().segments >= 5, "segments: {}", s.stats().segments);
+    assert_eq!(state(&s), model);
+
+    // A crash (no close, so no checkpoint): a full scan across segments.
+    let crashed = s.volume().clone();
+    drop(s);
+    let s = Store::open(crashed, small()).unwrap();
+    assert_eq!(s.recovery().checkpoint, None);
+    assert!(s.recovery().discarded.is_empty(), "{:?}", s.recovery().discarded);
+    assert_eq!(state(&s), model);
+}
+
+#[test]
+fn a_checkpoint_makes_open_replay_only_what_follows_it() {
+    let mut s = Store::open(MemoryVolume::default(), small()).unwrap();
+    let mut model = churn(&mut s, 20, 5, 200);
+    s.checkpoint().unwrap();
+    s.put(b"after", b"checkpoint", Durability::Strict).unwrap();
+    model.insert(b"after".to_vec(), b"checkpoint".to_vec());
+    let v = s.volume().clone();
+    drop(s);
+    let s = Store::open(v, small()).unwrap();
+    let r = s.recovery();
+    assert!(r.checkpoint.is_some());
+    assert_eq!(r.records, 1, "only the put after the checkpoint is replayed");
+    assert_eq!(state(&s), model);
+    assert!(s.stats().last_checkpoint_lsn > 0);
+}
+
+#[test]
+fn close_checkpoints_so_reopen_replays_nothing() {
+    let mut s = Store::open(MemoryVolume::default(), small()).unwrap();
+    let model = churn(&mut s, 20, 3, 100);
+    let v = s.into_volume();
+    let s = Store::open(v, small()).unwrap();
+    assert_eq!(s.recovery().records, 0);
+    assert_eq!(state(&s), model);
+}
+
+/// Overwrites `files`' checkpoint files with damage; returns how many it damaged.
+fn damage_checkpoints(v: &mut MemoryVolume, newest_only: bool) -> usize {
+    let mut cks: Vec<(u64, u32)> = v
+        .files()
+        .iter()
+        .filter(|(_, f)| f.to_vec().starts_with(b"WALNUTCK"))
+        .map(|(&id, f)| (u64::from_le_bytes(f.to_vec()[16..24].try_into().unwrap()), id))
+        .collect();
+    cks.sort();
+    if newest_only {
+        cks.drain(..cks.len() - 1);
+    }
+    for &(_, id) in &cks {
+        let f = v.file_mut(id).unwrap();
+        let mut bytes = f.to_vec();
+        let mid = bytes.len() / 2;
+        bytes[mid] ^= 0xFF;
+        walnut::storage::write_all_at(f, &bytes, 0).unwrap();
+    }
+    cks.len()
+}
+
+#[test]
+fn a_corrupt_newest_checkpoint_falls_back_to_the_previous_one() {
+    let mut s = Store::open(MemoryVolume::default(), small()).unwrap();
+    let mut model = churn(&mut s, 20, 2, 100);
+    s.checkpoint().unwrap();
+    model.extend(churn(&mut s, 20, 2, 150));
+    s.checkpoint().unwrap();
+    let mut v = s.volume().clone();
+    drop(s);
+    assert_eq!(damage_checkpoints(&mut v, true), 1);
+    let s = Store::open(v, small()).unwrap();
+    assert_eq!(s.recovery().checkpoints_rejected.len(), 1, "{:?}", s.recovery().checkpoints_rejected);
+    assert_eq!(s.recovery().checkpoint.map(|c| c.0), Some(1), "the previous checkpoint");
+    assert_eq!(state(&s), model);
+}
+
+#[test]
+fn with_every_checkpoint_corrupt_a_full_scan_loses_nothing() {
+    let mut s = Store::open(MemoryVolume::default(), small()).unwrap();
+    let mut model = churn(&mut s, 20, 4, 100);
+    s.checkpoint().unwrap();
+    s.delete(&key(3), Durability::Strict).unwrap();
+    model.remove(&key(3));
+    s.compact().unwrap();
+    s.checkpoint().unwrap();
+    let mut v = s.volume().clone();
+    drop(s);
+    assert_eq!(damage_checkpoints(&mut v, false), 2);
+    let s = Store::open(v, small()).unwrap();
+    assert_eq!(s.recovery().checkpoint, None);
+    assert_eq!(state(&s), model, "no value lost, no deleted key back");
+}
+
+#[test]
+fn compaction_shrinks_an_overwritten_log_to_about_its_live_data() {
+    let mut s = Store::open(MemoryVolume::default(), small()).unwrap();
+    let model = churn(&mut s, 20, 40, 400);
+    let before = s.stats();
+    assert!(before.dead_ratio > 0.9, "{before:?}");
+    let rounds = s.compact().unwrap();
+    assert!(rounds >= 1);
+    let after = s.stats();
+    assert!(
+        after.log_bytes <= 2 * after.live_bytes + 2 * 8192,
+        "log {} for {} live bytes (before: {})",
+        after.log_bytes,
+        after.live_bytes,
+        before.log_bytes
+    );
+    assert!(after.segments < before.segments / 4, "{} -> {}", before.segments, after.segments);
+    assert_eq!(state(&s), model);
+    let v = s.into_volume();
+    let files = v.ids().len() as u64;
+    let s = Store::open(v, small()).unwrap();
+    assert_eq!(state(&s), model);
+    assert!(files <= s.stats().segments + 2, "released files are gone: {files} files");
+}
+
+#[test]
+fn automatic_compaction_keeps_an_overwritten_log_bounded() {
+    let opts = Options { compaction_ratio: 0.5, ..small() };
+    let mut s = Store::open(MemoryVolume::default(), opts.clone()).unwrap();
+    let mut model = Model::new();
+    let mut peak = 0;
+    for r in 0..60 {
+        model.extend(churn(&mut s, 20, 1, 400 + r));
+        peak = peak.max(s.stats().log_bytes);
+    }
+    let st = s.stats();
+    assert!(st.compactions > 0, "{st:?}");
+    assert!(peak <= 6 * st.live_bytes + 4 * 8192, "peak log {peak} for {} live", st.live_bytes);
+    assert_eq!(state(&s), model);
+    let s = Store::open(s.into_volume(), opts).unwrap();
+    assert_eq!(state(&s), model);
+}
+
+#[test]
+fn compaction_skips_a_value_overwritten_while_it_is_copied() {
+    let mut s = Store::open(MemoryVolume::default(), small()).unwrap();
+    churn(&mut s, 5, 10, 3000); // multi-chunk values
+                                // Start a round and copy one chunk, then overwrite every key.
+    assert_eq!(s.compact_step().unwrap(), walnut::CompactStep::Progress);
+    let model = churn(&mut s, 5, 1, 100);
+    while s.compact_step().unwrap() == walnut::CompactStep::Progress {}
+    assert_eq!(state(&s), model);
+    let s = Store::open(s.into_volume(), small()).unwrap();
+    assert_eq!(state(&s), model);
+}
+
+/// Builds a churned, fully durable store, then runs `work` with the power cut after `cut`
+/// mutating operations (None: never). Returns the crash images, the ops `work` used, the
+/// state before, and (uncut only: a cut store's later reads would see unwritten data) after.
+fn with_cut(
+    cut: Option<u64>,
+    seeds: &[u64],
+    work: impl Fn(&mut Store<CutVolume>),
+) -> (Vec<(u64, Image)>, u64, Model, Option<Model>) {
+    let mut s = Store::open(CutVolume::default(), small()).unwrap();
+    let before = churn(&mut s, 12, 12, 700);
+    s.checkpoint().unwrap();
+    let start = s.volume().cut.used();
+    if let Some(n) = cut {
+        s.volume().cut.after(n);
+    }
+    work(&mut s);
+    let used = s.volume().cut.used() - start;
+    let after = cut.is_none().then(|| state(&s));
+    let images = seeds.iter().map(|&seed| (seed, s.volume().crash_image(seed))).collect();
+    (images, used, before, after)
+}
+
+#[test]
+fn a_crash_at_every_operation_of_a_compaction_leaves_all_data() {
+    let compact = |s: &mut Store<CutVolume>| {
+        s.compact().unwrap();
+    };
+    let (_, total, before, after) = with_cut(None, &[], compact);
+    assert_eq!(Some(before), after);
+    assert!(total >= 10, "a compaction of this log takes {total} operations");
+    let mut tried = 0;
+    for cut in 0..=total {
+        let (images, _, before, _) = with_cut(Some(cut), &[1, 2, 3], compact);
+        for (seed, image) in images {
+            let s = Store::open(CutVolume::from_image(image), small())
+                .unwrap_or_else(|e| panic!("cut at op {cut}, seed {seed}: {e}"));
+            assert_eq!(state(&s), before, "cut at op {cut} of {total}, seed {seed}");
+            tried += 1;
+        }
+    }
+    println!("compaction crash points: {} ops x 3 seeds = {tried} reopens", total + 1);
+}
+
+#[test]
+fn a_crash_at_every_operation_of_rotation_checkpoint_and_auto_compaction_keeps_the_acknowledged() {
+    // Strict puts, deletes and streamed values over 8 KiB segments with automatic
+    // checkpoints and compaction. Each acknowledged op records the op count at that moment;
+    // after a cut at op k, the state must be the model after some op acknowledged at or
+    // after the last one acknowledged before k.
+    let opts = Options { checkpoint_bytes: 6000, compaction_ratio: 0.4, ..small() };
+    let run = |cut: Option<u64>| {
+        let mut s = Store::open(CutVolume::default(), opts.clone()).unwrap();
+        if let Some(n) = cut {
+            s.volume().cut.after(n);
+        }
+        let mut model = Model::new();
+        let mut acks: Vec<(u64, Model)> = vec![(0, Model::new())];
+        for i in 0..70usize {
+            let k = key(i % 9);
+            if i % 11 == 10 {
+                s.delete(&k, Durability::Strict).unwrap();
+                model.remove(&k);
+            } else if i % 7 == 6 {
+                let v = pattern(2500 + i, i as u64);
+                let t = s.begin().unwrap();
+                s.txn_put(t, &k, false).unwrap();
+                for piece in v.chunks(900) {
+                    s.txn_chunk(t, piece).unwrap();
+                }
+                s.commit(t, Durability::Strict).unwrap();
+                model.insert(k, v);
+            } else {
+                let v = pattern(300 + i * 13, i as u64);
+                s.put(&k, &v, Durability::Strict).unwrap();
+                model.insert(k, v);
+            }
+            acks.push((s.volume().cut.used(), model.clone()));
+        }
+        let st = s.stats();
+        (s, acks, st)
+    };
+    let (s, acks, st) = run(None);
+    let total = s.volume().cut.used();
+    assert!(st.checkpoints > 1 && st.compactions > 0 && st.segments > 1, "{st:?}");
+    drop(s);
+    let mut tried = 0;
+    for cut in 0..=total {
+        let (s, _, _) = run(Some(cut));
+        let first_possible = acks.iter().rposition(|(ops, _)| *ops <= cut).unwrap_or(0);
+        for seed in [7, 8] {
+            let image = s.volume().crash_image(seed);
+            let r = Store::open(CutVolume::from_image(image), opts.clone())
+                .unwrap_or_else(|e| panic!("cut at op {cut}, seed {seed}: {e}"));
+            let got = state(&r);
+            assert!(
+                acks[first_possible..].iter().any(|(_, m)| *m == got),
+                "cut at op {cut} of {total}, seed {seed}: state is not one acknowledged at or after op {first_possible}"
+            );
+            tried += 1;
+        }
+    }
+    println!("workload crash points: {} ops x 2 seeds = {tried} reopens", total + 1);
+}
