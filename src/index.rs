@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 use std::ops::Bound;
 
-use crate::format::loc_segment;
+use crate::format::{loc_segment, RECORD_HEADER_LEN};
 
 /// Where one piece of a value lies: the record at location `record`, bytes
 /// `skip..skip+len` of its payload. Reads re-check the record's CRC.
@@ -75,8 +75,12 @@ pub struct KeyInfo {
 pub(crate) struct Index {
     map: BTreeMap<Vec<u8>, Entry>,
     live_bytes: u64,
-    /// Live value bytes per segment: what compaction would have to copy out of it.
+    /// Bytes of the records live values use, per segment (header, key prefix and value of
+    /// each chunk's record): what compaction would have to copy out of it. Counting whole
+    /// records keeps a log of small values from looking mostly dead.
     segment_live: BTreeMap<u32, u64>,
+    /// The sum of `segment_live`.
+    live_record_bytes: u64,
 }
 
 impl Index {
@@ -97,11 +101,14 @@ impl Index {
             self.live_bytes -= e.size;
         }
         for c in &e.chunks {
+            let bytes = RECORD_HEADER_LEN as u64 + u64::from(c.skip) + u64::from(c.len);
             let seg = self.segment_live.entry(loc_segment(c.record)).or_insert(0);
             if add {
-                *seg += u64::from(c.len);
+                *seg += bytes;
+                self.live_record_bytes += bytes;
             } else {
-                *seg -= u64::from(c.len);
+                *seg -= bytes;
+                self.live_record_bytes -= bytes;
                 if *seg == 0 {
                     self.segment_live.remove(&loc_segment(c.record));
                 }
@@ -139,7 +146,12 @@ impl Index {
         self.map.iter()
     }
 
-    /// Live value bytes per segment (segments without any are absent).
+    /// Bytes of the records live values use, in all segments.
+    pub fn live_record_bytes(&self) -> u64 {
+        self.live_record_bytes
+    }
+
+    /// Bytes of the records live values use, per segment (segments without any are absent).
     pub fn segment_live(&self) -> &BTreeMap<u32, u64> {
         &self.segment_live
     }

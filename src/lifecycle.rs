@@ -24,6 +24,10 @@ use crate::store::{Durability, Store, TxnId};
 use crate::wal::checkpoint;
 use crate::wal::recovery::SlotNeeds;
 
+/// Dead fraction a segment needs to be taken by an explicit [`Store::compact`]: below it, the
+/// copy would cost more than it frees.
+const EAGER_DEAD_FRACTION: f64 = 0.05;
+
 /// A compaction round in progress.
 #[derive(Debug)]
 pub(crate) struct Compaction {
@@ -59,13 +63,13 @@ pub enum CompactStep {
 }
 
 impl<V: Volume> Store<V> {
-    /// Fraction of the log's bytes that no live value uses.
+    /// Fraction of the log's bytes that no live value's records use (0.0..=1.0).
     pub fn dead_ratio(&self) -> f64 {
         let total = self.writer.log_bytes();
         if total == 0 {
             return 0.0;
         }
-        1.0 - (self.index.live_bytes() as f64 / total as f64).min(1.0)
+        1.0 - (self.index.live_record_bytes() as f64 / total as f64).min(1.0)
     }
 
     /// Writes a checkpoint now: syncs, persists the index into the older of the two checkpoint
@@ -213,7 +217,8 @@ impl<V: Volume> Store<V> {
         // Sealed segments that hold no record of a transaction still open.
         let open_from = self.txns.values().map(|t| loc_segment(t.begin.0)).min().unwrap_or(u32::MAX);
         let tail_seg = self.writer.tail_segment();
-        let threshold = if eager { 0.0 } else { self.options.compaction_ratio };
+        // Asked for explicitly, compaction takes any segment at least 5% dead.
+        let threshold = if eager { EAGER_DEAD_FRACTION } else { self.options.compaction_ratio };
         let live = self.index.segment_live();
         let mut victims = BTreeSet::new();
         for &seg in self.writer.segments().keys() {

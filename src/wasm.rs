@@ -9,7 +9,7 @@ use wasm_bindgen::prelude::*;
 
 use crate::error::Error;
 use crate::index::{ChunkLoc, KeyRange};
-use crate::storage::opfs::OpfsStorage;
+use crate::storage::opfs::OpfsVolume;
 use crate::store::{Durability, Options, Store, TxnId};
 
 fn js_err(e: Error) -> JsValue {
@@ -50,6 +50,9 @@ struct OpenOptions {
     chunk_size: Option<usize>,
     direct_write_threshold: Option<usize>,
     lock_timeout_ms: Option<u32>,
+    segment_size: Option<u64>,
+    checkpoint_bytes: Option<u64>,
+    compaction_ratio: Option<f64>,
 }
 
 #[derive(Deserialize, Default)]
@@ -84,6 +87,12 @@ struct JsRecovery {
     tail_reason: Option<String>,
     log_bytes: u64,
     records: u64,
+    segments: u64,
+    checkpoint_seq: Option<u64>,
+    checkpoint_lsn: Option<u64>,
+    checkpoints_rejected: Vec<String>,
+    segments_released: u64,
+    entries_dropped: u64,
     millis: f64,
 }
 
@@ -98,6 +107,11 @@ struct JsStats {
     pending_commits: u64,
     poisoned: bool,
     chunk_size: usize,
+    segments: u64,
+    dead_ratio: f64,
+    last_checkpoint_lsn: u64,
+    checkpoints: u64,
+    compactions: u64,
 }
 
 #[derive(Serialize)]
@@ -115,7 +129,7 @@ struct Reader {
 /// A store on OPFS, for the dedicated worker. See `docs/WORKER_API.md`.
 #[wasm_bindgen]
 pub struct WalnutStore {
-    store: Store<OpfsStorage>,
+    store: Store<OpfsVolume>,
     readers: HashMap<u32, Reader>,
     next_reader: u32,
     buf: Vec<u8>,
@@ -124,7 +138,8 @@ pub struct WalnutStore {
 #[wasm_bindgen]
 impl WalnutStore {
     /// Opens or creates the store `name` in OPFS and runs recovery. Options:
-    /// `{ chunkSize?: bytes, directWriteThreshold?: bytes, lockTimeoutMs?: ms }`.
+    /// `{ chunkSize?: bytes, directWriteThreshold?: bytes, lockTimeoutMs?: ms,
+    ///    segmentSize?: bytes, checkpointBytes?: bytes, compactionRatio?: 0..=1 }`.
     pub async fn open(name: String, options: JsValue) -> JsResult<WalnutStore> {
         let o: OpenOptions = if options.is_undefined() || options.is_null() {
             OpenOptions::default()
@@ -135,12 +150,16 @@ impl WalnutStore {
         let options = Options {
             chunk_size: o.chunk_size.unwrap_or(d.chunk_size),
             direct_write_threshold: o.direct_write_threshold.unwrap_or(d.direct_write_threshold),
+            segment_size: o.segment_size.unwrap_or(d.segment_size),
+            checkpoint_bytes: o.checkpoint_bytes.unwrap_or(d.checkpoint_bytes),
+            compaction_ratio: o.compaction_ratio.unwrap_or(d.compaction_ratio),
             ..d
         };
         options.validate().map_err(js_err)?;
-        let storage = OpfsStorage::open(&name, o.lock_timeout_ms.unwrap_or(5000)).await.map_err(js_err)?;
-        match Store::open(storage, options) {
+        let volume = OpfsVolume::open(&name, o.lock_timeout_ms.unwrap_or(5000)).await.map_err(js_err)?;
+        match Store::open(volume, options) {
             Ok(store) => Ok(WalnutStore { store, readers: HashMap::new(), next_reader: 1, buf: Vec::new() }),
+            // The volume was dropped with the failed open, which closed its handles.
             Err(e) => Err(js_err(e)),
         }
     }
@@ -167,6 +186,12 @@ impl WalnutStore {
             tail_reason: r.tail_reason.clone(),
             log_bytes: r.log_bytes,
             records: r.records,
+            segments: r.segments,
+            checkpoint_seq: r.checkpoint.map(|c| c.0),
+            checkpoint_lsn: r.checkpoint.map(|c| c.1),
+            checkpoints_rejected: r.checkpoints_rejected.clone(),
+            segments_released: r.segments_released,
+            entries_dropped: r.entries_dropped,
             millis: r.millis,
         })
     }
@@ -183,12 +208,57 @@ impl WalnutStore {
             pending_commits: s.pending_commits,
             poisoned: s.poisoned,
             chunk_size: self.store.options().chunk_size,
+            segments: s.segments,
+            dead_ratio: s.dead_ratio,
+            last_checkpoint_lsn: s.last_checkpoint_lsn,
+            checkpoints: s.checkpoints,
+            compactions: s.compactions,
         })
     }
 
     /// Whole-value put; `strict` defers visibility to the next `sync()` (group commit).
     pub fn put(&mut self, key: &[u8], key_is_string: bool, value: &[u8], strict: bool) -> JsResult<()> {
-        self.store.put_flagged(key, key_is_string, value, durability(strict)).map_err(js_err)
+        let r = self.store.put_flagged(key, key_is_string, value, durability(strict)).map_err(js_err);
+        self.refill_pool();
+        r
+    }
+
+    /// Tops up the pool of pre-opened OPFS files in the background when it runs low, so that
+    /// segment rotation and checkpoints never wait for the asynchronous file creation.
+    fn refill_pool(&self) {
+        let volume = self.store.volume();
+        if volume.needs_refill() {
+            let refill = volume.refill();
+            wasm_bindgen_futures::spawn_local(async move {
+                // A failed refill leaves the pool short; the writer then keeps appending to
+                // its tail segment, and the next write tries again.
+                let _ = refill.await;
+            });
+        }
+    }
+
+    /// One step of compaction (at most one chunk copied): `"idle"` when there is nothing to
+    /// compact, `"progress"`, or `"done"` when a round finished and released its segments.
+    /// The worker calls it in a loop, giving way to other requests between steps, so no put
+    /// waits for more than one chunk copy. (Compaction also runs by itself, one step per
+    /// commit, once dead bytes pass `compactionRatio` of the log.)
+    #[wasm_bindgen(js_name = compactStep)]
+    pub fn compact_step(&mut self) -> JsResult<String> {
+        let r = self.store.compact_step().map_err(js_err);
+        self.refill_pool();
+        Ok(match r? {
+            crate::CompactStep::Idle => "idle",
+            crate::CompactStep::Progress => "progress",
+            crate::CompactStep::Done => "done",
+        }
+        .to_string())
+    }
+
+    /// Writes a checkpoint now, so the next open replays nothing before it.
+    pub fn checkpoint(&mut self) -> JsResult<()> {
+        let r = self.store.checkpoint().map_err(js_err);
+        self.refill_pool();
+        r
     }
 
     /// Deletes `key`; returns whether it existed.
@@ -225,7 +295,9 @@ impl WalnutStore {
     /// Commits `txn`; `strict` defers visibility to the next `sync()`.
     pub fn commit(&mut self, txn: f64, strict: bool) -> JsResult<()> {
         let txn = txn_id(txn).map_err(js_err)?;
-        self.store.commit(txn, durability(strict)).map(drop).map_err(js_err)
+        let r = self.store.commit(txn, durability(strict)).map(drop).map_err(js_err);
+        self.refill_pool();
+        r
     }
 
     /// Aborts `txn` (writes ABORT).
@@ -242,7 +314,9 @@ impl WalnutStore {
 
     /// Writes, flushes once, and makes every queued commit visible.
     pub fn sync(&mut self) -> JsResult<()> {
-        self.store.sync().map_err(js_err)
+        let r = self.store.sync().map_err(js_err);
+        self.refill_pool();
+        r
     }
 
     /// Reads observe every earlier commit: flush queued group commits first.

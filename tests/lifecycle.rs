@@ -318,3 +318,17 @@ fn a_crash_at_every_operation_of_rotation_checkpoint_and_auto_compaction_keeps_t
     }
     println!("workload crash points: {} ops x 2 seeds = {tried} reopens", total + 1);
 }
+
+#[test]
+fn a_log_of_small_values_never_overwritten_is_not_compacted() {
+    let opts = Options { compaction_ratio: 0.5, ..small() };
+    let mut s = Store::open(MemoryVolume::default(), opts).unwrap();
+    for i in 0..2000 {
+        s.put(format!("small-{i:05}").as_bytes(), b"tiny", Durability::Relaxed).unwrap();
+    }
+    let st = s.stats();
+    assert!(st.segments > 10, "{st:?}");
+    assert!(st.dead_ratio < 0.05, "record headers are not dead bytes: {st:?}");
+    assert_eq!(st.compactions, 0);
+    assert_eq!(s.compact().unwrap(), 0, "nothing worth copying");
+}

@@ -130,3 +130,73 @@ async fn at_quota_puts_fail_by_name_data_stays_readable_and_writes_resume() {
         store.volume().close();
     }
 }
+
+fn lifecycle_options() -> Options {
+    Options {
+        chunk_size: 4096,
+        segment_size: 16 << 10,
+        checkpoint_bytes: 32 << 10,
+        compaction_ratio: 0.5,
+        ..Options::default()
+    }
+}
+
+fn contents<V: walnut::Volume>(s: &Store<V>) -> Vec<(Vec<u8>, Vec<u8>)> {
+    s.keys(&walnut::KeyRange::default())
+        .unwrap()
+        .into_iter()
+        .map(|k| (k.key.clone(), s.get(&k.key).unwrap().unwrap()))
+        .collect()
+}
+
+#[wasm_bindgen_test]
+async fn the_opfs_pool_rotates_checkpoints_compacts_and_reopens_from_a_checkpoint() {
+    use walnut::storage::opfs::OpfsVolume;
+    let name = format!("volume-{}", js_sys::Date::now() as u64);
+    let mut store = Store::open(OpfsVolume::open(&name, 2000).await.unwrap(), lifecycle_options()).unwrap();
+    let mut model = std::collections::BTreeMap::new();
+    for round in 0..40u32 {
+        for k in 0..8u32 {
+            let value: Vec<u8> = (0..1500 + k * 100).map(|i| (i ^ round ^ k) as u8).collect();
+            store.put(format!("k{k}").as_bytes(), &value, Durability::Strict).unwrap();
+            model.insert(format!("k{k}").into_bytes(), value);
+        }
+        // What the worker's background refill does between requests.
+        store.volume().refill().await.unwrap();
+    }
+    let stats = store.stats();
+    assert!(stats.compactions > 0 && stats.checkpoints > 0, "{stats:?}");
+    assert!(stats.log_bytes < 6 * stats.live_bytes + (64 << 10), "the log stays bounded: {stats:?}");
+    let expected: Vec<(Vec<u8>, Vec<u8>)> = model.into_iter().collect();
+    assert_eq!(contents(&store), expected);
+    store.close().unwrap();
+    drop(store); // releases every handle
+
+    let store = Store::open(OpfsVolume::open(&name, 2000).await.unwrap(), lifecycle_options()).unwrap();
+    assert!(store.recovery().checkpoint.is_some(), "{:?}", store.recovery());
+    assert_eq!(store.recovery().records, 0, "close checkpointed everything");
+    assert_eq!(contents(&store), expected);
+}
+
+#[wasm_bindgen_test]
+async fn a_single_file_store_is_adopted_by_the_pool_volume() {
+    use walnut::storage::opfs::OpfsVolume;
+    let name = format!("legacy-{}", js_sys::Date::now() as u64);
+    let mut old = Store::open(OpfsStorage::open(&name, 2000).await.unwrap(), Options::default()).unwrap();
+    old.put(b"kept", b"from the single-file layout", Durability::Strict).unwrap();
+    old.close().unwrap();
+    old.volume().close();
+
+    let mut store = Store::open(OpfsVolume::open(&name, 2000).await.unwrap(), lifecycle_options()).unwrap();
+    assert_eq!(store.get(b"kept").unwrap().unwrap(), b"from the single-file layout");
+    for i in 0..30u32 {
+        store.put(format!("n{i}").as_bytes(), &[7u8; 2000], Durability::Strict).unwrap();
+        store.volume().refill().await.unwrap();
+    }
+    assert!(store.stats().segments > 1);
+    store.close().unwrap();
+    drop(store);
+    let store = Store::open(OpfsVolume::open(&name, 2000).await.unwrap(), lifecycle_options()).unwrap();
+    assert_eq!(store.get(b"kept").unwrap().unwrap(), b"from the single-file layout");
+    assert_eq!(store.get(b"n29").unwrap().unwrap(), vec![7u8; 2000]);
+}

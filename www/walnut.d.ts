@@ -28,6 +28,12 @@ export interface OpenOptions {
   lockTimeout?: number;
   /** Records of at least this many bytes bypass the write batch buffer. Default 65536. */
   directWriteThreshold?: number;
+  /** Target size of a log segment, bytes: the log moves to a new file past it. 4096 to 2^39, default 67108864 (64 MiB). */
+  segmentSize?: number;
+  /** A checkpoint (the index persisted, so open replays only what follows) is written every this many bytes of log, and at close(). 0 disables the periodic ones. Default 67108864. */
+  checkpointBytes?: number;
+  /** Compaction starts by itself when dead bytes reach this fraction of the log (and it spans more than two segments). 0 to 1, default 0.5. */
+  compactionRatio?: number;
 }
 
 export interface WriteOptions {
@@ -82,8 +88,20 @@ export interface RecoveryReport {
   tailReason: string | null;
   /** Log size after recovery, bytes. */
   logBytes: number;
-  /** Valid records scanned. */
+  /** Valid records scanned (replayed after the checkpoint, if one was used). */
   records: number;
+  /** Log segments after recovery. */
+  segments: number;
+  /** Number of the checkpoint recovery started from; null when it scanned the whole log. */
+  checkpointSeq: number | null;
+  /** LSN where replay after that checkpoint began; null without a checkpoint. */
+  checkpointLsn: number | null;
+  /** Checkpoints passed over and why (torn, corrupt, or needing a segment that is gone). */
+  checkpointsRejected: string[];
+  /** Segments an interrupted compaction left behind, released. */
+  segmentsReleased: number;
+  /** Checkpoint entries dropped because the log was cut before their data. */
+  entriesDropped: number;
   /** Time recovery took, ms. */
   millis: number;
 }
@@ -105,6 +123,16 @@ export interface Stats {
   poisoned: boolean;
   /** Bytes per chunk record. */
   chunkSize: number;
+  /** Log segments (files). */
+  segments: number;
+  /** Fraction of the log's bytes no live value uses, 0 to 1. */
+  deadRatio: number;
+  /** LSN where replay starts from the last checkpoint; 0 before the first. */
+  lastCheckpointLsn: number;
+  /** Checkpoints written since open. */
+  checkpoints: number;
+  /** Compaction rounds finished since open. */
+  compactions: number;
 }
 
 /** An open store. Get one with {@link open}. Every method rejects with a {@link WalnutError}. */
@@ -146,6 +174,15 @@ export class WalnutStore {
   batch(operations: BatchOperation[], options?: WriteOptions): Promise<void>;
   /** Counters of the store and its log. */
   stats(): Promise<Stats>;
+  /**
+   * Reclaims the space of overwritten, deleted and aborted values: live values of segments with
+   * dead bytes are copied forward one chunk at a time, other requests served in between, and the
+   * old segments released. Also runs by itself past `compactionRatio`. Resolves to the rounds
+   * finished (0: nothing worth compacting).
+   */
+  compact(): Promise<number>;
+  /** Persists the index now, so the next open replays only what follows. Also automatic. */
+  checkpoint(): Promise<void>;
   /**
    * Lets the requests made before it finish, flushes, releases the file and stops the worker.
    * Calling it again, or after terminate(), is harmless. Other calls afterwards reject with

@@ -425,10 +425,30 @@ export class WalnutStore {
 
   /**
    * Counters of the store and its log (see `Stats` in walnut.d.ts).
-   * @returns {Promise<{ keys: number, liveBytes: number, logBytes: number, nextLsn: number, openTransactions: number, pendingCommits: number, poisoned: boolean, chunkSize: number }>}
+   * @returns {Promise<{ keys: number, liveBytes: number, logBytes: number, nextLsn: number, openTransactions: number, pendingCommits: number, poisoned: boolean, chunkSize: number, segments: number, deadRatio: number, lastCheckpointLsn: number, checkpoints: number, compactions: number }>}
    */
   async stats() {
     return this.#request({ op: 'stats' });
+  }
+
+  /**
+   * Reclaims the space of overwritten, deleted and aborted values now: the live values of the
+   * segments with dead bytes are copied forward one chunk at a time (other requests are served
+   * in between) and the old segments released. Compaction also runs by itself once dead bytes
+   * pass `compactionRatio` of the log.
+   * @returns {Promise<number>} compaction rounds finished (0: nothing worth compacting)
+   */
+  async compact() {
+    return this.#request({ op: 'compact' });
+  }
+
+  /**
+   * Persists the index now, so the next open replays only what follows. Checkpoints are also
+   * written by themselves every `checkpointBytes` of log and at close().
+   * @returns {Promise<void>}
+   */
+  async checkpoint() {
+    await this.#request({ op: 'checkpoint' });
   }
 
   /**
@@ -588,7 +608,8 @@ export class WalnutStore {
  * @param {unknown} options
  */
 function checkOpenOptions(options) {
-  const { chunkSize, durability, lockTimeout, directWriteThreshold } = checkOptions(options, 'options');
+  const { chunkSize, durability, lockTimeout, directWriteThreshold, segmentSize, checkpointBytes, compactionRatio } =
+    checkOptions(options, 'options');
   const core = {};
   if (chunkSize !== undefined) {
     core.chunkSize = checkInteger(chunkSize, 'options.chunkSize', 4096, 64 * 1024 * 1024);
@@ -599,6 +620,18 @@ function checkOpenOptions(options) {
   if (lockTimeout !== undefined) {
     core.lockTimeoutMs = checkInteger(lockTimeout, 'options.lockTimeout', 0);
   }
+  if (segmentSize !== undefined) {
+    core.segmentSize = checkInteger(segmentSize, 'options.segmentSize', 4096, 2 ** 39);
+  }
+  if (checkpointBytes !== undefined) {
+    core.checkpointBytes = checkInteger(checkpointBytes, 'options.checkpointBytes', 0);
+  }
+  if (compactionRatio !== undefined) {
+    if (typeof compactionRatio !== 'number' || !(compactionRatio >= 0 && compactionRatio <= 1)) {
+      throw invalid(`options.compactionRatio must be a number from 0 to 1, got ${String(compactionRatio)}`);
+    }
+    core.compactionRatio = compactionRatio;
+  }
   return { core, durability: checkDurability(durability, 'options.durability') ?? 'strict' };
 }
 
@@ -608,7 +641,7 @@ function checkOpenOptions(options) {
  * open() retries for `lockTimeout` ms, then rejects with WalnutLockedError.
  *
  * @param {string} name
- * @param {{ chunkSize?: number, durability?: 'strict' | 'relaxed', lockTimeout?: number, directWriteThreshold?: number }} [options]
+ * @param {{ chunkSize?: number, durability?: 'strict' | 'relaxed', lockTimeout?: number, directWriteThreshold?: number, segmentSize?: number, checkpointBytes?: number, compactionRatio?: number }} [options]
  * @returns {Promise<WalnutStore>}
  */
 export async function open(name, options) {

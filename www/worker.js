@@ -122,6 +122,12 @@ function dispatch(request) {
       case 'stats':
         reply(id, store.stats());
         return;
+      case 'compact':
+        keepInFlight(answer(id, compact()));
+        return;
+      case 'checkpoint':
+        reply(id, store.checkpoint());
+        return;
       default:
         throw named('WalnutInvalidArgumentError', `unknown request ${String(request.op)}`);
     }
@@ -410,6 +416,21 @@ async function giveWay() {
     yieldChannel.port2.postMessage(null);
   });
   sliceStart = performance.now();
+}
+
+/**
+ * Runs one compaction round step by step, handing the worker back to other requests after
+ * every step (one chunk copied at most), so small puts are served while it runs.
+ * @returns {Promise<number>} rounds finished (0 when there was nothing worth compacting)
+ */
+async function compact() {
+  for (;;) {
+    if (crashed) throw crashedError();
+    const step = store.compactStep();
+    if (step !== 'progress') return step === 'done' ? 1 : 0;
+    sliceStart = -Infinity; // give way after every step, not only after a full slice
+    await giveWay();
+  }
 }
 
 /** @param {number} txn */

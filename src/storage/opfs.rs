@@ -83,43 +83,9 @@ impl OpfsStorage {
     /// [`Error::InvalidArgument`] for a bad `name`; [`Error::Locked`] when the retry runs out;
     /// [`Error::Io`] otherwise.
     pub async fn open(name: &str, lock_timeout_ms: u32) -> Result<OpfsStorage> {
-        check_name(name)?;
-        let scope = js_sys::global().dyn_into::<DedicatedWorkerGlobalScope>().map_err(|_| Error::Unsupported {
-            detail: "OPFS sync access handles exist only in dedicated workers; open walnut from its worker (www/walnut.js does)".into(),
-        })?;
-        let storage = scope.navigator().storage();
-        let root: FileSystemDirectoryHandle = await_js("open", storage.get_directory()).await?;
-        let dir_opts = FileSystemGetDirectoryOptions::new();
-        dir_opts.set_create(true);
-        let walnut: FileSystemDirectoryHandle =
-            await_js("open", root.get_directory_handle_with_options(ROOT_DIR, &dir_opts)).await?;
-        let dir: FileSystemDirectoryHandle =
-            await_js("open", walnut.get_directory_handle_with_options(name, &dir_opts)).await?;
-        let file_opts = FileSystemGetFileOptions::new();
-        file_opts.set_create(true);
-        let file: FileSystemFileHandle =
-            await_js("open", dir.get_file_handle_with_options(LOG_FILE, &file_opts)).await?;
-
-        let deadline = now_ms() + f64::from(lock_timeout_ms);
-        let mut backoff = 20;
-        loop {
-            match await_js::<FileSystemSyncAccessHandle>("open", file.create_sync_access_handle()).await {
-                Ok(handle) => return Ok(OpfsStorage { handle }),
-                Err(Error::Locked { detail }) => {
-                    let left = deadline - now_ms();
-                    if left <= 0.0 {
-                        return Err(Error::Locked {
-                            detail: format!(
-                                "store `{name}` is open elsewhere (another tab or worker); gave up after {lock_timeout_ms} ms: {detail}"
-                            ),
-                        });
-                    }
-                    sleep_ms(&scope, backoff.min(left.ceil() as i32)).await;
-                    backoff = (backoff * 2).min(250);
-                }
-                Err(e) => return Err(e),
-            }
-        }
+        let scope = worker_scope()?;
+        let dir = store_dir(&scope, name).await?;
+        open_handle(&scope, &dir, LOG_FILE, name, lock_timeout_ms).await
     }
 
     /// Wraps a sync access handle opened elsewhere (a pool, a test).
@@ -179,5 +145,237 @@ impl Storage for OpfsStorage {
 
     fn flush(&mut self) -> Result<()> {
         self.handle.flush().map_err(|e| map_js("flush", e))
+    }
+}
+
+/// Pre-opened, empty files waiting to become segments or checkpoints.
+#[derive(Debug, Default)]
+struct Pool {
+    free: Vec<(String, OpfsStorage)>,
+    next_name: u32,
+    refilling: bool,
+}
+
+/// Free files the pool keeps ready, so a rotation and a checkpoint never wait.
+pub const POOL_MIN_FREE: usize = 3;
+
+/// A store's files in OPFS: `walnut/<name>/NNNNNNNN.wal` (and `wal.log`, the single file of a
+/// store created before format version 2). Creating a file and opening its sync access handle
+/// are asynchronous, while the engine writes synchronously, so this volume keeps a pool of
+/// pre-opened empty files ([`POOL_MIN_FREE`]) that [`Volume::create`] hands out at once and
+/// [`OpfsVolume::refill`] tops up in the background (SQLite's `opfs-sahpool` VFS does the
+/// same). A file's role lives in its header, never in its name.
+#[derive(Debug)]
+pub struct OpfsVolume {
+    dir: FileSystemDirectoryHandle,
+    files: std::collections::BTreeMap<super::FileId, (String, OpfsStorage)>,
+    next_id: super::FileId,
+    pool: std::rc::Rc<std::cell::RefCell<Pool>>,
+}
+
+async fn open_handle(
+    scope: &DedicatedWorkerGlobalScope,
+    dir: &FileSystemDirectoryHandle,
+    file: &str,
+    store: &str,
+    lock_timeout_ms: u32,
+) -> Result<OpfsStorage> {
+    let file_opts = FileSystemGetFileOptions::new();
+    file_opts.set_create(true);
+    let handle: FileSystemFileHandle = await_js("open", dir.get_file_handle_with_options(file, &file_opts)).await?;
+    let deadline = now_ms() + f64::from(lock_timeout_ms);
+    let mut backoff = 20;
+    loop {
+        match await_js::<FileSystemSyncAccessHandle>("open", handle.create_sync_access_handle()).await {
+            Ok(handle) => return Ok(OpfsStorage { handle }),
+            Err(Error::Locked { detail }) => {
+                let left = deadline - now_ms();
+                if left <= 0.0 {
+                    return Err(Error::Locked {
+                        detail: format!(
+                            "store `{store}` is open elsewhere (another tab or worker); gave up after {lock_timeout_ms} ms: {detail}"
+                        ),
+                    });
+                }
+                sleep_ms(scope, backoff.min(left.ceil() as i32)).await;
+                backoff = (backoff * 2).min(250);
+            }
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+fn worker_scope() -> Result<DedicatedWorkerGlobalScope> {
+    js_sys::global().dyn_into::<DedicatedWorkerGlobalScope>().map_err(|_| Error::Unsupported {
+        detail:
+            "OPFS sync access handles exist only in dedicated workers; open walnut from its worker (www/walnut.js does)"
+                .into(),
+    })
+}
+
+async fn store_dir(scope: &DedicatedWorkerGlobalScope, name: &str) -> Result<FileSystemDirectoryHandle> {
+    check_name(name)?;
+    let root: FileSystemDirectoryHandle = await_js("open", scope.navigator().storage().get_directory()).await?;
+    let dir_opts = FileSystemGetDirectoryOptions::new();
+    dir_opts.set_create(true);
+    let walnut: FileSystemDirectoryHandle =
+        await_js("open", root.get_directory_handle_with_options(ROOT_DIR, &dir_opts)).await?;
+    await_js("open", walnut.get_directory_handle_with_options(name, &dir_opts)).await
+}
+
+/// Names of the store's files, in order (the legacy single file first).
+async fn list_files(dir: &FileSystemDirectoryHandle) -> Result<Vec<String>> {
+    let iter = dir.keys();
+    let mut names = Vec::new();
+    loop {
+        let next = iter.next().map_err(|e| map_js("open", e))?;
+        let step = JsFuture::from(next).await.map_err(|e| map_js("open", e))?;
+        let done = js_sys::Reflect::get(&step, &"done".into()).map_err(|e| map_js("open", e))?;
+        if done.is_truthy() {
+            break;
+        }
+        let value = js_sys::Reflect::get(&step, &"value".into()).map_err(|e| map_js("open", e))?;
+        if let Some(name) = value.as_string() {
+            if name == LOG_FILE || pool_number(&name).is_some() {
+                names.push(name);
+            }
+        }
+    }
+    names.sort_by_key(|n| pool_number(n).map_or(0, |k| u64::from(k) + 1));
+    Ok(names)
+}
+
+fn pool_number(name: &str) -> Option<u32> {
+    let n = name.strip_suffix(".wal")?;
+    (n.len() == 8 && n.bytes().all(|b| b.is_ascii_digit())).then(|| n.parse().ok()).flatten()
+}
+
+impl OpfsVolume {
+    /// Opens the store `name`: every file of `walnut/<name>/`, each through a sync access
+    /// handle (retried while another holder has it, for `lock_timeout_ms`), and fills the pool.
+    ///
+    /// Errors: as [`OpfsStorage::open`].
+    pub async fn open(name: &str, lock_timeout_ms: u32) -> Result<OpfsVolume> {
+        let scope = worker_scope()?;
+        let dir = store_dir(&scope, name).await?;
+        let mut v = OpfsVolume {
+            dir: dir.clone(),
+            files: std::collections::BTreeMap::new(),
+            next_id: 0,
+            pool: Default::default(),
+        };
+        let mut next_name = 0;
+        for file in list_files(&dir).await? {
+            // The first file waits out a lock held elsewhere; the rest are held by the same
+            // owner, so the same timeout is plenty.
+            let storage = match open_handle(&scope, &dir, &file, name, lock_timeout_ms).await {
+                Ok(s) => s,
+                Err(e) => {
+                    v.close();
+                    return Err(e);
+                }
+            };
+            next_name = next_name.max(pool_number(&file).map_or(0, |n| n + 1));
+            if storage.size()? == 0 {
+                v.pool.borrow_mut().free.push((file, storage));
+            } else {
+                v.files.insert(v.next_id, (file, storage));
+                v.next_id += 1;
+            }
+        }
+        v.pool.borrow_mut().next_name = next_name;
+        if let Err(e) = v.refill().await {
+            v.close();
+            return Err(e);
+        }
+        Ok(v)
+    }
+
+    /// Whether the pool is below [`POOL_MIN_FREE`] and no refill is under way.
+    pub fn needs_refill(&self) -> bool {
+        let p = self.pool.borrow();
+        p.free.len() < POOL_MIN_FREE && !p.refilling
+    }
+
+    /// Tops the pool up to [`POOL_MIN_FREE`] free files. The future owns what it needs, so it
+    /// can run in the background (`wasm_bindgen_futures::spawn_local`) while the store works.
+    pub fn refill(&self) -> impl std::future::Future<Output = Result<()>> + 'static {
+        let pool = self.pool.clone();
+        let dir = self.dir.clone();
+        async move {
+            let scope = worker_scope()?;
+            pool.borrow_mut().refilling = true;
+            let r = async {
+                while pool.borrow().free.len() < POOL_MIN_FREE {
+                    let name = {
+                        let mut p = pool.borrow_mut();
+                        p.next_name += 1;
+                        format!("{:08}.wal", p.next_name - 1)
+                    };
+                    let storage = open_handle(&scope, &dir, &name, "pool", 1000).await?;
+                    pool.borrow_mut().free.push((name, storage));
+                }
+                Ok(())
+            }
+            .await;
+            pool.borrow_mut().refilling = false;
+            r
+        }
+    }
+
+    /// Closes every handle (in use and pooled), releasing the store's lock.
+    pub fn close(&self) {
+        for (_, f) in self.files.values() {
+            f.close();
+        }
+        for (_, f) in &self.pool.borrow().free {
+            f.close();
+        }
+    }
+}
+
+/// Dropping the volume (a failed open, a store freed from JS) releases its handles, and with
+/// them the store's lock; closing a closed handle does nothing.
+impl Drop for OpfsVolume {
+    fn drop(&mut self) {
+        self.close();
+    }
+}
+
+impl super::Volume for OpfsVolume {
+    type File = OpfsStorage;
+
+    fn ids(&self) -> Vec<super::FileId> {
+        self.files.keys().copied().collect()
+    }
+
+    fn file(&self, id: super::FileId) -> Result<&OpfsStorage> {
+        self.files.get(&id).map(|f| &f.1).ok_or_else(|| Error::io("open", format!("no file {id}")))
+    }
+
+    fn file_mut(&mut self, id: super::FileId) -> Result<&mut OpfsStorage> {
+        self.files.get_mut(&id).map(|f| &mut f.1).ok_or_else(|| Error::io("open", format!("no file {id}")))
+    }
+
+    fn create(&mut self) -> Result<super::FileId> {
+        let Some(file) = self.pool.borrow_mut().free.pop() else {
+            return Err(Error::Unsupported { detail: "no pre-opened OPFS file is free yet; the pool refills".into() });
+        };
+        let id = self.next_id;
+        self.next_id += 1;
+        self.files.insert(id, file);
+        Ok(id)
+    }
+
+    fn release(&mut self, id: super::FileId) -> Result<()> {
+        let (name, mut file) = self.files.remove(&id).ok_or_else(|| Error::io("release", format!("no file {id}")))?;
+        file.truncate(0)?;
+        file.flush()?;
+        self.pool.borrow_mut().free.push((name, file));
+        Ok(())
+    }
+
+    fn has_free(&self) -> bool {
+        !self.pool.borrow().free.is_empty()
     }
 }

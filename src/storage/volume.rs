@@ -36,6 +36,12 @@ pub trait Volume {
     fn can_grow(&self) -> bool {
         true
     }
+    /// Whether [`Volume::create`] would succeed now. A pool of pre-opened files may run dry
+    /// for a moment; the writer then keeps appending to the tail segment past its target size
+    /// rather than wait.
+    fn has_free(&self) -> bool {
+        true
+    }
 }
 
 fn no_such(id: FileId) -> Error {

@@ -232,7 +232,7 @@ impl<V: Volume> Writer<V> {
         self.check()?;
         let len: usize = parts.iter().map(|p| p.len()).sum();
         let rec_len = (RECORD_HEADER_LEN + len) as u64;
-        if self.tail + rec_len > self.segment_size && self.tail > FILE_HEADER_LEN as u64 {
+        if self.tail + rec_len > self.segment_size && self.tail > FILE_HEADER_LEN as u64 && self.volume.has_free() {
             self.rotate()?;
         }
         if self.tail + rec_len >= MAX_SEGMENT_LEN {
