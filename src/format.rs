@@ -193,7 +193,15 @@ impl FileHeader {
         if u32_at(b, FH_FLAGS) != Some(0) {
             return Err(HeaderError::Malformed("unknown header flags"));
         }
-        Ok(FileHeader { base_lsn: u64_at(b, FH_BASE_LSN).unwrap_or(0), segment: u32_at(b, FH_SEGMENT).unwrap_or(0) })
+        let base_lsn = u64_at(b, FH_BASE_LSN).unwrap_or(0);
+        if base_lsn == 0 || base_lsn > MAX_ID {
+            return Err(HeaderError::Malformed("base LSN out of range"));
+        }
+        let segment = u32_at(b, FH_SEGMENT).unwrap_or(0);
+        if (version == 1 && segment != 0) || segment > MAX_SEGMENT {
+            return Err(HeaderError::Malformed("segment number out of range"));
+        }
+        Ok(FileHeader { base_lsn, segment })
     }
 }
 
@@ -379,7 +387,7 @@ impl CheckpointHeader {
             body_crc: u32_at(b, CK_BODY_CRC)?,
             segments: u32_at(b, CK_SEGMENTS)?,
         };
-        (h.replay_lsn >= 1 && h.replay_lsn <= MAX_ID && h.next_txn <= MAX_ID).then_some(h)
+        (h.seq >= 1 && h.replay_lsn >= 1 && h.replay_lsn <= MAX_ID && h.next_txn <= MAX_ID).then_some(h)
     }
 }
 
@@ -480,6 +488,13 @@ mod tests {
         let mut bad = b;
         bad[8] = 3;
         assert_eq!(FileHeader::decode(&bad), Err(HeaderError::UnsupportedVersion(3)));
+        for (base_lsn, segment) in [(0, 0), (MAX_ID + 1, 0), (1, MAX_SEGMENT + 1)] {
+            let out_of_range = FileHeader { base_lsn, segment }.encode();
+            assert!(
+                matches!(FileHeader::decode(&out_of_range), Err(HeaderError::Malformed(_))),
+                "{base_lsn} {segment}"
+            );
+        }
     }
 
     #[test]

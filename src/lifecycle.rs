@@ -124,8 +124,14 @@ impl<V: Volume> Store<V> {
         // Segments that neither checkpoint needs any more: give them back. (The other slot's
         // needs keep a fallback possible should this checkpoint ever fail to read.)
         let slots = &self.checkpoint_slots;
-        let garbage: Vec<u32> =
-            self.writer.segments().keys().copied().filter(|&s| !slots.iter().any(|n| n.needs(s))).collect();
+        let pins = &self.pins;
+        let garbage: Vec<u32> = self
+            .writer
+            .segments()
+            .keys()
+            .copied()
+            .filter(|&s| !slots.iter().any(|n| n.needs(s)) && !pins.contains_key(&s))
+            .collect();
         for seg in garbage {
             self.writer.release_segment(seg)?;
         }
@@ -287,6 +293,9 @@ impl<V: Volume> Store<V> {
                     return Ok(CompactStep::Progress);
                 }
                 let Some(copy) = c.copy.take() else { continue };
+                // Group commits waiting for their flush are not in the index yet: flush them
+                // first, so a copy never lands after (and so overrides) a newer write.
+                self.sync()?;
                 if self.index.get(&copy.key).is_some_and(|e| e.lsn == copy.lsn) {
                     self.commit_compaction(copy.txn)?;
                 } else {
@@ -304,6 +313,8 @@ impl<V: Volume> Store<V> {
             self.txn_put(txn, &key, string_key)?;
             c.copy = Some(Copying { key, lsn, chunks, next: 0, txn });
         }
+        // As for copies: no tombstone may land after a queued put of its key.
+        self.sync()?;
         for key in std::mem::take(&mut c.tombstones) {
             if self.index.get(&key).is_none() {
                 self.write_tombstone(&key)?;

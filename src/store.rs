@@ -163,6 +163,8 @@ pub struct Store<V: Volume> {
     pub(crate) checkpoints: u64,
     pub(crate) compaction: Option<Compaction>,
     pub(crate) compactions: u64,
+    /// Segments open readers still read from, with their reader counts: never released.
+    pub(crate) pins: std::collections::BTreeMap<u32, usize>,
 }
 
 fn check_key(key: &[u8]) -> Result<()> {
@@ -225,6 +227,7 @@ impl<V: Volume> Store<V> {
             checkpoints: 0,
             compaction: None,
             compactions: 0,
+            pins: std::collections::BTreeMap::new(),
         })
     }
 
@@ -527,6 +530,28 @@ impl<V: Volume> Store<V> {
         Ok(self.index.get(key))
     }
 
+    /// Keeps the segments holding `chunks` from being released until [`Store::unpin`]: a
+    /// reader that walks a value's chunks over time (a stream) pins them first, so compaction
+    /// cannot free what it has yet to read. Pins are counted.
+    pub fn pin(&mut self, chunks: &[ChunkLoc]) {
+        for seg in segments_of(chunks) {
+            *self.pins.entry(seg).or_insert(0) += 1;
+        }
+    }
+
+    /// Undoes one [`Store::pin`] of the same chunks. A segment freed of its last pin is
+    /// released by the next checkpoint.
+    pub fn unpin(&mut self, chunks: &[ChunkLoc]) {
+        for seg in segments_of(chunks) {
+            if let Some(n) = self.pins.get_mut(&seg) {
+                *n -= 1;
+                if *n == 0 {
+                    self.pins.remove(&seg);
+                }
+            }
+        }
+    }
+
     /// Whether `key` has a committed value.
     pub fn has(&self, key: &[u8]) -> Result<bool> {
         Ok(self.entry(key)?.is_some())
@@ -610,6 +635,11 @@ impl<V: Volume> Store<V> {
     pub fn volume(&self) -> &V {
         self.writer.volume()
     }
+}
+
+/// The distinct segments a value's chunks lie in.
+fn segments_of(chunks: &[ChunkLoc]) -> std::collections::BTreeSet<u32> {
+    chunks.iter().map(|c| crate::format::loc_segment(c.record)).collect()
 }
 
 /// One operation of [`Store::batch`].

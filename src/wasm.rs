@@ -339,6 +339,7 @@ impl WalnutStore {
         self.settle()?;
         let Some(entry) = self.store.entry(key).map_err(js_err)? else { return Ok(JsValue::UNDEFINED) };
         let (chunks, size) = (entry.chunks.clone(), entry.size);
+        self.store.pin(&chunks);
         let id = self.next_reader;
         self.next_reader = self.next_reader.wrapping_add(1).max(1);
         self.readers.insert(id, Reader { chunks, next: 0 });
@@ -353,7 +354,7 @@ impl WalnutStore {
             .get_mut(&id)
             .ok_or_else(|| js_err(Error::invalid("id", format!("reader {id} is not open"))))?;
         let Some(loc) = reader.chunks.get(reader.next).copied() else {
-            self.readers.remove(&id);
+            self.close_reader(id);
             return Ok(None);
         };
         reader.next += 1;
@@ -364,7 +365,9 @@ impl WalnutStore {
     /// Drops a reader.
     #[wasm_bindgen(js_name = closeReader)]
     pub fn close_reader(&mut self, id: u32) {
-        self.readers.remove(&id);
+        if let Some(reader) = self.readers.remove(&id) {
+            self.store.unpin(&reader.chunks);
+        }
     }
 
     /// Keys in bytewise order: `[{ key: Uint8Array, isString, size }]`.

@@ -332,3 +332,72 @@ fn a_log_of_small_values_never_overwritten_is_not_compacted() {
     assert_eq!(st.compactions, 0);
     assert_eq!(s.compact().unwrap(), 0, "nothing worth copying");
 }
+
+#[test]
+fn a_reader_pins_its_segments_through_a_compaction() {
+    let mut s = Store::open(MemoryVolume::default(), small()).unwrap();
+    churn(&mut s, 10, 3, 3000);
+    let entry = s.entry(&key(0)).unwrap().unwrap().clone();
+    let expected = s.get(&key(0)).unwrap().unwrap();
+    s.pin(&entry.chunks);
+    let model = churn(&mut s, 10, 6, 3000); // key 0 overwritten: its old segments are dead
+    s.compact().unwrap();
+    s.checkpoint().unwrap();
+    // The old value is still readable chunk by chunk: its segments were kept.
+    let mut got = Vec::new();
+    let mut buf = Vec::new();
+    for c in &entry.chunks {
+        s.read_chunk(c, &mut buf).unwrap();
+        got.extend_from_slice(&buf);
+    }
+    assert_eq!(got, expected);
+    let pinned_segments = s.stats().segments;
+    s.unpin(&entry.chunks);
+    s.checkpoint().unwrap();
+    assert!(s.stats().segments < pinned_segments, "released once unpinned");
+    assert_eq!(state(&s), model);
+}
+
+#[test]
+fn compaction_never_overrides_a_group_commit_waiting_for_its_flush() {
+    let mut s = Store::open(MemoryVolume::default(), small()).unwrap();
+    churn(&mut s, 6, 8, 3000); // three chunks each: a copy spans several steps
+    s.delete(&key(5), Durability::Strict).unwrap(); // a delete whose tombstone compaction keeps
+    for i in 0..30 {
+        // Filler, so the values above sit in sealed segments that compaction will copy from.
+        s.put(format!("filler-{i}").as_bytes(), &pattern(700, i), Durability::Strict).unwrap();
+    }
+    // Start a round (it copies the largest live key, key 4, first), then queue group commits;
+    // each put advances the copy a step, so key 4's put is queued while key 4 is being copied.
+    assert_eq!(s.compact_step().unwrap(), walnut::CompactStep::Progress);
+    let mut model = state(&s);
+    for i in [5, 4, 3, 2, 1, 0] {
+        let v = pattern(900, 500 + i as u64);
+        s.put(&key(i), &v, Durability::Group).unwrap();
+        model.insert(key(i), v);
+    }
+    while s.compact_step().unwrap() == walnut::CompactStep::Progress {}
+    s.sync().unwrap();
+    assert_eq!(state(&s), model, "the queued writes win");
+    let v = s.volume().clone();
+    drop(s);
+    assert_eq!(state(&Store::open(v.clone(), small()).unwrap()), model, "and they win after reopen");
+    let mut v = v;
+    damage_checkpoints(&mut v, false);
+    assert_eq!(state(&Store::open(v, small()).unwrap()), model, "and in a full scan");
+}
+
+#[test]
+fn a_checkpoint_file_is_never_taken_for_a_log_and_never_overwritten() {
+    let mut s = Store::open(MemoryVolume::default(), small()).unwrap();
+    churn(&mut s, 4, 2, 100);
+    let v = s.into_volume();
+    let ck = v.files().values().find(|f| f.to_vec().starts_with(b"WALNUTCK")).unwrap().clone();
+    let before = ck.to_vec();
+    assert!(matches!(Store::open(ck.clone(), small()), Err(walnut::Error::Corruption { .. })));
+    assert_eq!(ck.to_vec(), before, "untouched");
+    // A volume holding checkpoints but no segment is refused, not started anew over them.
+    let mut only = MemoryVolume::default();
+    only.set_files(BTreeMap::from([(0, ck)]));
+    assert!(matches!(Store::open(only, small()), Err(walnut::Error::Corruption { .. })));
+}

@@ -76,6 +76,9 @@ impl<S: Storage> Volume for S {
     fn can_grow(&self) -> bool {
         false
     }
+    fn has_free(&self) -> bool {
+        false
+    }
 }
 
 /// Files kept in a map; the shared implementation of the memory and test volumes.
@@ -155,11 +158,13 @@ impl DirVolume {
         let mut files = BTreeMap::new();
         for entry in std::fs::read_dir(&dir)? {
             let path = entry?.path();
+            // Only canonical names (`7.wal`, not `007.wal` or `+7.wal`), so that a name and
+            // its id always map to each other.
             let id = path
                 .file_name()
                 .and_then(|n| n.to_str())
                 .and_then(|n| n.strip_suffix(".wal"))
-                .and_then(|n| n.parse::<FileId>().ok());
+                .and_then(|n| n.parse::<FileId>().ok().filter(|id| id.to_string() == n));
             if let Some(id) = id {
                 files.insert(id, super::FileStorage::open(&path)?);
             }
@@ -169,6 +174,12 @@ impl DirVolume {
 
     fn path(&self, id: FileId) -> std::path::PathBuf {
         self.dir.join(format!("{id}.wal"))
+    }
+
+    /// Makes a created or removed name durable (a new segment's name must survive a power
+    /// cut as its records do).
+    fn sync_dir(&self) -> Result<()> {
+        Ok(std::fs::File::open(&self.dir)?.sync_all()?)
     }
 }
 
@@ -188,11 +199,12 @@ impl Volume for DirVolume {
         let id = self.files.keys().next_back().map_or(0, |k| k + 1);
         let file = super::FileStorage::open(self.path(id))?;
         self.files.insert(id, file);
+        self.sync_dir()?;
         Ok(id)
     }
     fn release(&mut self, id: FileId) -> Result<()> {
         self.files.remove(&id).ok_or_else(|| no_such(id))?;
         std::fs::remove_file(self.path(id))?;
-        Ok(())
+        self.sync_dir()
     }
 }

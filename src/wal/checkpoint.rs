@@ -54,8 +54,8 @@ impl<F: Storage> BodyWriter<'_, F> {
 ///
 /// Order matters for a crash at any byte: the header is first overwritten in place by one with
 /// the same magic but no valid CRC (the first 8 bytes never change, so a torn first page can
-/// never make the file unrecognizable), then the file is cut to the header, the body written,
-/// and the real header last.
+/// never make the file unrecognizable), then the file is cut to the header, the body written
+/// and flushed, and the real header written and flushed last.
 pub(crate) fn write<F: Storage>(
     file: &mut F,
     mut header: CheckpointHeader,
@@ -97,6 +97,8 @@ pub(crate) fn write<F: Storage>(
     header.body_len = w.at - CHECKPOINT_HEADER_LEN as u64;
     header.body_crc = w.crc.finalize();
     header.segments = segments.len() as u32;
+    // The body is durable before the header that vouches for it is written.
+    file.flush()?;
     write_all_at(file, &header.encode(), 0)?;
     file.flush()
 }
@@ -124,7 +126,7 @@ impl<'a> Cursor<'a> {
     }
 }
 
-/// Size of an entry with an empty key and no chunks: bounds how many entries a body can hold.
+/// Size of an entry with a one-byte key and no chunks: bounds how many entries a body holds.
 const MIN_ENTRY: usize = 2 + 1 + 1 + 8 + 8 + 4;
 const CHUNK_LEN: usize = 16;
 

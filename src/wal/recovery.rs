@@ -103,7 +103,8 @@ pub struct RecoveryReport {
     pub checkpoint: Option<(u64, u64)>,
     /// Checkpoints passed over, and why (torn, corrupt, or needing a segment that is gone).
     pub checkpoints_rejected: Vec<String>,
-    /// Segments no longer needed (left by an interrupted compaction) that were released.
+    /// Files released: segments no longer needed (left by an interrupted compaction) and
+    /// files whose creation was cut short before their header was written.
     pub segments_released: u64,
     /// Index entries of the checkpoint dropped because the log was cut before their data.
     pub entries_dropped: u64,
@@ -281,6 +282,9 @@ fn census<V: Volume>(volume: &V) -> Result<Census> {
         if (size < FILE_HEADER_LEN as u64 && ours) || (can_grow && unfinished(&head)) || torn_header {
             c.stubs.push((id, size));
         } else if magic == CHECKPOINT_MAGIC {
+            if !can_grow {
+                return Err(Error::Corruption { offset: 0, detail: "this file is a checkpoint, not a log".into() });
+            }
             c.checkpoints.push(id);
         } else {
             let h = FileHeader::decode(&head).map_err(|e| header_error(0, e))?;
@@ -397,7 +401,14 @@ pub(crate) fn recover<V: Volume>(volume: &mut V, mode: RecoveryMode) -> Result<R
     // Files too short for a header hold nothing: a creation cut short.
     for &(id, size) in &c.stubs {
         if can_grow {
+            if mode == RecoveryMode::AbsoluteConsistency && size >= FILE_HEADER_LEN as u64 {
+                return Err(Error::Corruption {
+                    offset: 0,
+                    detail: format!("file {id} has no valid header ({size} bytes); refusing to release it"),
+                });
+            }
             volume.release(id)?;
+            report.segments_released += 1;
         } else if size > 0 {
             if mode == RecoveryMode::AbsoluteConsistency {
                 return Err(Error::Corruption { offset: 0, detail: "file shorter than its header".into() });
@@ -407,6 +418,12 @@ pub(crate) fn recover<V: Volume>(volume: &mut V, mode: RecoveryMode) -> Result<R
             report.tail_reason = Some("file shorter than its header".into());
             volume.file_mut(id)?.truncate(0)?;
         }
+    }
+    if c.segments.is_empty() && !c.checkpoints.is_empty() {
+        return Err(Error::Corruption {
+            offset: 0,
+            detail: "checkpoints without any log segment: refusing to start an empty store over them".into(),
+        });
     }
     if c.segments.is_empty() {
         let id = if can_grow { volume.create()? } else { c.stubs.first().map_or(0, |s| s.0) };
