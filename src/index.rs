@@ -30,6 +30,9 @@ pub struct Entry {
     pub string_key: bool,
     /// LSN of the COMMIT (or PUT_ONE) that wrote it.
     pub lsn: u64,
+    /// Segments of the first and the last record that wrote it (BEGIN and COMMIT, or the
+    /// PUT_ONE twice): every record of its transaction lies in this range.
+    pub span: (u32, u32),
 }
 
 /// One effect of a committed transaction.
@@ -81,6 +84,9 @@ pub(crate) struct Index {
     segment_live: BTreeMap<u32, u64>,
     /// The sum of `segment_live`.
     live_record_bytes: u64,
+    /// How many live entries begin in each segment: the lowest key bounds what may be released
+    /// from the front of the log.
+    first_segments: BTreeMap<u32, usize>,
 }
 
 impl Index {
@@ -97,8 +103,15 @@ impl Index {
     fn account(&mut self, e: &Entry, add: bool) {
         if add {
             self.live_bytes += e.size;
+            *self.first_segments.entry(e.span.0).or_insert(0) += 1;
         } else {
             self.live_bytes -= e.size;
+            if let Some(n) = self.first_segments.get_mut(&e.span.0) {
+                *n -= 1;
+                if *n == 0 {
+                    self.first_segments.remove(&e.span.0);
+                }
+            }
         }
         for c in &e.chunks {
             let bytes = RECORD_HEADER_LEN as u64 + u64::from(c.skip) + u64::from(c.len);
@@ -144,6 +157,12 @@ impl Index {
     /// Every entry in key order.
     pub fn iter(&self) -> impl Iterator<Item = (&Vec<u8>, &Entry)> {
         self.map.iter()
+    }
+
+    /// The oldest segment holding a record of a live value (None without values): nothing
+    /// before it is needed to rebuild the live state.
+    pub fn first_live_segment(&self) -> Option<u32> {
+        self.first_segments.keys().next().copied()
     }
 
     /// Bytes of the records live values use, in all segments.

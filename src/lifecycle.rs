@@ -83,16 +83,21 @@ impl<V: Volume> Store<V> {
             return Err(Error::Unsupported { detail: "a single-file store takes no checkpoints".into() });
         }
         self.sync()?;
-        self.write_checkpoint()
+        self.write_checkpoint(&BTreeSet::new())
     }
 
-    fn write_checkpoint(&mut self) -> Result<()> {
+    /// Writes a checkpoint. It needs every segment from the oldest record of a live value (and
+    /// from the replay point) on, except `releasing`: a finished compaction round's victims,
+    /// which no live value touches any more. So outside compaction only a prefix of the log is
+    /// ever released, and a delete released with it can only hide values released too: a full
+    /// scan of what remains (the fallback when no checkpoint reads) rebuilds the same state.
+    fn write_checkpoint(&mut self, releasing: &BTreeSet<u32>) -> Result<()> {
         let (replay_from, replay_lsn) =
             self.txns.values().map(|t| t.begin).min().unwrap_or((self.writer.tail(), self.writer.next_lsn()));
         let from_seg = loc_segment(replay_from);
-        let mut needed: BTreeSet<u32> = self.index.segment_live().keys().copied().collect();
-        needed.extend(self.writer.segments().range(from_seg..).map(|(&s, _)| s));
-        let needed: Vec<u32> = needed.into_iter().collect();
+        let keep_from = self.index.first_live_segment().map_or(from_seg, |s| s.min(from_seg));
+        let needed: Vec<u32> =
+            self.writer.segments().range(keep_from..).map(|(&s, _)| s).filter(|s| !releasing.contains(s)).collect();
 
         // The slot holding the older checkpoint (or a new one while there are fewer than two).
         let slot = if self.checkpoint_slots.len() < 2 {
@@ -147,7 +152,7 @@ impl<V: Volume> Store<V> {
             && !self.writer.is_poisoned()
             && self.writer.appended() - self.checkpointed_at >= every
         {
-            let _ = self.write_checkpoint();
+            let _ = self.write_checkpoint(&BTreeSet::new());
         }
     }
 
@@ -241,12 +246,8 @@ impl<V: Volume> Store<V> {
         if victims.is_empty() {
             return Ok(None);
         }
-        let queue: Vec<Vec<u8>> = self
-            .index
-            .iter()
-            .filter(|(_, e)| e.chunks.iter().any(|c| victims.contains(&loc_segment(c.record))))
-            .map(|(k, _)| k.clone())
-            .collect();
+        let queue: Vec<Vec<u8>> =
+            self.index.iter().filter(|(_, e)| touches(e.span, &victims)).map(|(k, _)| k.clone()).collect();
         let oldest_kept = self.writer.segments().keys().find(|s| !victims.contains(s)).copied();
         let mut tombstones = BTreeSet::new();
         for &seg in &victims {
@@ -305,7 +306,7 @@ impl<V: Volume> Store<V> {
             }
             let Some(key) = c.queue.pop() else { break };
             let Some(entry) = self.index.get(&key) else { continue };
-            if !entry.chunks.iter().any(|ch| c.victims.contains(&loc_segment(ch.record))) {
+            if !touches(entry.span, &c.victims) {
                 continue; // rewritten elsewhere meanwhile
             }
             let (lsn, chunks, string_key) = (entry.lsn, entry.chunks.clone(), entry.string_key);
@@ -322,14 +323,14 @@ impl<V: Volume> Store<V> {
         }
         // The copies and tombstones are durable in the checkpoint's sync; then the victims go.
         self.sync()?;
-        let still_used = self.index.segment_live().keys().any(|s| c.victims.contains(s));
+        let still_used = self.index.iter().any(|(_, e)| touches(e.span, &c.victims));
         if still_used {
             return Err(Error::io("compact", "a victim segment is still in use"));
         }
         // Two checkpoints: after the second, neither slot needs the victims, which the
         // second checkpoint releases.
-        self.write_checkpoint()?;
-        self.write_checkpoint()?;
+        self.write_checkpoint(&c.victims)?;
+        self.write_checkpoint(&c.victims)?;
         Ok(CompactStep::Done)
     }
 
@@ -337,4 +338,9 @@ impl<V: Volume> Store<V> {
         // Relaxed: the round's sync makes every copy durable before any victim is released.
         self.commit_quiet(txn, Durability::Relaxed).map(drop)
     }
+}
+
+/// Whether a value whose records span segments `span` has any record in one of `segments`.
+fn touches(span: (u32, u32), segments: &BTreeSet<u32>) -> bool {
+    segments.range(span.0..=span.1).next().is_some()
 }

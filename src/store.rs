@@ -366,6 +366,12 @@ impl<V: Volume> Store<V> {
         let mut t = self.txns.remove(&txn).ok_or_else(|| Error::Transaction { txn, detail: "is not open".into() })?;
         t.commit.value_crc = t.value_crc.clone().finalize();
         let a = self.writer.append(Kind::Commit, 0, txn, t.last, &[&t.commit.encode()])?;
+        let span = (crate::format::loc_segment(t.begin.0), crate::format::loc_segment(a.offset));
+        for op in &mut t.ops {
+            if let Op::Put { entry, .. } = op {
+                entry.span = span;
+            }
+        }
         self.settle_commit(a.lsn, t.ops, durability)?;
         Ok(a.lsn)
     }
@@ -471,7 +477,8 @@ impl<V: Volume> Store<V> {
         } else {
             vec![ChunkLoc { record: a.offset, skip: 2 + key.len() as u32, len: value.len() as u32 }]
         };
-        let entry = Entry { chunks, size: value.len() as u64, string_key, lsn: a.lsn };
+        let seg = crate::format::loc_segment(a.offset);
+        let entry = Entry { chunks, size: value.len() as u64, string_key, lsn: a.lsn, span: (seg, seg) };
         self.settle(a.lsn, vec![Op::Put { key: key.to_vec(), entry }], durability)
     }
 

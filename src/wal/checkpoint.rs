@@ -84,6 +84,8 @@ pub(crate) fn write<F: Storage>(
         w.put(&[if e.string_key { FLAG_STRING_KEY } else { 0 }])?;
         w.put(&e.size.to_le_bytes())?;
         w.put(&e.lsn.to_le_bytes())?;
+        w.put(&e.span.0.to_le_bytes())?;
+        w.put(&e.span.1.to_le_bytes())?;
         w.put(&(e.chunks.len() as u32).to_le_bytes())?;
         for c in &e.chunks {
             w.put(&c.record.to_le_bytes())?;
@@ -127,7 +129,7 @@ impl<'a> Cursor<'a> {
 }
 
 /// Size of an entry with a one-byte key and no chunks: bounds how many entries a body holds.
-const MIN_ENTRY: usize = 2 + 1 + 1 + 8 + 8 + 4;
+const MIN_ENTRY: usize = 2 + 1 + 1 + 8 + 8 + 4 + 4 + 4;
 const CHUNK_LEN: usize = 16;
 
 /// Reads and validates the checkpoint in `file`. `Ok(Err(why))` if it is not a valid
@@ -183,6 +185,10 @@ fn decode_body(h: &CheckpointHeader, body: &[u8]) -> Option<Checkpoint> {
         let flags = c.u8()?;
         let size = c.u64()?;
         let lsn = c.u64()?;
+        let span = (c.u32()?, c.u32()?);
+        if span.0 > span.1 || segments.binary_search(&span.0).is_err() || segments.binary_search(&span.1).is_err() {
+            return None;
+        }
         let nchunks = usize::try_from(c.u32()?).ok()?;
         if nchunks.checked_mul(CHUNK_LEN)? > c.0.len() {
             return None;
@@ -191,7 +197,8 @@ fn decode_body(h: &CheckpointHeader, body: &[u8]) -> Option<Checkpoint> {
         let mut total = 0u64;
         for _ in 0..nchunks {
             let chunk = ChunkLoc { record: c.u64()?, skip: c.u32()?, len: c.u32()? };
-            if chunk.len == 0 || segments.binary_search(&loc_segment(chunk.record)).is_err() {
+            let seg = loc_segment(chunk.record);
+            if chunk.len == 0 || seg < span.0 || seg > span.1 || segments.binary_search(&seg).is_err() {
                 return None;
             }
             total += u64::from(chunk.len);
@@ -200,7 +207,7 @@ fn decode_body(h: &CheckpointHeader, body: &[u8]) -> Option<Checkpoint> {
         if total != size || flags & !FLAG_STRING_KEY != 0 {
             return None;
         }
-        entries.push((key, Entry { chunks, size, string_key: flags & FLAG_STRING_KEY != 0, lsn }));
+        entries.push((key, Entry { chunks, size, string_key: flags & FLAG_STRING_KEY != 0, lsn, span }));
     }
     if !c.0.is_empty() {
         return None;

@@ -343,8 +343,9 @@ impl Replay {
             Kind::Commit => match self.open.remove(&h.txn) {
                 Some(t) => match prove_chain(&t, at, h, payload) {
                     Ok(ops) => {
+                        let span = (loc_segment(t.begin), loc_segment(at));
                         for op in ops {
-                            self.index.apply(with_lsn(op, h.lsn));
+                            self.index.apply(with_lsn(op, h.lsn, span));
                         }
                         self.report.committed += 1;
                     }
@@ -363,8 +364,14 @@ impl Replay {
                     let skip = (2 + key.len()) as u32;
                     let len = h.len - skip;
                     let chunks = if len == 0 { Vec::new() } else { vec![ChunkLoc { record: at, skip, len }] };
-                    let entry =
-                        Entry { chunks, size: u64::from(len), string_key: h.flags & FLAG_STRING_KEY != 0, lsn: h.lsn };
+                    let seg = loc_segment(at);
+                    let entry = Entry {
+                        chunks,
+                        size: u64::from(len),
+                        string_key: h.flags & FLAG_STRING_KEY != 0,
+                        lsn: h.lsn,
+                        span: (seg, seg),
+                    };
                     self.index.apply(Op::Put { key: key.to_vec(), entry });
                     self.report.committed += 1;
                 }
@@ -606,10 +613,11 @@ pub(crate) fn recover<V: Volume>(volume: &mut V, mode: RecoveryMode) -> Result<R
     })
 }
 
-fn with_lsn(op: Op, lsn: u64) -> Op {
+fn with_lsn(op: Op, lsn: u64, span: (u32, u32)) -> Op {
     match op {
         Op::Put { key, mut entry } => {
             entry.lsn = lsn;
+            entry.span = span;
             Op::Put { key, entry }
         }
         d => d,
