@@ -27,14 +27,18 @@ const ROUTES = [
 
 /**
  * Starts the server.
- * @param {{ host?: string, port?: number, routes?: Array<[string, string]> }} [options] port 0
- *   picks a free port; `routes` adds [URL prefix, absolute directory] pairs ahead of the usual ones
+ * @param {{ host?: string, port?: number, routes?: Array<[string, string]>, headers?: Record<string, string> }} [options]
+ *   port 0 picks a free port; `routes` adds [URL prefix, absolute directory] pairs ahead of the
+ *   usual ones; `headers` are set on every file served
  * @returns {Promise<{ url: string, close: () => Promise<void> }>} url ends with a slash
  */
-export async function startServer({ host = '127.0.0.1', port = 0, routes = [] } = {}) {
+export async function startServer({ host = '127.0.0.1', port = 0, routes = [], headers = {} } = {}) {
+  const setHeaders = (res) => {
+    for (const [name, value] of Object.entries(headers)) res.setHeader(name, value);
+  };
   const handlers = [...routes, ...ROUTES.map(([prefix, dir]) => [prefix, root + dir])].map(([prefix, dir]) => [
     prefix,
-    sirv(dir, { dev: true }),
+    sirv(dir, { dev: true, setHeaders }),
   ]);
   const server = createServer((req, res) => {
     const [prefix, handler] = handlers.find(([p]) => req.url.startsWith(p));
