@@ -25,6 +25,16 @@ fn file() -> (tempfile::TempDir, FileStorage) {
     (dir, s)
 }
 
+/// An empty storage of the named backend (the temporary directory lives as long as it).
+fn fresh(backend: &str) -> (Option<tempfile::TempDir>, Box<dyn Storage>) {
+    if backend == "memory" {
+        (None, Box::new(MemoryStorage::new()))
+    } else {
+        let (d, s) = file();
+        (Some(d), Box::new(s))
+    }
+}
+
 fn append(c: &mut Criterion) {
     let mut g = c.benchmark_group("append");
     for size in [128usize, 4096, 64 << 10, 1 << 20] {
@@ -34,14 +44,7 @@ fn append(c: &mut Criterion) {
         for backend in ["memory", "file"] {
             g.bench_with_input(BenchmarkId::new(format!("{backend}/walnut"), size), &size, |b, _| {
                 b.iter_batched(
-                    || -> (Option<tempfile::TempDir>, Box<dyn Storage>) {
-                        if backend == "memory" {
-                            (None, Box::new(MemoryStorage::new()))
-                        } else {
-                            let (d, s) = file();
-                            (Some(d), Box::new(s))
-                        }
-                    },
+                    || fresh(backend),
                     |(_dir, storage)| {
                         let mut s = Store::open(storage, Options::default()).unwrap();
                         for i in 0..per_iter {
@@ -54,14 +57,7 @@ fn append(c: &mut Criterion) {
             });
             g.bench_with_input(BenchmarkId::new(format!("{backend}/raw"), size), &size, |b, _| {
                 b.iter_batched(
-                    || -> (Option<tempfile::TempDir>, Box<dyn Storage>) {
-                        if backend == "memory" {
-                            (None, Box::new(MemoryStorage::new()))
-                        } else {
-                            let (d, s) = file();
-                            (Some(d), Box::new(s))
-                        }
-                    },
+                    || fresh(backend),
                     |(_dir, mut storage)| {
                         let mut at = 0u64;
                         for _ in 0..per_iter {

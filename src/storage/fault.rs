@@ -60,8 +60,14 @@ impl<S: Storage> FaultyStorage<S> {
         }
     }
 
-    fn state(&self) -> Result<MutexGuard<'_, (Fault, Counts)>> {
-        self.fault.lock().map_err(|_| Error::io("lock", "fault state poisoned"))
+    /// Counts one operation of a kind; returns the fault in force and the operation's index.
+    fn tick(&self, count: fn(&mut Counts) -> &mut u64) -> Result<(Fault, u64)> {
+        let mut st: MutexGuard<'_, (Fault, Counts)> =
+            self.fault.lock().map_err(|_| Error::io("lock", "fault state poisoned"))?;
+        let n = count(&mut st.1);
+        *n += 1;
+        let index = *n - 1;
+        Ok((st.0, index))
     }
 }
 
@@ -71,11 +77,7 @@ impl<S: Storage> Storage for FaultyStorage<S> {
     }
 
     fn write_at(&mut self, buf: &[u8], offset: u64) -> Result<usize> {
-        let (fault, n) = {
-            let mut st = self.state()?;
-            st.1.writes += 1;
-            (st.0, st.1.writes - 1)
-        };
+        let (fault, n) = self.tick(|c| &mut c.writes)?;
         match fault {
             Fault::FailWrite(k) if k == n => Err(Error::io("write", "injected write failure")),
             Fault::ShortWrite(k) if k == n => self.inner.write_at(buf.get(..buf.len() / 2).unwrap_or_default(), offset),
@@ -90,11 +92,7 @@ impl<S: Storage> Storage for FaultyStorage<S> {
     }
 
     fn truncate(&mut self, len: u64) -> Result<()> {
-        let (fault, n) = {
-            let mut st = self.state()?;
-            st.1.truncates += 1;
-            (st.0, st.1.truncates - 1)
-        };
+        let (fault, n) = self.tick(|c| &mut c.truncates)?;
         match fault {
             Fault::FailTruncate(k) if k == n => Err(Error::io("truncate", "injected truncate failure")),
             _ => self.inner.truncate(len),
@@ -102,11 +100,7 @@ impl<S: Storage> Storage for FaultyStorage<S> {
     }
 
     fn flush(&mut self) -> Result<()> {
-        let (fault, n) = {
-            let mut st = self.state()?;
-            st.1.flushes += 1;
-            (st.0, st.1.flushes - 1)
-        };
+        let (fault, n) = self.tick(|c| &mut c.flushes)?;
         match fault {
             Fault::FailFlush(k) if k == n => Err(Error::io("flush", "injected flush failure")),
             _ => self.inner.flush(),
