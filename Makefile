@@ -26,6 +26,8 @@ help:
 	@echo "make demo   set up, build the package and serve the demo on http://$(HOST):$(PORT)/"
 	@echo "make test   set up, then run every test (lint, native core, OPFS in Chromium and Firefox, end-to-end)"
 	@echo "make pkg    build the npm package into pkg/"
+	@echo "make bench  measure walnut against raw OPFS, IndexedDB and SQLite (docs/BENCHMARKS.md)"
+	@echo "make fuzz   fuzz recovery for 30 minutes"
 
 setup: setup-rust setup-browsers setup-node
 
@@ -90,6 +92,14 @@ test-fuzz:
 
 fuzz:
 	$(MAKE) test-fuzz FUZZ_SECONDS=1800
+
+# Benchmarks: the core natively beside raw positioned writes (criterion), the log lifecycle
+# (open time by keys and by history, space after overwrites), then walnut against raw OPFS,
+# IndexedDB and SQLite in one headless Chromium (docs/BENCHMARKS.md, bench/results.json).
+bench: setup pkg
+	cargo bench --bench core -- --warm-up-time 1 --measurement-time 3
+	cargo bench --bench lifecycle
+	node bench/run.mjs
 
 test: setup lint test-native test-fuzz test-wasm test-e2e
 

@@ -101,6 +101,11 @@ impl<V: Volume> Store<V> {
 
         // The slot holding the older checkpoint (or a new one while there are fewer than two).
         let slot = if self.checkpoint_slots.len() < 2 {
+            if !self.writer.volume().has_free() {
+                // An OPFS pool run dry for a moment (it refills in the background): the
+                // checkpoint waits for the next chance; the log alone stays complete.
+                return Ok(());
+            }
             let file = self.writer.volume_mut().create()?;
             self.checkpoint_slots.push(SlotNeeds { file, ..SlotNeeds::default() });
             self.checkpoint_slots.len() - 1

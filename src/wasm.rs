@@ -254,6 +254,16 @@ impl WalnutStore {
         .to_string())
     }
 
+    /// Tops the pool of pre-opened OPFS files up; resolves once it is full. The worker awaits
+    /// it before `close()`, so the closing checkpoint can always get its file.
+    #[wasm_bindgen(js_name = refillPool)]
+    pub fn refill_pool_now(&self) -> js_sys::Promise {
+        let refill = self.store.volume().refill();
+        wasm_bindgen_futures::future_to_promise(
+            async move { refill.await.map(|()| JsValue::UNDEFINED).map_err(js_err) },
+        )
+    }
+
     /// Writes a checkpoint now, so the next open replays nothing before it.
     pub fn checkpoint(&mut self) -> JsResult<()> {
         let r = self.store.checkpoint().map_err(js_err);

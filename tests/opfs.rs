@@ -200,3 +200,22 @@ async fn a_single_file_store_is_adopted_by_the_pool_volume() {
     assert_eq!(store.get(b"kept").unwrap().unwrap(), b"from the single-file layout");
     assert_eq!(store.get(b"n29").unwrap().unwrap(), vec![7u8; 2000]);
 }
+
+#[wasm_bindgen_test]
+async fn a_pool_run_dry_never_fails_a_write_or_the_close() {
+    use walnut::storage::opfs::OpfsVolume;
+    let name = format!("dry-{}", js_sys::Date::now() as u64);
+    let opts = Options { segment_size: 16 << 10, chunk_size: 4096, checkpoint_bytes: 16 << 10, ..Options::default() };
+    let mut store = Store::open(OpfsVolume::open(&name, 2000).await.unwrap(), opts.clone()).unwrap();
+    // Many rotations with no chance for the background refill: the pool runs dry, the writer
+    // stays in its tail segment, checkpoints wait.
+    for i in 0..40u32 {
+        store.put(format!("k{i}").as_bytes(), &[i as u8; 3000], Durability::Strict).unwrap();
+    }
+    store.close().unwrap();
+    drop(store);
+    let store = Store::open(OpfsVolume::open(&name, 2000).await.unwrap(), opts).unwrap();
+    for i in 0..40u32 {
+        assert_eq!(store.get(format!("k{i}").as_bytes()).unwrap().unwrap(), vec![i as u8; 3000]);
+    }
+}

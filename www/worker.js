@@ -16,7 +16,7 @@
 import init, { WalnutStore } from './walnut_core.js';
 
 /** A write task gives way to other requests after running this long, ms. */
-const SLICE_MS = 8;
+const SLICE_MS = 2;
 /** get() folds chunks into its Blob every this many bytes, so no single giant Blob is built. */
 const FOLD_BYTES = 16 * 1024 * 1024;
 
@@ -371,6 +371,9 @@ function cancel(target) {
 async function closeStore() {
   await Promise.all(inflight);
   commitGroup();
+  // The closing checkpoint may need a file from the pool; let it refill first. A failed
+  // refill only skips that checkpoint (the next open replays the log instead).
+  if (!crashed) await store.refillPool().catch(noop);
   if (!crashed) store.close();
   readers.clear();
 }

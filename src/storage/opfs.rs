@@ -359,7 +359,7 @@ impl super::Volume for OpfsVolume {
 
     fn create(&mut self) -> Result<super::FileId> {
         let Some(file) = self.pool.borrow_mut().free.pop() else {
-            return Err(Error::Unsupported { detail: "no pre-opened OPFS file is free yet; the pool refills".into() });
+            return Err(Error::io("create", "no pre-opened OPFS file is free yet; the pool refills in the background"));
         };
         let id = self.next_id;
         self.next_id += 1;

@@ -3,7 +3,7 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { runBench } from '../../bench/harness.mjs';
-import { markdownTable, summarize, svgChart, textTable } from '../../bench/report.mjs';
+import { markdownReport, summarize, svgChart, textTable } from '../../bench/report.mjs';
 
 test('every contender measures every workload it runs, and the report renders', { timeout: 120_000 }, async () => {
   const results = await runBench({ scale: 'tiny' });
@@ -24,7 +24,7 @@ test('every contender measures every workload it runs, and the report renders', 
   const rows = summarize(results);
   assert.equal(rows.length, results.workloads.flatMap((w) => w.metrics).length);
   assert.ok(rows.every((row) => row.vsRaw > 0 && row.bestPeer?.ratio > 0));
-  assert.match(textTable(rows), /walnut ÷ raw/);
-  assert.match(markdownTable(rows), /^\| metric \|/);
+  assert.match(textTable(rows, results.sizes.rounds), /walnut ÷ raw/);
+  assert.match(markdownReport(results, rows, { command: 'test', chart: 'bench.svg' }), /\n\| metric \|[^]*\n\| raw OPFS \|/);
   assert.match(svgChart(rows, 'test'), /^<svg [^]*<\/svg>\n$/);
 });

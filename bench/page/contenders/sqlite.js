@@ -1,0 +1,62 @@
+// SQLite (@sqlite.org/sqlite-wasm) on its opfs-sahpool VFS, a `kv(key TEXT PRIMARY KEY, value
+// BLOB)` table, default settings (rollback journal, synchronous=FULL: the VFS flushes at every
+// commit), autocommit: one transaction per put. Its API is synchronous; the async methods here
+// only give it the shape of the others.
+import sqlite3InitModule from '/vendor/sqlite-wasm/index.mjs';
+
+/** The pool VFS of this worker, installed by the first open() (so open() timings include it). */
+let pool;
+
+/** @param {Blob | Uint8Array} value */
+async function bytesOf(value) {
+  return value instanceof Blob ? new Uint8Array(await value.arrayBuffer()) : value;
+}
+
+/** @param {string} name */
+export async function open(name) {
+  pool ??= await (await sqlite3InitModule()).installOpfsSAHPoolVfs();
+  if (pool.isPaused()) await pool.unpauseVfs();
+  const db = new pool.OpfsSAHPoolDb(`/${name}.sqlite3`);
+  db.exec('CREATE TABLE IF NOT EXISTS kv(key TEXT PRIMARY KEY, value BLOB)');
+  const insert = db.prepare('INSERT OR REPLACE INTO kv(key, value) VALUES (?, ?)');
+  const select = db.prepare('SELECT value FROM kv WHERE key = ?');
+  const range = db.prepare('SELECT key FROM kv WHERE key >= ? AND key < ?');
+  // reset(true) also drops the bound value, so that a large one does not stay in wasm memory.
+  const write = (key, bytes) => {
+    try {
+      insert.bind([key, bytes]).step();
+    } finally {
+      insert.reset(true);
+    }
+  };
+  const get = (key) => {
+    try {
+      return select.bind([key]).step() ? select.get(0) : undefined;
+    } finally {
+      select.reset(true);
+    }
+  };
+  return {
+    put: async (key, value) => write(key, await bytesOf(value)),
+    batch: async (entries) => {
+      const values = await Promise.all(entries.map(([, value]) => bytesOf(value)));
+      db.transaction(() => entries.forEach(([key], i) => write(key, values[i])));
+    },
+    get: async (key) => get(key),
+    readLarge: async (key) => get(key).length,
+    scan: async (prefix) => {
+      // Keys under the prefix: from the prefix up to (excluding) the prefix with its last char + 1.
+      const end = prefix.slice(0, -1) + String.fromCharCode(prefix.charCodeAt(prefix.length - 1) + 1);
+      const listed = [];
+      range.bind([prefix, end]);
+      while (range.step()) listed.push(range.get(0));
+      range.reset(true);
+      return listed.length;
+    },
+    close: async () => {
+      for (const statement of [insert, select, range]) statement.finalize();
+      db.close();
+      pool.pauseVfs(); // releases the pool's access handles, for the next worker and the page
+    },
+  };
+}
