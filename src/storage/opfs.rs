@@ -245,6 +245,23 @@ async fn list_files(dir: &FileSystemDirectoryHandle) -> Result<Vec<String>> {
     Ok(names)
 }
 
+/// Runs futures concurrently and returns their outputs in order (the futures crate's
+/// `join_all`, through JS promises: each runs on the browser's event loop as it is polled).
+async fn join_all<T: 'static>(futures: Vec<impl std::future::Future<Output = T> + 'static>) -> Vec<T> {
+    let slots: Vec<std::rc::Rc<std::cell::RefCell<Option<T>>>> = futures.iter().map(|_| Default::default()).collect();
+    let promises = js_sys::Array::new();
+    for (future, slot) in futures.into_iter().zip(&slots) {
+        let slot = slot.clone();
+        promises.push(&wasm_bindgen_futures::future_to_promise(async move {
+            *slot.borrow_mut() = Some(future.await);
+            Ok(JsValue::UNDEFINED)
+        }));
+    }
+    // The futures never reject (their outcomes are values), so neither does this.
+    let _ = JsFuture::from(js_sys::Promise::all(&promises)).await;
+    slots.into_iter().filter_map(|s| s.borrow_mut().take()).collect()
+}
+
 fn pool_number(name: &str) -> Option<u32> {
     let n = name.strip_suffix(".wal")?;
     (n.len() == 8 && n.bytes().all(|b| b.is_ascii_digit())).then(|| n.parse().ok()).flatten()
@@ -265,14 +282,30 @@ impl OpfsVolume {
             pool: Default::default(),
         };
         let mut next_name = 0;
-        for file in list_files(&dir).await? {
-            // The first file waits out a lock held elsewhere; the rest are held by the same
-            // owner, so the same timeout is plenty.
-            let storage = match open_handle(&scope, &dir, &file, name, lock_timeout_ms).await {
+        let names = list_files(&dir).await?;
+        // The first file waits out a lock held elsewhere (another tab, a dying worker); once it
+        // is ours, the rest belong to the same holder, and they open all at once: opening a
+        // sync access handle takes milliseconds, and a store has half a dozen files or more.
+        let mut opened = Vec::with_capacity(names.len());
+        if let Some(first) = names.first() {
+            opened.push(open_handle(&scope, &dir, first, name, lock_timeout_ms).await);
+        }
+        let rest: Vec<_> = names
+            .iter()
+            .skip(1)
+            .map(|f| {
+                let (scope, dir, file, store) = (scope.clone(), dir.clone(), f.clone(), name.to_string());
+                async move { open_handle(&scope, &dir, &file, &store, lock_timeout_ms).await }
+            })
+            .collect();
+        opened.extend(join_all(rest).await);
+        let mut failure = None;
+        for (file, storage) in names.into_iter().zip(opened) {
+            let storage = match storage {
                 Ok(s) => s,
                 Err(e) => {
-                    v.close();
-                    return Err(e);
+                    failure.get_or_insert(e);
+                    continue;
                 }
             };
             next_name = next_name.max(pool_number(&file).map_or(0, |n| n + 1));
@@ -282,6 +315,10 @@ impl OpfsVolume {
                 v.files.insert(v.next_id, (file, storage));
                 v.next_id += 1;
             }
+        }
+        if let Some(e) = failure {
+            v.close(); // every handle that did open
+            return Err(e);
         }
         v.pool.borrow_mut().next_name = next_name;
         if let Err(e) = v.refill().await {
