@@ -582,13 +582,12 @@ pub(crate) fn recover<V: Volume>(volume: &mut V, mode: RecoveryMode) -> Result<R
         report.entries_dropped = (before - index.len()) as u64;
     }
     if !full_scan {
-        // Segments before the replay point that no entry uses: an interrupted compaction's.
-        let used = index.segment_live().keys().copied().collect::<std::collections::BTreeSet<u32>>();
-        let garbage: Vec<u32> = segments
-            .range(..start_seg)
-            .map(|(&s, _)| s)
-            .filter(|s| !used.contains(s) && !slots.iter().any(|n| n.needs(*s)))
-            .collect();
+        // The rule checkpoints release by (lifecycle.rs, `write_checkpoint`): segments below the
+        // oldest record of a live value and the replay point that no valid checkpoint needs,
+        // such as an interrupted compaction's victims.
+        let keep_from = index.first_live_segment().map_or(start_seg, |s| s.min(start_seg));
+        let garbage: Vec<u32> =
+            segments.range(..keep_from).map(|(&s, _)| s).filter(|s| !slots.iter().any(|n| n.needs(*s))).collect();
         for seg in garbage {
             if let Some(id) = segments.remove(&seg) {
                 volume.release(id)?;
