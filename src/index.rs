@@ -2,10 +2,12 @@
 //! Values stay in the log; memory grows with the number of keys and chunks (16 bytes per
 //! chunk), not with value bytes.
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::ops::Bound;
 
 use crate::format::{loc_segment, RECORD_HEADER_LEN};
+use crate::wal::checkpoint::Run;
 
 /// Where one piece of a value lies: the record at location `record`, bytes
 /// `skip..skip+len` of its payload. Reads re-check the record's CRC.
@@ -73,33 +75,23 @@ pub struct KeyInfo {
     pub size: u64,
 }
 
-/// The ordered map, with its running totals.
-#[derive(Debug, Default)]
-pub(crate) struct Index {
-    map: BTreeMap<Vec<u8>, Entry>,
-    live_bytes: u64,
+/// What the index counts, kept as entries come and go.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub(crate) struct Totals {
+    /// Sum of the live values' sizes, bytes.
+    pub live_bytes: u64,
     /// Bytes of the records live values use, per segment (header, key prefix and value of
     /// each chunk's record): what compaction would have to copy out of it. Counting whole
     /// records keeps a log of small values from looking mostly dead.
-    segment_live: BTreeMap<u32, u64>,
+    pub segment_live: BTreeMap<u32, u64>,
     /// The sum of `segment_live`.
-    live_record_bytes: u64,
+    pub live_record_bytes: u64,
     /// How many live entries begin in each segment: the lowest key bounds what may be released
     /// from the front of the log.
-    first_segments: BTreeMap<u32, usize>,
+    pub first_segments: BTreeMap<u32, usize>,
 }
 
-impl Index {
-    /// Builds an index from entries in ascending key order (a checkpoint's), in linear time.
-    pub fn from_sorted(entries: Vec<(Vec<u8>, Entry)>) -> Index {
-        let mut ix = Index::default();
-        for (_, e) in &entries {
-            ix.account(e, true);
-        }
-        ix.map = entries.into_iter().collect();
-        ix
-    }
-
+impl Totals {
     fn account(&mut self, e: &Entry, add: bool) {
         if add {
             self.live_bytes += e.size;
@@ -128,18 +120,134 @@ impl Index {
             }
         }
     }
+}
+
+/// The ordered map from key to entry, in two layers, as an LSM tree keeps a memtable over a
+/// sorted run: the [`Run`] of the last checkpoint read or written, searched in place, and
+/// above it a map of what changed since (a put, or `None` for a key of the run deleted).
+/// Opening from a checkpoint thus builds no map; each checkpoint folds the map into a new run.
+#[derive(Debug, Default)]
+pub(crate) struct Index {
+    run: Run,
+    overlay: BTreeMap<Vec<u8>, Option<Entry>>,
+    len: usize,
+    totals: Totals,
+}
+
+/// One entry of [`Index::items`]: entry `i` of the run, or one from the map above it.
+pub(crate) enum Item<'a> {
+    Run(usize),
+    Fresh(&'a [u8], &'a Entry),
+}
+
+/// Merges the run's entries `run` (a range of indices) with the map's `over`, in key order
+/// or (`reverse`) against it; the map wins ties, and its deletions hide the run's entry.
+struct Merge<'a, O> {
+    index: &'a Index,
+    run: std::ops::Range<usize>,
+    over: O,
+    reverse: bool,
+    next_run: Option<usize>,
+    next_over: Option<(&'a Vec<u8>, &'a Option<Entry>)>,
+}
+
+impl<'a, O> Merge<'a, O>
+where
+    O: DoubleEndedIterator<Item = (&'a Vec<u8>, &'a Option<Entry>)>,
+{
+    fn new(index: &'a Index, mut run: std::ops::Range<usize>, mut over: O, reverse: bool) -> Self {
+        let (next_run, next_over) =
+            if reverse { (run.next_back(), over.next_back()) } else { (run.next(), over.next()) };
+        Merge { index, run, over, reverse, next_run, next_over }
+    }
+
+    fn advance_run(&mut self) {
+        self.next_run = if self.reverse { self.run.next_back() } else { self.run.next() };
+    }
+
+    fn advance_over(&mut self) {
+        self.next_over = if self.reverse { self.over.next_back() } else { self.over.next() };
+    }
+}
+
+impl<'a, O> Iterator for Merge<'a, O>
+where
+    O: DoubleEndedIterator<Item = (&'a Vec<u8>, &'a Option<Entry>)>,
+{
+    type Item = Item<'a>;
+
+    fn next(&mut self) -> Option<Item<'a>> {
+        loop {
+            let order = match (self.next_run, self.next_over) {
+                (None, None) => return None,
+                (Some(_), None) => std::cmp::Ordering::Less,
+                (None, Some(_)) => std::cmp::Ordering::Greater,
+                (Some(i), Some((key, _))) => {
+                    let o = self.index.run.key(i).cmp(key.as_slice());
+                    if self.reverse {
+                        o.reverse()
+                    } else {
+                        o
+                    }
+                }
+            };
+            if order.is_le() {
+                let i = self.next_run;
+                self.advance_run();
+                if order.is_lt() {
+                    return i.map(Item::Run);
+                }
+            }
+            let (key, slot) = self.next_over?;
+            self.advance_over();
+            if let Some(e) = slot {
+                return Some(Item::Fresh(key, e));
+            }
+        }
+    }
+}
+
+impl Index {
+    /// An index of the entries of `run`, which `totals` counts (a checkpoint's, as read).
+    pub fn from_run(run: Run, totals: Totals) -> Index {
+        Index { len: run.len(), run, overlay: BTreeMap::new(), totals }
+    }
+
+    /// Replaces both layers by `run`, which holds the same entries (the checkpoint just
+    /// written from this index): the map above it empties.
+    pub fn rebase(&mut self, run: Run) {
+        debug_assert_eq!(run.len(), self.len);
+        self.run = run;
+        self.overlay.clear();
+    }
+
+    pub(crate) fn run(&self) -> &Run {
+        &self.run
+    }
+
+    /// Entries in the map above the run (puts and deletions).
+    pub(crate) fn overlay_len(&self) -> usize {
+        self.overlay.len()
+    }
 
     pub fn apply(&mut self, op: Op) {
         match op {
             Op::Put { key, entry } => {
-                self.account(&entry, true);
-                if let Some(old) = self.map.insert(key, entry) {
-                    self.account(&old, false);
+                match self.get(&key).map(Cow::into_owned) {
+                    Some(old) => self.totals.account(&old, false),
+                    None => self.len += 1,
                 }
+                self.totals.account(&entry, true);
+                self.overlay.insert(key, Some(entry));
             }
             Op::Delete { key } => {
-                if let Some(old) = self.map.remove(&key) {
-                    self.account(&old, false);
+                let Some(old) = self.get(&key).map(Cow::into_owned) else { return };
+                self.totals.account(&old, false);
+                self.len -= 1;
+                if self.run.find(&key).is_ok() {
+                    self.overlay.insert(key, None);
+                } else {
+                    self.overlay.remove(&key);
                 }
             }
         }
@@ -148,43 +256,71 @@ impl Index {
     /// Drops entries with a chunk at or after location `end` (their data was cut off).
     pub fn retain_before(&mut self, end: u64) {
         let gone: Vec<Vec<u8>> =
-            self.map.iter().filter(|(_, e)| e.chunks.iter().any(|c| c.record >= end)).map(|(k, _)| k.clone()).collect();
+            self.iter().filter(|(_, e)| e.chunks.iter().any(|c| c.record >= end)).map(|(k, _)| k.to_vec()).collect();
         for key in gone {
             self.apply(Op::Delete { key });
         }
     }
 
-    /// Every entry in key order.
-    pub fn iter(&self) -> impl Iterator<Item = (&Vec<u8>, &Entry)> {
-        self.map.iter()
+    /// Every entry in key order, each either in the run or in the map.
+    pub(crate) fn items(&self) -> impl Iterator<Item = Item<'_>> {
+        Merge::new(self, 0..self.run.len(), self.overlay.iter(), false)
+    }
+
+    /// Every entry in key order (run entries decoded as they come).
+    pub fn iter(&self) -> impl Iterator<Item = (&[u8], Cow<'_, Entry>)> {
+        self.items().map(|item| match item {
+            Item::Run(i) => (self.run.key(i), Cow::Owned(self.run.entry(i))),
+            Item::Fresh(k, e) => (k, Cow::Borrowed(e)),
+        })
+    }
+
+    /// Every entry's key and span ([`Entry::span`]), in key order, decoding nothing else.
+    pub fn spans(&self) -> impl Iterator<Item = (&[u8], (u32, u32))> {
+        self.items().map(|item| match item {
+            Item::Run(i) => (self.run.key(i), self.run.span(i)),
+            Item::Fresh(k, e) => (k, e.span),
+        })
     }
 
     /// The oldest segment holding a record of a live value (None without values): nothing
     /// before it is needed to rebuild the live state.
     pub fn first_live_segment(&self) -> Option<u32> {
-        self.first_segments.keys().next().copied()
+        self.totals.first_segments.keys().next().copied()
     }
 
     /// Bytes of the records live values use, in all segments.
     pub fn live_record_bytes(&self) -> u64 {
-        self.live_record_bytes
+        self.totals.live_record_bytes
     }
 
     /// Bytes of the records live values use, per segment (segments without any are absent).
     pub fn segment_live(&self) -> &BTreeMap<u32, u64> {
-        &self.segment_live
+        &self.totals.segment_live
     }
 
-    pub fn get(&self, key: &[u8]) -> Option<&Entry> {
-        self.map.get(key)
+    /// The entry of `key`: borrowed from the map, or decoded from the run.
+    pub fn get(&self, key: &[u8]) -> Option<Cow<'_, Entry>> {
+        match self.overlay.get(key) {
+            Some(slot) => slot.as_ref().map(Cow::Borrowed),
+            None => self.run.find(key).ok().map(|i| Cow::Owned(self.run.entry(i))),
+        }
+    }
+
+    /// Whether `key` has an entry (decoding nothing).
+    pub fn contains(&self, key: &[u8]) -> bool {
+        match self.overlay.get(key) {
+            Some(slot) => slot.is_some(),
+            None => self.run.find(key).is_ok(),
+        }
     }
 
     pub fn len(&self) -> usize {
-        self.map.len()
+        self.len
     }
 
     pub fn live_bytes(&self) -> u64 {
-        self.live_bytes
+        self.totals.live_bytes
     }
 
     pub fn scan(&self, r: &KeyRange) -> Vec<KeyInfo> {
@@ -201,14 +337,29 @@ impl Index {
                 return Vec::new();
             }
         }
-        let range = self.map.range::<[u8], _>((lo, hi));
+        let run_lo = lower.map_or(0, |k| self.run.lower_bound(k));
+        let run_hi = r.end.as_deref().map_or(self.run.len(), |k| self.run.lower_bound(k));
+        let over = self.overlay.range::<[u8], _>((lo, hi));
+        let merged = Merge::new(self, run_lo..run_hi.max(run_lo), over, r.reverse);
         let prefix = r.prefix.as_deref().unwrap_or_default();
         let limit = r.limit.unwrap_or(usize::MAX);
-        let info = |(k, e): (&Vec<u8>, &Entry)| KeyInfo { key: k.clone(), string_key: e.string_key, size: e.size };
+        let info = |item: Item<'_>| {
+            let (key, (string_key, size)) = match item {
+                Item::Run(i) => (self.run.key(i), self.run.info(i)),
+                Item::Fresh(k, e) => (k, (e.string_key, e.size)),
+            };
+            KeyInfo { key: key.to_vec(), string_key, size }
+        };
+        fn key_of<'a>(ix: &'a Index, item: &Item<'a>) -> &'a [u8] {
+            match *item {
+                Item::Run(i) => ix.run.key(i),
+                Item::Fresh(k, _) => k,
+            }
+        }
         if r.reverse {
-            range.rev().filter(|(k, _)| k.starts_with(prefix)).take(limit).map(info).collect()
+            merged.filter(|it| key_of(self, it).starts_with(prefix)).take(limit).map(info).collect()
         } else {
-            range.take_while(|(k, _)| k.starts_with(prefix)).take(limit).map(info).collect()
+            merged.take_while(|it| key_of(self, it).starts_with(prefix)).take(limit).map(info).collect()
         }
     }
 }
@@ -242,5 +393,131 @@ mod tests {
         ix.apply(Op::Delete { key: b"a".to_vec() });
         put(&mut ix, "c", 10);
         assert_eq!((ix.len(), ix.live_bytes()), (4, 13));
+    }
+
+    /// proptest is a native-only dev-dependency.
+    #[cfg(not(target_arch = "wasm32"))]
+    mod two_layers {
+        use super::*;
+        use crate::format::{loc, CheckpointHeader};
+        use crate::storage::MemoryStorage;
+        use crate::wal::checkpoint;
+        use proptest::prelude::*;
+
+        #[derive(Debug, Clone)]
+        enum Step {
+            Put(u8, Entry),
+            Delete(u8),
+            /// Fold the map into a run: encoded in memory (false) or written to a file and read back.
+            Checkpoint(bool),
+            Scan(Option<u8>, Option<u8>, Option<u8>, Option<usize>, bool),
+        }
+
+        fn key_of(k: u8) -> Vec<u8> {
+            // Keys sharing prefixes, of different lengths: "a", "ab", "abb", "b", ...
+            let base = [b'a', b'b', b'c'][usize::from(k % 3)];
+            std::iter::once(base).chain(std::iter::repeat_n(b'b', usize::from(k / 3 % 4))).collect()
+        }
+
+        fn entry() -> impl Strategy<Value = Entry> {
+            (
+                0u32..4,
+                0u32..2,
+                proptest::collection::vec((0u32..2, 1u32..100, 0u32..20, 32u64..5000), 0..3),
+                any::<bool>(),
+            )
+                .prop_map(|(first, extra, chunks, string_key)| {
+                    let span = (first, first + extra);
+                    let chunks: Vec<ChunkLoc> = chunks
+                        .into_iter()
+                        .map(|(s, len, skip, off)| ChunkLoc { record: loc(span.0 + s.min(extra), off), skip, len })
+                        .collect();
+                    let size = chunks.iter().map(|c| u64::from(c.len)).sum();
+                    Entry { chunks, size, string_key, lsn: u64::from(first) * 7 + size, span }
+                })
+        }
+
+        fn step() -> impl Strategy<Value = Step> {
+            let k = 0u8..12;
+            prop_oneof![
+                4 => (k.clone(), entry()).prop_map(|(k, e)| Step::Put(k, e)),
+                2 => k.clone().prop_map(Step::Delete),
+                1 => any::<bool>().prop_map(Step::Checkpoint),
+                2 => (proptest::option::of(k.clone()), proptest::option::of(k.clone()), proptest::option::of(k), proptest::option::of(0usize..4), any::<bool>())
+                    .prop_map(|(p, s, e, l, r)| Step::Scan(p, s, e, l, r)),
+            ]
+        }
+
+        fn model_scan(model: &BTreeMap<Vec<u8>, Entry>, r: &KeyRange) -> Vec<KeyInfo> {
+            let keep = |k: &Vec<u8>| {
+                r.prefix.as_ref().is_none_or(|p| k.starts_with(p))
+                    && r.start.as_ref().is_none_or(|s| k >= s)
+                    && r.end.as_ref().is_none_or(|e| k < e)
+            };
+            let info = |(k, e): (&Vec<u8>, &Entry)| KeyInfo { key: k.clone(), string_key: e.string_key, size: e.size };
+            let all: Vec<KeyInfo> = if r.reverse {
+                model.iter().rev().filter(|(k, _)| keep(k)).map(info).collect()
+            } else {
+                model.iter().filter(|(k, _)| keep(k)).map(info).collect()
+            };
+            all.into_iter().take(r.limit.unwrap_or(usize::MAX)).collect()
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig { cases: 300, ..ProptestConfig::default() })]
+
+            /// The two-layer index (a run under a map) behaves as one ordered map, through puts,
+            /// deletes, checkpoints folding the map into a run, and runs read back from a file.
+            #[test]
+            fn two_layers_match_one_map(steps in proptest::collection::vec(step(), 1..60)) {
+                let segments: Vec<u32> = (0..6).collect();
+                let mut ix = Index::default();
+                let mut model: BTreeMap<Vec<u8>, Entry> = BTreeMap::new();
+                for step in steps {
+                    match step {
+                        Step::Put(k, e) => {
+                            ix.apply(Op::Put { key: key_of(k), entry: e.clone() });
+                            model.insert(key_of(k), e);
+                        }
+                        Step::Delete(k) => {
+                            ix.apply(Op::Delete { key: key_of(k) });
+                            model.remove(&key_of(k));
+                        }
+                        Step::Checkpoint(false) => {
+                            let run = checkpoint::encode_body(&segments, &ix);
+                            ix.rebase(run);
+                            prop_assert_eq!(ix.overlay_len(), 0);
+                        }
+                        Step::Checkpoint(true) => {
+                            let mut file = MemoryStorage::new();
+                            let header = CheckpointHeader { seq: 1, replay_from: loc(0, 32), replay_lsn: 1, ..Default::default() };
+                            checkpoint::write(&mut file, header, &segments, &ix).map_err(|e| TestCaseError::fail(e.to_string()))?;
+                            let head = checkpoint::read_head(&file).map_err(|e| TestCaseError::fail(e.to_string()))?;
+                            let head = head.map_err(TestCaseError::fail)?;
+                            let loaded = checkpoint::load(&file, &head).map_err(|e| TestCaseError::fail(e.to_string()))?;
+                            ix = loaded.map_err(TestCaseError::fail)?;
+                        }
+                        Step::Scan(p, s, e, limit, reverse) => {
+                            let r = KeyRange { prefix: p.map(key_of), start: s.map(key_of), end: e.map(key_of), limit, reverse };
+                            prop_assert_eq!(ix.scan(&r), model_scan(&model, &r));
+                        }
+                    }
+                    prop_assert_eq!(ix.len(), model.len());
+                    let listed: Vec<(Vec<u8>, Entry)> = ix.iter().map(|(k, e)| (k.to_vec(), e.into_owned())).collect();
+                    let expected: Vec<(Vec<u8>, Entry)> = model.iter().map(|(k, e)| (k.clone(), e.clone())).collect();
+                    prop_assert_eq!(listed, expected);
+                    let mut totals = Totals::default();
+                    for e in model.values() {
+                        totals.account(e, true);
+                    }
+                    prop_assert_eq!(&ix.totals, &totals);
+                    for k in 0..12 {
+                        let got = ix.get(&key_of(k)).map(Cow::into_owned);
+                        prop_assert_eq!(got.as_ref(), model.get(&key_of(k)));
+                        prop_assert_eq!(ix.contains(&key_of(k)), model.contains_key(&key_of(k)));
+                    }
+                }
+            }
+        }
     }
 }

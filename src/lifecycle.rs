@@ -122,7 +122,8 @@ impl<V: Volume> Store<V> {
             s.seq = 0;
         }
         let file = self.writer.volume_mut().file_mut(id)?;
-        checkpoint::write(file, header, &needed, &self.index)?;
+        let run = checkpoint::write(file, header, &needed, &self.index)?;
+        self.index.rebase(run);
         if let Some(s) = self.checkpoint_slots.get_mut(slot) {
             *s = SlotNeeds { file: id, seq, replay_segment: from_seg, segments: needed.clone() };
         }
@@ -252,13 +253,13 @@ impl<V: Volume> Store<V> {
             return Ok(None);
         }
         let queue: Vec<Vec<u8>> =
-            self.index.iter().filter(|(_, e)| touches(e.span, &victims)).map(|(k, _)| k.clone()).collect();
+            self.index.spans().filter(|&(_, span)| touches(span, &victims)).map(|(k, _)| k.to_vec()).collect();
         let oldest_kept = self.writer.segments().keys().find(|s| !victims.contains(s)).copied();
         let mut tombstones = BTreeSet::new();
         for &seg in &victims {
             // Only a surviving older segment could hold a value the delete must keep hidden.
             if oldest_kept.is_some_and(|o| o < seg) {
-                tombstones.extend(self.deleted_keys(seg)?.into_iter().filter(|k| self.index.get(k).is_none()));
+                tombstones.extend(self.deleted_keys(seg)?.into_iter().filter(|k| !self.index.contains(k)));
             }
         }
         Ok(Some(Compaction { victims, queue, tombstones: tombstones.into_iter().collect(), copy: None }))
@@ -322,13 +323,13 @@ impl<V: Volume> Store<V> {
         // As for copies: no tombstone may land after a queued put of its key.
         self.sync()?;
         for key in std::mem::take(&mut c.tombstones) {
-            if self.index.get(&key).is_none() {
+            if !self.index.contains(&key) {
                 self.write_tombstone(&key)?;
             }
         }
         // The copies and tombstones are durable in the checkpoint's sync; then the victims go.
         self.sync()?;
-        let still_used = self.index.iter().any(|(_, e)| touches(e.span, &c.victims));
+        let still_used = self.index.spans().any(|(_, span)| touches(span, &c.victims));
         if still_used {
             return Err(Error::io("compact", "a victim segment is still in use"));
         }

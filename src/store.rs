@@ -490,7 +490,7 @@ impl<V: Volume> Store<V> {
         let existed = match self.pending.iter().rev().flat_map(|(_, ops)| ops.iter().rev()).find(|op| op.key() == key) {
             Some(Op::Put { .. }) => true,
             Some(Op::Delete { .. }) => false,
-            None => self.index.get(key).is_some(),
+            None => self.index.contains(key),
         };
         if !existed {
             return Ok(false);
@@ -532,9 +532,9 @@ impl<V: Volume> Store<V> {
     // ----- reads -----
 
     /// The committed value's location, or `None` if `key` is absent.
-    pub fn entry(&self, key: &[u8]) -> Result<Option<&Entry>> {
+    pub fn entry(&self, key: &[u8]) -> Result<Option<Entry>> {
         self.live()?;
-        Ok(self.index.get(key))
+        Ok(self.index.get(key).map(std::borrow::Cow::into_owned))
     }
 
     /// Keeps the segments holding `chunks` from being released until [`Store::unpin`]: a

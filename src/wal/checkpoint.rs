@@ -3,54 +3,208 @@
 //! [`CheckpointHeader`] and a body: the segment numbers it needs, then every index entry in
 //! key order (docs/FORMAT.md, "Checkpoint"). Two checkpoint files are used in turn, so a torn
 //! write of one leaves the other: the pair is also the manifest of live segments.
+//!
+//! A body, once read and checked, is not decoded into a map: it becomes the index's [`Run`],
+//! searched in place (as an LSM tree searches an SSTable), under a map of the writes made
+//! since. Opening a store therefore costs one read, one CRC and one pass over the body that
+//! allocates nothing per entry; a value's entry is decoded when it is read.
 
 use crc32fast::Hasher;
 
 use crate::error::Result;
 use crate::format::{
-    loc_segment, CheckpointHeader, CHECKPOINT_HEADER_LEN, CHECKPOINT_MAGIC, FLAG_STRING_KEY, MAX_KEY_LEN,
+    loc_segment, CheckpointHeader, CHECKPOINT_HEADER_LEN, CHECKPOINT_MAGIC, FLAG_STRING_KEY, RECORD_HEADER_LEN,
 };
-use crate::index::{ChunkLoc, Entry, Index};
+use crate::index::{ChunkLoc, Entry, Index, Item, Totals};
 use crate::storage::{read_exact_at, write_all_at, Storage};
 
-/// A decoded, validated checkpoint.
-#[derive(Debug)]
-pub(crate) struct Checkpoint {
+/// A checkpoint file's header and segment list: enough to choose among checkpoints, and to
+/// know which segments one keeps alive, without reading its body.
+#[derive(Debug, Clone)]
+pub(crate) struct Head {
     pub header: CheckpointHeader,
+    /// The segments it needs, as listed (strictly ascending). Read without the body's CRC:
+    /// trusted only to keep segments alive, never to release any.
     pub segments: Vec<u32>,
-    pub entries: Vec<(Vec<u8>, Entry)>,
 }
 
-/// Bytes gathered before each write of the body.
+/// Index entries in checkpoint-body encoding, in strictly ascending key order: a whole
+/// checkpoint body (segment list included) and where each entry starts in it. Built only
+/// from bodies that passed [`parse`] or that [`encode_body`] wrote, so every offset holds a
+/// well-formed entry; the accessors still never panic, whatever the bytes.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Run {
+    body: Vec<u8>,
+    offsets: Vec<usize>,
+}
+
+/// An entry as it lies in a body, borrowed.
+struct Raw<'a> {
+    key: &'a [u8],
+    flags: u8,
+    size: u64,
+    lsn: u64,
+    span: (u32, u32),
+    /// `nchunks` chunks of [`CHUNK_LEN`] bytes.
+    chunks: &'a [u8],
+    /// Offset just past the entry.
+    end: usize,
+}
+
+fn u16_at(b: &[u8], at: usize) -> Option<u16> {
+    Some(u16::from_le_bytes(b.get(at..at.checked_add(2)?)?.try_into().ok()?))
+}
+fn u32_at(b: &[u8], at: usize) -> Option<u32> {
+    Some(u32::from_le_bytes(b.get(at..at.checked_add(4)?)?.try_into().ok()?))
+}
+fn u64_at(b: &[u8], at: usize) -> Option<u64> {
+    Some(u64::from_le_bytes(b.get(at..at.checked_add(8)?)?.try_into().ok()?))
+}
+
+/// Bytes of an entry after its key: flags, size, lsn, first_seg, last_seg, nchunks.
+const ENTRY_FIXED: usize = 1 + 8 + 8 + 4 + 4 + 4;
+
+/// The entry at `off` of `body`, or `None` if it does not fit.
+fn raw_at(body: &[u8], off: usize) -> Option<Raw<'_>> {
+    let key_len = usize::from(u16_at(body, off)?);
+    let k = off.checked_add(2)?;
+    let f = k.checked_add(key_len)?;
+    let key = body.get(k..f)?;
+    let c = f.checked_add(ENTRY_FIXED)?;
+    let fixed = body.get(f..c)?;
+    let nchunks = usize::try_from(u32_at(fixed, 25)?).ok()?;
+    let end = c.checked_add(nchunks.checked_mul(CHUNK_LEN)?)?;
+    Some(Raw {
+        key,
+        flags: *fixed.first()?,
+        size: u64_at(fixed, 1)?,
+        lsn: u64_at(fixed, 9)?,
+        span: (u32_at(fixed, 17)?, u32_at(fixed, 21)?),
+        chunks: body.get(c..end)?,
+        end,
+    })
+}
+
+impl Raw<'_> {
+    fn chunks(&self) -> impl Iterator<Item = ChunkLoc> + '_ {
+        self.chunks.chunks_exact(CHUNK_LEN).map(|c| ChunkLoc {
+            record: u64_at(c, 0).unwrap_or_default(),
+            skip: u32_at(c, 8).unwrap_or_default(),
+            len: u32_at(c, 12).unwrap_or_default(),
+        })
+    }
+
+    fn entry(&self) -> Entry {
+        Entry {
+            chunks: self.chunks().collect(),
+            size: self.size,
+            string_key: self.flags & FLAG_STRING_KEY != 0,
+            lsn: self.lsn,
+            span: self.span,
+        }
+    }
+}
+
+impl Run {
+    /// Entries in the run.
+    pub fn len(&self) -> usize {
+        self.offsets.len()
+    }
+
+    fn raw(&self, i: usize) -> Option<Raw<'_>> {
+        raw_at(&self.body, *self.offsets.get(i)?)
+    }
+
+    /// The key of entry `i` (empty if out of range).
+    pub fn key(&self, i: usize) -> &[u8] {
+        self.raw(i).map_or(&[], |r| r.key)
+    }
+
+    /// Entry `i`, decoded (a default entry if out of range).
+    pub fn entry(&self, i: usize) -> Entry {
+        self.raw(i).map(|r| r.entry()).unwrap_or_default()
+    }
+
+    /// Whether entry `i`'s key was written as a string, and its value's size, bytes.
+    pub fn info(&self, i: usize) -> (bool, u64) {
+        self.raw(i).map_or((false, 0), |r| (r.flags & FLAG_STRING_KEY != 0, r.size))
+    }
+
+    /// Entry `i`'s segments of first and last record ([`Entry::span`]), without decoding it.
+    pub fn span(&self, i: usize) -> (u32, u32) {
+        self.raw(i).map_or((0, 0), |r| r.span)
+    }
+
+    /// Entry `i`'s bytes, as encoded.
+    fn encoded(&self, i: usize) -> &[u8] {
+        let end = self.raw(i).map_or(0, |r| r.end);
+        self.offsets.get(i).and_then(|&off| self.body.get(off..end)).unwrap_or_default()
+    }
+
+    /// The index of `key`, or where it would go (binary search).
+    pub fn find(&self, key: &[u8]) -> std::result::Result<usize, usize> {
+        let at = self.lower_bound(key);
+        if at < self.len() && self.key(at) == key {
+            Ok(at)
+        } else {
+            Err(at)
+        }
+    }
+
+    /// The first entry whose key is not below `key`.
+    pub fn lower_bound(&self, key: &[u8]) -> usize {
+        self.offsets.partition_point(|&off| raw_at(&self.body, off).map_or(&[][..], |r| r.key) < key)
+    }
+}
+
+/// Bytes of one chunk location in an entry.
+const CHUNK_LEN: usize = 16;
+
+/// Size of an entry with a one-byte key and no chunks: bounds how many entries a body holds.
+const MIN_ENTRY: usize = 2 + 1 + ENTRY_FIXED;
+
+/// Bytes handed to each write of the body.
 const PIECE: usize = 1 << 20;
 
-struct BodyWriter<'a, F> {
-    file: &'a mut F,
-    at: u64,
-    buf: Vec<u8>,
-    crc: Hasher,
+fn encode_entry(out: &mut Vec<u8>, key: &[u8], e: &Entry) {
+    // Keys are at most MAX_KEY_LEN (u16::MAX) bytes: `check_key` refuses longer ones.
+    out.extend_from_slice(&(key.len() as u16).to_le_bytes());
+    out.extend_from_slice(key);
+    out.push(if e.string_key { FLAG_STRING_KEY } else { 0 });
+    out.extend_from_slice(&e.size.to_le_bytes());
+    out.extend_from_slice(&e.lsn.to_le_bytes());
+    out.extend_from_slice(&e.span.0.to_le_bytes());
+    out.extend_from_slice(&e.span.1.to_le_bytes());
+    out.extend_from_slice(&(e.chunks.len() as u32).to_le_bytes());
+    for c in &e.chunks {
+        out.extend_from_slice(&c.record.to_le_bytes());
+        out.extend_from_slice(&c.skip.to_le_bytes());
+        out.extend_from_slice(&c.len.to_le_bytes());
+    }
 }
 
-impl<F: Storage> BodyWriter<'_, F> {
-    fn put(&mut self, bytes: &[u8]) -> Result<()> {
-        self.buf.extend_from_slice(bytes);
-        if self.buf.len() >= PIECE {
-            self.drain()?;
+/// The body of a checkpoint of `index` that needs `segments`: the segment list, then every
+/// entry in key order. Entries of the index's run that no later write replaced are copied as
+/// they are. Returns the body as a run, which the index adopts once it is durable.
+pub(crate) fn encode_body(segments: &[u32], index: &Index) -> Run {
+    let mut body = Vec::with_capacity(index.run().body.len() + 4 * segments.len() + 64 * index.overlay_len());
+    for s in segments {
+        body.extend_from_slice(&s.to_le_bytes());
+    }
+    let mut offsets = Vec::with_capacity(index.len());
+    for item in index.items() {
+        offsets.push(body.len());
+        match item {
+            Item::Run(i) => body.extend_from_slice(index.run().encoded(i)),
+            Item::Fresh(key, e) => encode_entry(&mut body, key, e),
         }
-        Ok(())
     }
-
-    fn drain(&mut self) -> Result<()> {
-        write_all_at(self.file, &self.buf, self.at)?;
-        self.crc.update(&self.buf);
-        self.at += self.buf.len() as u64;
-        self.buf.clear();
-        Ok(())
-    }
+    Run { body, offsets }
 }
 
 /// Writes a checkpoint of `index` into `file` and flushes it. `header` supplies seq, replay
-/// position and next txn; the body fields are filled in here.
+/// position and next txn; the body fields are filled in here. Returns the body as a run (see
+/// [`encode_body`]).
 ///
 /// Order matters for a crash at any byte: the header is first overwritten in place by one with
 /// the same magic but no valid CRC (the first 8 bytes never change, so a torn first page can
@@ -61,89 +215,69 @@ pub(crate) fn write<F: Storage>(
     mut header: CheckpointHeader,
     segments: &[u32],
     index: &Index,
-) -> Result<()> {
+) -> Result<Run> {
+    let run = encode_body(segments, index);
     let mut invalid = [0u8; CHECKPOINT_HEADER_LEN];
     if let Some(magic) = invalid.get_mut(..8) {
         magic.copy_from_slice(&CHECKPOINT_MAGIC);
     }
     write_all_at(file, &invalid, 0)?;
     file.truncate(CHECKPOINT_HEADER_LEN as u64)?;
-    let mut w = BodyWriter {
-        file: &mut *file,
-        at: CHECKPOINT_HEADER_LEN as u64,
-        buf: Vec::with_capacity(PIECE),
-        crc: Hasher::new(),
-    };
-    for s in segments {
-        w.put(&s.to_le_bytes())?;
+    let mut at = CHECKPOINT_HEADER_LEN as u64;
+    let mut crc = Hasher::new();
+    for piece in run.body.chunks(PIECE) {
+        write_all_at(file, piece, at)?;
+        crc.update(piece);
+        at += piece.len() as u64;
     }
-    let mut entries = 0u64;
-    for (key, e) in index.iter() {
-        w.put(&(key.len() as u16).to_le_bytes())?;
-        w.put(key)?;
-        w.put(&[if e.string_key { FLAG_STRING_KEY } else { 0 }])?;
-        w.put(&e.size.to_le_bytes())?;
-        w.put(&e.lsn.to_le_bytes())?;
-        w.put(&e.span.0.to_le_bytes())?;
-        w.put(&e.span.1.to_le_bytes())?;
-        w.put(&(e.chunks.len() as u32).to_le_bytes())?;
-        for c in &e.chunks {
-            w.put(&c.record.to_le_bytes())?;
-            w.put(&c.skip.to_le_bytes())?;
-            w.put(&c.len.to_le_bytes())?;
-        }
-        entries += 1;
-    }
-    w.drain()?;
-    header.entries = entries;
-    header.body_len = w.at - CHECKPOINT_HEADER_LEN as u64;
-    header.body_crc = w.crc.finalize();
+    header.entries = run.len() as u64;
+    header.body_len = run.body.len() as u64;
+    header.body_crc = crc.finalize();
     header.segments = segments.len() as u32;
     // The body is durable before the header that vouches for it is written.
     file.flush()?;
     write_all_at(file, &header.encode(), 0)?;
-    file.flush()
+    file.flush()?;
+    Ok(run)
 }
 
-/// A cursor over a body that fails (with `None`) instead of reading past its end.
-struct Cursor<'a>(&'a [u8]);
-
-impl<'a> Cursor<'a> {
-    fn take(&mut self, n: usize) -> Option<&'a [u8]> {
-        let (head, rest) = (self.0.get(..n)?, self.0.get(n..)?);
-        self.0 = rest;
-        Some(head)
-    }
-    fn u8(&mut self) -> Option<u8> {
-        self.take(1)?.first().copied()
-    }
-    fn u16(&mut self) -> Option<u16> {
-        Some(u16::from_le_bytes(self.take(2)?.try_into().ok()?))
-    }
-    fn u32(&mut self) -> Option<u32> {
-        Some(u32::from_le_bytes(self.take(4)?.try_into().ok()?))
-    }
-    fn u64(&mut self) -> Option<u64> {
-        Some(u64::from_le_bytes(self.take(8)?.try_into().ok()?))
-    }
-}
-
-/// Size of an entry with a one-byte key and no chunks: bounds how many entries a body holds.
-const MIN_ENTRY: usize = 2 + 1 + 1 + 8 + 8 + 4 + 4 + 4;
-const CHUNK_LEN: usize = 16;
-
-/// Reads and validates the checkpoint in `file`. `Ok(Err(why))` if it is not a valid
-/// checkpoint (torn, corrupt, inconsistent); `Err` only if storage fails.
-pub(crate) fn read<F: Storage>(file: &F) -> Result<Result<Checkpoint, String>> {
+/// Reads and checks the header of the checkpoint in `file` and its segment list (not the
+/// rest of the body, nor its CRC). `Ok(Err(why))` if it is not a valid checkpoint header;
+/// `Err` only if storage fails.
+pub(crate) fn read_head<F: Storage>(file: &F) -> Result<Result<Head, String>> {
     let size = file.size()?;
     let mut hb = [0u8; CHECKPOINT_HEADER_LEN];
     if size < CHECKPOINT_HEADER_LEN as u64 || !read_exact_at(file, &mut hb, 0)? {
         return Ok(Err("checkpoint header incomplete".into()));
     }
-    let Some(h) = CheckpointHeader::decode(&hb) else { return Ok(Err("checkpoint header invalid".into())) };
-    if h.body_len > size - CHECKPOINT_HEADER_LEN as u64 {
+    let Some(header) = CheckpointHeader::decode(&hb) else { return Ok(Err("checkpoint header invalid".into())) };
+    if header.body_len > size - CHECKPOINT_HEADER_LEN as u64 {
         return Ok(Err("checkpoint body incomplete".into()));
     }
+    let list = u64::from(header.segments) * 4;
+    if list > header.body_len {
+        return Ok(Err("checkpoint body malformed".into()));
+    }
+    let Ok(list) = usize::try_from(list) else { return Ok(Err("checkpoint body too large".into())) };
+    let mut bytes = vec![0u8; list];
+    if !read_exact_at(file, &mut bytes, CHECKPOINT_HEADER_LEN as u64)? {
+        return Ok(Err("checkpoint body incomplete".into()));
+    }
+    let Some(segments) = segment_list(&bytes) else { return Ok(Err("checkpoint body malformed".into())) };
+    Ok(Ok(Head { header, segments }))
+}
+
+/// A segment list: u32s, strictly ascending.
+fn segment_list(bytes: &[u8]) -> Option<Vec<u32>> {
+    let segments: Vec<u32> = bytes.chunks_exact(4).map(|b| u32_at(b, 0).unwrap_or_default()).collect();
+    segments.windows(2).all(|w| w[0] < w[1]).then_some(segments)
+}
+
+/// Reads the body of the checkpoint whose head is `head`, checks its CRC and structure, and
+/// returns the index it holds. `Ok(Err(why))` if the body is not valid; `Err` only if
+/// storage fails.
+pub(crate) fn load<F: Storage>(file: &F, head: &Head) -> Result<Result<Index, String>> {
+    let h = &head.header;
     let Ok(len) = usize::try_from(h.body_len) else { return Ok(Err("checkpoint body too large".into())) };
     let mut body = vec![0u8; len];
     if !read_exact_at(file, &mut body, CHECKPOINT_HEADER_LEN as u64)? {
@@ -152,65 +286,64 @@ pub(crate) fn read<F: Storage>(file: &F) -> Result<Result<Checkpoint, String>> {
     if crc32fast::hash(&body) != h.body_crc {
         return Ok(Err("checkpoint body checksum mismatch".into()));
     }
-    Ok(decode_body(&h, &body).ok_or_else(|| "checkpoint body malformed".to_string()))
+    Ok(parse(h, body).ok_or_else(|| "checkpoint body malformed".to_string()))
 }
 
-fn decode_body(h: &CheckpointHeader, body: &[u8]) -> Option<Checkpoint> {
-    let mut c = Cursor(body);
+/// Checks a body's structure (docs/FORMAT.md section 7) in one pass, totting up what the
+/// index counts as it goes; `None` if any check fails.
+fn parse(h: &CheckpointHeader, body: Vec<u8>) -> Option<Index> {
     let nseg = usize::try_from(h.segments).ok()?;
-    if nseg.checked_mul(4)? > body.len() {
-        return None;
-    }
-    let mut segments = Vec::with_capacity(nseg);
-    for _ in 0..nseg {
-        segments.push(c.u32()?);
-    }
-    if !segments.windows(2).all(|w| w[0] < w[1]) {
-        return None;
-    }
+    let segments = segment_list(body.get(..nseg.checked_mul(4)?)?)?;
     let n = usize::try_from(h.entries).ok()?;
     if n > body.len() / MIN_ENTRY + 1 {
         return None;
     }
-    let mut entries: Vec<(Vec<u8>, Entry)> = Vec::with_capacity(n);
+    // Per listed segment: live entries that begin there, and live record bytes.
+    let mut first = vec![0usize; nseg];
+    let mut live = vec![0u64; nseg];
+    let mut live_bytes = 0u64;
+    let mut offsets = Vec::with_capacity(n);
+    let mut off = nseg * 4;
+    let mut prev: &[u8] = &[];
     for _ in 0..n {
-        let key_len = usize::from(c.u16()?);
-        if key_len == 0 || key_len > MAX_KEY_LEN {
-            return None;
-        }
-        let key = c.take(key_len)?.to_vec();
-        if entries.last().is_some_and(|(prev, _)| *prev >= key) {
+        let r = raw_at(&body, off)?;
+        if r.key.is_empty() || (!offsets.is_empty() && prev >= r.key) {
             return None; // keys must ascend strictly
         }
-        let flags = c.u8()?;
-        let size = c.u64()?;
-        let lsn = c.u64()?;
-        let span = (c.u32()?, c.u32()?);
-        if span.0 > span.1 || segments.binary_search(&span.0).is_err() || segments.binary_search(&span.1).is_err() {
+        if r.flags & !FLAG_STRING_KEY != 0 || r.span.0 > r.span.1 {
             return None;
         }
-        let nchunks = usize::try_from(c.u32()?).ok()?;
-        if nchunks.checked_mul(CHUNK_LEN)? > c.0.len() {
-            return None;
-        }
-        let mut chunks = Vec::with_capacity(nchunks);
+        let first_at = segments.binary_search(&r.span.0).ok()?;
+        segments.binary_search(&r.span.1).ok()?;
         let mut total = 0u64;
-        for _ in 0..nchunks {
-            let chunk = ChunkLoc { record: c.u64()?, skip: c.u32()?, len: c.u32()? };
-            let seg = loc_segment(chunk.record);
-            if chunk.len == 0 || seg < span.0 || seg > span.1 || segments.binary_search(&seg).is_err() {
+        for c in r.chunks() {
+            let seg = loc_segment(c.record);
+            if c.len == 0 || seg < r.span.0 || seg > r.span.1 {
                 return None;
             }
-            total += u64::from(chunk.len);
-            chunks.push(chunk);
+            let at = segments.binary_search(&seg).ok()?;
+            let bytes = RECORD_HEADER_LEN as u64 + u64::from(c.skip) + u64::from(c.len);
+            let slot = live.get_mut(at)?;
+            *slot = slot.saturating_add(bytes);
+            total += u64::from(c.len);
         }
-        if total != size || flags & !FLAG_STRING_KEY != 0 {
+        if total != r.size {
             return None;
         }
-        entries.push((key, Entry { chunks, size, string_key: flags & FLAG_STRING_KEY != 0, lsn, span }));
+        live_bytes = live_bytes.saturating_add(r.size);
+        *first.get_mut(first_at)? += 1;
+        offsets.push(off);
+        prev = r.key;
+        off = r.end;
     }
-    if !c.0.is_empty() {
+    if off != body.len() {
         return None;
     }
-    Some(Checkpoint { header: *h, segments, entries })
+    let totals = Totals {
+        live_bytes,
+        live_record_bytes: live.iter().fold(0u64, |a, &b| a.saturating_add(b)),
+        segment_live: segments.iter().zip(&live).filter(|(_, &b)| b > 0).map(|(&s, &b)| (s, b)).collect(),
+        first_segments: segments.iter().zip(&first).filter(|(_, &n)| n > 0).map(|(&s, &n)| (s, n)).collect(),
+    };
+    Some(Index::from_run(Run { body, offsets }, totals))
 }

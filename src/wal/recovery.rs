@@ -452,19 +452,21 @@ pub(crate) fn recover<V: Volume>(volume: &mut V, mode: RecoveryMode) -> Result<R
         });
     }
 
-    // The newest valid checkpoint whose segments are all here.
+    // The newest valid checkpoint whose segments are all here. Headers first (with their
+    // segment lists): a body is read only for the checkpoint being tried, so an open reads
+    // one body, not both.
     let mut slots = Vec::new();
-    let mut valid = Vec::new();
+    let mut heads = Vec::new();
     for &id in &c.checkpoints {
-        match checkpoint::read(volume.file(id)?)? {
-            Ok(ck) => {
+        match checkpoint::read_head(volume.file(id)?)? {
+            Ok(head) => {
                 slots.push(SlotNeeds {
                     file: id,
-                    seq: ck.header.seq,
-                    replay_segment: loc_segment(ck.header.replay_from),
-                    segments: ck.segments.clone(),
+                    seq: head.header.seq,
+                    replay_segment: loc_segment(head.header.replay_from),
+                    segments: head.segments.clone(),
                 });
-                valid.push(ck);
+                heads.push((id, head));
             }
             Err(why) => {
                 slots.push(SlotNeeds { file: id, ..SlotNeeds::default() });
@@ -472,29 +474,41 @@ pub(crate) fn recover<V: Volume>(volume: &mut V, mode: RecoveryMode) -> Result<R
             }
         }
     }
-    valid.sort_by_key(|ck| std::cmp::Reverse(ck.header.seq));
+    heads.sort_by_key(|(_, head)| std::cmp::Reverse(head.header.seq));
     let mut chosen = None;
-    for ck in valid {
-        let from = ck.header.replay_from;
-        let usable = ck.segments.iter().all(|s| c.segments.contains_key(s))
+    for (id, head) in heads {
+        let from = head.header.replay_from;
+        let usable = head.segments.iter().all(|s| c.segments.contains_key(s))
             && c.segments.get(&loc_segment(from)).is_some_and(|&(id, _)| {
                 volume
                     .file(id)
                     .and_then(|f| f.size())
                     .is_ok_and(|size| (FILE_HEADER_LEN as u64..=size).contains(&loc_offset(from)))
             });
-        if usable {
-            chosen = Some(ck);
-            break;
+        if !usable {
+            report.checkpoints_rejected.push(format!("checkpoint {} needs a segment that is gone", head.header.seq));
+            continue;
         }
-        report.checkpoints_rejected.push(format!("checkpoint {} needs a segment that is gone", ck.header.seq));
+        match checkpoint::load(volume.file(id)?, &head)? {
+            Ok(index) => {
+                chosen = Some((head.header, index));
+                break;
+            }
+            Err(why) => {
+                // Not a fallback any more: it keeps no segment alive.
+                if let Some(slot) = slots.iter_mut().find(|s| s.file == id) {
+                    *slot = SlotNeeds { file: id, ..SlotNeeds::default() };
+                }
+                report.checkpoints_rejected.push(why);
+            }
+        }
     }
 
     let (first_seg, first_header) = c.segments.iter().next().map(|(&s, &(_, h))| (s, h)).unwrap_or_default();
     let (index, start, mut lsn, ck_next_txn, full_scan) = match chosen {
-        Some(ck) => {
-            report.checkpoint = Some((ck.header.seq, ck.header.replay_lsn));
-            (Index::from_sorted(ck.entries), ck.header.replay_from, ck.header.replay_lsn, ck.header.next_txn, false)
+        Some((h, index)) => {
+            report.checkpoint = Some((h.seq, h.replay_lsn));
+            (index, h.replay_from, h.replay_lsn, h.next_txn, false)
         }
         None => (Index::default(), loc(first_seg, FILE_HEADER_LEN as u64), first_header.base_lsn, 1, true),
     };
