@@ -635,6 +635,25 @@ function checkOpenOptions(options) {
   return { core, durability: checkDurability(durability, 'options.durability') ?? 'strict' };
 }
 
+/** @type {Promise<WebAssembly.Module | undefined> | undefined} */
+let compiledModule;
+
+/**
+ * walnut's WebAssembly module, compiled once per page and shared by every store's worker.
+ * Compiling here runs while the worker starts (the two take about as long), and later opens
+ * skip it. Resolves to undefined where it cannot be done (no streaming compilation, a server
+ * without the application/wasm type, a CSP that forbids it here): the worker then loads the
+ * module itself, and reports what fails.
+ * @returns {Promise<WebAssembly.Module | undefined>}
+ */
+function compileModule() {
+  compiledModule ??= (async () => {
+    if (typeof WebAssembly?.compileStreaming !== 'function') return undefined;
+    return WebAssembly.compileStreaming(fetch(new URL('./walnut_core_bg.wasm', import.meta.url)));
+  })().catch(() => undefined);
+  return compiledModule;
+}
+
 /**
  * Opens (or creates) the store `name` in this origin's private file system, recovering its log.
  * Only one worker at a time can hold a store: while another tab (or a page being reloaded) has it,
@@ -670,7 +689,14 @@ export async function open(name, options) {
           ),
         );
       };
-      worker.postMessage({ type: 'open', name, options: core });
+      // Handlers first: a worker that fails to load while the module compiles is still seen.
+      compileModule().then((module) => {
+        try {
+          worker.postMessage({ type: 'open', name, options: core, module });
+        } catch {
+          worker.postMessage({ type: 'open', name, options: core }); // a module that cannot be sent
+        }
+      });
     });
     return new WalnutStore(INTERNAL, worker, name, opened, durability);
   } catch (error) {

@@ -2,7 +2,8 @@
  * walnut's dedicated worker: owns one store's OPFS log through the wasm core and answers the
  * requests of walnut.js.
  *
- * Protocol. In: `{ type: 'open', name, options }` once, then `{ type: 'requests', requests }`.
+ * Protocol. In: `{ type: 'open', name, options, module? }` once (`module`: the compiled
+ * WebAssembly.Module, else the worker fetches and compiles it), then `{ type: 'requests', requests }`.
  * Out: `{ type: 'opened', recovery, chunkSize }` or `{ type: 'open-failed', error }`, then
  * `{ results }` where each result is `{ id, value }`, `{ id, error: { name, message } }`,
  * `{ id, aborted: true }` or `{ id, progress }` (value bytes written so far).
@@ -58,18 +59,19 @@ let outboxTransfer = [];
 const keyIds = new TextDecoder('latin1');
 
 self.onmessage = ({ data }) => {
-  if (data.type === 'open') openStore(data.name, data.options);
+  if (data.type === 'open') openStore(data.name, data.options, data.module);
   else for (const request of data.requests) dispatch(request);
 };
 
 /**
  * @param {string} name
  * @param {object} options
+ * @param {WebAssembly.Module} [module] compiled by the page
  */
-async function openStore(name, options) {
+async function openStore(name, options, module) {
   try {
     try {
-      await init();
+      await init(module ? { module_or_path: module } : undefined);
     } catch (error) {
       throw named('WalnutUnsupportedError', `could not load walnut's WebAssembly module: ${describeError(error)}`);
     }
