@@ -219,3 +219,57 @@ async fn a_pool_run_dry_never_fails_a_write_or_the_close() {
         assert_eq!(store.get(format!("k{i}").as_bytes()).unwrap().unwrap(), vec![i as u8; 3000]);
     }
 }
+
+/// Resolves after `ms` milliseconds (the worker's setTimeout).
+async fn sleep(ms: i32) {
+    let promise = js_sys::Promise::new(&mut |resolve, _| {
+        let global = js_sys::global();
+        let set_timeout = js_sys::Reflect::get(&global, &"setTimeout".into()).unwrap();
+        js_sys::Function::from(set_timeout).call2(&global, &resolve, &ms.into()).unwrap();
+    });
+    wasm_bindgen_futures::JsFuture::from(promise).await.unwrap();
+}
+
+#[wasm_bindgen_test]
+async fn an_opener_waiting_for_the_lock_sees_the_files_the_holder_made_meanwhile() {
+    use std::cell::RefCell;
+    use std::rc::Rc;
+    use walnut::storage::opfs::OpfsVolume;
+    let name = format!("waiter-{}", js_sys::Date::now() as u64);
+    let mut holder = Store::open(OpfsVolume::open(&name, 2000).await.unwrap(), lifecycle_options()).unwrap();
+    holder.put(b"first", b"before the second opener came", Durability::Strict).unwrap();
+
+    // A second opener starts and waits for the lock.
+    let slot: Rc<RefCell<Option<walnut::Result<OpfsVolume>>>> = Rc::default();
+    let (waiter_slot, waiter_name) = (slot.clone(), name.clone());
+    wasm_bindgen_futures::spawn_local(async move {
+        let v = OpfsVolume::open(&waiter_name, 10_000).await;
+        *waiter_slot.borrow_mut() = Some(v);
+    });
+    sleep(100).await;
+    assert!(slot.borrow().is_none(), "the second opener waits while the store is held");
+
+    // Meanwhile the holder rotates through segments in files its pool creates now.
+    let mut model = std::collections::BTreeMap::new();
+    for i in 0..40u32 {
+        let value = vec![i as u8; 3000];
+        holder.put(format!("k{i}").as_bytes(), &value, Durability::Strict).unwrap();
+        model.insert(format!("k{i}"), value);
+        holder.volume().refill().await.unwrap();
+    }
+    assert!(holder.stats().segments > 3, "{:?}", holder.stats());
+    holder.close().unwrap();
+    drop(holder); // releases the lock
+
+    let volume = loop {
+        if let Some(v) = slot.borrow_mut().take() {
+            break v.expect("the waiter opens once the holder is gone");
+        }
+        sleep(20).await;
+    };
+    let store = Store::open(volume, lifecycle_options()).unwrap();
+    assert_eq!(store.get(b"first").unwrap().unwrap(), b"before the second opener came");
+    for (k, v) in model {
+        assert_eq!(store.get(k.as_bytes()).unwrap().as_ref(), Some(&v), "{k}");
+    }
+}

@@ -262,6 +262,9 @@ async fn join_all<T: 'static>(futures: Vec<impl std::future::Future<Output = T> 
     slots.into_iter().filter_map(|s| s.borrow_mut().take()).collect()
 }
 
+/// The file whose handle is the store's lock: the first one every store has.
+const LOCK_FILE: &str = "00000000.wal";
+
 fn pool_number(name: &str) -> Option<u32> {
     let n = name.strip_suffix(".wal")?;
     (n.len() == 8 && n.bytes().all(|b| b.is_ascii_digit())).then(|| n.parse().ok()).flatten()
@@ -282,14 +285,25 @@ impl OpfsVolume {
             pool: Default::default(),
         };
         let mut next_name = 0;
-        let names = list_files(&dir).await?;
-        // The first file waits out a lock held elsewhere (another tab, a dying worker); once it
-        // is ours, the rest belong to the same holder, and they open all at once: opening a
-        // sync access handle takes milliseconds, and a store has half a dozen files or more.
+        // The lock: the store's first file (created with the store, never deleted) waits out
+        // a handle held elsewhere (another tab, a dying worker). Only then is the directory
+        // listed, so no file the previous holder created meanwhile is missed; the rest belong
+        // to the same holder and open all at once: opening a sync access handle takes
+        // milliseconds, and a store has half a dozen files or more.
+        let lock = open_handle(&scope, &dir, LOCK_FILE, name, lock_timeout_ms).await;
+        let names = match list_files(&dir).await {
+            Ok(names) => names,
+            Err(e) => {
+                if let Ok(lock) = &lock {
+                    lock.close();
+                }
+                return Err(e);
+            }
+        };
         let mut opened = Vec::with_capacity(names.len());
-        if let Some(first) = names.first() {
-            opened.push(open_handle(&scope, &dir, first, name, lock_timeout_ms).await);
-        }
+        let mut names: Vec<String> = names.into_iter().filter(|n| n != LOCK_FILE).collect();
+        names.insert(0, LOCK_FILE.to_string());
+        opened.push(lock);
         let rest: Vec<_> = names
             .iter()
             .skip(1)
