@@ -203,6 +203,14 @@ export class WalnutStore {
  */
 export function open(name: string, options?: OpenOptions): Promise<WalnutStore>;
 
+/**
+ * Readies a worker for the next open(): starts it and loads walnut's WebAssembly module into
+ * it, so that open() only opens the store's files and recovers its log. Starting a worker
+ * takes 20-30 ms in Chromium; call this as early as possible when a store will be opened.
+ * Keeps one worker ready; optional (open() starts its own worker when none is ready).
+ */
+export function preload(): void;
+
 /** Base class of every error walnut rejects with; `name` tells the kind. */
 export class WalnutError extends Error {}
 /** Reading or writing OPFS failed, or reading a value's Blob or stream failed. */

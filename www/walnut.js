@@ -655,6 +655,49 @@ function compileModule() {
 }
 
 /**
+ * Starts a walnut worker. Load errors are kept (`failed`) until open() installs its handlers.
+ * @param {string} label the worker's name, shown in developer tools
+ * @returns {{ worker: Worker, failed: ErrorEvent | null }}
+ */
+function startWorker(label) {
+  const worker = new Worker(new URL('./worker.js', import.meta.url), { type: 'module', name: label });
+  const started = { worker, failed: null };
+  worker.onerror = (event) => {
+    event.preventDefault();
+    started.failed = event;
+  };
+  return started;
+}
+
+/** @param {Worker} worker @param {object} message may carry a WebAssembly.Module */
+function postWithModule(worker, message) {
+  try {
+    worker.postMessage(message);
+  } catch {
+    worker.postMessage({ ...message, module: undefined }); // a module that cannot be sent
+  }
+}
+
+/** @type {{ worker: Worker, failed: ErrorEvent | null } | null} the worker preload() readied */
+let spare = null;
+
+/**
+ * Readies a worker for the next open(): starts it and loads walnut's WebAssembly module into
+ * it, so that open() has only the store's files to open and its log to recover. Starting a
+ * worker takes 20-30 ms in Chromium, often more than recovering a store, so an app that knows
+ * it will open a store calls this as early as it can (at start-up, before its own code loads).
+ * Keeps one worker ready (another call does nothing until open() takes it); optional, as
+ * open() starts its own worker when none is ready. The worker waits idle until then.
+ * @returns {void}
+ */
+export function preload() {
+  if (spare || typeof Worker !== 'function') return;
+  spare = startWorker('walnut');
+  const { worker } = spare;
+  compileModule().then((module) => postWithModule(worker, { type: 'init', module }));
+}
+
+/**
  * Opens (or creates) the store `name` in this origin's private file system, recovering its log.
  * Only one worker at a time can hold a store: while another tab (or a page being reloaded) has it,
  * open() retries for `lockTimeout` ms, then rejects with WalnutLockedError.
@@ -671,32 +714,28 @@ export async function open(name, options) {
   if (typeof Worker !== 'function') {
     throw new WalnutUnsupportedError('walnut needs Web Workers, which this environment lacks');
   }
-  const worker = new Worker(new URL('./worker.js', import.meta.url), {
-    type: 'module',
-    name: `walnut:${name}`,
-  });
+  const started = spare ?? startWorker(`walnut:${name}`);
+  spare = null;
+  const { worker } = started;
   try {
     const opened = await new Promise((resolve, reject) => {
+      const failed = (event) =>
+        reject(
+          new WalnutUnsupportedError(
+            `the walnut worker could not start (module workers are required): ${event.message ?? 'failed to load worker.js'}`,
+          ),
+        );
+      if (started.failed) failed(started.failed);
       worker.onmessage = ({ data }) => {
         if (data.type === 'opened') resolve(data);
         else reject(toError(data.error));
       };
       worker.onerror = (event) => {
         event.preventDefault();
-        reject(
-          new WalnutUnsupportedError(
-            `the walnut worker could not start (module workers are required): ${event.message ?? 'failed to load worker.js'}`,
-          ),
-        );
+        failed(event);
       };
       // Handlers first: a worker that fails to load while the module compiles is still seen.
-      compileModule().then((module) => {
-        try {
-          worker.postMessage({ type: 'open', name, options: core, module });
-        } catch {
-          worker.postMessage({ type: 'open', name, options: core }); // a module that cannot be sent
-        }
-      });
+      compileModule().then((module) => postWithModule(worker, { type: 'open', name, options: core, module }));
     });
     return new WalnutStore(INTERNAL, worker, name, opened, durability);
   } catch (error) {

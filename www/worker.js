@@ -2,7 +2,8 @@
  * walnut's dedicated worker: owns one store's OPFS log through the wasm core and answers the
  * requests of walnut.js.
  *
- * Protocol. In: `{ type: 'open', name, options, module? }` once (`module`: the compiled
+ * Protocol. In: optionally `{ type: 'init', module? }` (preload: load the WebAssembly module
+ * now), then `{ type: 'open', name, options, module? }` once (`module`: the compiled
  * WebAssembly.Module, else the worker fetches and compiles it), then `{ type: 'requests', requests }`.
  * Out: `{ type: 'opened', recovery, chunkSize }` or `{ type: 'open-failed', error }`, then
  * `{ results }` where each result is `{ id, value }`, `{ id, error: { name, message } }`,
@@ -59,9 +60,22 @@ let outboxTransfer = [];
 const keyIds = new TextDecoder('latin1');
 
 self.onmessage = ({ data }) => {
-  if (data.type === 'open') openStore(data.name, data.options, data.module);
+  if (data.type === 'init') load(data.module).catch(() => {}); // open() reports the failure
+  else if (data.type === 'open') openStore(data.name, data.options, data.module);
   else for (const request of data.requests) dispatch(request);
 };
+
+/** @type {Promise<unknown> | undefined} */
+let loaded;
+
+/**
+ * Instantiates walnut's WebAssembly module, once.
+ * @param {WebAssembly.Module} [module] compiled by the page; else fetched and compiled here
+ */
+function load(module) {
+  loaded ??= init(module ? { module_or_path: module } : undefined);
+  return loaded;
+}
 
 /**
  * @param {string} name
@@ -71,7 +85,7 @@ self.onmessage = ({ data }) => {
 async function openStore(name, options, module) {
   try {
     try {
-      await init(module ? { module_or_path: module } : undefined);
+      await load(module);
     } catch (error) {
       throw named('WalnutUnsupportedError', `could not load walnut's WebAssembly module: ${describeError(error)}`);
     }

@@ -455,3 +455,37 @@ test('data survives a page reload', async () => {
   assert.equal(r.held, 'strictly durable');
   assert.ok(r.heldReplayed >= 1, `replayed ${r.heldReplayed}`);
 });
+
+test('preload() readies one worker, which the next open() takes', async () => {
+  const { page } = shared;
+  const workers = () => page.workers().filter((w) => w.url().endsWith('/pkg/worker.js')).length;
+  const before = workers();
+  await page.evaluate(() => {
+    window.walnut.preload();
+    window.walnut.preload(); // one is ready already: nothing more
+  });
+  for (let i = 0; i < 50 && workers() < before + 1; i++) await new Promise((r) => setTimeout(r, 20));
+  assert.equal(workers(), before + 1, 'preload() started one worker');
+  await page.evaluate(async () => {
+    window.preloaded = await window.walnut.open('preloaded');
+    await window.preloaded.put('k', 'through the preloaded worker');
+  });
+  assert.equal(workers(), before + 1, 'open() took the ready worker instead of starting one');
+  const r = await page.evaluate(async () => {
+    const other = await window.walnut.open('preloaded-other'); // none ready: starts its own
+    await other.put('k', 'own worker');
+    const out = {
+      first: await (await window.preloaded.get('k')).text(),
+      other: await (await other.get('k')).text(),
+    };
+    await other.close();
+    await window.preloaded.close();
+    const again = await window.walnut.open('preloaded');
+    out.reopened = await (await again.get('k')).text();
+    await again.close();
+    return out;
+  });
+  assert.deepEqual(r, { first: 'through the preloaded worker', other: 'own worker', reopened: 'through the preloaded worker' });
+  for (let i = 0; i < 50 && workers() > before; i++) await new Promise((r) => setTimeout(r, 20));
+  assert.equal(workers(), before, 'closed stores leave no worker behind');
+});

@@ -38,7 +38,7 @@ export async function startServer({ host = '127.0.0.1', port = 0, routes = [], h
   };
   const handlers = [...routes, ...ROUTES.map(([prefix, dir]) => [prefix, root + dir])].map(([prefix, dir]) => [
     prefix,
-    sirv(dir, { dev: true, setHeaders }),
+    sirv(dir, { dev: true, etag: true, setHeaders }),
   ]);
   const server = createServer((req, res) => {
     const [prefix, handler] = handlers.find(([p]) => req.url.startsWith(p));
