@@ -13,6 +13,8 @@ export const MiB = 1024 * 1024;
 export const CONTENDERS = [
   { id: 'raw', label: 'raw OPFS', module: './contenders/raw-opfs.js', host: 'worker', batches: true },
   { id: 'walnut', label: 'walnut', module: './contenders/walnut.js', host: 'page', batches: false },
+  // open only: walnut's open() after preload() readied its worker (the app called it at start-up)
+  { id: 'walnut-pre', label: 'walnut after preload()', module: './contenders/walnut-preloaded.js', host: 'page', batches: false },
   { id: 'idb-keyval', label: 'idb-keyval', module: './contenders/idb.js', host: 'worker', batches: false },
   { id: 'idb-batch', label: 'IndexedDB, 1 tx per batch', module: './contenders/idb.js', host: 'worker', batches: true },
   { id: 'sqlite', label: 'SQLite opfs-sahpool', module: './contenders/sqlite.js', host: 'worker', batches: false },
@@ -33,7 +35,7 @@ export const SCALES = {
   tiny: { rounds: 1, large: 4 * MiB, many: [4, MiB], small: 100, open: [100, 1_000], memory: 8 * MiB },
 };
 
-const ALL = CONTENDERS.map((c) => c.id);
+const ALL = CONTENDERS.map((c) => c.id).filter((id) => id !== 'walnut-pre');
 const PER_CALL = ALL.filter((id) => id !== 'idb-batch');
 
 /** @param {number} bytes */
@@ -119,7 +121,7 @@ export function workloadsAt(scale) {
     {
       id: 'open',
       kind: 'open',
-      contenders: PER_CALL,
+      contenders: [...PER_CALL, 'walnut-pre'],
       params: { sizes: scale.open },
       metrics: [
         { id: 'open.small', label: `open a ${formatCount(openSmall)}-key store, first get answered`, unit: 'ms', better: 'lower' },
