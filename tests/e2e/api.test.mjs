@@ -457,9 +457,11 @@ test('data survives a page reload', async () => {
 });
 
 test('preload() readies one worker, which the next open() takes', async () => {
-  const { page } = shared;
+  // A page of its own: workers of earlier tests' stores, still shutting down, would skew the count.
+  const page = await shared.env.openPage();
   const workers = () => page.workers().filter((w) => w.url().endsWith('/pkg/worker.js')).length;
   const before = workers();
+  assert.equal(before, 0);
   await page.evaluate(() => {
     window.walnut.preload();
     window.walnut.preload(); // one is ready already: nothing more
@@ -488,4 +490,5 @@ test('preload() readies one worker, which the next open() takes', async () => {
   assert.deepEqual(r, { first: 'through the preloaded worker', other: 'own worker', reopened: 'through the preloaded worker' });
   for (let i = 0; i < 50 && workers() > before; i++) await new Promise((r) => setTimeout(r, 20));
   assert.equal(workers(), before, 'closed stores leave no worker behind');
+  await page.close();
 });
