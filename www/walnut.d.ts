@@ -157,6 +157,11 @@ export class WalnutStore {
    */
   get(key: Key): Promise<Blob | undefined>;
   /**
+   * Reads a whole value into memory as bytes, or undefined when the key is absent: the fast way
+   * to read small values (no Blob is made). Use getStream() for huge values.
+   */
+  getBytes(key: Key): Promise<Uint8Array | undefined>;
+  /**
    * Reads a value as a stream that fetches one chunk from the worker per pull, or undefined when
    * the key is absent. The stream sees the value as it was when getStream() resolved. Cancel it
    * if you stop reading early.

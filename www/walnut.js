@@ -344,6 +344,19 @@ export class WalnutStore {
   }
 
   /**
+   * Reads a value whole into memory, as bytes: for small values, where making a Blob costs more
+   * than the read itself (a 128-byte get() spends most of its time on the Blob). A value longer
+   * than `chunkSize` is gathered as a Blob in the worker first, then read into one buffer here:
+   * prefer getStream() for those.
+   * @param {string | Uint8Array} key
+   * @returns {Promise<Uint8Array | undefined>}
+   */
+  async getBytes(key) {
+    const value = await this.#request({ op: 'get', key: encodeKey(key).bytes });
+    return value instanceof Blob ? new Uint8Array(await value.arrayBuffer()) : value;
+  }
+
+  /**
    * Reads a value as a stream that fetches one chunk from the worker per pull. Cancel the stream
    * if you stop reading early.
    * @param {string | Uint8Array} key

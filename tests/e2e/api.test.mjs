@@ -492,3 +492,26 @@ test('preload() readies one worker, which the next open() takes', async () => {
   assert.equal(workers(), before, 'closed stores leave no worker behind');
   await page.close();
 });
+
+test('getBytes reads small and multi-chunk values as bytes, undefined when absent', async () => {
+  const r = await shared.page.evaluate(async () => {
+    const { pattern, firstDifference } = window.harness;
+    const db = await window.walnut.open('get-bytes', { chunkSize: 4096 });
+    await db.put('small', 'héllo');
+    await db.put(new Uint8Array([7, 0]), pattern(3 * 4096 + 5, 3));
+    const small = await db.getBytes('small');
+    const large = await db.getBytes(new Uint8Array([7, 0]));
+    const out = {
+      small: new TextDecoder().decode(small),
+      isBytes: small instanceof Uint8Array && large instanceof Uint8Array,
+      large: firstDifference(large, pattern(3 * 4096 + 5, 3)),
+      largeLength: large.length,
+      absent: String(await db.getBytes('never')),
+    };
+    small.fill(0); // the caller owns the bytes: the store is unaffected
+    out.again = new TextDecoder().decode(await db.getBytes('small'));
+    await db.close();
+    return out;
+  });
+  assert.deepEqual(r, { small: 'héllo', isBytes: true, large: -1, largeLength: 3 * 4096 + 5, absent: 'undefined', again: 'héllo' });
+});

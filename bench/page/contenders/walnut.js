@@ -9,8 +9,8 @@ export async function open(name) {
   return {
     put: (key, value) => db.put(key, value),
     batch: (entries) => db.batch(entries.map(([key, value]) => ({ type: 'put', key, value }))),
-    // get() answers a Blob; the value is in hand once its bytes are.
-    get: async (key) => new Uint8Array(await (await db.get(key)).arrayBuffer()),
+    // getBytes(): the value's bytes in hand, with no Blob made (get() answers a Blob).
+    get: (key) => db.getBytes(key),
     // getStream() is walnut's bounded-memory way to read a large value.
     readLarge: async (key) => drain(await db.getStream(key)),
     scan: async (prefix) => (await db.keys({ prefix })).length,
