@@ -380,8 +380,10 @@ impl WalnutStore {
         }
     }
 
-    /// Keys in bytewise order: `[{ key: Uint8Array, isString, size }]`.
-    pub fn keys(&mut self, options: JsValue) -> JsResult<js_sys::Array> {
+    /// Keys in bytewise order, packed into one buffer (one object and one buffer per key cost
+    /// more than the scan): for each key, `key_len` (u32 LE), `flags` (u8, bit 0: the key was
+    /// written as a string), `size` (the value's length in bytes, f64 LE), then the key bytes.
+    pub fn keys(&mut self, options: JsValue) -> JsResult<js_sys::Uint8Array> {
         self.settle()?;
         let o: KeysOptions = if options.is_undefined() || options.is_null() {
             KeysOptions::default()
@@ -395,16 +397,16 @@ impl WalnutStore {
             limit: o.limit,
             reverse: o.reverse.unwrap_or(false),
         };
-        let out = js_sys::Array::new();
-        for k in self.store.keys(&range).map_err(js_err)? {
-            let obj = js_sys::Object::new();
-            let set = |name: &str, v: JsValue| js_sys::Reflect::set(&obj, &JsValue::from_str(name), &v);
-            set("key", js_sys::Uint8Array::from(&k.key[..]).into())?;
-            set("isString", JsValue::from_bool(k.string_key))?;
-            set("size", JsValue::from_f64(k.size as f64))?;
-            out.push(&obj);
+        let keys = self.store.keys(&range).map_err(js_err)?;
+        let mut out = Vec::with_capacity(keys.iter().map(|k| 13 + k.key.len()).sum());
+        for k in keys {
+            // Keys are at most MAX_KEY_LEN (65535) bytes.
+            out.extend_from_slice(&(k.key.len() as u32).to_le_bytes());
+            out.push(u8::from(k.string_key));
+            out.extend_from_slice(&(k.size as f64).to_le_bytes());
+            out.extend_from_slice(&k.key);
         }
-        Ok(out)
+        Ok(js_sys::Uint8Array::from(&out[..]))
     }
 
     /// Syncs queued commits and releases the OPFS handle.

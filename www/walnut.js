@@ -432,8 +432,19 @@ export class WalnutStore {
       if (typeof reverse !== 'boolean') throw invalid('options.reverse must be a boolean');
       range.reverse = reverse;
     }
-    const listed = await this.#request({ op: 'keys', options: range });
-    return listed.map(({ key, isString, size }) => ({ key: isString ? decoder.decode(key) : key, size }));
+    // One buffer for the whole list (see WalnutStore.keys in docs/WORKER_API.md).
+    const packed = await this.#request({ op: 'keys', options: range });
+    const view = new DataView(packed.buffer, packed.byteOffset, packed.byteLength);
+    const out = [];
+    for (let at = 0; at < packed.length; ) {
+      const length = view.getUint32(at, true);
+      const isString = (view.getUint8(at + 4) & 1) === 1;
+      const size = view.getFloat64(at + 5, true);
+      const bytes = packed.subarray(at + 13, at + 13 + length);
+      out.push({ key: isString ? decoder.decode(bytes) : bytes.slice(), size });
+      at += 13 + length;
+    }
+    return out;
   }
 
   /**

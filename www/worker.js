@@ -132,9 +132,11 @@ function dispatch(request) {
       case 'has':
         reply(id, store.has(request.key));
         return;
-      case 'keys':
-        reply(id, store.keys(request.options));
+      case 'keys': {
+        const packed = store.keys(request.options);
+        reply(id, packed, [packed.buffer]);
         return;
+      }
       case 'stats':
         reply(id, store.stats());
         return;
