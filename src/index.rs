@@ -254,10 +254,15 @@ impl Index {
         }
     }
 
-    /// Drops entries with a chunk at or after location `end` (their data was cut off).
-    pub fn retain_before(&mut self, end: u64) {
-        let gone: Vec<Vec<u8>> =
-            self.iter().filter(|(_, e)| e.chunks.iter().any(|c| c.record >= end)).map(|(k, _)| k.to_vec()).collect();
+    /// Drops entries with a chunk at or after location `end`, or written by a record at or
+    /// after LSN `end_lsn`: their data or their COMMIT was cut off, so a full scan of what is
+    /// left would not have them either.
+    pub fn retain_before(&mut self, end: u64, end_lsn: u64) {
+        let gone: Vec<Vec<u8>> = self
+            .iter()
+            .filter(|(_, e)| e.lsn >= end_lsn || e.chunks.iter().any(|c| c.record >= end))
+            .map(|(k, _)| k.to_vec())
+            .collect();
         for key in gone {
             self.apply(Op::Delete { key });
         }

@@ -197,7 +197,7 @@ impl<V: Volume> Store<V> {
         let r = recover(&mut volume, options.recovery_mode)?;
         let segment_size = if volume.can_grow() { options.segment_size } else { u64::MAX };
         let last_checkpoint_lsn = r.report.checkpoint.map_or(0, |c| c.1);
-        let checkpoint_seq = r.checkpoint_slots.iter().map(|s| s.seq).max().unwrap_or(0);
+        let checkpoint_seq = r.checkpoint_seq;
         let writer = Writer::new(
             volume,
             WriterInit {
@@ -270,6 +270,7 @@ impl<V: Volume> Store<V> {
         self.txns.clear();
         self.compaction = None;
         self.checkpoint_slots = r.checkpoint_slots;
+        self.checkpoint_seq = self.checkpoint_seq.max(r.checkpoint_seq);
         self.next_txn = self.next_txn.max(r.next_txn);
         self.recoveries_in_place += 1;
         Ok(())
@@ -561,7 +562,8 @@ impl<V: Volume> Store<V> {
 
     /// Whether `key` has a committed value.
     pub fn has(&self, key: &[u8]) -> Result<bool> {
-        Ok(self.entry(key)?.is_some())
+        self.live()?;
+        Ok(self.index.contains(key))
     }
 
     /// Reads one piece of a value into `out` (replacing its contents), re-checking the

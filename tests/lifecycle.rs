@@ -436,3 +436,105 @@ fn with_both_checkpoints_damaged_a_full_scan_still_rebuilds_exactly() {
     assert_eq!(s.recovery().checkpoint, None, "a full scan");
     assert_eq!(state(&s), model, "nothing lost, nothing deleted comes back");
 }
+
+/// The checkpoint files, oldest first: (seq, file id).
+fn checkpoint_files(v: &MemoryVolume) -> Vec<(u64, u32)> {
+    let mut cks: Vec<(u64, u32)> = v
+        .files()
+        .iter()
+        .filter(|(_, f)| f.to_vec().starts_with(b"WALNUTCK"))
+        .map(|(&id, f)| (u64::from_le_bytes(f.to_vec()[16..24].try_into().unwrap()), id))
+        .collect();
+    cks.sort();
+    cks
+}
+
+#[test]
+fn a_newest_checkpoint_naming_a_missing_segment_is_overwritten_before_the_valid_fallback() {
+    let mut s = Store::open(MemoryVolume::default(), small()).unwrap();
+    let mut model = churn(&mut s, 20, 2, 300);
+    s.checkpoint().unwrap();
+    model.extend(churn(&mut s, 20, 2, 350));
+    s.checkpoint().unwrap();
+    let mut v = s.volume().clone();
+    drop(s);
+    // Bit rot in the newest checkpoint's segment list: its last entry, still ascending, now
+    // names a segment that does not exist (the header, with its own CRC, is intact).
+    let (_, newest) = *checkpoint_files(&v).last().unwrap();
+    let f = v.file_mut(newest).unwrap();
+    let mut bytes = f.to_vec();
+    let nseg = u32::from_le_bytes(bytes[68..72].try_into().unwrap()) as usize;
+    bytes[80 + 4 * nseg - 1] ^= 0x40;
+    walnut::storage::write_all_at(f, &bytes, 0).unwrap();
+
+    let mut s = Store::open(v, small()).unwrap();
+    assert_eq!(s.recovery().checkpoint.map(|c| c.0), Some(1), "{:?}", s.recovery());
+    assert_eq!(state(&s), model);
+    s.put(b"after", b"x", Durability::Strict).unwrap();
+    model.insert(b"after".to_vec(), b"x".to_vec());
+    s.checkpoint().unwrap();
+    let mut v = s.volume().clone();
+    drop(s);
+    assert_eq!(checkpoint_files(&v).iter().map(|c| c.0).collect::<Vec<_>>(), [1, 3], "the damaged one was replaced");
+    // So damage to the new checkpoint still finds a fallback.
+    assert_eq!(damage_checkpoints(&mut v, true), 1);
+    let s = Store::open(v, small()).unwrap();
+    assert_eq!(s.recovery().checkpoint.map(|c| c.0), Some(1), "{:?}", s.recovery());
+    assert_eq!(state(&s), model);
+}
+
+#[test]
+fn a_cut_between_a_checkpointed_values_chunk_and_its_commit_drops_the_value() {
+    use walnut::format::{loc_offset, loc_segment, FileHeader, FILE_HEADER_LEN, RECORD_HEADER_LEN};
+    let mut s = Store::open(MemoryVolume::default(), small()).unwrap();
+    let pinned = s.begin().unwrap(); // stays open: checkpoints replay from here
+    let mut model = Model::new();
+    for i in 0..15 {
+        s.put(&key(i), &pattern(700, i as u64), Durability::Strict).unwrap();
+        model.insert(key(i), pattern(700, i as u64));
+    }
+    let t = s.begin().unwrap();
+    s.txn_put(t, b"v", false).unwrap();
+    s.txn_chunk(t, &pattern(500, 99)).unwrap();
+    for i in 15..30 {
+        s.put(&key(i), &pattern(700, i as u64), Durability::Strict).unwrap(); // lost with the cut
+    }
+    s.commit(t, Durability::Strict).unwrap();
+    let chunk = s.entry(b"v").unwrap().unwrap().chunks[0];
+    assert!(s.entry(b"v").unwrap().unwrap().span.1 > loc_segment(chunk.record), "COMMIT in a later segment");
+    s.checkpoint().unwrap();
+    let _ = pinned;
+    let mut v = s.volume().clone();
+    drop(s);
+    // Damage the record right after v's chunk: the log is cut there.
+    let seg = loc_segment(chunk.record);
+    let id = *v
+        .files()
+        .iter()
+        .find(|(_, f)| {
+            let b = f.to_vec();
+            b.len() >= FILE_HEADER_LEN
+                && FileHeader::decode(b[..FILE_HEADER_LEN].try_into().unwrap()).is_ok_and(|h| h.segment == seg)
+        })
+        .unwrap()
+        .0;
+    let f = v.file_mut(id).unwrap();
+    let mut bytes = f.to_vec();
+    let next = (loc_offset(chunk.record) + RECORD_HEADER_LEN as u64 + u64::from(chunk.len)) as usize;
+    bytes[next + RECORD_HEADER_LEN + 3] ^= 0xFF;
+    walnut::storage::write_all_at(f, &bytes, 0).unwrap();
+
+    let mut s = Store::open(v, small()).unwrap();
+    assert!(s.recovery().checkpoint.is_some() && s.recovery().bytes_truncated > 0, "{:?}", s.recovery());
+    assert_eq!(s.entry(b"v").unwrap(), None, "its COMMIT was cut off");
+    assert_eq!(state(&s), model, "exactly what precedes the cut");
+    // The next checkpoint is valid: no entry names a released segment.
+    s.put(b"after", b"x", Durability::Strict).unwrap();
+    model.insert(b"after".to_vec(), b"x".to_vec());
+    s.checkpoint().unwrap();
+    let v = s.volume().clone();
+    drop(s);
+    let s = Store::open(v, small()).unwrap();
+    assert!(s.recovery().checkpoints_rejected.is_empty(), "{:?}", s.recovery().checkpoints_rejected);
+    assert_eq!(state(&s), model);
+}

@@ -273,6 +273,8 @@ fn pool_number(name: &str) -> Option<u32> {
 impl OpfsVolume {
     /// Opens the store `name`: every file of `walnut/<name>/`, each through a sync access
     /// handle (retried while another holder has it, for `lock_timeout_ms`), and fills the pool.
+    /// The lock is the handle of `00000000.wal`, taken first (and created if absent, also in a
+    /// store made by version 1, where it joins the pool); the directory is listed after it.
     ///
     /// Errors: as [`OpfsStorage::open`].
     pub async fn open(name: &str, lock_timeout_ms: u32) -> Result<OpfsVolume> {
@@ -290,20 +292,18 @@ impl OpfsVolume {
         // listed, so no file the previous holder created meanwhile is missed; the rest belong
         // to the same holder and open all at once: opening a sync access handle takes
         // milliseconds, and a store has half a dozen files or more.
-        let lock = open_handle(&scope, &dir, LOCK_FILE, name, lock_timeout_ms).await;
+        let lock = open_handle(&scope, &dir, LOCK_FILE, name, lock_timeout_ms).await?;
         let names = match list_files(&dir).await {
             Ok(names) => names,
             Err(e) => {
-                if let Ok(lock) = &lock {
-                    lock.close();
-                }
+                lock.close();
                 return Err(e);
             }
         };
         let mut opened = Vec::with_capacity(names.len());
         let mut names: Vec<String> = names.into_iter().filter(|n| n != LOCK_FILE).collect();
         names.insert(0, LOCK_FILE.to_string());
-        opened.push(lock);
+        opened.push(Ok(lock));
         let rest: Vec<_> = names
             .iter()
             .skip(1)

@@ -124,6 +124,9 @@ pub(crate) struct Recovered {
     pub next_txn: u64,
     /// Checkpoint files and what the valid checkpoint each holds needs (seq 0 if none).
     pub checkpoint_slots: Vec<SlotNeeds>,
+    /// The highest checkpoint number any checkpoint header carries (0: none): the next
+    /// checkpoint is numbered above it, chosen or not.
+    pub checkpoint_seq: u64,
 }
 
 /// A checkpoint file and the segments its checkpoint needs: those it lists and every segment
@@ -449,6 +452,7 @@ pub(crate) fn recover<V: Volume>(volume: &mut V, mode: RecoveryMode) -> Result<R
             next_lsn: 1,
             next_txn: 1,
             checkpoint_slots,
+            checkpoint_seq: 0,
         });
     }
 
@@ -475,6 +479,14 @@ pub(crate) fn recover<V: Volume>(volume: &mut V, mode: RecoveryMode) -> Result<R
         }
     }
     heads.sort_by_key(|(_, head)| std::cmp::Reverse(head.header.seq));
+    let checkpoint_seq = heads.first().map_or(0, |(_, head)| head.header.seq);
+    // A checkpoint passed over is no fallback: its slot keeps no segment alive and is the
+    // next one overwritten (an unusable newest must not outrank a valid older one).
+    let forget = |slots: &mut Vec<SlotNeeds>, id| {
+        if let Some(slot) = slots.iter_mut().find(|s| s.file == id) {
+            *slot = SlotNeeds { file: id, ..SlotNeeds::default() };
+        }
+    };
     let mut chosen = None;
     for (id, head) in heads {
         let from = head.header.replay_from;
@@ -486,6 +498,7 @@ pub(crate) fn recover<V: Volume>(volume: &mut V, mode: RecoveryMode) -> Result<R
                     .is_ok_and(|size| (FILE_HEADER_LEN as u64..=size).contains(&loc_offset(from)))
             });
         if !usable {
+            forget(&mut slots, id);
             report.checkpoints_rejected.push(format!("checkpoint {} needs a segment that is gone", head.header.seq));
             continue;
         }
@@ -495,10 +508,7 @@ pub(crate) fn recover<V: Volume>(volume: &mut V, mode: RecoveryMode) -> Result<R
                 break;
             }
             Err(why) => {
-                // Not a fallback any more: it keeps no segment alive.
-                if let Some(slot) = slots.iter_mut().find(|s| s.file == id) {
-                    *slot = SlotNeeds { file: id, ..SlotNeeds::default() };
-                }
+                forget(&mut slots, id);
                 report.checkpoints_rejected.push(why);
             }
         }
@@ -590,9 +600,9 @@ pub(crate) fn recover<V: Volume>(volume: &mut V, mode: RecoveryMode) -> Result<R
                 segments.remove(&seg);
             }
         }
-        // A checkpoint's entries whose data lay past the cut are gone with it.
+        // A checkpoint's entries whose data or COMMIT lay past the cut are gone with it.
         let before = index.len();
-        index.retain_before(tail);
+        index.retain_before(tail, lsn);
         report.entries_dropped = (before - index.len()) as u64;
     }
     if !full_scan {
@@ -623,6 +633,7 @@ pub(crate) fn recover<V: Volume>(volume: &mut V, mode: RecoveryMode) -> Result<R
         next_lsn: lsn,
         next_txn: (max_txn + 1).max(ck_next_txn),
         checkpoint_slots: slots,
+        checkpoint_seq,
     })
 }
 
