@@ -14,7 +14,8 @@ GECKODRIVER_VERSION := 0.37.1
 CHROMEDRIVER ?= /usr/bin/chromedriver
 GECKODRIVER ?= $(CARGO_BIN)/geckodriver
 CARGO_FUZZ_VERSION := 0.13.2
-# Seconds of fuzzing: a bounded run inside `make test`, a longer one in `make fuzz`.
+# Seconds of fuzzing (of the log; checkpoints get half as long): a bounded run inside
+# `make test`, a longer one in `make fuzz`.
 FUZZ_SECONDS ?= 60
 PORT ?= 8080
 HOST ?= 127.0.0.1
@@ -27,7 +28,7 @@ help:
 	@echo "make test   set up, then run every test (lint, native core, OPFS in Chromium and Firefox, end-to-end)"
 	@echo "make pkg    build the npm package into pkg/"
 	@echo "make bench  measure walnut against raw OPFS, IndexedDB and SQLite (docs/BENCHMARKS.md)"
-	@echo "make fuzz   fuzz recovery for 30 minutes"
+	@echo "make fuzz   fuzz recovery for 30 minutes (and checkpoint bodies for 15)"
 
 setup: setup-rust setup-browsers setup-node
 
@@ -85,9 +86,11 @@ test-fuzz:
 	  echo "test-fuzz: skipped (no nightly toolchain on this machine)"; \
 	else \
 	  command -v cargo-fuzz >/dev/null || cargo install cargo-fuzz --version "$(CARGO_FUZZ_VERSION)"; \
-	  mkdir -p fuzz/corpus/open_log; \
+	  mkdir -p fuzz/corpus/open_log fuzz/corpus/open_checkpoint; \
 	  cargo +nightly fuzz run open_log fuzz/corpus/open_log tests/fixtures -- \
-	    -max_total_time=$(FUZZ_SECONDS) -timeout=10 -rss_limit_mb=2048 -malloc_limit_mb=256 -print_final_stats=1; \
+	    -max_total_time=$(FUZZ_SECONDS) -timeout=10 -rss_limit_mb=2048 -malloc_limit_mb=256 -print_final_stats=1 && \
+	  cargo +nightly fuzz run open_checkpoint fuzz/corpus/open_checkpoint -- \
+	    -max_total_time=$$(( $(FUZZ_SECONDS) / 2 )) -timeout=10 -rss_limit_mb=2048 -malloc_limit_mb=256 -print_final_stats=1; \
 	fi
 
 fuzz:
