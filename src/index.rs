@@ -22,6 +22,14 @@ pub struct ChunkLoc {
     pub len: u32,
 }
 
+impl ChunkLoc {
+    /// Bytes of the record this piece lies in that its value keeps alive (header, key prefix
+    /// and value bytes): what compaction would copy.
+    pub fn record_bytes(&self) -> u64 {
+        RECORD_HEADER_LEN as u64 + u64::from(self.skip) + u64::from(self.len)
+    }
+}
+
 /// A committed value.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Entry {
@@ -107,7 +115,7 @@ impl Totals {
             }
         }
         for c in &e.chunks {
-            let bytes = RECORD_HEADER_LEN as u64 + u64::from(c.skip) + u64::from(c.len);
+            let bytes = c.record_bytes();
             let seg = self.segment_live.entry(loc_segment(c.record)).or_insert(0);
             if add {
                 *seg += bytes;
@@ -234,15 +242,27 @@ impl Index {
     pub fn apply(&mut self, op: Op) {
         match op {
             Op::Put { key, entry } => {
-                match self.get(&key).map(Cow::into_owned) {
+                self.totals.account(&entry, true);
+                // The replaced entry: the map's (taken, not copied), else the run's.
+                let old = match self.overlay.get_mut(&key) {
+                    Some(slot) => slot.replace(entry),
+                    None => {
+                        let old = self.run.find(&key).ok().map(|i| self.run.entry(i));
+                        self.overlay.insert(key, Some(entry));
+                        old
+                    }
+                };
+                match old {
                     Some(old) => self.totals.account(&old, false),
                     None => self.len += 1,
                 }
-                self.totals.account(&entry, true);
-                self.overlay.insert(key, Some(entry));
             }
             Op::Delete { key } => {
-                let Some(old) = self.get(&key).map(Cow::into_owned) else { return };
+                let old = match self.overlay.get_mut(&key) {
+                    Some(slot) => slot.take(),
+                    None => self.run.find(&key).ok().map(|i| self.run.entry(i)),
+                };
+                let Some(old) = old else { return };
                 self.totals.account(&old, false);
                 self.len -= 1;
                 if self.run.find(&key).is_ok() {

@@ -104,8 +104,8 @@ fn close_checkpoints_so_reopen_replays_nothing() {
     assert_eq!(state(&s), model);
 }
 
-/// Overwrites `files`' checkpoint files with damage; returns how many it damaged.
-fn damage_checkpoints(v: &mut MemoryVolume, newest_only: bool) -> usize {
+/// The checkpoint files, oldest first: (seq, file id).
+fn checkpoint_files(v: &MemoryVolume) -> Vec<(u64, u32)> {
     let mut cks: Vec<(u64, u32)> = v
         .files()
         .iter()
@@ -113,6 +113,23 @@ fn damage_checkpoints(v: &mut MemoryVolume, newest_only: bool) -> usize {
         .map(|(&id, f)| (u64::from_le_bytes(f.to_vec()[16..24].try_into().unwrap()), id))
         .collect();
     cks.sort();
+    cks
+}
+
+/// A store with two checkpoints (values of `first_len`, then of `second_len` bytes), closed
+/// without a third: its files and contents.
+fn two_checkpoints(first_len: usize, second_len: usize) -> (MemoryVolume, Model) {
+    let mut s = Store::open(MemoryVolume::default(), small()).unwrap();
+    let mut model = churn(&mut s, 20, 2, first_len);
+    s.checkpoint().unwrap();
+    model.extend(churn(&mut s, 20, 2, second_len));
+    s.checkpoint().unwrap();
+    (s.volume().clone(), model)
+}
+
+/// Overwrites `files`' checkpoint files with damage; returns how many it damaged.
+fn damage_checkpoints(v: &mut MemoryVolume, newest_only: bool) -> usize {
+    let mut cks = checkpoint_files(v);
     if newest_only {
         cks.drain(..cks.len() - 1);
     }
@@ -128,13 +145,7 @@ fn damage_checkpoints(v: &mut MemoryVolume, newest_only: bool) -> usize {
 
 #[test]
 fn a_corrupt_newest_checkpoint_falls_back_to_the_previous_one() {
-    let mut s = Store::open(MemoryVolume::default(), small()).unwrap();
-    let mut model = churn(&mut s, 20, 2, 100);
-    s.checkpoint().unwrap();
-    model.extend(churn(&mut s, 20, 2, 150));
-    s.checkpoint().unwrap();
-    let mut v = s.volume().clone();
-    drop(s);
+    let (mut v, model) = two_checkpoints(100, 150);
     assert_eq!(damage_checkpoints(&mut v, true), 1);
     let s = Store::open(v, small()).unwrap();
     assert_eq!(s.recovery().checkpoints_rejected.len(), 1, "{:?}", s.recovery().checkpoints_rejected);
@@ -437,27 +448,9 @@ fn with_both_checkpoints_damaged_a_full_scan_still_rebuilds_exactly() {
     assert_eq!(state(&s), model, "nothing lost, nothing deleted comes back");
 }
 
-/// The checkpoint files, oldest first: (seq, file id).
-fn checkpoint_files(v: &MemoryVolume) -> Vec<(u64, u32)> {
-    let mut cks: Vec<(u64, u32)> = v
-        .files()
-        .iter()
-        .filter(|(_, f)| f.to_vec().starts_with(b"WALNUTCK"))
-        .map(|(&id, f)| (u64::from_le_bytes(f.to_vec()[16..24].try_into().unwrap()), id))
-        .collect();
-    cks.sort();
-    cks
-}
-
 #[test]
 fn a_newest_checkpoint_naming_a_missing_segment_is_overwritten_before_the_valid_fallback() {
-    let mut s = Store::open(MemoryVolume::default(), small()).unwrap();
-    let mut model = churn(&mut s, 20, 2, 300);
-    s.checkpoint().unwrap();
-    model.extend(churn(&mut s, 20, 2, 350));
-    s.checkpoint().unwrap();
-    let mut v = s.volume().clone();
-    drop(s);
+    let (mut v, mut model) = two_checkpoints(300, 350);
     // Bit rot in the newest checkpoint's segment list: its last entry, still ascending, now
     // names a segment that does not exist (the header, with its own CRC, is intact).
     let (_, newest) = *checkpoint_files(&v).last().unwrap();

@@ -12,9 +12,7 @@
 use crc32fast::Hasher;
 
 use crate::error::Result;
-use crate::format::{
-    loc_segment, CheckpointHeader, CHECKPOINT_HEADER_LEN, CHECKPOINT_MAGIC, FLAG_STRING_KEY, RECORD_HEADER_LEN,
-};
+use crate::format::{loc_segment, CheckpointHeader, CHECKPOINT_HEADER_LEN, CHECKPOINT_MAGIC, FLAG_STRING_KEY};
 use crate::index::{ChunkLoc, Entry, Index, Item, Totals};
 use crate::storage::{read_exact_at, write_all_at, Storage};
 
@@ -135,9 +133,10 @@ impl Run {
         self.raw(i).map_or((0, 0), |r| r.span)
     }
 
-    /// Entry `i`'s bytes, as encoded.
+    /// Entry `i`'s bytes, as encoded: entries lie end to end, so it ends where the next
+    /// begins (the last, where the body does).
     fn encoded(&self, i: usize) -> &[u8] {
-        let end = self.raw(i).map_or(0, |r| r.end);
+        let end = self.offsets.get(i + 1).copied().unwrap_or(self.body.len());
         self.offsets.get(i).and_then(|&off| self.body.get(off..end)).unwrap_or_default()
     }
 
@@ -322,9 +321,8 @@ fn parse(h: &CheckpointHeader, body: Vec<u8>) -> Option<Index> {
                 return None;
             }
             let at = segments.binary_search(&seg).ok()?;
-            let bytes = RECORD_HEADER_LEN as u64 + u64::from(c.skip) + u64::from(c.len);
             let slot = live.get_mut(at)?;
-            *slot = slot.saturating_add(bytes);
+            *slot = slot.saturating_add(c.record_bytes());
             total += u64::from(c.len);
         }
         if total != r.size {
