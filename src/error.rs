@@ -18,10 +18,13 @@ pub enum Error {
     /// `"size"` or `"open"`), including short or absurd write counts.
     Io { op: &'static str, detail: String },
     /// Bytes read from storage do not form what the format requires (bad magic, unknown
-    /// version, a record pointing outside the log...). `offset` is the file offset in bytes.
-    Corruption { offset: u64, detail: String },
-    /// A record's stored CRC32 differs from the CRC32 of the bytes read back.
-    ChecksumMismatch { offset: u64, stored: u32, computed: u32 },
+    /// version, a record pointing outside the log...). `at` is the location
+    /// ([`crate::format::loc`]: segment and byte offset in it; a file offset in a single-file
+    /// store).
+    Corruption { at: u64, detail: String },
+    /// A record's stored CRC32 differs from the CRC32 of the bytes read back; `at` as for
+    /// [`Error::Corruption`].
+    ChecksumMismatch { at: u64, stored: u32, computed: u32 },
     /// An earlier I/O error left the writer in an unknown state: writes are refused until the
     /// store is reopened (which recovers everything acknowledged). Reads keep working.
     /// (redb's `PreviousIo`, fjall's `Poisoned`.) `cause` is the first error's text.
@@ -80,11 +83,11 @@ impl fmt::Display for Error {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Error::Io { op, detail } => write!(f, "storage {op} failed: {detail}"),
-            Error::Corruption { offset, detail } => {
-                write!(f, "log corrupt at offset {offset}: {detail}")
+            Error::Corruption { at, detail } => {
+                write!(f, "log corrupt at {}: {detail}", Location(*at))
             }
-            Error::ChecksumMismatch { offset, stored, computed } => {
-                write!(f, "checksum mismatch at offset {offset}: stored {stored:#010x}, computed {computed:#010x}")
+            Error::ChecksumMismatch { at, stored, computed } => {
+                write!(f, "checksum mismatch at {}: stored {stored:#010x}, computed {computed:#010x}", Location(*at))
             }
             Error::Poisoned { cause } => {
                 write!(f, "store refuses writes after an earlier I/O error ({cause}); reopen it to recover")
@@ -102,6 +105,16 @@ impl fmt::Display for Error {
 }
 
 impl std::error::Error for Error {}
+
+/// A location as people read it: "segment 3, offset 4096".
+struct Location(u64);
+
+impl fmt::Display for Location {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let (segment, offset) = (crate::format::loc_segment(self.0), crate::format::loc_offset(self.0));
+        write!(f, "segment {segment}, offset {offset}")
+    }
+}
 
 #[cfg(not(target_arch = "wasm32"))]
 impl From<std::io::Error> for Error {

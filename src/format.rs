@@ -1,4 +1,4 @@
-//! The on-disk format, version 2. `docs/FORMAT.md` is the specification with byte diagrams;
+//! The on-disk format, version 3. `docs/FORMAT.md` is the specification with byte diagrams;
 //! every constant and offset here mirrors it. All integers are little-endian.
 //!
 //! A store is a set of files: log segments and checkpoints. A segment is a [`FileHeader`]
@@ -12,14 +12,19 @@ use crc32fast::Hasher;
 
 /// First 8 bytes of every walnut log file.
 pub const MAGIC: [u8; 8] = *b"WALNUTLG";
-/// Format version written by this build.
-pub const FORMAT_VERSION: u16 = 2;
-/// Oldest format version this build reads: a version 1 log is segment 0 of a version 2 store.
+/// Format version written by this build. Version 3 added `index_lsn` to the checkpoint
+/// header (replay from a checkpoint re-applies nothing it holds); records and segments are as
+/// in version 2.
+pub const FORMAT_VERSION: u16 = 3;
+/// Oldest format version this build reads: a version 1 log is segment 0 of a version 2 store,
+/// and a version 2 store opens as version 3 (its checkpoints replay as version 2 did).
 pub const MIN_READ_VERSION: u16 = 1;
 /// First 8 bytes of every checkpoint file.
 pub const CHECKPOINT_MAGIC: [u8; 8] = *b"WALNUTCK";
-/// Size of the checkpoint header in bytes.
-pub const CHECKPOINT_HEADER_LEN: usize = 80;
+/// Size of the checkpoint header this build writes (version 3), bytes.
+pub const CHECKPOINT_HEADER_LEN: usize = 88;
+/// Size of a version 2 checkpoint header, bytes (read, never written).
+pub const CHECKPOINT_HEADER_LEN_V2: usize = 80;
 /// Bits of a location that hold the offset within the segment.
 pub const OFFSET_BITS: u32 = 40;
 /// Largest segment size, bytes (offsets must fit in [`OFFSET_BITS`]).
@@ -311,7 +316,8 @@ pub fn record_crc(header: &[u8; RECORD_HEADER_LEN], payload_crc: &Hasher) -> u32
     h.finalize()
 }
 
-/// The 80-byte header of a checkpoint file; the body follows (docs/FORMAT.md, "Checkpoint").
+/// The header of a checkpoint file (88 bytes; 80 in version 2); the body follows
+/// (docs/FORMAT.md, "Checkpoint").
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct CheckpointHeader {
     /// Checkpoint number; the valid checkpoint with the highest wins.
@@ -331,6 +337,13 @@ pub struct CheckpointHeader {
     pub body_crc: u32,
     /// Segment numbers listed at the start of the body: the segments this checkpoint needs.
     pub segments: u32,
+    /// The body holds the effects of every record with an LSN below this one, and of none
+    /// above (the checkpoint's LSN, RocksDB's and HoraeDB's flushed sequence). Replay from
+    /// `replay_from` re-reads the records of transactions open at the checkpoint but applies
+    /// only records at or above it. Version 2 headers lack it: read as `replay_lsn`.
+    pub index_lsn: u64,
+    /// Format version of the header as read (written: always [`FORMAT_VERSION`]).
+    pub version: u16,
 }
 
 const CK_SEQ: usize = 16;
@@ -341,11 +354,24 @@ const CK_ENTRIES: usize = 48;
 const CK_BODY_LEN: usize = 56;
 const CK_BODY_CRC: usize = 64;
 const CK_SEGMENTS: usize = 68;
-const CK_RESERVED: usize = 72;
-const CK_CRC: usize = 76;
+const CK_INDEX_LSN: usize = 72;
+const CK_RESERVED: usize = 80;
+const CK_CRC: usize = 84;
+// Version 2: no `index_lsn`; reserved and CRC sit 8 bytes earlier.
+const CK2_RESERVED: usize = 72;
+const CK2_CRC: usize = 76;
 
 impl CheckpointHeader {
-    /// Encodes the header.
+    /// Size of this header on disk, bytes: where the body starts.
+    pub fn header_len(&self) -> usize {
+        if self.version == 2 {
+            CHECKPOINT_HEADER_LEN_V2
+        } else {
+            CHECKPOINT_HEADER_LEN
+        }
+    }
+
+    /// Encodes the header in the current version ([`CHECKPOINT_HEADER_LEN`] bytes).
     pub fn encode(&self) -> [u8; CHECKPOINT_HEADER_LEN] {
         let mut b = [0u8; CHECKPOINT_HEADER_LEN];
         put(&mut b, 0, &CHECKPOINT_MAGIC);
@@ -360,34 +386,49 @@ impl CheckpointHeader {
         put(&mut b, CK_BODY_LEN, &self.body_len.to_le_bytes());
         put(&mut b, CK_BODY_CRC, &self.body_crc.to_le_bytes());
         put(&mut b, CK_SEGMENTS, &self.segments.to_le_bytes());
+        put(&mut b, CK_INDEX_LSN, &self.index_lsn.to_le_bytes());
         put(&mut b, CK_RESERVED, &0u32.to_le_bytes());
         let crc = crc32fast::hash(b.get(..CK_CRC).unwrap_or_default());
         put(&mut b, CK_CRC, &crc.to_le_bytes());
         b
     }
 
-    /// Decodes and validates magic, version, CRC and ranges; `None` if any fails.
-    pub fn decode(b: &[u8; CHECKPOINT_HEADER_LEN]) -> Option<CheckpointHeader> {
+    /// Decodes and validates magic, version (2 or 3), header length, CRC and ranges from the
+    /// first bytes of a checkpoint file (at least the header's length); `None` if any fails.
+    pub fn decode(b: &[u8]) -> Option<CheckpointHeader> {
+        let version = u16_at(b, FH_VERSION)?;
+        let (len, reserved, crc_at) = match version {
+            2 => (CHECKPOINT_HEADER_LEN_V2, CK2_RESERVED, CK2_CRC),
+            3 => (CHECKPOINT_HEADER_LEN, CK_RESERVED, CK_CRC),
+            _ => return None,
+        };
         if b.get(..8) != Some(&CHECKPOINT_MAGIC[..])
-            || u16_at(b, FH_VERSION) != Some(FORMAT_VERSION)
-            || u16_at(b, FH_HEADER_LEN) != Some(CHECKPOINT_HEADER_LEN as u16)
+            || usize::from(u16_at(b, FH_HEADER_LEN)?) != len
             || u32_at(b, FH_FLAGS) != Some(0)
-            || u32_at(b, CK_RESERVED) != Some(0)
-            || u32_at(b, CK_CRC) != Some(crc32fast::hash(b.get(..CK_CRC)?))
+            || u32_at(b, reserved) != Some(0)
+            || u32_at(b, crc_at) != Some(crc32fast::hash(b.get(..crc_at)?))
         {
             return None;
         }
+        let replay_lsn = u64_at(b, CK_REPLAY_LSN)?;
         let h = CheckpointHeader {
             seq: u64_at(b, CK_SEQ)?,
             replay_from: u64_at(b, CK_REPLAY_FROM)?,
-            replay_lsn: u64_at(b, CK_REPLAY_LSN)?,
+            replay_lsn,
             next_txn: u64_at(b, CK_NEXT_TXN)?,
             entries: u64_at(b, CK_ENTRIES)?,
             body_len: u64_at(b, CK_BODY_LEN)?,
             body_crc: u32_at(b, CK_BODY_CRC)?,
             segments: u32_at(b, CK_SEGMENTS)?,
+            index_lsn: if version == 2 { replay_lsn } else { u64_at(b, CK_INDEX_LSN)? },
+            version,
         };
-        (h.seq >= 1 && h.replay_lsn >= 1 && h.replay_lsn <= MAX_ID && h.next_txn <= MAX_ID).then_some(h)
+        (h.seq >= 1
+            && h.replay_lsn >= 1
+            && h.replay_lsn <= h.index_lsn
+            && h.index_lsn <= MAX_ID
+            && h.next_txn <= MAX_ID)
+            .then_some(h)
     }
 }
 
@@ -464,10 +505,38 @@ mod tests {
             body_len: 99,
             body_crc: 7,
             segments: 2,
+            index_lsn: 11,
+            version: FORMAT_VERSION,
         };
         let b = h.encode();
         assert_eq!(CheckpointHeader::decode(&b), Some(h));
+        assert_eq!(h.header_len(), CHECKPOINT_HEADER_LEN);
         for i in 0..CHECKPOINT_HEADER_LEN {
+            let mut bad = b;
+            bad[i] ^= 0x40;
+            assert_eq!(CheckpointHeader::decode(&bad), None, "flip in byte {i}");
+        }
+        // An index LSN below the replay LSN cannot be.
+        let below = CheckpointHeader { index_lsn: 8, ..h }.encode();
+        assert_eq!(CheckpointHeader::decode(&below), None);
+    }
+
+    #[test]
+    fn a_version_2_checkpoint_header_reads_with_its_replay_lsn_as_index_lsn() {
+        // Laid out as version 2 wrote it: 80 bytes, reserved at 72, CRC at 76.
+        let mut b = [0u8; CHECKPOINT_HEADER_LEN_V2];
+        put(&mut b, 0, &CHECKPOINT_MAGIC);
+        put(&mut b, FH_VERSION, &2u16.to_le_bytes());
+        put(&mut b, FH_HEADER_LEN, &(CHECKPOINT_HEADER_LEN_V2 as u16).to_le_bytes());
+        put(&mut b, CK_SEQ, &5u64.to_le_bytes());
+        put(&mut b, CK_REPLAY_FROM, &loc(1, 32).to_le_bytes());
+        put(&mut b, CK_REPLAY_LSN, &40u64.to_le_bytes());
+        put(&mut b, CK_NEXT_TXN, &9u64.to_le_bytes());
+        let crc = crc32fast::hash(&b[..CK2_CRC]);
+        put(&mut b, CK2_CRC, &crc.to_le_bytes());
+        let h = CheckpointHeader::decode(&b).unwrap();
+        assert_eq!((h.seq, h.replay_lsn, h.index_lsn, h.version, h.header_len()), (5, 40, 40, 2, 80));
+        for i in 0..CHECKPOINT_HEADER_LEN_V2 {
             let mut bad = b;
             bad[i] ^= 0x40;
             assert_eq!(CheckpointHeader::decode(&bad), None, "flip in byte {i}");
@@ -486,8 +555,8 @@ mod tests {
         bad[0] = b'X';
         assert_eq!(FileHeader::decode(&bad), Err(HeaderError::BadMagic));
         let mut bad = b;
-        bad[8] = 3;
-        assert_eq!(FileHeader::decode(&bad), Err(HeaderError::UnsupportedVersion(3)));
+        bad[8] = 4;
+        assert_eq!(FileHeader::decode(&bad), Err(HeaderError::UnsupportedVersion(4)));
         for (base_lsn, segment) in [(0, 0), (MAX_ID + 1, 0), (1, MAX_SEGMENT + 1)] {
             let out_of_range = FileHeader { base_lsn, segment }.encode();
             assert!(

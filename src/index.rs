@@ -516,7 +516,7 @@ mod tests {
                         }
                         Step::Checkpoint(true) => {
                             let mut file = MemoryStorage::new();
-                            let header = CheckpointHeader { seq: 1, replay_from: loc(0, 32), replay_lsn: 1, ..Default::default() };
+                            let header = CheckpointHeader { seq: 1, replay_from: loc(0, 32), replay_lsn: 1, index_lsn: 1, ..Default::default() };
                             checkpoint::write(&mut file, header, &segments, &ix).map_err(|e| TestCaseError::fail(e.to_string()))?;
                             let head = checkpoint::read_head(&file).map_err(|e| TestCaseError::fail(e.to_string()))?;
                             let head = head.map_err(TestCaseError::fail)?;

@@ -13,24 +13,28 @@
 //! full scan (the fallback when no checkpoint is usable) can never resurrect a deleted key.
 //! Then a checkpoint is written and the victims are released. A crash at any point leaves
 //! either the old set of segments (the previous checkpoint still names them) or the new one.
+//!
+//! Both work through a narrow interface, as raft-engine keeps its pipe log, memtable and purge
+//! apart: the [`Log`] (writes, and the committer, which alone makes anything durable) and the
+//! [`Index`] (what is committed). Neither flushes behind the committer's back: they ask it.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 
 use crate::error::{Error, Result};
 use crate::format::{loc_segment, CheckpointHeader, Kind, RecordHeader, FILE_HEADER_LEN, RECORD_HEADER_LEN};
-use crate::index::ChunkLoc;
+use crate::index::{ChunkLoc, Index};
 use crate::storage::{read_exact_at, Storage, Volume};
-use crate::store::{Durability, Store, TxnId};
 use crate::wal::checkpoint;
+use crate::wal::log::{Durability, Log, TxnId};
 use crate::wal::recovery::SlotNeeds;
 
-/// Dead fraction a segment needs to be taken by an explicit [`Store::compact`]: below it, the
-/// copy would cost more than it frees.
+/// Dead fraction a segment needs to be taken by an explicit compaction: below it, the copy
+/// would cost more than it frees.
 const EAGER_DEAD_FRACTION: f64 = 0.05;
 
 /// A compaction round in progress.
 #[derive(Debug)]
-pub(crate) struct Compaction {
+struct Compaction {
     /// Segments being emptied.
     victims: BTreeSet<u32>,
     /// Keys whose values touch a victim, still to copy.
@@ -51,7 +55,7 @@ struct Copying {
     txn: TxnId,
 }
 
-/// What one [`Store::compact_step`] did.
+/// What one compaction step did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum CompactStep {
     /// Nothing to compact.
@@ -62,126 +66,187 @@ pub enum CompactStep {
     Done,
 }
 
-impl<V: Volume> Store<V> {
-    /// Fraction of the log's bytes that no live value's records use (0.0..=1.0).
-    pub fn dead_ratio(&self) -> f64 {
-        let total = self.writer.log_bytes();
-        if total == 0 {
-            return 0.0;
-        }
-        1.0 - (self.index.live_record_bytes() as f64 / total as f64).min(1.0)
+/// What the lifecycle needs to know of the store's settings.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Settings {
+    pub chunk_size: usize,
+    pub checkpoint_bytes: u64,
+    pub compaction_ratio: f64,
+}
+
+/// Checkpoint slots, the compaction round under way, and the segments readers pin.
+#[derive(Debug, Default)]
+pub(crate) struct Lifecycle {
+    /// Checkpoint files and what the checkpoint each holds needs.
+    slots: Vec<SlotNeeds>,
+    /// Number of the newest checkpoint written or seen.
+    seq: u64,
+    /// LSN where replay would start from the last checkpoint (0: none yet).
+    pub last_checkpoint_lsn: u64,
+    /// `writer.appended()` when the last checkpoint was written.
+    checkpointed_at: u64,
+    /// Checkpoints written since open.
+    pub checkpoints: u64,
+    compaction: Option<Compaction>,
+    /// Compaction rounds finished since open.
+    pub compactions: u64,
+    /// Segments open readers still read from, with their reader counts: never released.
+    pins: BTreeMap<u32, usize>,
+}
+
+impl Lifecycle {
+    pub fn new(slots: Vec<SlotNeeds>, seq: u64, last_checkpoint_lsn: u64) -> Self {
+        Lifecycle { slots, seq, last_checkpoint_lsn, ..Lifecycle::default() }
     }
 
-    /// Writes a checkpoint now: syncs, persists the index into the older of the two checkpoint
-    /// files, flushes it, then releases segments nothing needs any more.
+    /// Keeps the segments of `chunks` from being released until [`Lifecycle::unpin`].
+    pub fn pin(&mut self, chunks: &[ChunkLoc]) {
+        for seg in segments_of(chunks) {
+            *self.pins.entry(seg).or_insert(0) += 1;
+        }
+    }
+
+    /// Undoes one [`Lifecycle::pin`] of the same chunks.
+    pub fn unpin(&mut self, chunks: &[ChunkLoc]) {
+        for seg in segments_of(chunks) {
+            if let Some(n) = self.pins.get_mut(&seg) {
+                *n -= 1;
+                if *n == 0 {
+                    self.pins.remove(&seg);
+                }
+            }
+        }
+    }
+
+    /// Whether the log grew since the last checkpoint.
+    pub fn checkpoint_stale<V: Volume>(&self, log: &Log<V>) -> bool {
+        log.writer().appended() > self.checkpointed_at
+    }
+
+    /// Writes a checkpoint now: asks the committer to flush, persists the index into the older
+    /// of the two checkpoint files, flushes it, then releases segments nothing needs any more.
     ///
-    /// Errors: [`Error::Unsupported`] on a single-file store; storage errors. A failed
-    /// checkpoint leaves the previous one in force.
-    pub fn checkpoint(&mut self) -> Result<()> {
-        self.writable()?;
-        if !self.writer.volume().can_grow() {
+    /// Errors: [`Error::Unsupported`] on a single-file store; [`Error::Io`] (op
+    /// `"checkpoint"`) when no file is free for a checkpoint slot yet (an OPFS pool refilling);
+    /// storage errors. A failed checkpoint leaves the previous one in force.
+    pub fn checkpoint<V: Volume>(&mut self, log: &mut Log<V>, index: &mut Index) -> Result<()> {
+        if !log.writer().volume().can_grow() {
             return Err(Error::Unsupported { detail: "a single-file store takes no checkpoints".into() });
         }
-        self.sync()?;
-        self.write_checkpoint(&BTreeSet::new())
+        if self.write_checkpoint(log, index, &BTreeSet::new())? {
+            Ok(())
+        } else {
+            Err(Error::io(
+                "checkpoint",
+                "no file is free for a checkpoint yet (the OPFS pool refills in the background); try again",
+            ))
+        }
     }
 
-    /// Writes a checkpoint. It needs every segment from the oldest record of a live value (and
-    /// from the replay point) on, except `releasing`: a finished compaction round's victims,
-    /// which no live value touches any more. So outside compaction only a prefix of the log is
-    /// ever released, and a delete released with it can only hide values released too: a full
-    /// scan of what remains (the fallback when no checkpoint reads) rebuilds the same state.
-    fn write_checkpoint(&mut self, releasing: &BTreeSet<u32>) -> Result<()> {
-        let (replay_from, replay_lsn) =
-            self.txns.values().map(|t| t.begin).min().unwrap_or((self.writer.tail(), self.writer.next_lsn()));
+    /// Writes a checkpoint if `checkpoint_bytes` of log have been appended since the last.
+    /// Best effort: a failure leaves the previous checkpoint in force and is retried later
+    /// (a flush failure is recorded by the committer against the commits it carried).
+    pub fn checkpoint_if_due<V: Volume>(&mut self, log: &mut Log<V>, index: &mut Index, settings: &Settings) {
+        let every = settings.checkpoint_bytes;
+        let w = log.writer();
+        if every > 0 && w.volume().can_grow() && !w.is_poisoned() && w.appended() - self.checkpointed_at >= every {
+            let _ = self.write_checkpoint(log, index, &BTreeSet::new());
+        }
+    }
+
+    /// Writes a checkpoint; `Ok(false)` if no file could be had for a new slot. It needs every
+    /// segment from the oldest record of a live value (and from the replay point) on, except
+    /// `releasing`: a finished compaction round's victims, which no live value touches any more.
+    /// So outside compaction only a prefix of the log is ever released, and a delete released
+    /// with it can only hide values released too: a full scan of what remains (the fallback
+    /// when no checkpoint reads) rebuilds the same state.
+    ///
+    /// The committer flushes first, so the index holds every commit below the log's end: the
+    /// checkpoint's `index_lsn`. Records of transactions still open lie between the replay
+    /// point and there; replay re-reads them but applies nothing below `index_lsn`.
+    fn write_checkpoint<V: Volume>(
+        &mut self,
+        log: &mut Log<V>,
+        index: &mut Index,
+        releasing: &BTreeSet<u32>,
+    ) -> Result<bool> {
+        log.flush(index)?;
+        let w = log.writer();
+        let index_lsn = w.next_lsn();
+        let (replay_from, replay_lsn) = log.oldest_open().unwrap_or((w.tail(), index_lsn));
         let from_seg = loc_segment(replay_from);
-        let keep_from = self.index.first_live_segment().map_or(from_seg, |s| s.min(from_seg));
+        let keep_from = index.first_live_segment().map_or(from_seg, |s| s.min(from_seg));
         let needed: Vec<u32> =
-            self.writer.segments().range(keep_from..).map(|(&s, _)| s).filter(|s| !releasing.contains(s)).collect();
+            w.segments().range(keep_from..).map(|(&s, _)| s).filter(|s| !releasing.contains(s)).collect();
 
         // The slot holding the older checkpoint (or a new one while there are fewer than two).
-        let slot = if self.checkpoint_slots.len() < 2 {
-            if !self.writer.volume().has_free() {
-                // An OPFS pool run dry for a moment (it refills in the background): the
-                // checkpoint waits for the next chance; the log alone stays complete.
-                return Ok(());
+        let slot = if self.slots.len() < 2 {
+            if !log.writer().volume().has_free() {
+                return Ok(false);
             }
-            let file = self.writer.volume_mut().create()?;
-            self.checkpoint_slots.push(SlotNeeds { file, ..SlotNeeds::default() });
-            self.checkpoint_slots.len() - 1
+            let file = log.writer_mut().volume_mut().create()?;
+            self.slots.push(SlotNeeds { file, ..SlotNeeds::default() });
+            self.slots.len() - 1
         } else {
-            self.checkpoint_slots.iter().enumerate().min_by_key(|(_, s)| s.seq).map_or(0, |(i, _)| i)
+            self.slots.iter().enumerate().min_by_key(|(_, s)| s.seq).map_or(0, |(i, _)| i)
         };
-        let Some(id) = self.checkpoint_slots.get(slot).map(|s| s.file) else {
+        let Some(id) = self.slots.get(slot).map(|s| s.file) else {
             return Err(Error::io("checkpoint", "no checkpoint slot"));
         };
-        let seq = self.checkpoint_seq + 1;
-        let header = CheckpointHeader { seq, replay_from, replay_lsn, next_txn: self.next_txn, ..Default::default() };
+        let seq = self.seq + 1;
+        let header = CheckpointHeader {
+            seq,
+            replay_from,
+            replay_lsn,
+            next_txn: log.next_txn(),
+            index_lsn,
+            ..Default::default()
+        };
         // The slot's old checkpoint is overwritten: from here on only the other one counts.
-        if let Some(s) = self.checkpoint_slots.get_mut(slot) {
+        if let Some(s) = self.slots.get_mut(slot) {
             s.seq = 0;
         }
-        let file = self.writer.volume_mut().file_mut(id)?;
-        let run = checkpoint::write(file, header, &needed, &self.index)?;
-        self.index.rebase(run);
-        if let Some(s) = self.checkpoint_slots.get_mut(slot) {
-            *s = SlotNeeds { file: id, seq, replay_segment: from_seg, segments: needed.clone() };
+        let file = log.writer_mut().volume_mut().file_mut(id)?;
+        let run = checkpoint::write(file, header, &needed, index)?;
+        index.rebase(run);
+        if let Some(s) = self.slots.get_mut(slot) {
+            *s = SlotNeeds { file: id, seq, replay_segment: from_seg, segments: needed };
         }
-        self.checkpoint_seq = seq;
+        self.seq = seq;
         self.last_checkpoint_lsn = replay_lsn;
-        self.checkpointed_at = self.writer.appended();
+        self.checkpointed_at = log.writer().appended();
         self.checkpoints += 1;
 
         // Segments that neither checkpoint needs any more: give them back. (The other slot's
         // needs keep a fallback possible should this checkpoint ever fail to read.)
-        let slots = &self.checkpoint_slots;
-        let pins = &self.pins;
-        let garbage: Vec<u32> = self
-            .writer
+        let garbage: Vec<u32> = log
+            .writer()
             .segments()
             .keys()
             .copied()
-            .filter(|&s| !slots.iter().any(|n| n.needs(s)) && !pins.contains_key(&s))
+            .filter(|&s| !self.slots.iter().any(|n| n.needs(s)) && !self.pins.contains_key(&s))
             .collect();
         for seg in garbage {
-            self.writer.release_segment(seg)?;
+            log.writer_mut().release_segment(seg)?;
         }
-        Ok(())
+        Ok(true)
     }
 
-    /// Writes a checkpoint if `checkpoint_bytes` of log have been appended since the last.
-    /// Best effort: a failure leaves the previous checkpoint in force and is retried later.
-    pub(crate) fn checkpoint_if_due(&mut self) {
-        let every = self.options.checkpoint_bytes;
-        if every > 0
-            && self.writer.volume().can_grow()
-            && !self.writer.is_poisoned()
-            && self.writer.appended() - self.checkpointed_at >= every
-        {
-            let _ = self.write_checkpoint(&BTreeSet::new());
+    /// After a commit: one compaction step if compaction is under way or due (never more than
+    /// one chunk copy, so no put waits longer than that), then a checkpoint if one is due.
+    pub fn maintain<V: Volume>(&mut self, log: &mut Log<V>, index: &mut Index, settings: &Settings) {
+        if self.compaction.is_some() || compaction_due(log, index, settings) {
+            let _ = self.compact_step(log, index, settings, false);
         }
-    }
-
-    /// After a commit: one compaction step if compaction is under way or due. Never more than
-    /// one chunk copy, so no put waits longer than that.
-    pub(crate) fn maintain(&mut self) {
-        if self.compaction.is_some() || self.compaction_due() {
-            let _ = self.compact_step_inner(false);
-        }
-    }
-
-    fn compaction_due(&self) -> bool {
-        self.writer.volume().can_grow()
-            && self.writer.segments().len() > 2
-            && self.dead_ratio() >= self.options.compaction_ratio
+        self.checkpoint_if_due(log, index, settings);
     }
 
     /// Runs compaction to the end: every sealed segment holding dead bytes is emptied and
     /// released. Returns the rounds run (0 if there was nothing to do).
-    pub fn compact(&mut self) -> Result<u64> {
+    pub fn compact<V: Volume>(&mut self, log: &mut Log<V>, index: &mut Index, settings: &Settings) -> Result<u64> {
         let mut rounds = 0;
         loop {
-            match self.compact_step_inner(true)? {
+            match self.compact_step(log, index, settings, true)? {
                 CompactStep::Idle => return Ok(rounds),
                 CompactStep::Progress => {}
                 CompactStep::Done => rounds += 1,
@@ -192,26 +257,27 @@ impl<V: Volume> Store<V> {
         }
     }
 
-    /// One step of compaction: plans a round if none is under way and compaction is due (or
-    /// there are any dead bytes in sealed segments), else copies one chunk.
-    pub fn compact_step(&mut self) -> Result<CompactStep> {
-        self.compact_step_inner(true)
-    }
-
-    fn compact_step_inner(&mut self, eager: bool) -> Result<CompactStep> {
-        self.writable()?;
+    /// One step of compaction: plans a round if none is under way and compaction is due (or,
+    /// `eager`, there are any dead bytes in sealed segments), else copies one chunk.
+    pub fn compact_step<V: Volume>(
+        &mut self,
+        log: &mut Log<V>,
+        index: &mut Index,
+        settings: &Settings,
+        eager: bool,
+    ) -> Result<CompactStep> {
+        log.writable()?;
         if self.compaction.is_none() {
-            if !self.writer.volume().can_grow() || !(eager || self.compaction_due()) {
+            if !log.writer().volume().can_grow() || !(eager || compaction_due(log, index, settings)) {
                 return Ok(CompactStep::Idle);
             }
-            match self.plan(eager)? {
+            match plan(log, index, settings, eager)? {
                 Some(c) => self.compaction = Some(c),
                 None => return Ok(CompactStep::Idle),
             }
         }
         let Some(mut c) = self.compaction.take() else { return Ok(CompactStep::Idle) };
-        let r = self.advance(&mut c);
-        match r {
+        match self.advance(&mut c, log, index, settings) {
             Ok(CompactStep::Done) => {
                 self.compactions += 1;
                 Ok(CompactStep::Done)
@@ -221,132 +287,162 @@ impl<V: Volume> Store<V> {
                 Ok(step)
             }
             Err(e) => {
+                // The round is abandoned; a later one plans afresh from what is committed.
                 if let Some(copy) = c.copy.take() {
-                    let _ = self.abort(copy.txn);
+                    let _ = log.abort(copy.txn);
                 }
                 Err(e)
             }
         }
     }
 
-    /// Chooses the victims and what must move out of them.
-    fn plan(&mut self, eager: bool) -> Result<Option<Compaction>> {
-        // Sealed segments that hold no record of a transaction still open.
-        let open_from = self.txns.values().map(|t| loc_segment(t.begin.0)).min().unwrap_or(u32::MAX);
-        let tail_seg = self.writer.tail_segment();
-        // Asked for explicitly, compaction takes any segment at least 5% dead.
-        let threshold = if eager { EAGER_DEAD_FRACTION } else { self.options.compaction_ratio };
-        let live = self.index.segment_live();
-        let mut victims = BTreeSet::new();
-        for &seg in self.writer.segments().keys() {
-            if seg >= tail_seg || seg >= open_from {
-                continue;
-            }
-            let size = self.writer.segment_len(seg).saturating_sub(FILE_HEADER_LEN as u64);
-            let used = live.get(&seg).copied().unwrap_or(0);
-            let dead = size.saturating_sub(used);
-            if size > 0 && dead > 0 && dead as f64 / size as f64 >= threshold {
-                victims.insert(seg);
-            }
-        }
-        if victims.is_empty() {
-            return Ok(None);
-        }
-        let queue: Vec<Vec<u8>> =
-            self.index.spans().filter(|&(_, span)| touches(span, &victims)).map(|(k, _)| k.to_vec()).collect();
-        let oldest_kept = self.writer.segments().keys().find(|s| !victims.contains(s)).copied();
-        let mut tombstones = BTreeSet::new();
-        for &seg in &victims {
-            // Only a surviving older segment could hold a value the delete must keep hidden.
-            if oldest_kept.is_some_and(|o| o < seg) {
-                tombstones.extend(self.deleted_keys(seg)?.into_iter().filter(|k| !self.index.contains(k)));
-            }
-        }
-        Ok(Some(Compaction { victims, queue, tombstones: tombstones.into_iter().collect(), copy: None }))
-    }
-
-    /// Keys deleted by records of segment `seg` (read from its record headers and keys).
-    fn deleted_keys(&self, seg: u32) -> Result<Vec<Vec<u8>>> {
-        let Some(&id) = self.writer.segments().get(&seg) else { return Ok(Vec::new()) };
-        let file = self.writer.volume().file(id)?;
-        let size = file.size()?;
-        let mut keys = Vec::new();
-        let mut at = FILE_HEADER_LEN as u64;
-        let mut hb = [0u8; RECORD_HEADER_LEN];
-        while at + RECORD_HEADER_LEN as u64 <= size && read_exact_at(file, &mut hb, at)? {
-            let Ok(h) = RecordHeader::decode(&hb) else { break };
-            if matches!(h.kind, Kind::Delete | Kind::DeleteOne) {
-                let mut key = vec![0u8; h.len as usize];
-                if !read_exact_at(file, &mut key, at + RECORD_HEADER_LEN as u64)? {
-                    break;
-                }
-                keys.push(key);
-            }
-            at += h.record_len();
-        }
-        Ok(keys)
-    }
-
     /// Moves the round forward by one chunk, one skipped value, or the closing steps.
-    fn advance(&mut self, c: &mut Compaction) -> Result<CompactStep> {
+    fn advance<V: Volume>(
+        &mut self,
+        c: &mut Compaction,
+        log: &mut Log<V>,
+        index: &mut Index,
+        settings: &Settings,
+    ) -> Result<CompactStep> {
         loop {
             if let Some(copy) = &mut c.copy {
                 if let Some(&chunk) = copy.chunks.get(copy.next) {
                     copy.next += 1;
                     let txn = copy.txn;
                     let mut buf = Vec::with_capacity(chunk.len as usize);
-                    self.read_chunk(&chunk, &mut buf)?;
-                    self.txn_chunk(txn, &buf)?;
+                    log.read_chunk(&chunk, &mut buf)?;
+                    log.txn_chunk(txn, &buf, settings.chunk_size)?;
                     return Ok(CompactStep::Progress);
                 }
                 let Some(copy) = c.copy.take() else { continue };
-                // Group commits waiting for their flush are not in the index yet: flush them
-                // first, so a copy never lands after (and so overrides) a newer write.
-                self.sync()?;
-                if self.index.get(&copy.key).is_some_and(|e| e.lsn == copy.lsn) {
-                    self.commit_compaction(copy.txn)?;
+                // Queued commits are not in the index yet: the committer flushes them first,
+                // so a copy never lands after (and so overrides) a newer write.
+                log.flush(index)?;
+                if index.get(&copy.key).is_some_and(|e| e.lsn == copy.lsn) {
+                    // Relaxed: the round's flush makes every copy durable before any victim
+                    // is released.
+                    log.commit(copy.txn, Durability::Relaxed, index)?;
                 } else {
-                    self.abort(copy.txn)?; // overwritten or deleted meanwhile: the copy is stale
+                    log.abort(copy.txn)?; // overwritten or deleted meanwhile: the copy is stale
                 }
                 return Ok(CompactStep::Progress);
             }
             let Some(key) = c.queue.pop() else { break };
-            let Some(entry) = self.index.get(&key) else { continue };
+            let Some(entry) = index.get(&key) else { continue };
             if !touches(entry.span, &c.victims) {
                 continue; // rewritten elsewhere meanwhile
             }
             let (lsn, chunks, string_key) = (entry.lsn, entry.chunks.clone(), entry.string_key);
-            let txn = self.begin()?;
-            self.txn_put(txn, &key, string_key)?;
+            let txn = log.begin()?;
+            if let Err(e) = log.txn_put(txn, &key, string_key) {
+                let _ = log.abort(txn);
+                return Err(e);
+            }
             c.copy = Some(Copying { key, lsn, chunks, next: 0, txn });
         }
         // As for copies: no tombstone may land after a queued put of its key.
-        self.sync()?;
+        log.flush(index)?;
         for key in std::mem::take(&mut c.tombstones) {
-            if !self.index.contains(&key) {
-                self.write_tombstone(&key)?;
+            if !index.contains(&key) {
+                log.tombstone(&key)?;
             }
         }
-        // The copies and tombstones are durable in the checkpoint's sync; then the victims go.
-        self.sync()?;
-        let still_used = self.index.spans().any(|(_, span)| touches(span, &c.victims));
+        let still_used = index.spans().any(|(_, span)| touches(span, &c.victims));
         if still_used {
             return Err(Error::io("compact", "a victim segment is still in use"));
         }
-        // Two checkpoints: after the second, neither slot needs the victims, which the
-        // second checkpoint releases.
-        self.write_checkpoint(&c.victims)?;
-        self.write_checkpoint(&c.victims)?;
+        // Two checkpoints (each flushes first, so the copies and tombstones are durable before
+        // any victim goes): after the second, neither slot needs the victims, which the second
+        // checkpoint releases.
+        for _ in 0..2 {
+            if !self.write_checkpoint(log, index, &c.victims)? {
+                return Err(Error::io("compact", "no file is free for a checkpoint yet; try again"));
+            }
+        }
         Ok(CompactStep::Done)
     }
+}
 
-    fn commit_compaction(&mut self, txn: TxnId) -> Result<()> {
-        // Relaxed: the round's sync makes every copy durable before any victim is released.
-        self.commit_quiet(txn, Durability::Relaxed).map(drop)
+/// Fraction of the log's bytes that no live value's records use (0.0..=1.0).
+pub(crate) fn dead_ratio<V: Volume>(log: &Log<V>, index: &Index) -> f64 {
+    let total = log.writer().log_bytes();
+    if total == 0 {
+        return 0.0;
     }
+    1.0 - (index.live_record_bytes() as f64 / total as f64).min(1.0)
+}
+
+fn compaction_due<V: Volume>(log: &Log<V>, index: &Index, settings: &Settings) -> bool {
+    let w = log.writer();
+    w.volume().can_grow() && w.segments().len() > 2 && dead_ratio(log, index) >= settings.compaction_ratio
+}
+
+/// Chooses the victims and what must move out of them.
+fn plan<V: Volume>(log: &Log<V>, index: &Index, settings: &Settings, eager: bool) -> Result<Option<Compaction>> {
+    let w = log.writer();
+    // Sealed segments that hold no record of a transaction still open.
+    let open_from = log.oldest_open().map_or(u32::MAX, |(at, _)| loc_segment(at));
+    let tail_seg = w.tail_segment();
+    // Asked for explicitly, compaction takes any segment at least 5% dead.
+    let threshold = if eager { EAGER_DEAD_FRACTION } else { settings.compaction_ratio };
+    let live = index.segment_live();
+    let mut victims = BTreeSet::new();
+    for &seg in w.segments().keys() {
+        if seg >= tail_seg || seg >= open_from {
+            continue;
+        }
+        let size = w.segment_len(seg).saturating_sub(FILE_HEADER_LEN as u64);
+        let used = live.get(&seg).copied().unwrap_or(0);
+        let dead = size.saturating_sub(used);
+        if size > 0 && dead > 0 && dead as f64 / size as f64 >= threshold {
+            victims.insert(seg);
+        }
+    }
+    if victims.is_empty() {
+        return Ok(None);
+    }
+    let queue: Vec<Vec<u8>> =
+        index.spans().filter(|&(_, span)| touches(span, &victims)).map(|(k, _)| k.to_vec()).collect();
+    let oldest_kept = w.segments().keys().find(|s| !victims.contains(s)).copied();
+    let mut tombstones = BTreeSet::new();
+    for &seg in &victims {
+        // Only a surviving older segment could hold a value the delete must keep hidden.
+        if oldest_kept.is_some_and(|o| o < seg) {
+            tombstones.extend(deleted_keys(log, seg)?.into_iter().filter(|k| !index.contains(k)));
+        }
+    }
+    Ok(Some(Compaction { victims, queue, tombstones: tombstones.into_iter().collect(), copy: None }))
+}
+
+/// Keys deleted by records of segment `seg` (read from its record headers and keys).
+fn deleted_keys<V: Volume>(log: &Log<V>, seg: u32) -> Result<Vec<Vec<u8>>> {
+    let w = log.writer();
+    let Some(&id) = w.segments().get(&seg) else { return Ok(Vec::new()) };
+    let file = w.volume().file(id)?;
+    let size = file.size()?;
+    let mut keys = Vec::new();
+    let mut at = FILE_HEADER_LEN as u64;
+    let mut hb = [0u8; RECORD_HEADER_LEN];
+    while at + RECORD_HEADER_LEN as u64 <= size && read_exact_at(file, &mut hb, at)? {
+        let Ok(h) = RecordHeader::decode(&hb) else { break };
+        if matches!(h.kind, Kind::Delete | Kind::DeleteOne) {
+            let mut key = vec![0u8; h.len as usize];
+            if !read_exact_at(file, &mut key, at + RECORD_HEADER_LEN as u64)? {
+                break;
+            }
+            keys.push(key);
+        }
+        at += h.record_len();
+    }
+    Ok(keys)
 }
 
 /// Whether a value whose records span segments `span` has any record in one of `segments`.
 fn touches(span: (u32, u32), segments: &BTreeSet<u32>) -> bool {
     segments.range(span.0..=span.1).next().is_some()
+}
+
+/// The distinct segments a value's chunks lie in.
+fn segments_of(chunks: &[ChunkLoc]) -> BTreeSet<u32> {
+    chunks.iter().map(|c| loc_segment(c.record)).collect()
 }

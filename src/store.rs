@@ -1,39 +1,21 @@
-//! The key-value store: transactions over the log, the index, group commit.
+//! The key-value store: the public face of the log ([`crate::wal::log`]), the index
+//! ([`crate::index`]) and the log's lifecycle ([`crate::lifecycle`]).
 //!
 //! A value is visible only once its COMMIT is written and, for strict durability, flushed.
 //! Several transactions may be open at once; their records interleave in the log, so a
-//! 1 GiB upload never blocks a 100-byte put. Checkpoints and compaction live in
-//! [`crate::lifecycle`].
-
-use std::collections::HashMap;
-
-use crc32fast::Hasher;
+//! 1 GiB upload never blocks a 100-byte put. Only the committer (inside the log) makes
+//! commits durable: every path that needs bytes on storage asks it, and a commit's outcome is
+//! kept under its [`Ticket`] whoever asked for the flush that settled it.
 
 use crate::error::{Error, Result};
-use crate::format::MAX_SEGMENT_LEN;
-use crate::format::{CommitPayload, Kind, FLAG_STRING_KEY, MAX_CHUNK_LEN, MAX_KEY_LEN};
-use crate::index::{ChunkLoc, Entry, Index, KeyInfo, KeyRange, Op};
-use crate::lifecycle::Compaction;
+use crate::format::{loc_offset, loc_segment, MAX_CHUNK_LEN, MAX_SEGMENT_LEN};
+use crate::index::{ChunkLoc, Entry, Index, KeyInfo, KeyRange};
+use crate::lifecycle::{dead_ratio, CompactStep, Lifecycle, Settings};
 use crate::storage::Volume;
-use crate::wal::recovery::{recover, RecoveryMode, RecoveryReport, SlotNeeds};
+use crate::wal::log::Log;
+pub use crate::wal::log::{Durability, Outcome, Ticket, TxnId};
+use crate::wal::recovery::{recover, RecoveryMode, RecoveryReport};
 use crate::wal::writer::{Writer, WriterInit};
-
-/// Transaction id.
-pub type TxnId = u64;
-
-/// When a commit is acknowledged.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum Durability {
-    /// Acknowledged after the COMMIT record is flushed; visible from then on.
-    #[default]
-    Strict,
-    /// Acknowledged and visible once the COMMIT is written to storage, without a flush: a
-    /// crash may lose it (never half of it).
-    Relaxed,
-    /// Strict, but the flush is shared: the commit is queued and becomes durable and visible
-    /// at the next [`Store::sync`] (group commit). Callers acknowledge after that `sync`.
-    Group,
-}
 
 /// Store configuration.
 #[derive(Debug, Clone, PartialEq)]
@@ -116,7 +98,8 @@ pub struct Stats {
     pub pending_commits: u64,
     /// Whether an I/O error has stopped writes until reopen.
     pub poisoned: bool,
-    /// Times the store recovered in place after a quota failure.
+    /// Times the log was rolled back to its written prefix after a quota failure (the
+    /// commits it carried failed; writes went on without a reopen).
     pub recoveries_in_place: u64,
     /// Log segments.
     pub segments: u64,
@@ -130,63 +113,21 @@ pub struct Stats {
     pub compactions: u64,
 }
 
-/// A transaction being written.
-pub(crate) struct OpenTxn {
-    /// Location and LSN of its BEGIN (a checkpoint replays from the earliest open BEGIN).
-    pub begin: (u64, u64),
-    /// Location of its last record (the next record's backward link).
-    last: u64,
-    commit: CommitPayload,
-    value_crc: Hasher,
-    ops: Vec<Op>,
-}
-
 /// A durable, ordered key-value store on a [`Volume`] of files, or on one
 /// [`crate::Storage`] (a one-file volume: a single segment, no checkpoints).
 pub struct Store<V: Volume> {
-    pub(crate) writer: Writer<V>,
-    pub(crate) index: Index,
-    pub(crate) txns: HashMap<TxnId, OpenTxn>,
-    /// Group commits written but not yet flushed, in commit order.
-    pending: Vec<(u64, Vec<Op>)>,
-    pub(crate) next_txn: TxnId,
-    pub(crate) options: Options,
+    log: Log<V>,
+    index: Index,
+    life: Lifecycle,
+    options: Options,
     report: RecoveryReport,
     closed: bool,
-    recoveries_in_place: u64,
-    /// Checkpoint files and what the checkpoint each holds needs.
-    pub(crate) checkpoint_slots: Vec<SlotNeeds>,
-    pub(crate) checkpoint_seq: u64,
-    pub(crate) last_checkpoint_lsn: u64,
-    /// `writer.appended()` when the last checkpoint was written.
-    pub(crate) checkpointed_at: u64,
-    pub(crate) checkpoints: u64,
-    pub(crate) compaction: Option<Compaction>,
-    pub(crate) compactions: u64,
-    /// Segments open readers still read from, with their reader counts: never released.
-    pub(crate) pins: std::collections::BTreeMap<u32, usize>,
-}
-
-fn check_key(key: &[u8]) -> Result<()> {
-    if key.is_empty() {
-        return Err(Error::invalid("key", "must not be empty"));
-    }
-    if key.len() > MAX_KEY_LEN {
-        return Err(Error::invalid("key", format!("is {} bytes; the limit is {MAX_KEY_LEN}", key.len())));
-    }
-    Ok(())
-}
-
-fn key_flags(string_key: bool) -> u8 {
-    if string_key {
-        FLAG_STRING_KEY
-    } else {
-        0
-    }
+    /// What the closing checkpoint did (see [`Store::closing_checkpoint`]).
+    close_checkpoint: Option<Result<()>>,
 }
 
 impl<V: Volume> Store<V> {
-    /// Opens the store on `storage`, running recovery (see [`crate::wal::recovery`]); the
+    /// Opens the store on `volume`, running recovery (see [`crate::wal::recovery`]); the
     /// report is then available from [`Store::recovery`].
     ///
     /// Errors: [`Error::InvalidArgument`] for bad options; [`Error::Corruption`] or
@@ -197,13 +138,12 @@ impl<V: Volume> Store<V> {
         let r = recover(&mut volume, options.recovery_mode)?;
         let segment_size = if volume.can_grow() { options.segment_size } else { u64::MAX };
         let last_checkpoint_lsn = r.report.checkpoint.map_or(0, |c| c.1);
-        let checkpoint_seq = r.checkpoint_seq;
         let writer = Writer::new(
             volume,
             WriterInit {
                 segments: r.segments,
-                tail_seg: crate::format::loc_segment(r.tail),
-                tail: crate::format::loc_offset(r.tail),
+                tail_seg: loc_segment(r.tail),
+                tail: loc_offset(r.tail),
                 next_lsn: r.next_lsn,
                 segment_size,
                 batch_bytes: options.batch_bytes,
@@ -211,23 +151,13 @@ impl<V: Volume> Store<V> {
             },
         );
         Ok(Store {
-            writer,
+            log: Log::new(writer, r.next_txn),
             index: r.index,
-            txns: HashMap::new(),
-            pending: Vec::new(),
-            next_txn: r.next_txn,
+            life: Lifecycle::new(r.checkpoint_slots, r.checkpoint_seq, last_checkpoint_lsn),
             options,
             report: r.report,
             closed: false,
-            recoveries_in_place: 0,
-            checkpoint_slots: r.checkpoint_slots,
-            checkpoint_seq,
-            last_checkpoint_lsn,
-            checkpointed_at: 0,
-            checkpoints: 0,
-            compaction: None,
-            compactions: 0,
-            pins: std::collections::BTreeMap::new(),
+            close_checkpoint: None,
         })
     }
 
@@ -241,7 +171,15 @@ impl<V: Volume> Store<V> {
         &self.options
     }
 
-    pub(crate) fn live(&self) -> Result<()> {
+    fn settings(&self) -> Settings {
+        Settings {
+            chunk_size: self.options.chunk_size,
+            checkpoint_bytes: self.options.checkpoint_bytes,
+            compaction_ratio: self.options.compaction_ratio,
+        }
+    }
+
+    fn live(&self) -> Result<()> {
         if self.closed {
             Err(Error::Closed)
         } else {
@@ -249,77 +187,30 @@ impl<V: Volume> Store<V> {
         }
     }
 
-    /// Checks that writes may proceed. After a quota failure (a write refused, nothing
-    /// unknown left behind) the store recovers in place, once no group commit is waiting:
-    /// those must first be failed by [`Store::sync`], never acknowledged by a later one.
-    pub(crate) fn writable(&mut self) -> Result<()> {
-        self.live()?;
-        if self.writer.is_recoverable() && self.pending.is_empty() {
-            self.recover_in_place()?;
-        }
-        self.writer.check()
-    }
-
-    /// Re-runs recovery on the same storage: cuts whatever a failed write left at the tail and
-    /// rebuilds the index from what is on storage. Open transactions are dropped (their
-    /// callers' next call fails with [`Error::Transaction`]).
-    fn recover_in_place(&mut self) -> Result<()> {
-        let r = recover(self.writer.volume_mut(), self.options.recovery_mode)?;
-        self.writer.reset(r.segments, r.tail, r.next_lsn);
-        self.index = r.index;
-        self.txns.clear();
-        self.compaction = None;
-        self.checkpoint_slots = r.checkpoint_slots;
-        self.checkpoint_seq = self.checkpoint_seq.max(r.checkpoint_seq);
-        self.next_txn = self.next_txn.max(r.next_txn);
-        self.recoveries_in_place += 1;
-        Ok(())
+    /// After a commit: due maintenance (a compaction step, a checkpoint) takes its turn.
+    /// Its failures are its own: a flush it asked for settles the commits it carried, under
+    /// their tickets.
+    fn maintain(&mut self) {
+        let settings = self.settings();
+        self.life.maintain(&mut self.log, &mut self.index, &settings);
     }
 
     // ----- transactions -----
 
     /// Begins a transaction (writes BEGIN) and returns its id.
     pub fn begin(&mut self) -> Result<TxnId> {
-        self.writable()?;
-        let txn = self.next_txn;
-        let a = self.writer.append(Kind::Begin, 0, txn, 0, &[])?;
-        self.next_txn += 1;
-        self.txns.insert(
-            txn,
-            OpenTxn {
-                begin: (a.offset, a.lsn),
-                last: a.offset,
-                commit: CommitPayload::default(),
-                value_crc: Hasher::new(),
-                ops: Vec::new(),
-            },
-        );
-        Ok(txn)
-    }
-
-    fn open_txn(&mut self, txn: TxnId) -> Result<&mut OpenTxn> {
-        self.txns.get_mut(&txn).ok_or_else(|| Error::Transaction { txn, detail: "is not open".into() })
-    }
-
-    /// Appends a record to `txn`, linking it to the transaction's previous record.
-    fn txn_append(&mut self, txn: TxnId, kind: Kind, flags: u8, parts: &[&[u8]]) -> Result<(u64, Hasher)> {
-        self.writable()?;
-        let prev = self.open_txn(txn)?.last;
-        let a = self.writer.append(kind, flags, txn, prev, parts)?;
-        let t = self.open_txn(txn)?;
-        t.last = a.offset;
-        t.commit.records += 1;
-        Ok((a.offset, a.payload_crc))
+        self.live()?;
+        self.log.begin()
     }
 
     /// Starts a value for `key` in `txn`; the following [`Store::txn_chunk`] calls fill it.
     /// `string_key` only records how `keys()` should hand the key back.
+    ///
+    /// Errors: [`Error::Transaction`] if `txn` is not open; the quota error that dropped it, if
+    /// a rollback after a quota failure did.
     pub fn txn_put(&mut self, txn: TxnId, key: &[u8], string_key: bool) -> Result<()> {
-        check_key(key)?;
-        self.txn_append(txn, Kind::Put, key_flags(string_key), &[key])?;
-        let entry = Entry { string_key, ..Entry::default() };
-        self.open_txn(txn)?.ops.push(Op::Put { key: key.to_vec(), entry });
-        Ok(())
+        self.live()?;
+        self.log.txn_put(txn, key, string_key)
     }
 
     /// Appends `data` to the value begun by the last [`Store::txn_put`] of `txn`, as one or
@@ -327,123 +218,78 @@ impl<V: Volume> Store<V> {
     ///
     /// Errors: [`Error::Transaction`] if no put is in progress in `txn`.
     pub fn txn_chunk(&mut self, txn: TxnId, data: &[u8]) -> Result<()> {
-        if !matches!(self.open_txn(txn)?.ops.last(), Some(Op::Put { .. })) {
-            return Err(Error::Transaction { txn, detail: "a chunk needs a put in progress".into() });
-        }
-        for piece in data.chunks(self.options.chunk_size) {
-            let (offset, pcrc) = self.txn_append(txn, Kind::Chunk, 0, &[piece])?;
-            let t = self.open_txn(txn)?;
-            t.commit.chunks += 1;
-            t.commit.value_bytes += piece.len() as u64;
-            t.value_crc.combine(&pcrc);
-            if let Some(Op::Put { entry, .. }) = t.ops.last_mut() {
-                entry.chunks.push(ChunkLoc { record: offset, skip: 0, len: piece.len() as u32 });
-                entry.size += piece.len() as u64;
-            }
-        }
-        Ok(())
+        self.live()?;
+        self.log.txn_chunk(txn, data, self.options.chunk_size)
     }
 
     /// Deletes `key` in `txn`.
     pub fn txn_delete(&mut self, txn: TxnId, key: &[u8]) -> Result<()> {
-        check_key(key)?;
-        self.txn_append(txn, Kind::Delete, 0, &[key])?;
-        self.open_txn(txn)?.ops.push(Op::Delete { key: key.to_vec() });
-        Ok(())
+        self.live()?;
+        self.log.txn_delete(txn, key)
     }
 
     /// Commits `txn`: writes COMMIT (record count, chunk count, value length and CRC) linked
-    /// to its last record. Returns the COMMIT's LSN. With [`Durability::Group`] the effects
-    /// become visible at the next [`Store::sync`].
-    pub fn commit(&mut self, txn: TxnId, durability: Durability) -> Result<u64> {
-        let lsn = self.commit_quiet(txn, durability)?;
+    /// to its last record, and settles it as `durability` asks. Returns its ticket: with
+    /// [`Durability::Group`] the commit is queued, and [`Store::outcome`] of the ticket (or
+    /// [`Store::sync`]) says when it is durable and visible.
+    pub fn commit(&mut self, txn: TxnId, durability: Durability) -> Result<Ticket> {
+        self.live()?;
+        let ticket = self.log.commit(txn, durability, &mut self.index)?;
         self.maintain();
-        Ok(lsn)
-    }
-
-    /// [`Store::commit`] without the maintenance turn (compaction commits its copies so).
-    pub(crate) fn commit_quiet(&mut self, txn: TxnId, durability: Durability) -> Result<u64> {
-        self.writable()?;
-        let mut t = self.txns.remove(&txn).ok_or_else(|| Error::Transaction { txn, detail: "is not open".into() })?;
-        t.commit.value_crc = t.value_crc.clone().finalize();
-        let a = self.writer.append(Kind::Commit, 0, txn, t.last, &[&t.commit.encode()])?;
-        let span = (crate::format::loc_segment(t.begin.0), crate::format::loc_segment(a.offset));
-        for op in &mut t.ops {
-            if let Op::Put { entry, .. } = op {
-                entry.span = span;
-            }
-        }
-        self.settle_commit(a.lsn, t.ops, durability)?;
-        Ok(a.lsn)
-    }
-
-    /// Makes a written commit durable/visible as `durability` asks, then lets due
-    /// maintenance (a compaction step, a checkpoint) take its turn.
-    fn settle(&mut self, lsn: u64, ops: Vec<Op>, durability: Durability) -> Result<()> {
-        self.settle_commit(lsn, ops, durability)?;
-        self.maintain();
-        Ok(())
-    }
-
-    fn settle_commit(&mut self, lsn: u64, mut ops: Vec<Op>, durability: Durability) -> Result<()> {
-        for op in &mut ops {
-            if let Op::Put { entry, .. } = op {
-                entry.lsn = lsn;
-            }
-        }
-        match durability {
-            Durability::Relaxed if self.pending.is_empty() => {
-                self.writer.write_buffer()?;
-                ops.into_iter().for_each(|op| self.index.apply(op));
-                Ok(())
-            }
-            // A relaxed commit must not overtake queued group commits: flush them together.
-            Durability::Strict | Durability::Relaxed => {
-                self.pending.push((lsn, ops));
-                self.sync()
-            }
-            Durability::Group => {
-                self.pending.push((lsn, ops));
-                Ok(())
-            }
-        }
+        Ok(ticket)
     }
 
     /// Aborts `txn`: writes ABORT, so recovery reports it; its values never appear.
     pub fn abort(&mut self, txn: TxnId) -> Result<()> {
         self.live()?;
-        let t = self.txns.remove(&txn).ok_or_else(|| Error::Transaction { txn, detail: "is not open".into() })?;
-        // Without an ABORT record the transaction is still invisible; a poisoned writer just
-        // cannot say so in the log.
-        if !self.writer.is_poisoned() {
-            self.writer.append(Kind::Abort, 0, txn, t.last, &[])?;
-        }
-        Ok(())
+        self.log.abort(txn)
     }
 
-    /// Writes the batch buffer, flushes once, then makes every queued group commit visible
-    /// (group commit). On error the store is poisoned and the queued commits are not
-    /// acknowledged.
+    // ----- the committer -----
+
+    /// Group commit, for the committer: flushes once, making every queued commit durable and
+    /// visible. Returns `Ok` only if every group commit made before this call is durable:
+    /// `Err` if this flush failed, or if an earlier flush that someone else asked for (a
+    /// strict or relaxed write, a checkpoint, a compaction step, a read) failed group commits
+    /// that no `sync` has reported yet. Use [`Store::outcome`] to tell which commits failed.
     pub fn sync(&mut self) -> Result<()> {
         self.live()?;
-        if let Err(e) = self.writer.sync() {
-            self.pending.clear();
-            if self.writer.is_recoverable() {
-                // The queued commits are failed by this error; now the store may go on.
-                let _ = self.recover_in_place();
-            }
-            return Err(e);
+        let flushed = self.log.flush(&mut self.index);
+        if flushed.is_ok() {
+            let settings = self.settings();
+            self.life.checkpoint_if_due(&mut self.log, &mut self.index, &settings);
         }
-        for (_, ops) in std::mem::take(&mut self.pending) {
-            ops.into_iter().for_each(|op| self.index.apply(op));
-        }
-        self.checkpoint_if_due();
-        Ok(())
+        let unreported = self.log.take_unreported();
+        flushed.and(unreported.map_or(Ok(()), Err))
     }
 
-    /// Whether group commits wait for [`Store::sync`].
+    /// For a read that must observe every commit made before it: asks the committer to flush
+    /// queued commits, without taking their failure from their own callers (it stays under
+    /// their tickets and with the next [`Store::sync`]). Returns the flush's own result.
+    pub fn settle(&mut self) -> Result<()> {
+        self.live()?;
+        if self.log.queued() == 0 {
+            return Ok(());
+        }
+        self.log.flush(&mut self.index)
+    }
+
+    /// Where the commit `ticket` stands: queued, committed (visible; durable unless it was
+    /// relaxed), or failed and why. Failures are remembered for the last 1,024 failed flushes.
+    pub fn outcome(&self, ticket: Ticket) -> Outcome {
+        self.log.outcome(ticket)
+    }
+
+    /// The ticket of the last commit made (`Ticket(0)` before the first): after a
+    /// [`Store::put`], [`Store::delete`] or [`Store::batch`] with [`Durability::Group`], the
+    /// ticket to ask [`Store::outcome`] about.
+    pub fn last_ticket(&self) -> Ticket {
+        self.log.last_ticket()
+    }
+
+    /// Whether commits wait for the committer's flush.
     pub fn has_pending(&self) -> bool {
-        !self.pending.is_empty()
+        self.log.queued() > 0
     }
 
     // ----- one-call operations -----
@@ -456,76 +302,59 @@ impl<V: Volume> Store<V> {
 
     /// [`Store::put`], recording whether the key was given as a string.
     pub fn put_flagged(&mut self, key: &[u8], string_key: bool, value: &[u8], durability: Durability) -> Result<()> {
-        check_key(key)?;
-        self.writable()?;
+        self.live()?;
         if value.len() > self.options.chunk_size {
-            let txn = self.begin()?;
+            crate::wal::log::check_key(key)?;
+            let txn = self.log.begin()?;
             let r = self
+                .log
                 .txn_put(txn, key, string_key)
-                .and_then(|()| self.txn_chunk(txn, value))
+                .and_then(|()| self.log.txn_chunk(txn, value, self.options.chunk_size))
                 .and_then(|()| self.commit(txn, durability));
             if r.is_err() {
-                let _ = self.abort(txn);
+                let _ = self.log.abort(txn);
             }
             return r.map(drop);
         }
-        let txn = self.next_txn;
-        let len = (key.len() as u16).to_le_bytes();
-        let a = self.writer.append(Kind::PutOne, key_flags(string_key), txn, 0, &[&len, key, value])?;
-        self.next_txn += 1;
-        let chunks = if value.is_empty() {
-            Vec::new()
-        } else {
-            vec![ChunkLoc { record: a.offset, skip: 2 + key.len() as u32, len: value.len() as u32 }]
-        };
-        let seg = crate::format::loc_segment(a.offset);
-        let entry = Entry { chunks, size: value.len() as u64, string_key, lsn: a.lsn, span: (seg, seg) };
-        self.settle(a.lsn, vec![Op::Put { key: key.to_vec(), entry }], durability)
+        self.log.put_one(key, string_key, value, durability, &mut self.index)?;
+        self.maintain();
+        Ok(())
     }
 
     /// Deletes `key` with one self-committed record; returns whether it existed, counting
-    /// queued group commits.
+    /// queued group commits. A key that does not exist writes nothing.
     pub fn delete(&mut self, key: &[u8], durability: Durability) -> Result<bool> {
-        check_key(key)?;
-        self.writable()?;
-        let existed = match self.pending.iter().rev().flat_map(|(_, ops)| ops.iter().rev()).find(|op| op.key() == key) {
-            Some(Op::Put { .. }) => true,
-            Some(Op::Delete { .. }) => false,
-            None => self.index.contains(key),
-        };
+        self.live()?;
+        crate::wal::log::check_key(key)?;
+        self.log.writable()?;
+        let existed = self.log.queued_state(key).unwrap_or_else(|| self.index.contains(key));
         if !existed {
             return Ok(false);
         }
-        let txn = self.next_txn;
-        let a = self.writer.append(Kind::DeleteOne, 0, txn, 0, &[key])?;
-        self.next_txn += 1;
-        self.settle(a.lsn, vec![Op::Delete { key: key.to_vec() }], durability)?;
+        self.log.delete_one(key, durability, &mut self.index)?;
+        self.maintain();
         Ok(true)
-    }
-
-    /// Appends a DELETE_ONE for a key that is already absent (compaction keeping a delete).
-    pub(crate) fn write_tombstone(&mut self, key: &[u8]) -> Result<()> {
-        let txn = self.next_txn;
-        self.writer.append(Kind::DeleteOne, 0, txn, 0, &[key])?;
-        self.next_txn += 1;
-        Ok(())
     }
 
     /// Writes several puts and deletes in one transaction: all or none become visible.
     pub fn batch(&mut self, ops: &[BatchOp<'_>], durability: Durability) -> Result<()> {
+        self.live()?;
         for op in ops {
-            check_key(op.key())?;
+            crate::wal::log::check_key(op.key())?;
         }
-        let txn = self.begin()?;
+        let txn = self.log.begin()?;
+        let chunk = self.options.chunk_size;
         let r = ops
             .iter()
             .try_for_each(|op| match op {
-                BatchOp::Put { key, value } => self.txn_put(txn, key, false).and_then(|()| self.txn_chunk(txn, value)),
-                BatchOp::Delete { key } => self.txn_delete(txn, key),
+                BatchOp::Put { key, value } => {
+                    self.log.txn_put(txn, key, false).and_then(|()| self.log.txn_chunk(txn, value, chunk))
+                }
+                BatchOp::Delete { key } => self.log.txn_delete(txn, key),
             })
             .and_then(|()| self.commit(txn, durability));
         if r.is_err() {
-            let _ = self.abort(txn);
+            let _ = self.log.abort(txn);
         }
         r.map(drop)
     }
@@ -542,22 +371,13 @@ impl<V: Volume> Store<V> {
     /// reader that walks a value's chunks over time (a stream) pins them first, so compaction
     /// cannot free what it has yet to read. Pins are counted.
     pub fn pin(&mut self, chunks: &[ChunkLoc]) {
-        for seg in segments_of(chunks) {
-            *self.pins.entry(seg).or_insert(0) += 1;
-        }
+        self.life.pin(chunks);
     }
 
     /// Undoes one [`Store::pin`] of the same chunks. A segment freed of its last pin is
     /// released by the next checkpoint.
     pub fn unpin(&mut self, chunks: &[ChunkLoc]) {
-        for seg in segments_of(chunks) {
-            if let Some(n) = self.pins.get_mut(&seg) {
-                *n -= 1;
-                if *n == 0 {
-                    self.pins.remove(&seg);
-                }
-            }
-        }
+        self.life.unpin(chunks);
     }
 
     /// Whether `key` has a committed value.
@@ -570,7 +390,7 @@ impl<V: Volume> Store<V> {
     /// record's CRC. Errors: [`Error::ChecksumMismatch`], [`Error::Corruption`], [`Error::Io`].
     pub fn read_chunk(&self, loc: &ChunkLoc, out: &mut Vec<u8>) -> Result<()> {
         self.live()?;
-        self.writer.read_chunk(loc, out)
+        self.log.read_chunk(loc, out)
     }
 
     /// The whole value of `key`, or `None`. Holds the value in memory: for large values,
@@ -580,7 +400,7 @@ impl<V: Volume> Store<V> {
         let mut value = Vec::with_capacity(usize::try_from(entry.size).unwrap_or(0));
         let mut buf = Vec::new();
         for loc in &entry.chunks {
-            self.writer.read_chunk(loc, &mut buf)?;
+            self.log.read_chunk(loc, &mut buf)?;
             value.extend_from_slice(&buf);
         }
         Ok(Some(value))
@@ -592,63 +412,100 @@ impl<V: Volume> Store<V> {
         Ok(self.index.scan(range))
     }
 
+    /// Fraction of the log's bytes that no live value's records use (0.0..=1.0).
+    pub fn dead_ratio(&self) -> f64 {
+        dead_ratio(&self.log, &self.index)
+    }
+
     /// Current counters.
     pub fn stats(&self) -> Stats {
+        let w = self.log.writer();
         Stats {
             keys: self.index.len() as u64,
             live_bytes: self.index.live_bytes(),
-            log_bytes: self.writer.log_bytes(),
-            next_lsn: self.writer.next_lsn(),
-            open_transactions: self.txns.len() as u64,
-            pending_commits: self.pending.len() as u64,
-            poisoned: self.writer.is_poisoned(),
-            recoveries_in_place: self.recoveries_in_place,
-            segments: self.writer.segments().len() as u64,
+            log_bytes: w.log_bytes(),
+            next_lsn: w.next_lsn(),
+            open_transactions: self.log.open_transactions() as u64,
+            pending_commits: self.log.queued() as u64,
+            poisoned: w.is_poisoned(),
+            recoveries_in_place: self.log.rollbacks(),
+            segments: w.segments().len() as u64,
             dead_ratio: self.dead_ratio(),
-            last_checkpoint_lsn: self.last_checkpoint_lsn,
-            checkpoints: self.checkpoints,
-            compactions: self.compactions,
+            last_checkpoint_lsn: self.life.last_checkpoint_lsn,
+            checkpoints: self.life.checkpoints,
+            compactions: self.life.compactions,
         }
     }
 
-    /// Syncs queued commits, writes a checkpoint if the log grew since the last one (so the
+    // ----- the lifecycle -----
+
+    /// Writes a checkpoint now: asks the committer to flush, persists the index into the older
+    /// of the two checkpoint files, flushes it, then releases segments nothing needs any more.
+    ///
+    /// Errors: [`Error::Unsupported`] on a single-file store; [`Error::Io`] with op
+    /// `"checkpoint"` when no file is free for it yet (an OPFS pool refilling: try again);
+    /// storage errors. A failed checkpoint leaves the previous one in force.
+    pub fn checkpoint(&mut self) -> Result<()> {
+        self.live()?;
+        self.log.writable()?;
+        self.life.checkpoint(&mut self.log, &mut self.index)
+    }
+
+    /// Runs compaction to the end: every sealed segment holding dead bytes is emptied and
+    /// released. Returns the rounds run (0 if there was nothing to do).
+    pub fn compact(&mut self) -> Result<u64> {
+        self.live()?;
+        let settings = self.settings();
+        self.life.compact(&mut self.log, &mut self.index, &settings)
+    }
+
+    /// One step of compaction: plans a round if none is under way (taking any sealed segment
+    /// with dead bytes), else copies one chunk.
+    pub fn compact_step(&mut self) -> Result<CompactStep> {
+        self.live()?;
+        let settings = self.settings();
+        self.life.compact_step(&mut self.log, &mut self.index, &settings, true)
+    }
+
+    /// Flushes queued commits, writes a checkpoint if the log grew since the last one (so the
     /// next open is fast), and closes. Open transactions are left without COMMIT, so they
     /// are discarded by the next recovery. Every later call fails with [`Error::Closed`].
+    ///
+    /// Errors: the flush's failure (the commits it carried failed). A closing checkpoint that
+    /// cannot be written does not fail the close (nothing acknowledged depends on it: the next
+    /// open replays the log instead); [`Store::closing_checkpoint`] tells whether it was written.
     pub fn close(&mut self) -> Result<()> {
         if self.closed {
             return Ok(());
         }
-        let r = if self.writer.is_poisoned() {
-            Ok(())
-        } else {
-            self.sync().and_then(|()| {
-                if self.writer.volume().can_grow() && self.writer.appended() > self.checkpointed_at {
-                    self.checkpoint()
-                } else {
-                    Ok(())
-                }
-            })
-        };
+        let r = if self.log.writer().is_poisoned() { Ok(()) } else { self.sync() };
+        self.close_checkpoint =
+            if r.is_ok() && self.log.writer().volume().can_grow() && self.life.checkpoint_stale(&self.log) {
+                Some(self.life.checkpoint(&mut self.log, &mut self.index))
+            } else {
+                None
+            };
         self.closed = true;
-        self.txns.clear();
         r
+    }
+
+    /// After [`Store::close`]: `None` if no closing checkpoint was needed (or the close
+    /// failed first), else whether it was written (its error if not: the next open then
+    /// replays the log since the previous checkpoint, and loses nothing).
+    pub fn closing_checkpoint(&self) -> Option<&Result<()>> {
+        self.close_checkpoint.as_ref()
     }
 
     /// Closes and hands back the volume (for tests that reopen it).
     pub fn into_volume(mut self) -> V {
         let _ = self.close();
-        self.writer.into_volume()
+        self.log.into_writer().into_volume()
     }
 
     /// The volume (on a single-file store: the storage), read-only.
     pub fn volume(&self) -> &V {
-        self.writer.volume()
+        self.log.writer().volume()
     }
-}
-
-/// The distinct segments a value's chunks lie in.
-fn segments_of(chunks: &[ChunkLoc]) -> std::collections::BTreeSet<u32> {
-    chunks.iter().map(|c| crate::format::loc_segment(c.record)).collect()
 }
 
 /// One operation of [`Store::batch`].

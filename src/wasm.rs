@@ -8,9 +8,10 @@ use serde::{Deserialize, Serialize};
 use wasm_bindgen::prelude::*;
 
 use crate::error::Error;
+use crate::format::{loc_offset, loc_segment};
 use crate::index::{ChunkLoc, KeyRange};
 use crate::storage::opfs::OpfsVolume;
-use crate::store::{Durability, Options, Store, TxnId};
+use crate::store::{Durability, Options, Outcome, Store, Ticket, TxnId};
 
 fn js_err(e: Error) -> JsValue {
     let err = js_sys::Error::new(&e.to_string());
@@ -44,15 +45,43 @@ fn txn_id(txn: f64) -> Result<TxnId, Error> {
     }
 }
 
+/// A ticket as JS holds it: a commit's number (below 2^53: one per commit since open).
+fn ticket_js(t: Ticket) -> f64 {
+    t.0 as f64
+}
+
+/// `open()`'s options as JS numbers: each is checked here against its own range, so an error
+/// names the parameter and the limit (serde's "expected u32" named neither).
 #[derive(Deserialize, Default)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 struct OpenOptions {
-    chunk_size: Option<usize>,
-    direct_write_threshold: Option<usize>,
-    lock_timeout_ms: Option<u32>,
-    segment_size: Option<u64>,
-    checkpoint_bytes: Option<u64>,
+    chunk_size: Option<f64>,
+    direct_write_threshold: Option<f64>,
+    lock_timeout_ms: Option<f64>,
+    segment_size: Option<f64>,
+    checkpoint_bytes: Option<f64>,
     compaction_ratio: Option<f64>,
+}
+
+/// An integer option within `min..=max`, or an error naming `param`.
+fn integer(value: Option<f64>, param: &'static str, min: u64, max: u64) -> Result<Option<u64>, Error> {
+    let Some(v) = value else { return Ok(None) };
+    if v.fract() != 0.0 || !(min as f64..=max as f64).contains(&v) {
+        return Err(Error::invalid(param, format!("must be an integer from {min} to {max}, got {v}")));
+    }
+    Ok(Some(v as u64))
+}
+
+/// A location in the log as JS gets it: `{ segment, offset }` (a packed location passes 2^53
+/// beyond segment 8,192, and would not survive as a JS number).
+#[derive(Serialize)]
+struct JsLocation {
+    segment: u32,
+    offset: u64,
+}
+
+fn location(l: u64) -> JsLocation {
+    JsLocation { segment: loc_segment(l), offset: loc_offset(l) }
 }
 
 #[derive(Deserialize, Default)]
@@ -83,7 +112,7 @@ struct JsRecovery {
     discarded: Vec<JsDiscarded>,
     discarded_total: u64,
     bytes_truncated: u64,
-    truncated_at: Option<u64>,
+    truncated_at: Option<JsLocation>,
     tail_reason: Option<String>,
     log_bytes: u64,
     records: u64,
@@ -147,16 +176,30 @@ impl WalnutStore {
             serde_wasm_bindgen::from_value(options).map_err(|e| js_err(Error::invalid("options", e.to_string())))?
         };
         let d = Options::default();
-        let options = Options {
-            chunk_size: o.chunk_size.unwrap_or(d.chunk_size),
-            direct_write_threshold: o.direct_write_threshold.unwrap_or(d.direct_write_threshold),
-            segment_size: o.segment_size.unwrap_or(d.segment_size),
-            checkpoint_bytes: o.checkpoint_bytes.unwrap_or(d.checkpoint_bytes),
-            compaction_ratio: o.compaction_ratio.unwrap_or(d.compaction_ratio),
-            ..d
+        let build = || -> Result<(Options, u32), Error> {
+            let max_chunk = crate::format::MAX_CHUNK_LEN as u64;
+            let options = Options {
+                chunk_size: integer(o.chunk_size, "chunkSize", 1, max_chunk)?.map_or(d.chunk_size, |v| v as usize),
+                direct_write_threshold: integer(
+                    o.direct_write_threshold,
+                    "directWriteThreshold",
+                    1,
+                    u64::from(u32::MAX),
+                )?
+                .map_or(d.direct_write_threshold, |v| v as usize),
+                segment_size: integer(o.segment_size, "segmentSize", 4096, crate::format::MAX_SEGMENT_LEN / 2)?
+                    .unwrap_or(d.segment_size),
+                checkpoint_bytes: integer(o.checkpoint_bytes, "checkpointBytes", 0, 1 << 53)?
+                    .unwrap_or(d.checkpoint_bytes),
+                compaction_ratio: o.compaction_ratio.unwrap_or(d.compaction_ratio),
+                ..d
+            };
+            options.validate()?;
+            let lock = integer(o.lock_timeout_ms, "lockTimeout", 0, u64::from(u32::MAX))?.map_or(5000, |v| v as u32);
+            Ok((options, lock))
         };
-        options.validate().map_err(js_err)?;
-        let volume = OpfsVolume::open(&name, o.lock_timeout_ms.unwrap_or(5000)).await.map_err(js_err)?;
+        let (options, lock_timeout_ms) = build().map_err(js_err)?;
+        let volume = OpfsVolume::open(&name, lock_timeout_ms).await.map_err(js_err)?;
         match Store::open(volume, options) {
             Ok(store) => Ok(WalnutStore { store, readers: HashMap::new(), next_reader: 1, buf: Vec::new() }),
             // The volume was dropped with the failed open, which closed its handles.
@@ -182,7 +225,7 @@ impl WalnutStore {
                 .collect(),
             discarded_total: r.discarded_total,
             bytes_truncated: r.bytes_truncated,
-            truncated_at: r.truncated_at,
+            truncated_at: r.truncated_at.map(location),
             tail_reason: r.tail_reason.clone(),
             log_bytes: r.log_bytes,
             records: r.records,
@@ -216,11 +259,17 @@ impl WalnutStore {
         })
     }
 
-    /// Whole-value put; `strict` defers visibility to the next `sync()` (group commit).
-    pub fn put(&mut self, key: &[u8], key_is_string: bool, value: &[u8], strict: bool) -> JsResult<()> {
-        let r = self.store.put_flagged(key, key_is_string, value, durability(strict)).map_err(js_err);
+    /// Whole-value put; `strict` queues it for the committer (group commit: see
+    /// `commitGroup`). Returns its ticket.
+    pub fn put(&mut self, key: &[u8], key_is_string: bool, value: &[u8], strict: bool) -> JsResult<f64> {
+        let r = self.store.put_flagged(key, key_is_string, value, durability(strict));
+        self.written(r.map(|()| ticket_js(self.store.last_ticket())))
+    }
+
+    /// After every call that may write: tops the pool up, and turns the result into JS.
+    fn written<T>(&self, r: Result<T, Error>) -> JsResult<T> {
         self.refill_pool();
-        r
+        r.map_err(js_err)
     }
 
     /// Tops up the pool of pre-opened OPFS files in the background when it runs low, so that
@@ -244,9 +293,8 @@ impl WalnutStore {
     /// commit, once dead bytes pass `compactionRatio` of the log.)
     #[wasm_bindgen(js_name = compactStep)]
     pub fn compact_step(&mut self) -> JsResult<String> {
-        let r = self.store.compact_step().map_err(js_err);
-        self.refill_pool();
-        Ok(match r? {
+        let r = self.store.compact_step();
+        Ok(match self.written(r)? {
             crate::CompactStep::Idle => "idle",
             crate::CompactStep::Progress => "progress",
             crate::CompactStep::Done => "done",
@@ -266,87 +314,109 @@ impl WalnutStore {
 
     /// Writes a checkpoint now, so the next open replays nothing before it.
     pub fn checkpoint(&mut self) -> JsResult<()> {
-        let r = self.store.checkpoint().map_err(js_err);
-        self.refill_pool();
-        r
+        let r = self.store.checkpoint();
+        self.written(r)
     }
 
-    /// Deletes `key`; returns whether it existed.
-    pub fn delete(&mut self, key: &[u8], strict: bool) -> JsResult<bool> {
-        self.store.delete(key, durability(strict)).map_err(js_err)
+    /// Deletes `key`; returns the delete's ticket, or 0 if the key did not exist (nothing
+    /// was written).
+    pub fn delete(&mut self, key: &[u8], strict: bool) -> JsResult<f64> {
+        let r = self.store.delete(key, durability(strict));
+        let ticket = ticket_js(self.store.last_ticket());
+        self.written(r.map(|existed| if existed { ticket } else { 0.0 }))
     }
 
     /// Begins a transaction; returns its id.
     pub fn begin(&mut self) -> JsResult<f64> {
-        self.store.begin().map(|t| t as f64).map_err(js_err)
+        let r = self.store.begin();
+        self.written(r.map(|t| t as f64))
     }
 
     /// Starts a value for `key` in `txn`.
     #[wasm_bindgen(js_name = txnPut)]
     pub fn txn_put(&mut self, txn: f64, key: &[u8], key_is_string: bool) -> JsResult<()> {
-        let txn = txn_id(txn).map_err(js_err)?;
-        self.store.txn_put(txn, key, key_is_string).map_err(js_err)
+        let r = txn_id(txn).and_then(|txn| self.store.txn_put(txn, key, key_is_string));
+        self.written(r)
     }
 
-    /// Appends a chunk to the current value of `txn`.
+    /// Appends a chunk to the current value of `txn`. (A long upload rotates segments: the
+    /// pool is topped up here too, so it never runs dry under one.)
     #[wasm_bindgen(js_name = txnChunk)]
     pub fn txn_chunk(&mut self, txn: f64, data: &[u8]) -> JsResult<()> {
-        let txn = txn_id(txn).map_err(js_err)?;
-        self.store.txn_chunk(txn, data).map_err(js_err)
+        let r = txn_id(txn).and_then(|txn| self.store.txn_chunk(txn, data));
+        self.written(r)
     }
 
     /// Deletes `key` in `txn`.
     #[wasm_bindgen(js_name = txnDelete)]
     pub fn txn_delete(&mut self, txn: f64, key: &[u8]) -> JsResult<()> {
-        let txn = txn_id(txn).map_err(js_err)?;
-        self.store.txn_delete(txn, key).map_err(js_err)
+        let r = txn_id(txn).and_then(|txn| self.store.txn_delete(txn, key));
+        self.written(r)
     }
 
-    /// Commits `txn`; `strict` defers visibility to the next `sync()`.
-    pub fn commit(&mut self, txn: f64, strict: bool) -> JsResult<()> {
-        let txn = txn_id(txn).map_err(js_err)?;
-        let r = self.store.commit(txn, durability(strict)).map(drop).map_err(js_err);
-        self.refill_pool();
-        r
+    /// Commits `txn`; `strict` queues it for the committer. Returns its ticket.
+    pub fn commit(&mut self, txn: f64, strict: bool) -> JsResult<f64> {
+        let r = txn_id(txn).and_then(|txn| self.store.commit(txn, durability(strict)));
+        self.written(r.map(ticket_js))
     }
 
-    /// Aborts `txn` (writes ABORT).
+    /// Aborts `txn` (writes ABORT). A transaction a quota rollback dropped aborts quietly.
     pub fn abort(&mut self, txn: f64) -> JsResult<()> {
-        let txn = txn_id(txn).map_err(js_err)?;
-        self.store.abort(txn).map_err(js_err)
+        let r = txn_id(txn).and_then(|txn| self.store.abort(txn));
+        self.written(r)
     }
 
-    /// Whether group commits wait for `sync()`.
+    /// Whether commits wait for the committer.
     #[wasm_bindgen(js_name = hasPending)]
     pub fn has_pending(&self) -> bool {
         self.store.has_pending()
     }
 
-    /// Writes, flushes once, and makes every queued commit visible.
-    pub fn sync(&mut self) -> JsResult<()> {
-        let r = self.store.sync().map_err(js_err);
+    /// The committer's flush (group commit): flushes once, then returns, for each ticket in
+    /// `tickets` (from `put`, `delete` or `commit`), `undefined` if that commit is durable or
+    /// the error that failed it. A failure that another call's flush met (a relaxed write, a
+    /// read, a checkpoint, a compaction step) is reported here, to the commits it failed.
+    #[wasm_bindgen(js_name = commitGroup)]
+    pub fn commit_group(&mut self, tickets: &[f64]) -> js_sys::Array {
+        let flushed = self.store.sync();
         self.refill_pool();
-        r
+        tickets
+            .iter()
+            .map(|&t| {
+                let outcome = if t >= 1.0 && t.fract() == 0.0 && t < 9_007_199_254_740_992.0 {
+                    self.store.outcome(Ticket(t as u64))
+                } else {
+                    Outcome::Failed(Error::invalid("tickets", format!("{t} is not a ticket")))
+                };
+                match outcome {
+                    Outcome::Committed => JsValue::UNDEFINED,
+                    Outcome::Failed(e) => js_err(e),
+                    Outcome::Queued => {
+                        js_err(flushed.clone().err().unwrap_or_else(|| Error::io("sync", "left queued")))
+                    }
+                }
+            })
+            .collect()
     }
 
-    /// Reads observe every earlier commit: flush queued group commits first.
-    fn settle(&mut self) -> JsResult<()> {
-        if self.store.has_pending() {
-            self.store.sync().map_err(js_err)?;
-        }
-        Ok(())
+    /// Reads observe every earlier commit: the committer flushes queued commits first. Its
+    /// failure is not the read's: it stays with the commits it failed (see `commitGroup`),
+    /// and the read sees what is committed.
+    fn settle(&mut self) {
+        let _ = self.store.settle();
+        self.refill_pool();
     }
 
     /// Whether `key` has a committed value.
     pub fn has(&mut self, key: &[u8]) -> JsResult<bool> {
-        self.settle()?;
+        self.settle();
         self.store.has(key).map_err(js_err)
     }
 
     /// Snapshots the value's chunk locations: `{ id, size }`, or `undefined` if absent.
     #[wasm_bindgen(js_name = openReader)]
     pub fn open_reader(&mut self, key: &[u8]) -> JsResult<JsValue> {
-        self.settle()?;
+        self.settle();
         let Some(entry) = self.store.entry(key).map_err(js_err)? else { return Ok(JsValue::UNDEFINED) };
         let (chunks, size) = (entry.chunks.clone(), entry.size);
         self.store.pin(&chunks);
@@ -384,7 +454,7 @@ impl WalnutStore {
     /// more than the scan): for each key, `key_len` (u32 LE), `flags` (u8, bit 0: the key was
     /// written as a string), `size` (the value's length in bytes, f64 LE), then the key bytes.
     pub fn keys(&mut self, options: JsValue) -> JsResult<js_sys::Uint8Array> {
-        self.settle()?;
+        self.settle();
         let o: KeysOptions = if options.is_undefined() || options.is_null() {
             KeysOptions::default()
         } else {

@@ -8,7 +8,7 @@ wasm_bindgen_test::wasm_bindgen_test_configure!(run_in_dedicated_worker);
 
 use common::*;
 use walnut::{
-    BatchOp, DiscardReason, Durability, Error, KeyRange, MemoryStorage, Options, RecoveryMode, Storage, Store,
+    BatchOp, DiscardReason, Durability, Error, KeyRange, MemoryStorage, Options, Outcome, RecoveryMode, Storage, Store,
 };
 
 const MIB: usize = 1 << 20;
@@ -367,29 +367,45 @@ fn a_full_disk_fails_writes_keeps_data_readable_and_writes_again_once_space_is_f
 
 #[cfg_attr(not(target_arch = "wasm32"), test)]
 #[cfg_attr(target_arch = "wasm32", wasm_bindgen_test::wasm_bindgen_test)]
-fn group_commits_queued_at_a_quota_failure_are_failed_never_acknowledged() {
+fn group_commits_queued_at_a_quota_failure_are_failed_and_gone_and_writes_go_on() {
     let mem = MemoryStorage::new();
     let faulty = FaultyStorage::new(mem.clone(), Fault::None);
     let mut s = Store::open(faulty.clone(), Options::default()).unwrap();
     s.put(b"a", b"1", Durability::Group).unwrap();
+    let a = s.last_ticket();
     s.put(b"b", b"2", Durability::Group).unwrap();
+    let b = s.last_ticket();
     faulty.set_fault(Fault::QuotaFrom(0));
     // A streamed value fills the disk while a and b wait for their group flush.
     let t = s.begin().unwrap();
     s.txn_put(t, b"big", false).unwrap();
-    assert!(s.txn_chunk(t, &pattern(300_000, 2)).is_err());
-    assert!(matches!(s.put(b"c", b"3", Durability::Group), Err(Error::Poisoned { .. })), "no writes before the sync");
-    faulty.set_fault(Fault::None);
-    assert!(s.sync().is_err(), "the group's sync reports the failure to a and b");
-    assert!(matches!(s.txn_chunk(t, b"more"), Err(Error::Transaction { .. })), "the upload was dropped");
-    s.put(b"d", b"4", Durability::Strict).unwrap();
-    for k in [&b"a"[..], b"b", b"c", b"big"] {
-        assert_eq!(s.get(k).unwrap(), None, "{:?} was never acknowledged", k);
+    assert!(matches!(s.txn_chunk(t, &pattern(300_000, 2)), Err(Error::QuotaExceeded { .. })));
+    for ticket in [a, b] {
+        assert!(matches!(s.outcome(ticket), Outcome::Failed(Error::QuotaExceeded { .. })), "{:?}", s.outcome(ticket));
     }
+    // The log was rolled back to what was written: writes go on (buffered until space frees).
+    s.put(b"c", b"3", Durability::Group).unwrap();
+    let c = s.last_ticket();
+    faulty.set_fault(Fault::None);
+    assert!(matches!(s.sync(), Err(Error::QuotaExceeded { .. })), "the group's sync reports the failure of a and b");
+    assert_eq!(s.outcome(c), Outcome::Committed);
+    assert!(s.sync().is_ok(), "reported once");
+    assert!(
+        matches!(s.txn_chunk(t, b"more"), Err(Error::QuotaExceeded { .. })),
+        "the upload was dropped, and its caller hears why"
+    );
+    s.abort(t).unwrap();
+    s.put(b"d", b"4", Durability::Strict).unwrap();
+    let expect = |s: &Store<_>| {
+        for k in [&b"a"[..], b"b", b"big"] {
+            assert_eq!(s.get(k).unwrap(), None, "{:?} was failed", k);
+        }
+        assert_eq!(s.get(b"c").unwrap().unwrap(), b"3");
+        assert_eq!(s.get(b"d").unwrap().unwrap(), b"4");
+    };
+    expect(&s);
     drop(s);
-    let s = Store::open(mem, Options::default()).unwrap();
-    assert_eq!(s.get(b"d").unwrap().unwrap(), b"4");
-    assert_eq!(s.get(b"a").unwrap(), None);
+    expect(&Store::open(FaultyStorage::new(mem, Fault::None), Options::default()).unwrap());
 }
 
 #[cfg_attr(not(target_arch = "wasm32"), test)]

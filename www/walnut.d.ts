@@ -82,8 +82,8 @@ export interface RecoveryReport {
   discardedTotal: number;
   /** Torn or corrupt tail cut off the log, bytes. */
   bytesTruncated: number;
-  /** File offset of the cut, bytes; null when nothing was cut. */
-  truncatedAt: number | null;
+  /** Where the log was cut: the segment (log file) and the byte offset in it; null when nothing was cut. */
+  truncatedAt: { segment: number; offset: number } | null;
   /** Why the tail was cut; null when nothing was cut. */
   tailReason: string | null;
   /** Log size after recovery, bytes. */

@@ -179,7 +179,7 @@ function write(request) {
   })();
   const done = keepInFlight(
     applied.then(
-      (value) => acknowledge(request, value),
+      (result) => acknowledge(request, result),
       (error) => (error === ABORTED ? send({ id: request.id, aborted: true }) : fail(request.id, error)),
     ),
   );
@@ -192,13 +192,17 @@ function write(request) {
 
 /**
  * Writes a lone small put or a delete with the single-call methods, synchronously.
- * @returns {boolean | undefined} for a delete, whether the key existed
+ * @returns {{ value: boolean | undefined, ticket: number }} for a delete, whether the key
+ *   existed; the commit's ticket (0 when nothing was written)
  */
 function applySingle({ id, ops: [op], strict, progress }) {
-  if (op.type === 'delete') return store.delete(op.key, strict);
-  store.put(op.key, op.isString, op.value, strict);
+  if (op.type === 'delete') {
+    const ticket = store.delete(op.key, strict);
+    return { value: ticket > 0, ticket };
+  }
+  const ticket = store.put(op.key, op.isString, op.value, strict);
   if (progress) send({ id, progress: op.value.length });
-  return undefined;
+  return { value: undefined, ticket };
 }
 
 /**
@@ -233,12 +237,11 @@ async function writeTransaction({ id, ops, strict, progress }, task) {
     }
     if (task.aborted) throw ABORTED;
     report(); // values without any chunk (empty ones) get their one report here
-    store.commit(txn, strict);
+    return { value: undefined, ticket: store.commit(txn, strict) };
   } catch (error) {
     abortQuietly(txn);
     throw error;
   }
-  return undefined;
 }
 
 /**
@@ -397,36 +400,49 @@ async function closeStore() {
 }
 
 /**
- * Answers a write: at once when relaxed, after the group's sync when strict.
+ * Answers a write: at once when relaxed, after the committer's flush when strict.
  * @param {{ id: number, strict: boolean }} request
- * @param {unknown} value
+ * @param {{ value: unknown, ticket: number }} applied
  */
-function acknowledge({ id, strict }, value) {
+function acknowledge({ id, strict }, { value, ticket }) {
   if (!strict) {
     reply(id, value);
     return;
   }
-  durableWaiters.push({ id, value });
+  durableWaiters.push({ id, value, ticket });
   if (!groupCommitScheduled) {
     groupCommitScheduled = true;
     groupCommitChannel.port2.postMessage(null);
   }
 }
 
-/** Group commit: one sync() for every strict write applied so far, then all their answers. */
+/**
+ * Group commit: the committer flushes once for every strict write applied so far, then each
+ * write is answered with its own commit's outcome (a flush that failed earlier, asked for by a
+ * read, a relaxed write, a checkpoint or a compaction step, fails exactly the commits it
+ * carried, and is reported here to them). A write that wrote nothing (a delete of an absent
+ * key, ticket 0) is answered with the group.
+ */
 function commitGroup() {
   groupCommitScheduled = false;
   const group = durableWaiters;
   durableWaiters = [];
   if (group.length === 0) return;
+  let outcomes;
   try {
     if (crashed) throw crashedError();
-    store.sync();
+    const tickets = group.filter((w) => w.ticket > 0);
+    const failures = store.commitGroup(Float64Array.from(tickets, (w) => w.ticket));
+    outcomes = new Map(tickets.map((w, i) => [w, failures[i]]));
   } catch (error) {
     for (const { id } of group) fail(id, error);
     return;
   }
-  for (const { id, value } of group) reply(id, value);
+  for (const waiter of group) {
+    const failure = outcomes.get(waiter);
+    if (failure) fail(waiter.id, failure);
+    else reply(waiter.id, waiter.value);
+  }
 }
 
 /** Lets other requests run when this task has had the thread for SLICE_MS. */

@@ -1,5 +1,5 @@
 //! Checkpoints: the index persisted, so that open reads it and replays only the log after it
-//! (Bitcask's hint files are the classic form). A checkpoint file is an 80-byte
+//! (Bitcask's hint files are the classic form). A checkpoint file is an 88-byte
 //! [`CheckpointHeader`] and a body: the segment numbers it needs, then every index entry in
 //! key order (docs/FORMAT.md, "Checkpoint"). Two checkpoint files are used in turn, so a torn
 //! write of one leaves the other: the pair is also the manifest of live segments.
@@ -12,7 +12,9 @@
 use crc32fast::Hasher;
 
 use crate::error::Result;
-use crate::format::{loc_segment, CheckpointHeader, CHECKPOINT_HEADER_LEN, CHECKPOINT_MAGIC, FLAG_STRING_KEY};
+use crate::format::{
+    loc_segment, CheckpointHeader, CHECKPOINT_HEADER_LEN, CHECKPOINT_HEADER_LEN_V2, CHECKPOINT_MAGIC, FLAG_STRING_KEY,
+};
 use crate::index::{ChunkLoc, Entry, Index, Item, Totals};
 use crate::storage::{read_exact_at, write_all_at, Storage};
 
@@ -246,11 +248,14 @@ pub(crate) fn write<F: Storage>(
 pub(crate) fn read_head<F: Storage>(file: &F) -> Result<Result<Head, String>> {
     let size = file.size()?;
     let mut hb = [0u8; CHECKPOINT_HEADER_LEN];
-    if size < CHECKPOINT_HEADER_LEN as u64 || !read_exact_at(file, &mut hb, 0)? {
+    let n = usize::try_from(size).unwrap_or(usize::MAX).min(CHECKPOINT_HEADER_LEN);
+    let head = hb.get_mut(..n).unwrap_or_default();
+    if size < CHECKPOINT_HEADER_LEN_V2 as u64 || !read_exact_at(file, head, 0)? {
         return Ok(Err("checkpoint header incomplete".into()));
     }
-    let Some(header) = CheckpointHeader::decode(&hb) else { return Ok(Err("checkpoint header invalid".into())) };
-    if header.body_len > size - CHECKPOINT_HEADER_LEN as u64 {
+    let Some(header) = CheckpointHeader::decode(head) else { return Ok(Err("checkpoint header invalid".into())) };
+    let body_at = header.header_len() as u64;
+    if size < body_at || header.body_len > size - body_at {
         return Ok(Err("checkpoint body incomplete".into()));
     }
     let list = u64::from(header.segments) * 4;
@@ -259,7 +264,7 @@ pub(crate) fn read_head<F: Storage>(file: &F) -> Result<Result<Head, String>> {
     }
     let Ok(list) = usize::try_from(list) else { return Ok(Err("checkpoint body too large".into())) };
     let mut bytes = vec![0u8; list];
-    if !read_exact_at(file, &mut bytes, CHECKPOINT_HEADER_LEN as u64)? {
+    if !read_exact_at(file, &mut bytes, body_at)? {
         return Ok(Err("checkpoint body incomplete".into()));
     }
     let Some(segments) = segment_list(&bytes) else { return Ok(Err("checkpoint body malformed".into())) };
@@ -279,7 +284,7 @@ pub(crate) fn load<F: Storage>(file: &F, head: &Head) -> Result<Result<Index, St
     let h = &head.header;
     let Ok(len) = usize::try_from(h.body_len) else { return Ok(Err("checkpoint body too large".into())) };
     let mut body = vec![0u8; len];
-    if !read_exact_at(file, &mut body, CHECKPOINT_HEADER_LEN as u64)? {
+    if !read_exact_at(file, &mut body, h.header_len() as u64)? {
         return Ok(Err("checkpoint body incomplete".into()));
     }
     if crc32fast::hash(&body) != h.body_crc {
@@ -380,6 +385,8 @@ mod tests {
             body_len: body.len() as u64,
             body_crc: crc32fast::hash(body),
             segments,
+            index_lsn: 1,
+            version: crate::format::FORMAT_VERSION,
         };
         let mut bytes = header.encode().to_vec();
         bytes.extend_from_slice(body);
@@ -402,8 +409,14 @@ mod tests {
     fn a_written_checkpoint_loads_back_as_the_same_index() {
         let (ix, segments) = sample();
         let mut file = MemoryStorage::new();
-        let header =
-            CheckpointHeader { seq: 4, replay_from: loc(2, 40), replay_lsn: 9, next_txn: 3, ..Default::default() };
+        let header = CheckpointHeader {
+            seq: 4,
+            replay_from: loc(2, 40),
+            replay_lsn: 9,
+            next_txn: 3,
+            index_lsn: 9,
+            ..Default::default()
+        };
         write(&mut file, header, &segments, &ix).unwrap();
         let head = read_head(&file).unwrap().unwrap();
         assert_eq!((head.header.seq, head.segments.clone()), (4, segments));

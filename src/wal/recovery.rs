@@ -233,15 +233,15 @@ impl<S: Storage> Scanner<'_, S> {
     }
 }
 
-fn header_error(offset: u64, e: HeaderError) -> Error {
+fn header_error(at: u64, e: HeaderError) -> Error {
     match e {
-        HeaderError::BadMagic => Error::Corruption { offset, detail: "not a walnut log (bad magic)".into() },
+        HeaderError::BadMagic => Error::Corruption { at, detail: "not a walnut log (bad magic)".into() },
         HeaderError::UnsupportedVersion(v) => Error::Corruption {
-            offset,
+            at,
             detail: format!("format version {v} is not supported (this build reads versions {MIN_READ_VERSION} to {FORMAT_VERSION})"),
         },
-        HeaderError::Checksum { stored, computed } => Error::ChecksumMismatch { offset, stored, computed },
-        HeaderError::Malformed(what) => Error::Corruption { offset, detail: format!("file header: {what}") },
+        HeaderError::Checksum { stored, computed } => Error::ChecksumMismatch { at, stored, computed },
+        HeaderError::Malformed(what) => Error::Corruption { at, detail: format!("file header: {what}") },
     }
 }
 
@@ -286,13 +286,13 @@ fn census<V: Volume>(volume: &V) -> Result<Census> {
             c.stubs.push((id, size));
         } else if magic == CHECKPOINT_MAGIC {
             if !can_grow {
-                return Err(Error::Corruption { offset: 0, detail: "this file is a checkpoint, not a log".into() });
+                return Err(Error::Corruption { at: 0, detail: "this file is a checkpoint, not a log".into() });
             }
             c.checkpoints.push(id);
         } else {
             let h = FileHeader::decode(&head).map_err(|e| header_error(0, e))?;
             if c.segments.insert(h.segment, (id, h)).is_some() {
-                return Err(Error::Corruption { offset: 0, detail: format!("segment {} appears twice", h.segment) });
+                return Err(Error::Corruption { at: 0, detail: format!("segment {} appears twice", h.segment) });
             }
         }
     }
@@ -302,6 +302,10 @@ fn census<V: Volume>(volume: &V) -> Result<Census> {
 /// The scan's state across records and segments.
 struct Replay {
     index: Index,
+    /// The index already holds the effects of every record below this LSN (the checkpoint's
+    /// `index_lsn`; 1 on a full scan): such records are read only to rebuild the chains of
+    /// transactions open at the checkpoint, never applied again.
+    index_lsn: u64,
     open: HashMap<u64, ScanTxn>,
     max_txn: u64,
     report: RecoveryReport,
@@ -319,6 +323,18 @@ impl Replay {
     fn record(&mut self, at: u64, h: &RecordHeader, pcrc: Hasher, payload: &[u8]) {
         self.report.records += 1;
         self.max_txn = self.max_txn.max(h.txn);
+        if h.lsn < self.index_lsn {
+            // Held by the checkpoint already. Ends of transactions only close them; records of
+            // transactions still open at the checkpoint build their chains.
+            match h.kind {
+                Kind::Commit | Kind::Abort => {
+                    self.open.remove(&h.txn);
+                    return;
+                }
+                Kind::PutOne | Kind::DeleteOne => return,
+                Kind::Begin | Kind::Put | Kind::Chunk | Kind::Delete => {}
+            }
+        }
         match h.kind {
             Kind::Begin => {
                 if let Some(old) = self.open.remove(&h.txn) {
@@ -413,7 +429,7 @@ pub(crate) fn recover<V: Volume>(volume: &mut V, mode: RecoveryMode) -> Result<R
         if can_grow {
             if mode == RecoveryMode::AbsoluteConsistency && size >= FILE_HEADER_LEN as u64 {
                 return Err(Error::Corruption {
-                    offset: 0,
+                    at: 0,
                     detail: format!("file {id} has no valid header ({size} bytes); refusing to release it"),
                 });
             }
@@ -421,7 +437,7 @@ pub(crate) fn recover<V: Volume>(volume: &mut V, mode: RecoveryMode) -> Result<R
             report.segments_released += 1;
         } else if size > 0 {
             if mode == RecoveryMode::AbsoluteConsistency {
-                return Err(Error::Corruption { offset: 0, detail: "file shorter than its header".into() });
+                return Err(Error::Corruption { at: 0, detail: "file shorter than its header".into() });
             }
             report.bytes_truncated = size;
             report.truncated_at = Some(0);
@@ -431,7 +447,7 @@ pub(crate) fn recover<V: Volume>(volume: &mut V, mode: RecoveryMode) -> Result<R
     }
     if c.segments.is_empty() && !c.checkpoints.is_empty() {
         return Err(Error::Corruption {
-            offset: 0,
+            at: 0,
             detail: "checkpoints without any log segment: refusing to start an empty store over them".into(),
         });
     }
@@ -515,14 +531,14 @@ pub(crate) fn recover<V: Volume>(volume: &mut V, mode: RecoveryMode) -> Result<R
     }
 
     let (first_seg, first_header) = c.segments.iter().next().map(|(&s, &(_, h))| (s, h)).unwrap_or_default();
-    let (index, start, mut lsn, ck_next_txn, full_scan) = match chosen {
+    let (index, start, mut lsn, index_lsn, ck_next_txn, full_scan) = match chosen {
         Some((h, index)) => {
             report.checkpoint = Some((h.seq, h.replay_lsn));
-            (index, h.replay_from, h.replay_lsn, h.next_txn, false)
+            (index, h.replay_from, h.replay_lsn, h.index_lsn, h.next_txn, false)
         }
-        None => (Index::default(), loc(first_seg, FILE_HEADER_LEN as u64), first_header.base_lsn, 1, true),
+        None => (Index::default(), loc(first_seg, FILE_HEADER_LEN as u64), first_header.base_lsn, 0, 1, true),
     };
-    let mut replay = Replay { index, open: HashMap::new(), max_txn: 0, report };
+    let mut replay = Replay { index, index_lsn, open: HashMap::new(), max_txn: 0, report };
 
     let start_seg = loc_segment(start);
     let mut tail = start;
@@ -568,7 +584,7 @@ pub(crate) fn recover<V: Volume>(volume: &mut V, mode: RecoveryMode) -> Result<R
         tail = loc(seg, offset);
         prev_seg = Some(seg);
     }
-    let Replay { mut index, open, max_txn, mut report } = replay;
+    let Replay { mut index, open, max_txn, mut report, .. } = replay;
     let mut left: Vec<ScanTxn> = open.into_values().collect();
     left.sort_by_key(|t| t.begin);
     for t in left {
@@ -581,16 +597,19 @@ pub(crate) fn recover<V: Volume>(volume: &mut V, mode: RecoveryMode) -> Result<R
     let mut segments: BTreeMap<u32, FileId> = c.segments.iter().map(|(&s, &(id, _))| (s, id)).collect();
     if let Some(cut) = cut {
         if mode == RecoveryMode::AbsoluteConsistency {
-            return Err(Error::Corruption { offset: loc(cut.segment, cut.offset), detail: cut.reason });
+            return Err(Error::Corruption { at: loc(cut.segment, cut.offset), detail: cut.reason });
         }
         report.truncated_at = Some(if cut.offset == 0 { tail } else { loc(cut.segment, cut.offset) });
         report.tail_reason = Some(cut.reason);
-        let later: Vec<u32> = segments.range(cut.segment..).map(|(&s, _)| s).collect();
+        // Later segments go first, newest first, and the cut segment is cut last: a crash
+        // part way leaves a log that ends where it ended, or earlier, never a cut segment
+        // followed by later ones (which a full scan would read across the gap).
+        let later: Vec<u32> = segments.range(cut.segment..).map(|(&s, _)| s).rev().collect();
         for seg in later {
             let Some(&id) = segments.get(&seg) else { continue };
             let size = volume.file(id)?.size()?;
             if seg == cut.segment && cut.offset > 0 {
-                report.bytes_truncated += size - cut.offset;
+                report.bytes_truncated += size.saturating_sub(cut.offset);
                 let f = volume.file_mut(id)?;
                 f.truncate(cut.offset)?;
                 f.flush()?;

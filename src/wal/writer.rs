@@ -41,9 +41,13 @@ pub(crate) struct Writer<V: Volume> {
     tail: u64,
     /// Rotate before a record would carry the tail segment past this size, bytes.
     segment_size: u64,
-    /// Records not yet written, which belong at `buf_start` of the tail segment.
+    /// Records not yet written, which belong at `buf_start` of the tail segment. Every byte
+    /// before `buf_start` was written (each write's full count checked); nothing from it on
+    /// is known to be on storage.
     buf: Vec<u8>,
     buf_start: u64,
+    /// LSN of the record at `buf_start`.
+    buf_lsn: u64,
     next_lsn: u64,
     batch_bytes: usize,
     direct_threshold: usize,
@@ -59,7 +63,7 @@ pub(crate) struct Writer<V: Volume> {
 /// The first storage failure, and whether the store may recover from it in place.
 #[derive(Debug, Clone)]
 struct Poison {
-    cause: String,
+    cause: Error,
     /// A write refused for quota left nothing unknown behind: what reached storage is
     /// re-read by recovery. A failed flush leaves durability unknown: only a reopen clears it.
     recoverable: bool,
@@ -87,6 +91,7 @@ impl<V: Volume> Writer<V> {
             segment_size: segment_size.min(MAX_SEGMENT_LEN),
             buf: Vec::with_capacity(batch_bytes.min(1 << 20)),
             buf_start: tail,
+            buf_lsn: next_lsn,
             next_lsn,
             batch_bytes,
             direct_threshold,
@@ -170,7 +175,7 @@ impl<V: Volume> Writer<V> {
     /// Fails with [`Error::Poisoned`] once a write has failed.
     pub fn check(&self) -> Result<()> {
         match &self.poisoned {
-            Some(p) => Err(Error::Poisoned { cause: p.cause.clone() }),
+            Some(p) => Err(Error::Poisoned { cause: p.cause.to_string() }),
             None => Ok(()),
         }
     }
@@ -179,24 +184,49 @@ impl<V: Volume> Writer<V> {
     fn poison(&mut self, e: Error) -> Error {
         if e.is_storage_failure() && self.poisoned.is_none() {
             let recoverable = matches!(e, Error::QuotaExceeded { .. });
-            self.poisoned = Some(Poison { cause: e.to_string(), recoverable });
+            self.poisoned = Some(Poison { cause: e.clone(), recoverable });
         }
         e
     }
 
-    /// Starts over at `tail` after recovery re-read the log: drops the batch buffer and the
-    /// poison.
-    pub fn reset(&mut self, segments: BTreeMap<u32, FileId>, tail: u64, next_lsn: u64) {
-        self.segments = segments;
-        self.tail_seg = loc_segment(tail);
-        let tail = loc_offset(tail);
-        self.tail = tail;
+    /// The error that poisoned the writer, if any.
+    pub fn poison_cause(&self) -> Option<&Error> {
+        self.poisoned.as_ref().map(|p| &p.cause)
+    }
+
+    /// Where the log stops being known written: the location and LSN of the first record not
+    /// yet written in full (the log's end when nothing is buffered).
+    pub fn unwritten(&self) -> (u64, u64) {
+        (loc(self.tail_seg, self.buf_start), self.buf_lsn)
+    }
+
+    /// After a write refused for quota: cuts the tail segment back to the last byte known
+    /// written, flushes the cut, and clears the poison, so the log is exactly the records
+    /// written before the failure and appending can go on. Returns where the log now ends
+    /// (location and next LSN): every record at or after it is gone.
+    ///
+    /// Errors: the cut or its flush failing poisons the writer for good (reopen to recover).
+    pub fn rollback(&mut self) -> Result<(u64, u64)> {
+        let (cut, lsn) = self.unwritten();
+        let offset = self.buf_start;
+        let r = self.tail_file().and_then(|f| {
+            f.truncate(offset)?;
+            f.flush()
+        });
+        if let Err(e) = r {
+            let e = self.poison(e);
+            if let Some(p) = &mut self.poisoned {
+                p.recoverable = false;
+            }
+            return Err(e);
+        }
+        self.appended = self.appended.saturating_sub(self.tail - offset);
+        self.tail = offset;
         self.buf.clear();
-        self.buf_start = tail;
-        self.next_lsn = next_lsn;
+        self.next_lsn = lsn;
         self.dirty = false;
         self.poisoned = None;
-        self.recompute_sealed();
+        Ok((cut, lsn))
     }
 
     fn tail_file(&mut self) -> Result<&mut V::File> {
@@ -204,27 +234,35 @@ impl<V: Volume> Writer<V> {
         self.volume.file_mut(id)
     }
 
-    /// Seals the tail segment (written out and flushed) and starts the next one.
+    /// Seals the tail segment (written out and flushed) and starts the next one. All or
+    /// nothing: if the new segment's file or header fails, the tail stays where it was (the
+    /// new file given back) and the writer is poisoned by the error.
     fn rotate(&mut self) -> Result<()> {
         self.sync()?;
         if self.tail_seg >= MAX_SEGMENT {
             return Err(Error::io("write", "segment numbers exhausted"));
         }
         let id = self.volume.create().map_err(|e| self.poison(e))?;
-        self.sealed_bytes += self.tail;
-        self.tail_seg += 1;
-        self.segments.insert(self.tail_seg, id);
+        let seg = self.tail_seg + 1;
         // The header is made durable before any record goes in: a segment header that fails
         // its check can then only belong to a file whose creation was cut short.
-        let header = FileHeader { base_lsn: self.next_lsn, segment: self.tail_seg }.encode();
-        self.buf.clear();
-        self.buf_start = FILE_HEADER_LEN as u64;
-        self.tail = FILE_HEADER_LEN as u64;
-        let r = self.tail_file().and_then(|f| {
+        let header = FileHeader { base_lsn: self.next_lsn, segment: seg }.encode();
+        let r = self.volume.file_mut(id).and_then(|f| {
             write_all_at(f, &header, 0)?;
             f.flush()
         });
-        r.map_err(|e| self.poison(e))
+        if let Err(e) = r {
+            let _ = self.volume.release(id);
+            return Err(self.poison(e));
+        }
+        self.sealed_bytes += self.tail;
+        self.tail_seg = seg;
+        self.segments.insert(seg, id);
+        self.buf.clear();
+        self.buf_start = FILE_HEADER_LEN as u64;
+        self.buf_lsn = self.next_lsn;
+        self.tail = FILE_HEADER_LEN as u64;
+        Ok(())
     }
 
     /// Appends one record whose payload is the concatenation of `parts`.
@@ -256,7 +294,11 @@ impl<V: Volume> Writer<V> {
             r.map_err(|e| self.poison(e))?;
             self.dirty = true;
             self.buf_start = at;
+            self.buf_lsn = lsn + 1;
         } else {
+            if self.buf.is_empty() {
+                self.buf_lsn = lsn;
+            }
             self.buf.extend_from_slice(&header);
             for p in parts {
                 self.buf.extend_from_slice(p);
@@ -283,6 +325,7 @@ impl<V: Volume> Writer<V> {
         r.map_err(|e| self.poison(e))?;
         self.buf_start += self.buf.len() as u64;
         self.buf.clear();
+        self.buf_lsn = self.next_lsn;
         self.dirty = true;
         Ok(())
     }
@@ -311,30 +354,30 @@ impl<V: Volume> Writer<V> {
         let seg = loc_segment(loc.record);
         let offset = loc_offset(loc.record);
         let id = *self.segments.get(&seg).ok_or_else(|| Error::Corruption {
-            offset: loc.record,
+            at: loc.record,
             detail: format!("index points into segment {seg}, which is gone"),
         })?;
         let file = self.volume.file(id)?;
         let mut hdr = [0u8; RECORD_HEADER_LEN];
         if !read_exact_at(file, &mut hdr, offset)? {
-            return Err(Error::Corruption { offset: loc.record, detail: "record past end of log".into() });
+            return Err(Error::Corruption { at: loc.record, detail: "record past end of log".into() });
         }
         let h = RecordHeader::decode(&hdr)
-            .map_err(|e| Error::Corruption { offset: loc.record, detail: format!("bad record header: {e:?}") })?;
+            .map_err(|e| Error::Corruption { at: loc.record, detail: format!("bad record header: {e:?}") })?;
         let need = u64::from(loc.skip) + u64::from(loc.len);
         if need > u64::from(h.len) || !matches!(h.kind, Kind::Chunk | Kind::PutOne) {
-            return Err(Error::Corruption { offset: loc.record, detail: "index points at the wrong record".into() });
+            return Err(Error::Corruption { at: loc.record, detail: "index points at the wrong record".into() });
         }
         out.clear();
         out.resize(h.len as usize, 0);
         if !read_exact_at(file, out, offset + RECORD_HEADER_LEN as u64)? {
-            return Err(Error::Corruption { offset: loc.record, detail: "record past end of log".into() });
+            return Err(Error::Corruption { at: loc.record, detail: "record past end of log".into() });
         }
         let mut pcrc = Hasher::new();
         pcrc.update(out);
         let computed = record_crc(&hdr, &pcrc);
         if computed != h.crc {
-            return Err(Error::ChecksumMismatch { offset: loc.record, stored: h.crc, computed });
+            return Err(Error::ChecksumMismatch { at: loc.record, stored: h.crc, computed });
         }
         out.truncate((u64::from(loc.skip) + u64::from(loc.len)) as usize);
         out.drain(..loc.skip as usize);

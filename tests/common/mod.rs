@@ -273,6 +273,7 @@ impl Cut {
 pub struct CutFile {
     inner: CrashStorage,
     cut: Cut,
+    quota: std::rc::Rc<std::cell::Cell<bool>>,
 }
 
 impl Storage for CutFile {
@@ -280,6 +281,9 @@ impl Storage for CutFile {
         self.inner.read_at(buf, offset)
     }
     fn write_at(&mut self, buf: &[u8], offset: u64) -> walnut::Result<usize> {
+        if self.quota.get() {
+            return Err(walnut::Error::QuotaExceeded { detail: "injected: disk full".into() });
+        }
         if self.cut.take() {
             self.inner.write_at(buf, offset)
         } else {
@@ -314,6 +318,9 @@ pub struct CutVolume {
     released_after_cut: std::collections::BTreeMap<u32, CrashStorage>,
     next: u32,
     pub cut: Cut,
+    /// While set, every write fails with `QuotaExceeded` (a full disk); truncates and
+    /// flushes still work, as they do on a full disk.
+    pub quota: std::rc::Rc<std::cell::Cell<bool>>,
 }
 
 impl CutVolume {
@@ -321,9 +328,17 @@ impl CutVolume {
     pub fn from_image(files: std::collections::BTreeMap<u32, Vec<u8>>) -> Self {
         let mut v = CutVolume { next: files.keys().next_back().map_or(0, |k| k + 1), ..CutVolume::default() };
         for (id, bytes) in files {
-            v.files.insert(id, CutFile { inner: CrashStorage::from_bytes(bytes), cut: v.cut.clone() });
+            v.files.insert(
+                id,
+                CutFile { inner: CrashStorage::from_bytes(bytes), cut: v.cut.clone(), quota: v.quota.clone() },
+            );
         }
         v
+    }
+
+    /// The files as they are now (what a clean close leaves, or a reopen without a crash).
+    pub fn live_image(&self) -> std::collections::BTreeMap<u32, Vec<u8>> {
+        self.files.iter().filter(|(id, _)| !self.ghosts.contains(id)).map(|(&id, f)| (id, f.inner.live())).collect()
     }
 
     /// The files as a crash now would leave them.
@@ -358,7 +373,7 @@ impl walnut::Volume for CutVolume {
         if !self.cut.take() {
             self.ghosts.insert(id);
         }
-        self.files.insert(id, CutFile { inner: CrashStorage::new(), cut: self.cut.clone() });
+        self.files.insert(id, CutFile { inner: CrashStorage::new(), cut: self.cut.clone(), quota: self.quota.clone() });
         Ok(id)
     }
     fn release(&mut self, id: u32) -> walnut::Result<()> {

@@ -31,7 +31,7 @@ after(async () => {
 
 test('a failed group sync rejects every strict write waiting on it, relaxed writes are not held up', async () => {
   const r = await page.evaluate(async () => {
-    const db = await window.faulty.open('fault:sync:io');
+    const db = await window.faulty.open('fault:commitGroup:io');
     const strict = await Promise.allSettled(Array.from({ length: 5 }, (_, i) => db.put(`k${i}`, 'v')));
     const relaxed = await db.put('r', 'v', { durability: 'relaxed' }).then(() => 'resolved', (e) => e.name);
     db.terminate();

@@ -1,0 +1,532 @@
+//! The log as transactions see it: the writer, the transactions being written, and the
+//! committer, which owns the queue of commits waiting for their flush.
+//!
+//! **One owner of durability** (raft-engine's write barrier: writers join a group, one flush
+//! serves the group, every member learns the group's one result). Every commit gets a
+//! [`Ticket`]. A commit that must wait for a flush joins the committer's queue; whoever needs
+//! bytes on storage (a strict commit, the group's `sync`, a read that must observe queued
+//! commits, a checkpoint, a compaction step) asks the committer to flush, and the committer
+//! alone settles the queue: a successful flush makes every queued commit durable and visible;
+//! a failed one fails exactly the commits it carried, and records each one's failure under its
+//! ticket, so the commit's own caller learns of it whoever asked for the flush.
+//!
+//! **Quota is a rollback, not a crash.** A write refused for lack of space leaves the log
+//! exactly as it was before the first byte that was not written in full: the writer cuts the
+//! tail segment back there and flushes the cut. Queued commits before the cut are intact
+//! (and durable after that flush); commits at or after it are failed and gone, now and after
+//! any crash; transactions with records after it are dropped, and their callers are told the
+//! quota error, not a confusing "not open". Nothing is re-read and no segment is released, so
+//! open readers keep their chunks.
+
+use std::collections::{HashMap, VecDeque};
+use std::ops::Range;
+
+use crc32fast::Hasher;
+
+use crate::error::{Error, Result};
+use crate::format::{loc_segment, CommitPayload, Kind, FLAG_STRING_KEY, MAX_KEY_LEN};
+use crate::index::{ChunkLoc, Entry, Index, Op};
+use crate::storage::Volume;
+use crate::wal::writer::Writer;
+
+/// Transaction id.
+pub type TxnId = u64;
+
+/// When a commit is acknowledged.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Durability {
+    /// Acknowledged after the COMMIT record is flushed; visible from then on.
+    #[default]
+    Strict,
+    /// Acknowledged and visible once the COMMIT is written to storage, without a flush: a
+    /// crash may lose it (never half of it). It never overtakes a queued group commit: with
+    /// one queued, it waits for the same flush.
+    Relaxed,
+    /// Strict, but the flush is shared (group commit): the commit is queued and becomes
+    /// durable and visible at the next flush. Its caller acknowledges it once
+    /// [`crate::Store::sync`] returns `Ok`, or once [`crate::Store::outcome`] of its ticket
+    /// says [`Outcome::Committed`].
+    Group,
+}
+
+/// Names one commit, to ask for its [`Outcome`]. Tickets count the commits made since the store
+/// was opened, from 1; unlike LSNs they are never reused, even after a rollback cut the log.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Ticket(pub u64);
+
+/// Where a commit stands.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    /// In the index, visible: durable for strict and group commits, written for relaxed ones.
+    Committed,
+    /// Written or buffered, waiting for the committer's next flush.
+    Queued,
+    /// Never to be visible. After a quota failure the commit is absent from the log, now and
+    /// after any crash. After an I/O failure (a failed flush) it is not visible, but whether a
+    /// reopen finds it is unknown (fsync gave no answer); the store is poisoned.
+    Failed(Error),
+}
+
+/// Failure records kept for [`Outcome::Failed`]; each is one failed flush or rollback, so this
+/// many are only reached by a caller that never asks. Older ones are forgotten: their tickets
+/// then report failure whatever happened, never success.
+const MAX_FAILURES: usize = 1024;
+
+/// Transactions dropped by a rollback whose callers have not been told yet.
+const MAX_DROPPED: usize = 1024;
+
+/// A commit waiting for the committer's flush.
+struct Queued {
+    ticket: u64,
+    lsn: u64,
+    ops: Vec<Op>,
+    /// Whether its caller waits for `sync` (group) rather than for its own call (strict, relaxed).
+    group: bool,
+}
+
+/// The group-commit queue and the outcomes of the commits that left it.
+struct Committer {
+    /// Commits written (or buffered) and not yet durable, in LSN order.
+    queue: VecDeque<Queued>,
+    /// The ticket the next commit gets.
+    next_ticket: u64,
+    /// Commits that failed, as ranges of tickets with their error, oldest first.
+    failures: VecDeque<(Range<u64>, Error)>,
+    /// Tickets below this whose failure record was forgotten ([`MAX_FAILURES`]).
+    forgotten_below: u64,
+    /// The first failure of group commits that [`Log::take_unreported`] has not handed out.
+    unreported: Option<Error>,
+}
+
+impl Committer {
+    fn ticket(&mut self) -> u64 {
+        let t = self.next_ticket;
+        self.next_ticket += 1;
+        t
+    }
+
+    fn outcome(&self, ticket: u64) -> Outcome {
+        if ticket == 0 || ticket >= self.next_ticket {
+            return Outcome::Failed(Error::invalid("ticket", format!("{ticket} names no commit of this store")));
+        }
+        if self.queue.iter().any(|q| q.ticket == ticket) {
+            return Outcome::Queued;
+        }
+        if let Some((_, e)) = self.failures.iter().find(|(r, _)| r.contains(&ticket)) {
+            return Outcome::Failed(e.clone());
+        }
+        if ticket < self.forgotten_below {
+            return Outcome::Failed(Error::io("commit", "the outcome of this commit is no longer known"));
+        }
+        Outcome::Committed
+    }
+
+    /// Fails every queued commit from position `from` of the queue on with `e`.
+    fn fail_from(&mut self, from: usize, e: &Error) {
+        if from >= self.queue.len() {
+            return;
+        }
+        let failed: Vec<Queued> = self.queue.drain(from..).collect();
+        let (Some(first), Some(last)) = (failed.first(), failed.last()) else { return };
+        if failed.iter().any(|q| q.group) && self.unreported.is_none() {
+            self.unreported = Some(e.clone());
+        }
+        self.failures.push_back((first.ticket..last.ticket + 1, e.clone()));
+        while self.failures.len() > MAX_FAILURES {
+            if let Some((r, _)) = self.failures.pop_front() {
+                self.forgotten_below = self.forgotten_below.max(r.end);
+            }
+        }
+    }
+}
+
+/// A transaction being written.
+pub(crate) struct OpenTxn {
+    /// Location and LSN of its BEGIN (a checkpoint replays from the earliest open BEGIN).
+    pub begin: (u64, u64),
+    /// Location of its last record (the next record's backward link).
+    last: u64,
+    commit: CommitPayload,
+    value_crc: Hasher,
+    ops: Vec<Op>,
+}
+
+/// Checks a key's length; the error names the parameter `key`.
+pub(crate) fn check_key(key: &[u8]) -> Result<()> {
+    if key.is_empty() {
+        return Err(Error::invalid("key", "must not be empty"));
+    }
+    if key.len() > MAX_KEY_LEN {
+        return Err(Error::invalid("key", format!("is {} bytes; the limit is {MAX_KEY_LEN}", key.len())));
+    }
+    Ok(())
+}
+
+pub(crate) fn key_flags(string_key: bool) -> u8 {
+    if string_key {
+        FLAG_STRING_KEY
+    } else {
+        0
+    }
+}
+
+/// The writer, the open transactions and the committer. Every mutating call that meets a
+/// quota failure rolls the log back before it returns (see the module docs).
+pub(crate) struct Log<V: Volume> {
+    writer: Writer<V>,
+    txns: HashMap<TxnId, OpenTxn>,
+    /// Transactions a rollback dropped, with the error their callers get (bounded).
+    dropped: HashMap<TxnId, Error>,
+    next_txn: TxnId,
+    committer: Committer,
+    /// Rollbacks after quota failures since open.
+    rollbacks: u64,
+}
+
+impl<V: Volume> Log<V> {
+    pub fn new(writer: Writer<V>, next_txn: TxnId) -> Self {
+        Log {
+            writer,
+            txns: HashMap::new(),
+            dropped: HashMap::new(),
+            next_txn,
+            committer: Committer {
+                queue: VecDeque::new(),
+                next_ticket: 1,
+                failures: VecDeque::new(),
+                forgotten_below: 0,
+                unreported: None,
+            },
+            rollbacks: 0,
+        }
+    }
+
+    pub fn writer(&self) -> &Writer<V> {
+        &self.writer
+    }
+
+    pub fn writer_mut(&mut self) -> &mut Writer<V> {
+        &mut self.writer
+    }
+
+    pub fn into_writer(self) -> Writer<V> {
+        self.writer
+    }
+
+    pub fn next_txn(&self) -> TxnId {
+        self.next_txn
+    }
+
+    pub fn open_transactions(&self) -> usize {
+        self.txns.len()
+    }
+
+    /// Location and LSN of the earliest BEGIN of a transaction still open.
+    pub fn oldest_open(&self) -> Option<(u64, u64)> {
+        self.txns.values().map(|t| t.begin).min()
+    }
+
+    pub fn rollbacks(&self) -> u64 {
+        self.rollbacks
+    }
+
+    /// Commits waiting for the committer's flush.
+    pub fn queued(&self) -> usize {
+        self.committer.queue.len()
+    }
+
+    /// The effect on `key` of the newest queued commit that touches it: `Some(true)` a put,
+    /// `Some(false)` a delete, `None` if no queued commit touches it.
+    pub fn queued_state(&self, key: &[u8]) -> Option<bool> {
+        self.committer
+            .queue
+            .iter()
+            .rev()
+            .flat_map(|q| q.ops.iter().rev())
+            .find(|op| op.key() == key)
+            .map(|op| matches!(op, Op::Put { .. }))
+    }
+
+    pub fn outcome(&self, ticket: Ticket) -> Outcome {
+        self.committer.outcome(ticket.0)
+    }
+
+    /// The last ticket handed out (`Ticket(0)` before the first commit).
+    pub fn last_ticket(&self) -> Ticket {
+        Ticket(self.committer.next_ticket - 1)
+    }
+
+    /// The first failure of group commits not yet handed out, which is then forgotten.
+    pub fn take_unreported(&mut self) -> Option<Error> {
+        self.committer.unreported.take()
+    }
+
+    /// Fails with [`Error::Poisoned`] while the writer refuses writes.
+    pub fn writable(&mut self) -> Result<()> {
+        if self.writer.is_recoverable() {
+            self.after_failure();
+        }
+        self.writer.check()
+    }
+
+    /// Passes `r` through; on a storage failure, settles what it broke first (see
+    /// [`Log::after_failure`]).
+    fn io<T>(&mut self, r: Result<T>) -> Result<T> {
+        if r.is_err() && self.writer.is_poisoned() {
+            self.after_failure();
+        }
+        r
+    }
+
+    /// After the writer failed: a quota failure is rolled back (the log cut to what was
+    /// written in full and the cut flushed); queued commits past the cut fail with the quota
+    /// error, and transactions with records past it are dropped with it. Any other failure (or
+    /// a failed rollback) leaves the writer poisoned until reopen, and fails every queued commit.
+    fn after_failure(&mut self) {
+        let Some(cause) = self.writer.poison_cause().cloned() else { return };
+        if !self.writer.is_recoverable() {
+            self.committer.fail_from(0, &cause);
+            return;
+        }
+        match self.writer.rollback() {
+            Ok((cut, cut_lsn)) => {
+                self.rollbacks += 1;
+                let from = self.committer.queue.iter().position(|q| q.lsn >= cut_lsn).unwrap_or(usize::MAX);
+                self.committer.fail_from(from, &cause);
+                let gone: Vec<TxnId> = self.txns.iter().filter(|(_, t)| t.last >= cut).map(|(&id, _)| id).collect();
+                for txn in gone {
+                    self.txns.remove(&txn);
+                    self.remember_dropped(txn, cause.clone());
+                }
+            }
+            Err(e) => self.committer.fail_from(0, &e),
+        }
+    }
+
+    fn remember_dropped(&mut self, txn: TxnId, e: Error) {
+        if self.dropped.len() >= MAX_DROPPED {
+            if let Some(&oldest) = self.dropped.keys().min() {
+                self.dropped.remove(&oldest);
+            }
+        }
+        self.dropped.insert(txn, e);
+    }
+
+    fn open_txn(&mut self, txn: TxnId) -> Result<&mut OpenTxn> {
+        if let Some(e) = self.dropped.get(&txn) {
+            return Err(e.clone());
+        }
+        self.txns.get_mut(&txn).ok_or_else(|| Error::Transaction { txn, detail: "is not open".into() })
+    }
+
+    fn append(&mut self, kind: Kind, flags: u8, txn: TxnId, prev: u64, parts: &[&[u8]]) -> Result<(u64, u64, Hasher)> {
+        self.writable()?;
+        let r = self.writer.append(kind, flags, txn, prev, parts).map(|a| (a.offset, a.lsn, a.payload_crc));
+        self.io(r)
+    }
+
+    // ----- transactions -----
+
+    /// Begins a transaction (writes BEGIN) and returns its id.
+    pub fn begin(&mut self) -> Result<TxnId> {
+        let txn = self.next_txn;
+        let (at, lsn, _) = self.append(Kind::Begin, 0, txn, 0, &[])?;
+        self.next_txn += 1;
+        self.txns.insert(
+            txn,
+            OpenTxn {
+                begin: (at, lsn),
+                last: at,
+                commit: CommitPayload::default(),
+                value_crc: Hasher::new(),
+                ops: Vec::new(),
+            },
+        );
+        Ok(txn)
+    }
+
+    /// Appends a record to `txn`, linked to the transaction's previous record.
+    fn txn_append(&mut self, txn: TxnId, kind: Kind, flags: u8, parts: &[&[u8]]) -> Result<(u64, Hasher)> {
+        let prev = self.open_txn(txn)?.last;
+        let (at, _, crc) = self.append(kind, flags, txn, prev, parts)?;
+        let t = self.open_txn(txn)?;
+        t.last = at;
+        t.commit.records += 1;
+        Ok((at, crc))
+    }
+
+    pub fn txn_put(&mut self, txn: TxnId, key: &[u8], string_key: bool) -> Result<()> {
+        check_key(key)?;
+        self.open_txn(txn)?;
+        self.txn_append(txn, Kind::Put, key_flags(string_key), &[key])?;
+        let entry = Entry { string_key, ..Entry::default() };
+        self.open_txn(txn)?.ops.push(Op::Put { key: key.to_vec(), entry });
+        Ok(())
+    }
+
+    pub fn txn_chunk(&mut self, txn: TxnId, data: &[u8], chunk_size: usize) -> Result<()> {
+        if !matches!(self.open_txn(txn)?.ops.last(), Some(Op::Put { .. })) {
+            return Err(Error::Transaction { txn, detail: "a chunk needs a put in progress".into() });
+        }
+        for piece in data.chunks(chunk_size.max(1)) {
+            let (at, pcrc) = self.txn_append(txn, Kind::Chunk, 0, &[piece])?;
+            let t = self.open_txn(txn)?;
+            t.commit.chunks += 1;
+            t.commit.value_bytes += piece.len() as u64;
+            t.value_crc.combine(&pcrc);
+            if let Some(Op::Put { entry, .. }) = t.ops.last_mut() {
+                entry.chunks.push(ChunkLoc { record: at, skip: 0, len: piece.len() as u32 });
+                entry.size += piece.len() as u64;
+            }
+        }
+        Ok(())
+    }
+
+    pub fn txn_delete(&mut self, txn: TxnId, key: &[u8]) -> Result<()> {
+        check_key(key)?;
+        self.open_txn(txn)?;
+        self.txn_append(txn, Kind::Delete, 0, &[key])?;
+        self.open_txn(txn)?.ops.push(Op::Delete { key: key.to_vec() });
+        Ok(())
+    }
+
+    /// Writes `txn`'s COMMIT and settles it as `durability` asks. A transaction whose COMMIT
+    /// cannot be written is gone (its caller's abort then succeeds quietly).
+    pub fn commit(&mut self, txn: TxnId, durability: Durability, index: &mut Index) -> Result<Ticket> {
+        self.writable()?;
+        let mut t = match self.txns.remove(&txn) {
+            Some(t) => t,
+            None => {
+                return Err(self
+                    .open_txn(txn)
+                    .err()
+                    .unwrap_or(Error::Transaction { txn, detail: "is not open".into() }))
+            }
+        };
+        t.commit.value_crc = t.value_crc.clone().finalize();
+        let r = self.writer.append(Kind::Commit, 0, txn, t.last, &[&t.commit.encode()]);
+        let (at, lsn) = match self.io(r) {
+            Ok(a) => (a.offset, a.lsn),
+            Err(e) => {
+                self.remember_dropped(txn, e.clone());
+                return Err(e);
+            }
+        };
+        let span = (loc_segment(t.begin.0), loc_segment(at));
+        for op in &mut t.ops {
+            if let Op::Put { entry, .. } = op {
+                entry.span = span;
+                entry.lsn = lsn;
+            }
+        }
+        self.settle(lsn, t.ops, durability, index)
+    }
+
+    /// Aborts `txn`: writes ABORT, so recovery reports it. A transaction already dropped by a
+    /// rollback, or poisoned out of writing, is invisible without one.
+    pub fn abort(&mut self, txn: TxnId) -> Result<()> {
+        if self.dropped.remove(&txn).is_some() {
+            return Ok(());
+        }
+        let t = self.txns.remove(&txn).ok_or_else(|| Error::Transaction { txn, detail: "is not open".into() })?;
+        if self.writer.is_poisoned() {
+            return Ok(());
+        }
+        let r = self.writer.append(Kind::Abort, 0, txn, t.last, &[]);
+        self.io(r).map(drop)
+    }
+
+    // ----- one-record commits -----
+
+    /// A whole value of at most one chunk in one self-committed PUT_ONE record.
+    pub fn put_one(
+        &mut self,
+        key: &[u8],
+        string_key: bool,
+        value: &[u8],
+        durability: Durability,
+        index: &mut Index,
+    ) -> Result<Ticket> {
+        check_key(key)?;
+        let txn = self.next_txn;
+        let len = (key.len() as u16).to_le_bytes();
+        let (at, lsn, _) = self.append(Kind::PutOne, key_flags(string_key), txn, 0, &[&len, key, value])?;
+        self.next_txn += 1;
+        let chunks = if value.is_empty() {
+            Vec::new()
+        } else {
+            vec![ChunkLoc { record: at, skip: 2 + key.len() as u32, len: value.len() as u32 }]
+        };
+        let seg = loc_segment(at);
+        let entry = Entry { chunks, size: value.len() as u64, string_key, lsn, span: (seg, seg) };
+        self.settle(lsn, vec![Op::Put { key: key.to_vec(), entry }], durability, index)
+    }
+
+    /// A delete in one self-committed DELETE_ONE record.
+    pub fn delete_one(&mut self, key: &[u8], durability: Durability, index: &mut Index) -> Result<Ticket> {
+        check_key(key)?;
+        let txn = self.next_txn;
+        let (_, lsn, _) = self.append(Kind::DeleteOne, 0, txn, 0, &[key])?;
+        self.next_txn += 1;
+        self.settle(lsn, vec![Op::Delete { key: key.to_vec() }], durability, index)
+    }
+
+    /// A DELETE_ONE for a key that is already absent from the index (compaction keeping a
+    /// delete alive). Written, not flushed: the caller flushes.
+    pub fn tombstone(&mut self, key: &[u8]) -> Result<()> {
+        let txn = self.next_txn;
+        self.append(Kind::DeleteOne, 0, txn, 0, &[key])?;
+        self.next_txn += 1;
+        Ok(())
+    }
+
+    // ----- the committer -----
+
+    /// Settles a written commit: a relaxed one with nothing queued is written out and applied
+    /// at once; every other joins the queue, and a strict (or a relaxed one that may not
+    /// overtake the queue) waits for the committer's flush and returns its own outcome.
+    fn settle(&mut self, lsn: u64, ops: Vec<Op>, durability: Durability, index: &mut Index) -> Result<Ticket> {
+        let ticket = self.committer.ticket();
+        let relaxed_alone = durability == Durability::Relaxed && self.committer.queue.is_empty();
+        self.committer.queue.push_back(Queued { ticket, lsn, ops, group: durability == Durability::Group });
+        if relaxed_alone {
+            let r = self.writer.write_buffer();
+            self.io(r)?;
+            if let Some(q) = self.committer.queue.pop_front() {
+                q.ops.into_iter().for_each(|op| index.apply(op));
+            }
+            return Ok(Ticket(ticket));
+        }
+        if durability == Durability::Group {
+            return Ok(Ticket(ticket));
+        }
+        let flushed = self.flush(index);
+        match self.committer.outcome(ticket) {
+            Outcome::Committed => Ok(Ticket(ticket)),
+            Outcome::Failed(e) => Err(e),
+            Outcome::Queued => Err(flushed.err().unwrap_or_else(|| Error::io("commit", "commit left queued"))),
+        }
+    }
+
+    /// The committer's flush: writes the buffer and flushes once. On success every queued
+    /// commit is durable and applied to `index` in commit order. On failure the commits it
+    /// carried are failed and recorded under their tickets (a quota failure first rolls the
+    /// log back; queued commits written in full before the cut are durable then, and applied).
+    pub fn flush(&mut self, index: &mut Index) -> Result<()> {
+        self.writable()?;
+        let r = self.writer.sync();
+        let r = self.io(r);
+        if r.is_ok() || !self.writer.is_poisoned() {
+            // Flushed, or rolled back and the rollback flushed what remains queued.
+            for q in std::mem::take(&mut self.committer.queue) {
+                q.ops.into_iter().for_each(|op| index.apply(op));
+            }
+        }
+        r
+    }
+
+    /// Reads the value bytes of `loc` into `out`, re-checking the record's CRC.
+    pub fn read_chunk(&self, loc: &ChunkLoc, out: &mut Vec<u8>) -> Result<()> {
+        self.writer.read_chunk(loc, out)
+    }
+}
