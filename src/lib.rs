@@ -23,6 +23,8 @@ pub mod index;
 pub mod lifecycle;
 pub mod storage;
 pub mod store;
+#[cfg(feature = "testing")]
+pub mod testing;
 pub mod wal;
 
 #[cfg(target_arch = "wasm32")]

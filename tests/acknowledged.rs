@@ -9,7 +9,7 @@
 
 mod common;
 
-use common::{pattern, CutVolume};
+use common::{pattern, CrashVolume};
 use walnut::{Durability, Options, Outcome, Store, Ticket};
 
 fn small() -> Options {
@@ -18,11 +18,11 @@ fn small() -> Options {
 
 /// The value of `key` in every state a crash now could leave (a few crash seeds), and in the
 /// running store.
-fn everywhere(s: &Store<CutVolume>, key: &[u8]) -> Vec<Option<Vec<u8>>> {
+fn everywhere(s: &Store<CrashVolume>, key: &[u8]) -> Vec<Option<Vec<u8>>> {
     let mut seen = vec![s.get(key).unwrap()];
     for seed in 0..4 {
         let image = s.volume().crash_image(seed);
-        let reopened = Store::open(CutVolume::from_image(image), small()).unwrap();
+        let reopened = Store::open(CrashVolume::from_image(image), small()).unwrap();
         seen.push(reopened.get(key).unwrap());
     }
     seen
@@ -30,7 +30,7 @@ fn everywhere(s: &Store<CutVolume>, key: &[u8]) -> Vec<Option<Vec<u8>>> {
 
 /// A group commit of `key` = `value` stands as its ticket says: committed (then `sync()` may
 /// only have returned `Ok` if every commit did) and everywhere, or failed and nowhere.
-fn assert_outcome_holds(s: &Store<CutVolume>, synced: &walnut::Result<()>, ticket: Ticket, key: &[u8], value: &[u8]) {
+fn assert_outcome_holds(s: &Store<CrashVolume>, synced: &walnut::Result<()>, ticket: Ticket, key: &[u8], value: &[u8]) {
     let seen = everywhere(s, key);
     let lens = seen.iter().map(|v| v.as_ref().map(Vec::len)).collect::<Vec<_>>();
     match s.outcome(ticket) {
@@ -50,7 +50,7 @@ fn assert_outcome_holds(s: &Store<CutVolume>, synced: &walnut::Result<()>, ticke
 
 #[test]
 fn a_quota_failure_taken_by_a_relaxed_write_is_not_hidden_from_the_group() {
-    let v = CutVolume::default();
+    let v = CrashVolume::default();
     let quota = v.quota.clone();
     let mut s = Store::open(v, small()).unwrap();
     s.put(b"a", b"group", Durability::Group).unwrap();
@@ -67,7 +67,7 @@ fn a_quota_failure_taken_by_a_relaxed_write_is_not_hidden_from_the_group() {
 
 #[test]
 fn a_quota_failure_taken_by_a_checkpoint_is_not_hidden_from_the_group() {
-    let v = CutVolume::default();
+    let v = CrashVolume::default();
     let quota = v.quota.clone();
     let mut s = Store::open(v, small()).unwrap();
     s.put(b"a", b"group", Durability::Group).unwrap();
@@ -84,7 +84,7 @@ fn a_quota_failure_taken_by_a_checkpoint_is_not_hidden_from_the_group() {
 #[test]
 fn a_quota_failure_inside_automatic_compaction_is_not_hidden_from_the_group() {
     let opts = Options { compaction_ratio: 0.3, ..small() };
-    let v = CutVolume::default();
+    let v = CrashVolume::default();
     let quota = v.quota.clone();
     let mut s = Store::open(v, opts).unwrap();
     // Overwrites: dead bytes pass the ratio over several segments, so every commit runs a
@@ -142,7 +142,7 @@ fn a_checkpoint_taken_while_a_transaction_is_open_keeps_every_commit_before_it()
 
 #[test]
 fn a_reader_keeps_its_segments_across_a_quota_rollback() {
-    let v = CutVolume::default();
+    let v = CrashVolume::default();
     let quota = v.quota.clone();
     let mut s = Store::open(v, small()).unwrap();
     let old = pattern(20_000, 1);

@@ -6,7 +6,7 @@ mod common;
 
 use std::collections::BTreeMap;
 
-use common::{pattern, CutVolume};
+use common::{pattern, CrashVolume};
 use walnut::storage::{MemoryVolume, Volume};
 use walnut::{Durability, KeyRange, Options, Store};
 
@@ -232,9 +232,9 @@ fn compaction_skips_a_value_overwritten_while_it_is_copied() {
 fn with_cut(
     cut: Option<u64>,
     seeds: &[u64],
-    work: impl Fn(&mut Store<CutVolume>),
+    work: impl Fn(&mut Store<CrashVolume>),
 ) -> (Vec<(u64, Image)>, u64, Model, Option<Model>) {
-    let mut s = Store::open(CutVolume::default(), small()).unwrap();
+    let mut s = Store::open(CrashVolume::default(), small()).unwrap();
     let before = churn(&mut s, 12, 12, 700);
     s.checkpoint().unwrap();
     let start = s.volume().cut.used();
@@ -250,7 +250,7 @@ fn with_cut(
 
 #[test]
 fn a_crash_at_every_operation_of_a_compaction_leaves_all_data() {
-    let compact = |s: &mut Store<CutVolume>| {
+    let compact = |s: &mut Store<CrashVolume>| {
         s.compact().unwrap();
     };
     let (_, total, before, after) = with_cut(None, &[], compact);
@@ -260,7 +260,7 @@ fn a_crash_at_every_operation_of_a_compaction_leaves_all_data() {
     for cut in 0..=total {
         let (images, _, before, _) = with_cut(Some(cut), &[1, 2, 3], compact);
         for (seed, image) in images {
-            let s = Store::open(CutVolume::from_image(image), small())
+            let s = Store::open(CrashVolume::from_image(image), small())
                 .unwrap_or_else(|e| panic!("cut at op {cut}, seed {seed}: {e}"));
             assert_eq!(state(&s), before, "cut at op {cut} of {total}, seed {seed}");
             tried += 1;
@@ -277,7 +277,7 @@ fn a_crash_at_every_operation_of_rotation_checkpoint_and_auto_compaction_keeps_t
     // after the last one acknowledged before k.
     let opts = Options { checkpoint_bytes: 6000, compaction_ratio: 0.4, ..small() };
     let run = |cut: Option<u64>| {
-        let mut s = Store::open(CutVolume::default(), opts.clone()).unwrap();
+        let mut s = Store::open(CrashVolume::default(), opts.clone()).unwrap();
         if let Some(n) = cut {
             s.volume().cut.after(n);
         }
@@ -317,7 +317,7 @@ fn a_crash_at_every_operation_of_rotation_checkpoint_and_auto_compaction_keeps_t
         let first_possible = acks.iter().rposition(|(ops, _)| *ops <= cut).unwrap_or(0);
         for seed in [7, 8] {
             let image = s.volume().crash_image(seed);
-            let r = Store::open(CutVolume::from_image(image), opts.clone())
+            let r = Store::open(CrashVolume::from_image(image), opts.clone())
                 .unwrap_or_else(|e| panic!("cut at op {cut}, seed {seed}: {e}"));
             let got = state(&r);
             assert!(
@@ -540,7 +540,7 @@ fn a_crash_at_every_operation_of_a_recovery_that_cuts_mid_log_never_brings_back_
     // cut segment been cut before the later ones were released, a crash in between would
     // bring back what lay after the damage.
     let opts = Options { checkpoint_bytes: 0, ..small() };
-    let mut s = Store::open(CutVolume::default(), opts.clone()).unwrap();
+    let mut s = Store::open(CrashVolume::default(), opts.clone()).unwrap();
     for i in 0..40usize {
         s.put(&key(i % 7), &pattern(700, i as u64), Durability::Strict).unwrap();
     }
@@ -553,7 +553,7 @@ fn a_crash_at_every_operation_of_a_recovery_that_cuts_mid_log_never_brings_back_
         .unwrap();
     seg1[32 + walnut::format::RECORD_HEADER_LEN + 5] ^= 0xFF; // the first record's payload
 
-    let v = CutVolume::from_image(image.clone());
+    let v = CrashVolume::from_image(image.clone());
     let start = v.cut.used();
     let s = Store::open(v, opts.clone()).unwrap();
     let total = s.volume().cut.used() - start;
@@ -562,11 +562,11 @@ fn a_crash_at_every_operation_of_a_recovery_that_cuts_mid_log_never_brings_back_
     assert!(total >= 4, "the recovery releases and cuts in {total} operations");
     let mut tried = 0;
     for cut in 0..=total {
-        let v = CutVolume::from_image(image.clone());
+        let v = CrashVolume::from_image(image.clone());
         v.cut.after(cut);
         let s = Store::open(v, opts.clone()).unwrap();
         for seed in [1, 2] {
-            let r = Store::open(CutVolume::from_image(s.volume().crash_image(seed)), opts.clone()).unwrap();
+            let r = Store::open(CrashVolume::from_image(s.volume().crash_image(seed)), opts.clone()).unwrap();
             let got = state(&r);
             let digest =
                 |m: &Model| m.iter().map(|(k, v)| (String::from_utf8_lossy(k).into_owned(), v[0])).collect::<Vec<_>>();

@@ -14,7 +14,7 @@ use std::collections::BTreeMap;
 
 use common::pattern;
 use proptest::prelude::*;
-use walnut::storage::CrashStorage;
+use walnut::testing::CrashStorage;
 use walnut::{BatchOp, Durability, KeyRange, Options, Store};
 
 type Model = BTreeMap<Vec<u8>, Vec<u8>>;
@@ -266,7 +266,7 @@ mod on_a_volume {
     use std::cell::Cell;
     use std::rc::Rc;
 
-    use super::common::{pattern, CutVolume};
+    use super::common::{pattern, CrashVolume};
     use super::{apply, Effect, Model};
     use proptest::prelude::*;
     use walnut::{BatchOp, Durability, KeyRange, Options, Outcome, Store, Ticket};
@@ -331,7 +331,7 @@ mod on_a_volume {
         }
     }
 
-    fn state(s: &Store<CutVolume>) -> Model {
+    fn state(s: &Store<CrashVolume>) -> Model {
         s.keys(&KeyRange::default())
             .unwrap()
             .into_iter()
@@ -352,7 +352,7 @@ mod on_a_volume {
     type Streaming = (u64, Vec<u8>, Vec<u8>);
 
     struct Harness {
-        store: Store<CutVolume>,
+        store: Store<CrashVolume>,
         quota: Rc<Cell<bool>>,
         /// State guaranteed to survive a crash.
         durable: Model,
@@ -367,7 +367,7 @@ mod on_a_volume {
 
     impl Harness {
         fn new() -> Self {
-            let v = CutVolume::default();
+            let v = CrashVolume::default();
             let quota = v.quota.clone();
             Harness {
                 store: Store::open(v, options()).unwrap(),
@@ -473,7 +473,7 @@ mod on_a_volume {
             );
         }
 
-        fn reopened(&mut self, store: Store<CutVolume>) {
+        fn reopened(&mut self, store: Store<CrashVolume>) {
             self.quota = Rc::new(Cell::new(false));
             self.store = store;
             self.durable = state(&self.store);
@@ -589,7 +589,7 @@ mod on_a_volume {
                 Op::Crash { seed } => {
                     self.poll();
                     let image = self.store.volume().crash_image(seed);
-                    let store = Store::open(CutVolume::from_image(image), options()).unwrap();
+                    let store = Store::open(CrashVolume::from_image(image), options()).unwrap();
                     self.assert_prefix(&state(&store), &format!("after crash {seed}"));
                     assert!(store.stats().next_lsn >= self.lsn_floor, "LSN went backwards after crash {seed}");
                     self.reopened(store);
@@ -602,7 +602,7 @@ mod on_a_volume {
                         self.all_flushed();
                     }
                     let image = self.store.volume().live_image();
-                    let store = Store::open(CutVolume::from_image(image), options()).unwrap();
+                    let store = Store::open(CrashVolume::from_image(image), options()).unwrap();
                     let got = state(&store);
                     if closed.is_ok() {
                         assert_eq!(got, self.visible(), "a clean close and reopen keeps everything");

@@ -5,10 +5,8 @@
 //! `FileSystem`). Backends: [`MemoryStorage`], [`FileStorage`] (native, positioned I/O),
 //! and `OpfsStorage` (wasm32 only).
 
-pub mod fault;
 mod memory;
 pub mod volume;
-pub use fault::{CrashStorage, Fault, FaultyStorage};
 pub use memory::MemoryStorage;
 #[cfg(not(target_arch = "wasm32"))]
 pub use volume::DirVolume;

@@ -1,17 +1,26 @@
-//! Backends that fail on purpose, for tests of walnut and of applications built on it.
+//! Test doubles for walnut and for applications built on it (the `testing` feature; not part
+//! of the default build): backends that fail on purpose, the way real media and browsers do.
 //!
-//! - [`FaultyStorage`] fails one chosen operation the way real media and browsers do: an error,
-//!   a short count (Firefox at quota), an absurd count (Chrome at quota returned 0xFFFFFFF8).
-//!   redb's fuzzer counts down to an I/O failure the same way.
+//! - [`FaultyStorage`] fails one chosen operation: an error, a short count (Firefox at quota),
+//!   an absurd count (Chrome at quota returned 0xFFFFFFF8), a disk that stays full. redb's
+//!   fuzzer counts down to an I/O failure the same way.
 //! - [`CrashStorage`] models what a flush guarantees: bytes written since the last flush may
 //!   be lost, kept, or torn at any byte, chosen per 4 KiB page by a seed (redb's
 //!   `crash_consistency` test separates live from durable bytes the same way).
+//! - [`CrashVolume`] is a volume of [`CrashStorage`] files with a power switch and a disk
+//!   that can fill: the power cut after the Nth mutating operation (write, flush, truncate,
+//!   file create or release) across every file, after which operations succeed but change
+//!   nothing, as if the machine had died while the program ran on; and a quota switch that
+//!   fails every write as a full disk does. [`CrashVolume::crash_image`] then applies the
+//!   crash model to what was not flushed.
 
-use std::collections::BTreeSet;
+use std::cell::Cell;
+use std::collections::{BTreeMap, BTreeSet};
+use std::rc::Rc;
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use super::{MemoryStorage, Storage};
 use crate::error::{Error, Result};
+use crate::storage::{MemoryStorage, Storage, Volume};
 
 /// Which operation fails, counted from 0 over the life of the [`FaultyStorage`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -231,6 +240,150 @@ impl Storage for CrashStorage {
         let mut st = self.lock()?;
         st.durable = st.live.clone();
         st.dirty.clear();
+        Ok(())
+    }
+}
+
+/// The power switch of a [`CrashVolume`]: cut after the Nth mutating operation (write, flush,
+/// truncate, create or release) across all its files. Clones share the count.
+#[derive(Debug, Clone, Default)]
+pub struct Cut {
+    budget: Rc<Cell<Option<u64>>>,
+    used: Rc<Cell<u64>>,
+}
+
+impl Cut {
+    /// Whether the next operation still happens.
+    fn take(&self) -> bool {
+        let n = self.used.get();
+        self.used.set(n + 1);
+        self.budget.get().is_none_or(|b| n < b)
+    }
+    /// Cuts the power after `ops` more operations from now.
+    pub fn after(&self, ops: u64) {
+        self.budget.set(Some(self.used.get() + ops));
+    }
+    /// Mutating operations so far.
+    pub fn used(&self) -> u64 {
+        self.used.get()
+    }
+}
+
+/// A file of a [`CrashVolume`].
+#[derive(Debug)]
+pub struct CrashFile {
+    inner: CrashStorage,
+    cut: Cut,
+    quota: Rc<Cell<bool>>,
+}
+
+impl Storage for CrashFile {
+    fn read_at(&self, buf: &mut [u8], offset: u64) -> Result<usize> {
+        self.inner.read_at(buf, offset)
+    }
+    fn write_at(&mut self, buf: &[u8], offset: u64) -> Result<usize> {
+        if self.quota.get() {
+            return Err(Error::QuotaExceeded { detail: "injected: disk full".into() });
+        }
+        if self.cut.take() {
+            self.inner.write_at(buf, offset)
+        } else {
+            Ok(buf.len())
+        }
+    }
+    fn size(&self) -> Result<u64> {
+        self.inner.size()
+    }
+    fn truncate(&mut self, len: u64) -> Result<()> {
+        if self.cut.take() {
+            self.inner.truncate(len)
+        } else {
+            Ok(())
+        }
+    }
+    fn flush(&mut self) -> Result<()> {
+        if self.cut.take() {
+            self.inner.flush()
+        } else {
+            Ok(())
+        }
+    }
+}
+
+/// A volume of [`CrashFile`]s: a power switch ([`CrashVolume::cut`]), a full-disk switch
+/// ([`CrashVolume::quota`]), and the images a crash or a clean stop leaves.
+#[derive(Debug, Default)]
+pub struct CrashVolume {
+    files: BTreeMap<u32, CrashFile>,
+    /// Files whose creation or release happened after the cut: gone, or still there, on disk.
+    ghosts: BTreeSet<u32>,
+    released_after_cut: BTreeMap<u32, CrashStorage>,
+    next: u32,
+    pub cut: Cut,
+    /// While set, every write fails with `QuotaExceeded` (a full disk); truncates and
+    /// flushes still work, as they do on a full disk.
+    pub quota: Rc<Cell<bool>>,
+}
+
+impl CrashVolume {
+    /// A volume holding `files` (already durable).
+    pub fn from_image(files: BTreeMap<u32, Vec<u8>>) -> Self {
+        let mut v = CrashVolume { next: files.keys().next_back().map_or(0, |k| k + 1), ..CrashVolume::default() };
+        for (id, bytes) in files {
+            v.files.insert(
+                id,
+                CrashFile { inner: CrashStorage::from_bytes(bytes), cut: v.cut.clone(), quota: v.quota.clone() },
+            );
+        }
+        v
+    }
+
+    /// The files as they are now (what a clean close leaves, or a reopen without a crash).
+    pub fn live_image(&self) -> BTreeMap<u32, Vec<u8>> {
+        self.files.iter().filter(|(id, _)| !self.ghosts.contains(id)).map(|(&id, f)| (id, f.inner.live())).collect()
+    }
+
+    /// The files as a crash now would leave them.
+    pub fn crash_image(&self, seed: u64) -> BTreeMap<u32, Vec<u8>> {
+        let mut out = BTreeMap::new();
+        for (id, f) in &self.files {
+            if !self.ghosts.contains(id) {
+                out.insert(*id, f.inner.crash(seed ^ u64::from(*id)));
+            }
+        }
+        for (id, f) in &self.released_after_cut {
+            out.insert(*id, f.crash(seed ^ u64::from(*id)));
+        }
+        out
+    }
+}
+
+impl Volume for CrashVolume {
+    type File = CrashFile;
+    fn ids(&self) -> Vec<u32> {
+        self.files.keys().copied().collect()
+    }
+    fn file(&self, id: u32) -> Result<&CrashFile> {
+        self.files.get(&id).ok_or_else(|| Error::io("open", format!("no file {id}")))
+    }
+    fn file_mut(&mut self, id: u32) -> Result<&mut CrashFile> {
+        self.files.get_mut(&id).ok_or_else(|| Error::io("open", format!("no file {id}")))
+    }
+    fn create(&mut self) -> Result<u32> {
+        let id = self.next;
+        self.next += 1;
+        if !self.cut.take() {
+            self.ghosts.insert(id);
+        }
+        self.files
+            .insert(id, CrashFile { inner: CrashStorage::new(), cut: self.cut.clone(), quota: self.quota.clone() });
+        Ok(id)
+    }
+    fn release(&mut self, id: u32) -> Result<()> {
+        let f = self.files.remove(&id).ok_or_else(|| Error::io("release", format!("no file {id}")))?;
+        if !self.cut.take() && !self.ghosts.contains(&id) {
+            self.released_after_cut.insert(id, f.inner);
+        }
         Ok(())
     }
 }
