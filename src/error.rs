@@ -4,6 +4,7 @@
 //! apart from failures). Every variant maps to a stable JS error name ([`Error::js_name`]).
 
 use std::fmt;
+use std::sync::Arc;
 
 /// Result alias used throughout the core.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
@@ -15,8 +16,10 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 #[non_exhaustive]
 pub enum Error {
     /// The storage backend failed (`op` is `"read"`, `"write"`, `"flush"`, `"truncate"`,
-    /// `"size"` or `"open"`), including short or absurd write counts.
-    Io { op: &'static str, detail: String },
+    /// `"size"` or `"open"`), including short or absurd write counts. `source`: the platform's
+    /// own error where there is one (a native `std::io::Error`), for
+    /// [`std::error::Error::source`].
+    Io { op: &'static str, detail: String, source: Option<Source> },
     /// Bytes read from storage do not form what the format requires (bad magic, unknown
     /// version, a record pointing outside the log...). `at` is the location
     /// ([`crate::format::loc`]: segment and byte offset in it; a file offset in a single-file
@@ -27,11 +30,13 @@ pub enum Error {
     ChecksumMismatch { at: u64, stored: u32, computed: u32 },
     /// An earlier I/O error left the writer in an unknown state: writes are refused until the
     /// store is reopened (which recovers everything acknowledged). Reads keep working.
-    /// (redb's `PreviousIo`, fjall's `Poisoned`.) `cause` is the first error's text.
-    Poisoned { cause: String },
+    /// (redb's `PreviousIo`, fjall's `Poisoned`.) `cause` is that first error, also
+    /// [`std::error::Error::source`].
+    Poisoned { cause: Box<Error> },
     /// The storage quota is exhausted (a browser `QuotaExceededError`, or a short/absurd write
-    /// count, which is how Chrome and Firefox report quota on sync access handles).
-    QuotaExceeded { detail: String },
+    /// count, which is how Chrome and Firefox report quota on sync access handles). `op` is the
+    /// operation refused (`"write"`, `"create"`...).
+    QuotaExceeded { op: &'static str, detail: String },
     /// Another holder has the log open (OPFS `NoModificationAllowedError`), and the bounded
     /// retry ran out.
     Locked { detail: String },
@@ -51,9 +56,14 @@ impl Error {
         Error::InvalidArgument { param, detail: detail.into() }
     }
 
-    /// Shorthand for [`Error::Io`].
+    /// Shorthand for [`Error::Io`] without a source.
     pub fn io(op: &'static str, detail: impl Into<String>) -> Self {
-        Error::Io { op, detail: detail.into() }
+        Error::Io { op, detail: detail.into(), source: None }
+    }
+
+    /// Shorthand for [`Error::QuotaExceeded`].
+    pub fn quota(op: &'static str, detail: impl Into<String>) -> Self {
+        Error::QuotaExceeded { op, detail: detail.into() }
     }
 
     /// The stable name this error carries as a JS `Error.name`. Documented in README.md;
@@ -82,7 +92,7 @@ impl Error {
 impl fmt::Display for Error {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Error::Io { op, detail } => write!(f, "storage {op} failed: {detail}"),
+            Error::Io { op, detail, .. } => write!(f, "storage {op} failed: {detail}"),
             Error::Corruption { at, detail } => {
                 write!(f, "log corrupt at {}: {detail}", Location(*at))
             }
@@ -92,7 +102,7 @@ impl fmt::Display for Error {
             Error::Poisoned { cause } => {
                 write!(f, "store refuses writes after an earlier I/O error ({cause}); reopen it to recover")
             }
-            Error::QuotaExceeded { detail } => write!(f, "storage quota exceeded: {detail}"),
+            Error::QuotaExceeded { op, detail } => write!(f, "storage quota exceeded ({op}): {detail}"),
             Error::Locked { detail } => write!(f, "store is locked by another holder: {detail}"),
             Error::InvalidArgument { param, detail } => {
                 write!(f, "invalid argument `{param}`: {detail}")
@@ -104,7 +114,34 @@ impl fmt::Display for Error {
     }
 }
 
-impl std::error::Error for Error {}
+impl std::error::Error for Error {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            Error::Io { source: Some(s), .. } => Some(&*s.0),
+            Error::Poisoned { cause } => Some(&**cause),
+            _ => None,
+        }
+    }
+}
+
+/// The platform error under an [`Error::Io`]. Shared, so errors stay cheap to clone; compared
+/// by its text, so errors stay comparable.
+#[derive(Clone)]
+pub struct Source(pub Arc<dyn std::error::Error + Send + Sync>);
+
+impl fmt::Debug for Source {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(&self.0, f)
+    }
+}
+
+impl PartialEq for Source {
+    fn eq(&self, other: &Self) -> bool {
+        self.0.to_string() == other.0.to_string()
+    }
+}
+
+impl Eq for Source {}
 
 /// A location as people read it: "segment 3, offset 4096".
 struct Location(u64);
@@ -120,9 +157,9 @@ impl fmt::Display for Location {
 impl From<std::io::Error> for Error {
     fn from(e: std::io::Error) -> Self {
         if e.kind() == std::io::ErrorKind::StorageFull {
-            Error::QuotaExceeded { detail: e.to_string() }
+            Error::quota("io", e.to_string())
         } else {
-            Error::io("io", e.to_string())
+            Error::Io { op: "io", detail: e.to_string(), source: Some(Source(Arc::new(e))) }
         }
     }
 }

@@ -91,7 +91,7 @@ impl<S: Storage> Storage for FaultyStorage<S> {
             Fault::FailWrite(k) if k == n => Err(Error::io("write", "injected write failure")),
             Fault::ShortWrite(k) if k == n => self.inner.write_at(buf.get(..buf.len() / 2).unwrap_or_default(), offset),
             Fault::AbsurdWrite(k) if k == n => Ok(0xFFFF_FFF8),
-            Fault::QuotaFrom(k) if n >= k => Err(Error::QuotaExceeded { detail: "injected: quota exhausted".into() }),
+            Fault::QuotaFrom(k) if n >= k => Err(Error::quota("write", "injected: quota exhausted")),
             _ => self.inner.write_at(buf, offset),
         }
     }
@@ -283,7 +283,7 @@ impl Storage for CrashFile {
     }
     fn write_at(&mut self, buf: &[u8], offset: u64) -> Result<usize> {
         if self.quota.get() {
-            return Err(Error::QuotaExceeded { detail: "injected: disk full".into() });
+            return Err(Error::quota("write", "injected: disk full"));
         }
         if self.cut.take() {
             self.inner.write_at(buf, offset)

@@ -423,3 +423,25 @@ fn a_failed_flush_poisons_until_reopen_even_when_the_disk_recovers() {
     let mut s = Store::open(mem, Options::default()).unwrap();
     s.put(b"k", b"v", Durability::Strict).unwrap();
 }
+
+#[cfg(not(target_arch = "wasm32"))]
+#[test]
+fn errors_keep_their_source_and_the_operation_that_failed() {
+    use std::error::Error as _;
+    let mem = MemoryStorage::new();
+    let faulty = FaultyStorage::new(mem, Fault::None);
+    let mut s = Store::open(faulty.clone(), Options::default()).unwrap();
+    faulty.set_fault(Fault::FailFlush(0));
+    let first = s.put(b"k", b"v", Durability::Strict).unwrap_err();
+    assert!(matches!(first, Error::Io { op: "flush", .. }), "{first:?}");
+    let later = s.put(b"k", b"v", Durability::Strict).unwrap_err();
+    let Error::Poisoned { cause } = &later else { panic!("{later:?}") };
+    assert_eq!(**cause, first, "the poison remembers the error itself");
+    assert_eq!(later.source().map(|e| e.to_string()), Some(first.to_string()));
+    // A native I/O error is kept as the source of the walnut error.
+    let file = tempfile::NamedTempFile::new().unwrap();
+    let e = walnut::DirVolume::open(file.path().join("store")).unwrap_err();
+    assert!(matches!(e, Error::Io { .. }), "{e:?}");
+    let io = e.source().and_then(|s| s.downcast_ref::<std::io::Error>()).expect("an io::Error source");
+    assert_eq!(io.kind(), std::io::ErrorKind::NotADirectory);
+}

@@ -39,7 +39,7 @@ pub(crate) fn js_error_parts(e: &JsValue) -> (String, String) {
 fn map_js(op: &'static str, e: JsValue) -> Error {
     let (name, message) = js_error_parts(&e);
     match name.as_str() {
-        "QuotaExceededError" => Error::QuotaExceeded { detail: message },
+        "QuotaExceededError" => Error::quota(op, message),
         "NoModificationAllowedError" => Error::Locked { detail: message },
         _ => Error::io(op, format!("{name}: {message}")),
     }
@@ -125,6 +125,7 @@ impl Storage for OpfsStorage {
         // throwing (rhashimoto/wa-sqlite#336): any count but the full one is a quota failure.
         if n != buf.len() as f64 {
             return Err(Error::QuotaExceeded {
+                op: "write",
                 detail: format!("write of {} bytes at offset {offset} reported {n} bytes written", buf.len()),
             });
         }

@@ -175,7 +175,7 @@ impl<V: Volume> Writer<V> {
     /// Fails with [`Error::Poisoned`] once a write has failed.
     pub fn check(&self) -> Result<()> {
         match &self.poisoned {
-            Some(p) => Err(Error::Poisoned { cause: p.cause.to_string() }),
+            Some(p) => Err(Error::Poisoned { cause: Box::new(p.cause.clone()) }),
             None => Ok(()),
         }
     }
