@@ -14,21 +14,31 @@ GECKODRIVER_VERSION := 0.37.1
 CHROMEDRIVER ?= /usr/bin/chromedriver
 GECKODRIVER ?= $(CARGO_BIN)/geckodriver
 CARGO_FUZZ_VERSION := 0.13.2
-# Seconds of fuzzing (of the log; checkpoints get half as long): a bounded run inside
+# Seconds of fuzzing of recovery (open_log); checkpoint bodies (open_checkpoint) and operation
+# sequences with faults and crashes (ops) get half as long each: a bounded run inside
 # `make test`, a longer one in `make fuzz`.
 FUZZ_SECONDS ?= 60
+FUZZ_HALF = $$(( $(FUZZ_SECONDS) / 2 ))
+# The soak run (`make soak`, not in CI): both model tests with SOAK_CASES sequences each, the
+# crash suites with SOAK_SEEDS crash seeds per crash point, then the fuzz targets: recovery for
+# 2 x SOAK_FUZZ_SECONDS, checkpoint bodies and operation sequences for SOAK_FUZZ_SECONDS each
+# (an hour in all by default).
+SOAK_CASES ?= 150000
+SOAK_SEEDS ?= 40
+SOAK_FUZZ_SECONDS ?= 900
 PORT ?= 8080
 HOST ?= 127.0.0.1
 
 .PHONY: help setup setup-rust setup-browsers setup-node demo serve pkg test lint test-native \
-        test-wasm test-wasm-chrome test-wasm-firefox test-e2e test-fuzz fuzz bench clean
+        test-wasm test-wasm-chrome test-wasm-firefox test-e2e test-fuzz fuzz soak bench clean
 
 help:
 	@echo "make demo   set up, build the package and serve the demo on http://$(HOST):$(PORT)/"
 	@echo "make test   set up, then run every test (lint, native core, OPFS in Chromium and Firefox, end-to-end)"
 	@echo "make pkg    build the npm package into pkg/"
 	@echo "make bench  measure walnut against raw OPFS, IndexedDB and SQLite (docs/BENCHMARKS.md)"
-	@echo "make fuzz   fuzz recovery for 30 minutes (and checkpoint bodies for 15)"
+	@echo "make fuzz   fuzz recovery for 30 minutes (checkpoint bodies and operation sequences for 15 each)"
+	@echo "make soak   the crash suites and the model tests at scale, then an hour of fuzzing (docs/RELIABILITY.md)"
 
 setup: setup-rust setup-browsers setup-node
 
@@ -81,20 +91,29 @@ test-e2e: pkg setup-browsers
 	node --test --test-concurrency=1 tests/e2e/*.test.mjs
 
 # cargo-fuzz needs a nightly toolchain; machines without one skip it and say so.
+FUZZ_RUN = cargo +nightly fuzz run
+FUZZ_FLAGS = -timeout=10 -rss_limit_mb=2048 -malloc_limit_mb=256 -print_final_stats=1
 test-fuzz:
 	@if ! rustup toolchain list | grep -q '^nightly'; then \
 	  echo "test-fuzz: skipped (no nightly toolchain on this machine)"; \
 	else \
 	  command -v cargo-fuzz >/dev/null || cargo install cargo-fuzz --version "$(CARGO_FUZZ_VERSION)"; \
-	  mkdir -p fuzz/corpus/open_log fuzz/corpus/open_checkpoint; \
-	  cargo +nightly fuzz run open_log fuzz/corpus/open_log tests/fixtures -- \
-	    -max_total_time=$(FUZZ_SECONDS) -timeout=10 -rss_limit_mb=2048 -malloc_limit_mb=256 -print_final_stats=1 && \
-	  cargo +nightly fuzz run open_checkpoint fuzz/corpus/open_checkpoint -- \
-	    -max_total_time=$$(( $(FUZZ_SECONDS) / 2 )) -timeout=10 -rss_limit_mb=2048 -malloc_limit_mb=256 -print_final_stats=1; \
+	  mkdir -p fuzz/corpus/open_log fuzz/corpus/open_checkpoint fuzz/corpus/ops; \
+	  $(FUZZ_RUN) open_log fuzz/corpus/open_log tests/fixtures -- -max_total_time=$(FUZZ_SECONDS) $(FUZZ_FLAGS) && \
+	  $(FUZZ_RUN) open_checkpoint fuzz/corpus/open_checkpoint -- -max_total_time=$(FUZZ_HALF) $(FUZZ_FLAGS) && \
+	  $(FUZZ_RUN) ops fuzz/corpus/ops -- -max_total_time=$(FUZZ_HALF) $(FUZZ_FLAGS); \
 	fi
 
 fuzz:
 	$(MAKE) test-fuzz FUZZ_SECONDS=1800
+
+# The soak run: its figures go into docs/RELIABILITY.md (target/soak.log keeps the output).
+soak:
+	@mkdir -p target
+	PROPTEST_CASES=$(SOAK_CASES) WALNUT_CRASH_SEEDS=$(SOAK_SEEDS) cargo test --release \
+	  --test model --test lifecycle --test crash --test kill --test acknowledged -- --nocapture 2>&1 | tee target/soak.log
+	@awk -F': ' '/^crash points:/ { split($$3, n, " "); total += n[1] } END { print "soak: " total " crash points in all" }' target/soak.log | tee -a target/soak.log
+	$(MAKE) test-fuzz FUZZ_SECONDS=$$(( 2 * $(SOAK_FUZZ_SECONDS) )) 2>&1 | tee -a target/soak.log
 
 # Benchmarks: the core natively beside raw positioned writes (criterion), the log lifecycle
 # (open time by keys and by history, space after overwrites), then walnut against raw OPFS,

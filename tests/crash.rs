@@ -106,7 +106,7 @@ fn cut_at_every_byte_offset_exposes_exactly_the_committed_prefix() {
         }
         assert_eq!(mem.to_vec().len() as u64, boundary, "cut at {cut}: torn bytes removed from the file");
     }
-    println!("cut points tried: {}", log.len() + 1);
+    println!("crash points: cut at every byte: {}", log.len() + 1);
 }
 
 #[test]
@@ -133,7 +133,7 @@ fn every_single_bit_flip_exposes_a_committed_prefix() {
             assert_eq!(s.recovery().truncated_at, Some(start), "flip at {byte}.{bit} cuts at its record");
         }
     }
-    println!("bit flips tried: {tried}");
+    println!("crash points: every bit flipped: {tried}");
 }
 
 #[test]

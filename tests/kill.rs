@@ -102,5 +102,5 @@ fn a_killed_writer_loses_nothing_acknowledged() {
             assert_eq!(s.get(&k.key).unwrap().unwrap(), value(i), "round {round}: value {i} is partial or wrong");
         }
     }
-    println!("kill rounds: 8, acknowledged commits checked: {}", acked_total.len());
+    println!("crash points: SIGKILL: 8 ({} acknowledged commits checked)", acked_total.len());
 }

@@ -6,7 +6,7 @@ mod common;
 
 use std::collections::BTreeMap;
 
-use common::{pattern, CrashVolume};
+use common::{crash_seeds, pattern, CrashVolume};
 use walnut::storage::{MemoryVolume, Volume};
 use walnut::{Durability, KeyRange, Options, Store};
 
@@ -257,8 +257,9 @@ fn a_crash_at_every_operation_of_a_compaction_leaves_all_data() {
     assert_eq!(Some(before), after);
     assert!(total >= 10, "a compaction of this log takes {total} operations");
     let mut tried = 0;
+    let seeds = crash_seeds(&[1, 2, 3]);
     for cut in 0..=total {
-        let (images, _, before, _) = with_cut(Some(cut), &[1, 2, 3], compact);
+        let (images, _, before, _) = with_cut(Some(cut), &seeds, compact);
         for (seed, image) in images {
             let s = Store::open(CrashVolume::from_image(image), small())
                 .unwrap_or_else(|e| panic!("cut at op {cut}, seed {seed}: {e}"));
@@ -266,7 +267,7 @@ fn a_crash_at_every_operation_of_a_compaction_leaves_all_data() {
             tried += 1;
         }
     }
-    println!("compaction crash points: {} ops x 3 seeds = {tried} reopens", total + 1);
+    println!("crash points: compaction: {tried} ({} ops x {} seeds)", total + 1, seeds.len());
 }
 
 #[test]
@@ -312,10 +313,11 @@ fn a_crash_at_every_operation_of_rotation_checkpoint_and_auto_compaction_keeps_t
     assert!(st.checkpoints > 1 && st.compactions > 0 && st.segments > 1, "{st:?}");
     drop(s);
     let mut tried = 0;
+    let seeds = crash_seeds(&[7, 8]);
     for cut in 0..=total {
         let (s, _, _) = run(Some(cut));
         let first_possible = acks.iter().rposition(|(ops, _)| *ops <= cut).unwrap_or(0);
-        for seed in [7, 8] {
+        for &seed in &seeds {
             let image = s.volume().crash_image(seed);
             let r = Store::open(CrashVolume::from_image(image), opts.clone())
                 .unwrap_or_else(|e| panic!("cut at op {cut}, seed {seed}: {e}"));
@@ -327,7 +329,7 @@ fn a_crash_at_every_operation_of_rotation_checkpoint_and_auto_compaction_keeps_t
             tried += 1;
         }
     }
-    println!("workload crash points: {} ops x 2 seeds = {tried} reopens", total + 1);
+    println!("crash points: rotation, checkpoints, compaction: {tried} ({} ops x {} seeds)", total + 1, seeds.len());
 }
 
 #[test]
@@ -561,11 +563,12 @@ fn a_crash_at_every_operation_of_a_recovery_that_cuts_mid_log_never_brings_back_
     assert!(s.recovery().bytes_truncated > 0 && s.stats().segments == 2, "{:?}", s.recovery());
     assert!(total >= 4, "the recovery releases and cuts in {total} operations");
     let mut tried = 0;
+    let seeds = crash_seeds(&[1, 2]);
     for cut in 0..=total {
         let v = CrashVolume::from_image(image.clone());
         v.cut.after(cut);
         let s = Store::open(v, opts.clone()).unwrap();
-        for seed in [1, 2] {
+        for &seed in &seeds {
             let r = Store::open(CrashVolume::from_image(s.volume().crash_image(seed)), opts.clone()).unwrap();
             let got = state(&r);
             let digest =
@@ -579,7 +582,7 @@ fn a_crash_at_every_operation_of_a_recovery_that_cuts_mid_log_never_brings_back_
             tried += 1;
         }
     }
-    println!("recovery crash points: {} ops x 2 seeds = {tried} reopens", total + 1);
+    println!("crash points: recovery that cuts: {tried} ({} ops x {} seeds)", total + 1, seeds.len());
 }
 
 /// A memory volume whose pool can be made to run dry (as an OPFS pool does while it refills).

@@ -158,21 +158,17 @@ pub fn open<B: Backend>(b: &B, options: Options) -> Store<B::S> {
     Store::open(b.storage(), options).unwrap()
 }
 
-/// Deterministic bytes (xorshift), so failures reproduce.
-pub fn pattern(len: usize, seed: u64) -> Vec<u8> {
-    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    (0..len)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x as u8
-        })
-        .collect()
+/// Crash seeds for a suite: `WALNUT_CRASH_SEEDS=n` (the soak run) gives seeds 1 to n, else
+/// `default`.
+pub fn crash_seeds(default: &[u64]) -> Vec<u64> {
+    match std::env::var("WALNUT_CRASH_SEEDS").ok().and_then(|v| v.parse::<u64>().ok()) {
+        Some(n) => (1..=n).collect(),
+        None => default.to_vec(),
+    }
 }
 
 #[allow(unused_imports)]
-pub use walnut::testing::{CrashStorage, CrashVolume, Fault, FaultyStorage};
+pub use walnut::testing::{pattern, CrashStorage, CrashVolume, Fault, FaultyStorage};
 
 /// Builds raw logs record by record, with full control of links, LSNs and COMMIT claims.
 pub struct LogBuilder {

@@ -13,6 +13,8 @@
 //!   nothing, as if the machine had died while the program ran on; and a quota switch that
 //!   fails every write as a full disk does. [`CrashVolume::crash_image`] then applies the
 //!   crash model to what was not flushed.
+//! - [`model`] checks a store on a [`CrashVolume`] against a model through any sequence of
+//!   operations, faults and crashes.
 
 use std::cell::Cell;
 use std::collections::{BTreeMap, BTreeSet};
@@ -21,6 +23,21 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use crate::error::{Error, Result};
 use crate::storage::{MemoryStorage, Storage, Volume};
+
+pub mod model;
+
+/// Deterministic bytes (xorshift), different for each seed, so failures reproduce.
+pub fn pattern(len: usize, seed: u64) -> Vec<u8> {
+    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect()
+}
 
 /// Which operation fails, counted from 0 over the life of the [`FaultyStorage`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -1,0 +1,69 @@
+//! Drives the model checker (`walnut::testing::model`) with operations decoded from arbitrary
+//! bytes: puts, deletes and batches of every durability, four interleaved streamed values,
+//! syncs, reads that settle queued commits, checkpoints, compaction, a disk that fills and
+//! frees, crashes and reopens. The oracle panics on any broken promise: an acknowledged commit
+//! missing after a crash, a failed one present, a `sync()` that returned `Ok` over a failure,
+//! anything partial visible, the LSN going back.
+#![no_main]
+
+use libfuzzer_sys::fuzz_target;
+use walnut::testing::model::{options, Harness, Op, SLOTS};
+use walnut::Durability;
+
+/// At most this many operations per input, so each run stays short.
+const MAX_OPS: usize = 300;
+
+fn durability(b: u8) -> Durability {
+    match b % 4 {
+        0 => Durability::Strict,
+        1 => Durability::Relaxed,
+        _ => Durability::Group,
+    }
+}
+
+/// Three bytes an operation: its kind, and two arguments.
+fn decode(data: &[u8]) -> Vec<Op> {
+    data.chunks(3)
+        .take(MAX_OPS)
+        .map(|c| {
+            let (kind, a, b) = (c[0], c.get(1).copied().unwrap_or(0), c.get(2).copied().unwrap_or(0));
+            let key = a % 6;
+            let slot = usize::from(a) % SLOTS;
+            let len = if b & 0x80 == 0 { usize::from(b % 40) } else { 60 + usize::from(b) * 2 };
+            match kind % 20 {
+                0..=4 => Op::Put { key, len, durability: durability(kind / 20) },
+                5 | 6 => Op::Delete { key, durability: durability(b) },
+                7 => Op::Batch {
+                    ops: vec![(key, Some(len)), (b % 6, (b & 1 == 0).then_some(usize::from(a) % 150))],
+                    durability: durability(kind / 20),
+                },
+                8 => Op::Begin { slot, key: b % 6 },
+                9 | 10 => Op::Chunk { slot, len: 1 + usize::from(b) % 200 },
+                11 => Op::Commit { slot, durability: durability(b) },
+                12 => Op::Abort { slot },
+                13 => Op::Sync,
+                14 => Op::Read { key },
+                15 => Op::Checkpoint,
+                16 => {
+                    if b & 1 == 0 {
+                        Op::CompactStep
+                    } else {
+                        Op::Compact
+                    }
+                }
+                17 => Op::Quota(a & 1 == 1),
+                18 => Op::Crash { seed: u64::from(a) << 8 | u64::from(b) },
+                _ => Op::Reopen,
+            }
+        })
+        .collect()
+}
+
+fuzz_target!(|data: &[u8]| {
+    let mut h = Harness::new(options());
+    for op in decode(data) {
+        h.run(&op);
+    }
+    h.run(&Op::Quota(false));
+    h.run(&Op::Put { key: 9, len: 100, durability: Durability::Strict });
+});
