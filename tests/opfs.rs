@@ -273,3 +273,41 @@ async fn an_opener_waiting_for_the_lock_sees_the_files_the_holder_made_meanwhile
         assert_eq!(store.get(k.as_bytes()).unwrap().as_ref(), Some(&v), "{k}");
     }
 }
+
+/// Makes the next `getSize()` of a sync access handle whose file is not empty throw (once).
+fn fail_next_size_of_a_written_file() {
+    js_sys::Function::new_no_args(
+        r#"
+        const proto = FileSystemSyncAccessHandle.prototype;
+        const original = proto.getSize;
+        proto.getSize = function () {
+          const size = original.call(this);
+          if (size > 0) {
+            proto.getSize = original;
+            throw new DOMException('injected getSize failure', 'InvalidStateError');
+          }
+          return size;
+        };
+        "#,
+    )
+    .call0(&wasm_bindgen::JsValue::NULL)
+    .unwrap();
+}
+
+#[wasm_bindgen_test]
+async fn an_open_that_fails_part_way_releases_every_handle_and_so_the_lock() {
+    use walnut::storage::opfs::OpfsVolume;
+    let name = format!("open-fails-{}", js_sys::Date::now() as u64);
+    let mut store = Store::open(OpfsVolume::open(&name, 2000).await.unwrap(), lifecycle_options()).unwrap();
+    store.put(b"k", b"v", Durability::Strict).unwrap();
+    store.close().unwrap();
+    drop(store);
+    fail_next_size_of_a_written_file();
+    match OpfsVolume::open(&name, 2000).await {
+        Err(Error::Io { op: "size", .. }) => {}
+        other => panic!("{:?}", other.map(|_| "opened")),
+    }
+    // Had any handle stayed open, this would wait out the lock and fail with Locked.
+    let store = Store::open(OpfsVolume::open(&name, 300).await.unwrap(), lifecycle_options()).unwrap();
+    assert_eq!(store.get(b"k").unwrap().as_deref(), Some(&b"v"[..]));
+}

@@ -314,6 +314,8 @@ impl OpfsVolume {
             })
             .collect();
         opened.extend(join_all(rest).await);
+        // Every handle that opened joins the volume before anything can fail, so that a
+        // failure (here or below) closes them all, and with them the lock.
         let mut failure = None;
         for (file, storage) in names.into_iter().zip(opened) {
             let storage = match storage {
@@ -324,11 +326,16 @@ impl OpfsVolume {
                 }
             };
             next_name = next_name.max(pool_number(&file).map_or(0, |n| n + 1));
-            if storage.size()? == 0 {
-                v.pool.borrow_mut().free.push((file, storage));
-            } else {
-                v.files.insert(v.next_id, (file, storage));
-                v.next_id += 1;
+            match storage.size() {
+                Ok(0) => v.pool.borrow_mut().free.push((file, storage)),
+                Ok(_) => {
+                    v.files.insert(v.next_id, (file, storage));
+                    v.next_id += 1;
+                }
+                Err(e) => {
+                    storage.close();
+                    failure.get_or_insert(e);
+                }
             }
         }
         if let Some(e) = failure {
