@@ -124,6 +124,8 @@ pub struct Store<V: Volume> {
     closed: bool,
     /// What the closing checkpoint did (see [`Store::closing_checkpoint`]).
     close_checkpoint: Option<Result<()>>,
+    /// The ticket whose outcome decides the last write call (see [`Store::last_ticket`]).
+    last_ticket: Ticket,
 }
 
 impl<V: Volume> Store<V> {
@@ -158,6 +160,7 @@ impl<V: Volume> Store<V> {
             report: r.report,
             closed: false,
             close_checkpoint: None,
+            last_ticket: Ticket(0),
         })
     }
 
@@ -235,6 +238,7 @@ impl<V: Volume> Store<V> {
     pub fn commit(&mut self, txn: TxnId, durability: Durability) -> Result<Ticket> {
         self.live()?;
         let ticket = self.log.commit(txn, durability, &mut self.index)?;
+        self.last_ticket = ticket;
         self.maintain();
         Ok(ticket)
     }
@@ -280,11 +284,13 @@ impl<V: Volume> Store<V> {
         self.log.outcome(ticket)
     }
 
-    /// The ticket of the last commit made (`Ticket(0)` before the first): after a
-    /// [`Store::put`], [`Store::delete`] or [`Store::batch`] with [`Durability::Group`], the
-    /// ticket to ask [`Store::outcome`] about.
+    /// The ticket whose outcome decides the last write call (put, delete, batch, commit): the
+    /// ticket of the commit it made; for a delete that wrote nothing because a queued group
+    /// commit already deletes the key, that commit's ticket (if it fails, the key is still
+    /// there, and this delete failed with it); `Ticket(0)` if nothing decides it (a delete of a
+    /// key that was absent). With [`Durability::Group`], ask [`Store::outcome`] about it.
     pub fn last_ticket(&self) -> Ticket {
-        self.log.last_ticket()
+        self.last_ticket
     }
 
     /// Whether commits wait for the committer's flush.
@@ -316,22 +322,41 @@ impl<V: Volume> Store<V> {
             }
             return r.map(drop);
         }
-        self.log.put_one(key, string_key, value, durability, &mut self.index)?;
+        self.last_ticket = self.log.put_one(key, string_key, value, durability, &mut self.index)?;
         self.maintain();
         Ok(())
     }
 
     /// Deletes `key` with one self-committed record; returns whether it existed, counting
-    /// queued group commits. A key that does not exist writes nothing.
+    /// queued group commits. A key that does not exist writes nothing. When a queued commit
+    /// decides the answer, a strict or relaxed delete first asks the committer to flush it (so
+    /// it never answers on the strength of a commit that may yet fail); a group delete that
+    /// writes nothing because a queued delete already removes the key shares that delete's
+    /// outcome ([`Store::last_ticket`]).
     pub fn delete(&mut self, key: &[u8], durability: Durability) -> Result<bool> {
         self.live()?;
         crate::wal::log::check_key(key)?;
         self.log.writable()?;
-        let existed = self.log.queued_state(key).unwrap_or_else(|| self.index.contains(key));
+        if durability != Durability::Group && self.log.queued_touch(key).is_some() {
+            // Its failure stays with the commits it failed; this delete goes on from what is
+            // committed.
+            let _ = self.log.flush(&mut self.index);
+            self.log.writable()?;
+        }
+        let existed = match self.log.queued_touch(key) {
+            Some((put, ticket)) => {
+                self.last_ticket = ticket;
+                put
+            }
+            None => {
+                self.last_ticket = Ticket(0);
+                self.index.contains(key)
+            }
+        };
         if !existed {
             return Ok(false);
         }
-        self.log.delete_one(key, durability, &mut self.index)?;
+        self.last_ticket = self.log.delete_one(key, durability, &mut self.index)?;
         self.maintain();
         Ok(true)
     }
@@ -478,7 +503,10 @@ impl<V: Volume> Store<V> {
         if self.closed {
             return Ok(());
         }
-        let r = if self.log.writer().is_poisoned() { Ok(()) } else { self.sync() };
+        // A poisoned store cannot flush; what it must still say is whether group commits failed
+        // that no sync has reported.
+        let r =
+            if self.log.writer().is_poisoned() { self.log.take_unreported().map_or(Ok(()), Err) } else { self.sync() };
         self.close_checkpoint =
             if r.is_ok() && self.log.writer().volume().can_grow() && self.life.checkpoint_stale(&self.log) {
                 Some(self.life.checkpoint(&mut self.log, &mut self.index))

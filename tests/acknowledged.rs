@@ -164,3 +164,137 @@ fn a_reader_keeps_its_segments_across_a_quota_rollback() {
     assert!(read == old, "the stream reads the value it opened, whole");
     s.unpin(&entry.chunks);
 }
+
+/// Small buffer, low direct-write threshold: records spill the buffer and large ones bypass it.
+fn spilling() -> Options {
+    Options {
+        chunk_size: 4096,
+        direct_write_threshold: 1000,
+        batch_bytes: 200,
+        segment_size: 1 << 20,
+        checkpoint_bytes: 0,
+        compaction_ratio: 1.0,
+        ..Options::default()
+    }
+}
+
+fn reopen_with(image: std::collections::BTreeMap<u32, Vec<u8>>, o: Options) -> Store<CrashVolume> {
+    Store::open(CrashVolume::from_image(image), o).unwrap()
+}
+
+#[test]
+fn a_strict_put_after_a_rollback_that_follows_a_buffer_spill_survives() {
+    let v = CrashVolume::default();
+    let quota = v.quota.clone();
+    let mut s = Store::open(v, spilling()).unwrap();
+    s.put(b"a", &pattern(300, 1), Durability::Strict).unwrap(); // spills the buffer
+    quota.set(true);
+    let r = s.put(b"b", &pattern(2000, 2), Durability::Strict); // a direct write, refused
+    assert!(matches!(r, Err(walnut::Error::QuotaExceeded { .. })), "{r:?}");
+    quota.set(false);
+    s.put(b"c", b"acknowledged", Durability::Strict).unwrap();
+    for image in [s.volume().live_image(), s.volume().crash_image(0)] {
+        let r = reopen_with(image, spilling());
+        assert_eq!(r.get(b"c").unwrap().as_deref(), Some(&b"acknowledged"[..]), "{:?}", r.recovery());
+        assert_eq!(r.get(b"a").unwrap(), Some(pattern(300, 1)));
+    }
+}
+
+#[test]
+fn a_group_commit_written_before_a_failed_direct_write_keeps_its_true_outcome() {
+    let v = CrashVolume::default();
+    let quota = v.quota.clone();
+    let mut s = Store::open(v, spilling()).unwrap();
+    s.put(b"a", &pattern(300, 1), Durability::Group).unwrap(); // spills: written in full
+    let a = s.last_ticket();
+    quota.set(true);
+    assert!(s.put(b"b", &pattern(2000, 2), Durability::Strict).is_err());
+    quota.set(false);
+    let synced = s.sync();
+    assert_outcome_holds(&s, &synced, a, b"a", &pattern(300, 1));
+    assert_eq!(s.outcome(a), Outcome::Committed, "it was written before the failure, and the rollback kept it");
+}
+
+#[test]
+fn writes_after_a_cut_below_the_checkpoints_index_lsn_survive_the_next_recovery() {
+    let o = spilling();
+    let mut s = Store::open(CrashVolume::default(), o.clone()).unwrap();
+    let t = s.begin().unwrap(); // stays open: the checkpoint replays from its BEGIN
+    s.txn_put(t, b"open", false).unwrap();
+    s.put(b"p1", b"one", Durability::Strict).unwrap();
+    s.put(b"p2", b"two", Durability::Strict).unwrap();
+    s.put(b"p3", b"three", Durability::Strict).unwrap();
+    let at = s.entry(b"p2").unwrap().unwrap().chunks[0].record;
+    s.checkpoint().unwrap();
+    let mut image = s.volume().live_image();
+    drop(s);
+    let segment = image.values_mut().find(|b| b.starts_with(b"WALNUTLG")).unwrap();
+    segment[walnut::format::loc_offset(at) as usize + 40] ^= 0xFF; // damage p2: the log is cut there
+    let mut s = reopen_with(image, o.clone());
+    assert!(s.recovery().truncated_at.is_some(), "{:?}", s.recovery());
+    assert_eq!(s.get(b"p1").unwrap().as_deref(), Some(&b"one"[..]));
+    assert_eq!(s.get(b"p2").unwrap(), None);
+    s.put(b"after", b"acknowledged", Durability::Strict).unwrap();
+    let image = s.volume().crash_image(0);
+    drop(s);
+    let r = reopen_with(image, o);
+    assert_eq!(r.get(b"after").unwrap().as_deref(), Some(&b"acknowledged"[..]), "{:?}", r.recovery());
+    assert_eq!(r.get(b"p1").unwrap().as_deref(), Some(&b"one"[..]));
+}
+
+#[test]
+fn a_strict_delete_answered_by_a_queued_delete_waits_for_it() {
+    let v = CrashVolume::default();
+    let quota = v.quota.clone();
+    let mut s = Store::open(v, spilling()).unwrap();
+    s.put(b"k", b"v", Durability::Strict).unwrap();
+    s.delete(b"k", Durability::Group).unwrap();
+    // The disk fills before the group's flush: the queued delete fails with it.
+    quota.set(true);
+    let strict = s.delete(b"k", Durability::Strict);
+    quota.set(false);
+    if strict.is_ok() {
+        assert_eq!(s.get(b"k").unwrap(), None, "a strict delete returned Ok, yet k is there");
+        for seed in 0..4 {
+            let c = reopen_with(s.volume().crash_image(seed), spilling());
+            assert_eq!(c.get(b"k").unwrap(), None, "a strict delete returned Ok, crash image {seed} still has k");
+        }
+    }
+    // With room, a strict delete that only a queued delete answers waits for that delete.
+    s.delete(b"k", Durability::Group).unwrap();
+    assert!(!s.delete(b"k", Durability::Strict).unwrap() || s.get(b"k").unwrap().is_none());
+    for seed in 0..4 {
+        let c = reopen_with(s.volume().crash_image(seed), spilling());
+        assert_eq!(c.get(b"k").unwrap(), None, "crash image {seed} still has k after a strict delete returned");
+    }
+}
+
+#[test]
+fn a_group_delete_answered_by_a_queued_delete_shares_its_outcome() {
+    let v = CrashVolume::default();
+    let quota = v.quota.clone();
+    let mut s = Store::open(v, spilling()).unwrap();
+    s.put(b"k", b"v", Durability::Strict).unwrap();
+    assert!(s.delete(b"k", Durability::Group).unwrap());
+    let first = s.last_ticket();
+    s.put(b"other", b"x", Durability::Group).unwrap(); // a later commit, on another key
+    assert!(!s.delete(b"k", Durability::Group).unwrap(), "the key is deleted, counting queued commits");
+    let second = s.last_ticket();
+    assert_eq!(second, first, "the second delete's outcome is the queued delete's");
+    quota.set(true);
+    assert!(s.sync().is_err());
+    quota.set(false);
+    assert!(matches!(s.outcome(second), Outcome::Failed(_)), "k is still there: the second delete failed too");
+    assert_eq!(s.get(b"k").unwrap().as_deref(), Some(&b"v"[..]));
+}
+
+#[test]
+fn close_reports_a_group_failure_no_sync_reported_even_when_poisoned() {
+    let faulty = walnut::testing::FaultyStorage::new(walnut::MemoryStorage::new(), walnut::testing::Fault::None);
+    let mut s = Store::open(faulty.clone(), Options::default()).unwrap();
+    s.put(b"g", b"group", Durability::Group).unwrap();
+    faulty.set_fault(walnut::testing::Fault::FailFlush(0));
+    assert!(s.put(b"r", b"relaxed", Durability::Relaxed).is_err()); // its flush fails: poisoned
+    faulty.set_fault(walnut::testing::Fault::None);
+    assert!(s.close().is_err(), "close must not report success over the failed group commit");
+}

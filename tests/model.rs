@@ -145,6 +145,12 @@ impl Harness {
                 self.committed(vec![(key(k), Some(v))], durability);
             }
             Op::Delete { key: k, durability } => {
+                // A strict or relaxed delete that a queued group commit decides flushes it first.
+                let decided =
+                    self.unflushed.iter().any(|(e, visible)| !visible && e.iter().any(|(ek, _)| *ek == key(k)));
+                if durability != Durability::Group && decided {
+                    self.flushed();
+                }
                 let mut expected = self.durable.clone();
                 for (e, _) in &self.unflushed {
                     apply(&mut expected, e);
@@ -315,17 +321,35 @@ mod on_a_volume {
             1 => Just(Op::Compact),
             1 => Just(Op::CompactStep),
             2 => any::<bool>().prop_map(Op::Quota),
+            2 => (0u8..8).prop_map(Op::FillAfter),
             3 => any::<u64>().prop_map(|seed| Op::Crash { seed }),
             1 => Just(Op::Reopen),
         ]
+    }
+
+    /// The write path's sizes vary too, so every path is taken: records below and at or above
+    /// the direct-write threshold, a batch buffer that spills often or rarely, values of one
+    /// chunk or several.
+    fn write_path() -> impl Strategy<Value = walnut::Options> {
+        (
+            prop_oneof![Just(64usize), Just(200)],
+            prop_oneof![Just(90usize), Just(120), Just(1000)],
+            prop_oneof![Just(150usize), Just(300), Just(4096)],
+        )
+            .prop_map(|(chunk_size, direct_write_threshold, batch_bytes)| walnut::Options {
+                chunk_size,
+                direct_write_threshold,
+                batch_bytes,
+                ..options()
+            })
     }
 
     #[test]
     fn a_store_on_a_volume_matches_the_model_through_quota_faults_and_crashes() {
         let cases = super::cases(2000);
         let total = RefCell::new(Counts::default());
-        super::check(cases, proptest::collection::vec(op(), 1..120), |ops| {
-            let mut h = Harness::new(options());
+        super::check(cases, (write_path(), proptest::collection::vec(op(), 1..120)), |(options, ops)| {
+            let mut h = Harness::new(options);
             for op in &ops {
                 h.run(op);
             }

@@ -51,7 +51,13 @@ fn decode(data: &[u8]) -> Vec<Op> {
                         Op::Compact
                     }
                 }
-                17 => Op::Quota(a & 1 == 1),
+                17 => {
+                    if a & 2 == 0 {
+                        Op::Quota(a & 1 == 1)
+                    } else {
+                        Op::FillAfter(b % 8)
+                    }
+                }
                 18 => Op::Crash { seed: u64::from(a) << 8 | u64::from(b) },
                 _ => Op::Reopen,
             }

@@ -292,6 +292,7 @@ pub struct CrashFile {
     inner: CrashStorage,
     cut: Cut,
     quota: Rc<Cell<bool>>,
+    fill_after: Rc<Cell<Option<u64>>>,
 }
 
 impl Storage for CrashFile {
@@ -299,6 +300,12 @@ impl Storage for CrashFile {
         self.inner.read_at(buf, offset)
     }
     fn write_at(&mut self, buf: &[u8], offset: u64) -> Result<usize> {
+        if let Some(n) = self.fill_after.get() {
+            self.fill_after.set(n.checked_sub(1));
+            if n == 0 {
+                self.quota.set(true);
+            }
+        }
         if self.quota.get() {
             return Err(Error::quota("write", "injected: disk full"));
         }
@@ -340,6 +347,8 @@ pub struct CrashVolume {
     /// While set, every write fails with `QuotaExceeded` (a full disk); truncates and
     /// flushes still work, as they do on a full disk.
     pub quota: Rc<Cell<bool>>,
+    /// Writes left before the disk fills (see [`CrashVolume::fill_after`]).
+    fill_after: Rc<Cell<Option<u64>>>,
 }
 
 impl CrashVolume {
@@ -349,10 +358,23 @@ impl CrashVolume {
         for (id, bytes) in files {
             v.files.insert(
                 id,
-                CrashFile { inner: CrashStorage::from_bytes(bytes), cut: v.cut.clone(), quota: v.quota.clone() },
+                CrashFile {
+                    inner: CrashStorage::from_bytes(bytes),
+                    cut: v.cut.clone(),
+                    quota: v.quota.clone(),
+                    fill_after: v.fill_after.clone(),
+                },
             );
         }
         v
+    }
+
+    /// The disk fills after `writes` more writes succeed: the next one fails with
+    /// `QuotaExceeded`, and so does every later one until [`CrashVolume::quota`] is cleared. A
+    /// failure can so land on any write of an operation.
+    pub fn fill_after(&self, writes: u64) {
+        self.quota.set(false);
+        self.fill_after.set(Some(writes));
     }
 
     /// The files as they are now (what a clean close leaves, or a reopen without a crash).
@@ -392,8 +414,15 @@ impl Volume for CrashVolume {
         if !self.cut.take() {
             self.ghosts.insert(id);
         }
-        self.files
-            .insert(id, CrashFile { inner: CrashStorage::new(), cut: self.cut.clone(), quota: self.quota.clone() });
+        self.files.insert(
+            id,
+            CrashFile {
+                inner: CrashStorage::new(),
+                cut: self.cut.clone(),
+                quota: self.quota.clone(),
+                fill_after: self.fill_after.clone(),
+            },
+        );
         Ok(id)
     }
     fn release(&mut self, id: u32) -> Result<()> {

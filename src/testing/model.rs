@@ -85,6 +85,8 @@ pub enum Op {
     CompactStep,
     /// The disk fills (`true`) or frees.
     Quota(bool),
+    /// The disk fills after this many more writes: the failure lands inside an operation.
+    FillAfter(u8),
     /// A power cut now, then a reopen of what it left.
     Crash {
         seed: u64,
@@ -200,6 +202,15 @@ impl Harness {
         m
     }
 
+    /// The durable state with every commit since applied, queued ones included.
+    fn with_queued(&self) -> Model {
+        let mut m = self.durable.clone();
+        for (effect, _) in &self.unflushed {
+            apply(&mut m, effect);
+        }
+        m
+    }
+
     fn value(&mut self, len: usize) -> Vec<u8> {
         self.counter += 1;
         pattern(len, self.counter)
@@ -281,7 +292,7 @@ impl Harness {
 
     fn reopened(&mut self, store: Store<CrashVolume>) {
         self.counts = self.counts();
-        self.quota = Rc::new(Cell::new(false));
+        self.quota = store.volume().quota.clone();
         self.store = store;
         self.durable = state(&self.store);
         self.unflushed.clear();
@@ -303,14 +314,37 @@ impl Harness {
                 }
             }
             Op::Delete { key: k, durability } => {
-                let mut expected = self.durable.clone();
-                for (e, _) in &self.unflushed {
-                    apply(&mut expected, e);
-                }
+                // A strict or relaxed delete whose answer a queued commit decides asks the
+                // committer to flush first, and answers from what then stands; a group delete
+                // answers counting the queued commits.
+                let touched = self
+                    .unflushed
+                    .iter()
+                    .any(|(e, s)| matches!(s, Standing::Queued(_)) && e.iter().any(|(ek, _)| *ek == key(k)));
+                let flushes_first = durability != Durability::Group && touched;
+                let before = self.with_queued();
                 if let Ok(existed) = self.store.delete(&key(k), durability) {
+                    let expected = if flushes_first {
+                        self.poll();
+                        self.with_queued()
+                    } else {
+                        before
+                    };
                     assert_eq!(existed, expected.contains_key(&key(k)), "delete's answer counts queued commits");
                     if existed {
-                        self.committed(vec![(key(k), None)], durability, queue_was_empty);
+                        self.committed(vec![(key(k), None)], durability, queue_was_empty || flushes_first);
+                    }
+                    if durability == Durability::Strict {
+                        // Returned: the key is gone for good, whatever is still queued.
+                        self.poll();
+                        let pending = self
+                            .unflushed
+                            .iter()
+                            .any(|(e, s)| matches!(s, Standing::Queued(_)) && e.iter().any(|(ek, _)| *ek == key(k)));
+                        assert!(
+                            !pending && !self.visible().contains_key(&key(k)),
+                            "a strict delete of {k} returned, but a queued commit still decides it"
+                        );
                     }
                 }
             }
@@ -395,6 +429,7 @@ impl Harness {
                 let _ = self.store.compact_step();
             }
             Op::Quota(full) => self.quota.set(full),
+            Op::FillAfter(writes) => self.store.volume().fill_after(u64::from(writes)),
             Op::Crash { seed } => {
                 self.poll();
                 let image = self.store.volume().crash_image(seed);

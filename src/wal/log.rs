@@ -235,25 +235,16 @@ impl<V: Volume> Log<V> {
         self.committer.queue.len()
     }
 
-    /// The effect on `key` of the newest queued commit that touches it: `Some(true)` a put,
-    /// `Some(false)` a delete, `None` if no queued commit touches it.
-    pub fn queued_state(&self, key: &[u8]) -> Option<bool> {
-        self.committer
-            .queue
-            .iter()
-            .rev()
-            .flat_map(|q| q.ops.iter().rev())
-            .find(|op| op.key() == key)
-            .map(|op| matches!(op, Op::Put { .. }))
+    /// The newest queued commit that touches `key`: whether it puts (`true`) or deletes it, and
+    /// its ticket. `None` if no queued commit touches `key`.
+    pub fn queued_touch(&self, key: &[u8]) -> Option<(bool, Ticket)> {
+        self.committer.queue.iter().rev().find_map(|q| {
+            q.ops.iter().rev().find(|op| op.key() == key).map(|op| (matches!(op, Op::Put { .. }), Ticket(q.ticket)))
+        })
     }
 
     pub fn outcome(&self, ticket: Ticket) -> Outcome {
         self.committer.outcome(ticket.0)
-    }
-
-    /// The last ticket handed out (`Ticket(0)` before the first commit).
-    pub fn last_ticket(&self) -> Ticket {
-        Ticket(self.committer.next_ticket - 1)
     }
 
     /// The first failure of group commits not yet handed out, which is then forgotten.

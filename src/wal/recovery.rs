@@ -415,6 +415,72 @@ struct Cut {
     reason: String,
 }
 
+/// Where a scan stopped: the location after the last valid record, the next expected LSN,
+/// and the cut, if the scan stopped at an invalid record or segment.
+struct ScanEnd {
+    tail: u64,
+    lsn: u64,
+    cut: Option<Cut>,
+}
+
+/// Scans the log from location `start`, expecting LSN `lsn` there, through the following
+/// segments, handing each valid record to `replay`, until the log ends or a record or segment
+/// fails its checks (recovery steps 5 and 6 of docs/FORMAT.md, section 10). Reads only.
+fn scan<V: Volume>(
+    volume: &V,
+    segments: &BTreeMap<u32, (FileId, FileHeader)>,
+    start: u64,
+    mut lsn: u64,
+    full_scan: bool,
+    replay: &mut Replay,
+) -> Result<ScanEnd> {
+    let start_seg = loc_segment(start);
+    let mut tail = start;
+    let mut prev_seg: Option<u32> = None;
+    let mut buf = Vec::new();
+    let mut scratch = Vec::new();
+    for (&seg, &(id, header)) in segments.range(start_seg..) {
+        let mut offset = if seg == start_seg { loc_offset(start) } else { FILE_HEADER_LEN as u64 };
+        if let Some(prev) = prev_seg {
+            let gap = seg != prev + 1;
+            let lsn_ok = if full_scan { header.base_lsn >= lsn } else { header.base_lsn == lsn };
+            if (gap && !full_scan) || !lsn_ok {
+                let why = if gap {
+                    format!("segment {} is missing", prev + 1)
+                } else {
+                    format!("segment {seg} starts at LSN {} where {lsn} was expected", header.base_lsn)
+                };
+                return Ok(ScanEnd { tail, lsn, cut: Some(Cut { segment: seg, offset: 0, reason: why }) });
+            }
+            lsn = header.base_lsn;
+        }
+        let file = volume.file(id)?;
+        let size = file.size()?;
+        let mut scanner =
+            Scanner { storage: file, size, buf: std::mem::take(&mut buf), scratch: std::mem::take(&mut scratch) };
+        while offset < size {
+            match scanner.record(offset, lsn)? {
+                Ok((h, pcrc)) => {
+                    replay.record(loc(seg, offset), &h, pcrc, &scanner.buf);
+                    offset += h.record_len();
+                    lsn += 1;
+                }
+                Err(reason) => {
+                    return Ok(ScanEnd {
+                        tail: loc(seg, offset),
+                        lsn,
+                        cut: Some(Cut { segment: seg, offset, reason }),
+                    });
+                }
+            }
+        }
+        (buf, scratch) = (scanner.buf, scanner.scratch);
+        tail = loc(seg, offset);
+        prev_seg = Some(seg);
+    }
+    Ok(ScanEnd { tail, lsn, cut: None })
+}
+
 /// Runs recovery over `volume`: census of its files, the newest usable checkpoint, replay of
 /// the log after it across segments, the torn tail cut, garbage segments released. An empty
 /// volume gets segment 0.
@@ -503,87 +569,68 @@ pub(crate) fn recover<V: Volume>(volume: &mut V, mode: RecoveryMode) -> Result<R
             *slot = SlotNeeds { file: id, ..SlotNeeds::default() };
         }
     };
-    let mut chosen = None;
-    for (id, head) in heads {
-        let from = head.header.replay_from;
-        let usable = head.segments.iter().all(|s| c.segments.contains_key(s))
-            && c.segments.get(&loc_segment(from)).is_some_and(|&(id, _)| {
-                volume
-                    .file(id)
-                    .and_then(|f| f.size())
-                    .is_ok_and(|size| (FILE_HEADER_LEN as u64..=size).contains(&loc_offset(from)))
-            });
-        if !usable {
-            forget(&mut slots, id);
-            report.checkpoints_rejected.push(format!("checkpoint {} needs a segment that is gone", head.header.seq));
-            continue;
-        }
-        match checkpoint::load(volume.file(id)?, &head)? {
-            Ok(index) => {
-                chosen = Some((head.header, index));
-                break;
-            }
-            Err(why) => {
+    // Replay from the newest usable, valid checkpoint; a checkpoint whose index is ahead of the
+    // log (the log ends, or was cut, below its `index_lsn`) holds effects the log has lost and
+    // would make new records look held by it: it is passed over too, and the next one tried
+    // (at the end, a full scan).
+    let mut heads = heads.into_iter();
+    let (replay, end, ck_next_txn, full_scan, start_seg) = loop {
+        let mut chosen = None;
+        for (id, head) in heads.by_ref() {
+            let from = head.header.replay_from;
+            let usable = head.segments.iter().all(|s| c.segments.contains_key(s))
+                && c.segments.get(&loc_segment(from)).is_some_and(|&(id, _)| {
+                    volume
+                        .file(id)
+                        .and_then(|f| f.size())
+                        .is_ok_and(|size| (FILE_HEADER_LEN as u64..=size).contains(&loc_offset(from)))
+                });
+            if !usable {
                 forget(&mut slots, id);
-                report.checkpoints_rejected.push(why);
+                report
+                    .checkpoints_rejected
+                    .push(format!("checkpoint {} needs a segment that is gone", head.header.seq));
+                continue;
+            }
+            match checkpoint::load(volume.file(id)?, &head)? {
+                Ok(index) => {
+                    chosen = Some((id, head.header, index));
+                    break;
+                }
+                Err(why) => {
+                    forget(&mut slots, id);
+                    report.checkpoints_rejected.push(why);
+                }
             }
         }
-    }
-
-    let (first_seg, first_header) = c.segments.iter().next().map(|(&s, &(_, h))| (s, h)).unwrap_or_default();
-    let (index, start, mut lsn, index_lsn, ck_next_txn, full_scan) = match chosen {
-        Some((h, index)) => {
-            report.checkpoint = Some((h.seq, h.replay_lsn));
-            (index, h.replay_from, h.replay_lsn, h.index_lsn, h.next_txn, false)
+        let (first_seg, first_header) = c.segments.iter().next().map(|(&s, &(_, h))| (s, h)).unwrap_or_default();
+        let attempt = report.clone();
+        let (replay, start, lsn, next_txn, ck) = match chosen {
+            Some((id, h, index)) => {
+                report.checkpoint = Some((h.seq, h.replay_lsn));
+                let replay = Replay { index, index_lsn: h.index_lsn, open: HashMap::new(), max_txn: 0, report };
+                (replay, h.replay_from, h.replay_lsn, h.next_txn, Some((id, h.seq, h.index_lsn)))
+            }
+            None => {
+                let replay = Replay { index: Index::default(), index_lsn: 0, open: HashMap::new(), max_txn: 0, report };
+                (replay, loc(first_seg, FILE_HEADER_LEN as u64), first_header.base_lsn, 1, None)
+            }
+        };
+        let mut replay = replay;
+        let end = scan(volume, &c.segments, start, lsn, ck.is_none(), &mut replay)?;
+        match ck {
+            Some((id, seq, index_lsn)) if end.lsn < index_lsn => {
+                report = attempt;
+                forget(&mut slots, id);
+                report.checkpoints_rejected.push(format!(
+                    "checkpoint {seq} holds the log up to LSN {index_lsn}, but the log ends at LSN {}",
+                    end.lsn
+                ));
+            }
+            _ => break (replay, end, next_txn, ck.is_none(), loc_segment(start)),
         }
-        None => (Index::default(), loc(first_seg, FILE_HEADER_LEN as u64), first_header.base_lsn, 0, 1, true),
     };
-    let mut replay = Replay { index, index_lsn, open: HashMap::new(), max_txn: 0, report };
-
-    let start_seg = loc_segment(start);
-    let mut tail = start;
-    let mut cut: Option<Cut> = None;
-    let mut prev_seg: Option<u32> = None;
-    let mut buf = Vec::new();
-    let mut scratch = Vec::new();
-    'segments: for (&seg, &(id, header)) in c.segments.range(start_seg..) {
-        let mut offset = if seg == start_seg { loc_offset(start) } else { FILE_HEADER_LEN as u64 };
-        if let Some(prev) = prev_seg {
-            let gap = seg != prev + 1;
-            let lsn_ok = if full_scan { header.base_lsn >= lsn } else { header.base_lsn == lsn };
-            if (gap && !full_scan) || !lsn_ok {
-                let why = if gap {
-                    format!("segment {} is missing", prev + 1)
-                } else {
-                    format!("segment {seg} starts at LSN {} where {lsn} was expected", header.base_lsn)
-                };
-                cut = Some(Cut { segment: seg, offset: 0, reason: why });
-                break;
-            }
-            lsn = header.base_lsn;
-        }
-        let file = volume.file(id)?;
-        let size = file.size()?;
-        let mut scanner =
-            Scanner { storage: file, size, buf: std::mem::take(&mut buf), scratch: std::mem::take(&mut scratch) };
-        while offset < size {
-            match scanner.record(offset, lsn)? {
-                Ok((h, pcrc)) => {
-                    replay.record(loc(seg, offset), &h, pcrc, &scanner.buf);
-                    offset += h.record_len();
-                    lsn += 1;
-                }
-                Err(reason) => {
-                    cut = Some(Cut { segment: seg, offset, reason });
-                    tail = loc(seg, offset);
-                    break 'segments;
-                }
-            }
-        }
-        (buf, scratch) = (scanner.buf, scanner.scratch);
-        tail = loc(seg, offset);
-        prev_seg = Some(seg);
-    }
+    let ScanEnd { tail, lsn, cut } = end;
     let Replay { mut index, open, max_txn, mut report, .. } = replay;
     let mut left: Vec<ScanTxn> = open.into_values().collect();
     left.sort_by_key(|t| t.begin);

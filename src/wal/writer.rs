@@ -303,13 +303,15 @@ impl<V: Volume> Writer<V> {
             for p in parts {
                 self.buf.extend_from_slice(p);
             }
-            if self.buf.len() >= self.batch_bytes {
-                self.write_buffer()?;
-            }
         }
         self.tail = offset + rec_len;
         self.appended += rec_len;
         self.next_lsn += 1;
+        // A full buffer goes out now, the record's LSN counted first: what was written is then
+        // exactly the records below `next_lsn` (a rollback must never hand out a written LSN).
+        if self.buf.len() >= self.batch_bytes {
+            self.write_buffer()?;
+        }
         Ok(Appended { offset: loc(self.tail_seg, offset), lsn, payload_crc })
     }
 
