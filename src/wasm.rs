@@ -144,6 +144,12 @@ struct JsStats {
 }
 
 #[derive(Serialize)]
+struct JsDeleted {
+    existed: bool,
+    ticket: f64,
+}
+
+#[derive(Serialize)]
 #[serde(rename_all = "camelCase")]
 struct JsReader {
     id: u32,
@@ -318,12 +324,13 @@ impl WalnutStore {
         self.written(r)
     }
 
-    /// Deletes `key`; returns the delete's ticket, or 0 if the key did not exist (nothing
-    /// was written).
-    pub fn delete(&mut self, key: &[u8], strict: bool) -> JsResult<f64> {
+    /// Deletes `key`: `{ existed, ticket }`, whether it existed (counting queued commits) and
+    /// the ticket whose outcome decides the delete (its own commit's; a queued delete's when
+    /// that one already removes the key; 0 when nothing does: the key was absent).
+    pub fn delete(&mut self, key: &[u8], strict: bool) -> JsResult<JsValue> {
         let r = self.store.delete(key, durability(strict));
         let ticket = ticket_js(self.store.last_ticket());
-        self.written(r.map(|existed| if existed { ticket } else { 0.0 }))
+        self.written(r).and_then(|existed| to_js(&JsDeleted { existed, ticket }))
     }
 
     /// Begins a transaction; returns its id.

@@ -9,7 +9,12 @@
 /** A key: a string (stored as UTF-8) or bytes; 1 to 65535 bytes. Keys sort bytewise. */
 export type Key = string | Uint8Array;
 
-/** What put() accepts. Strings are stored as UTF-8. Byte values are copied at call time. */
+/**
+ * What put() accepts. Strings are stored as UTF-8. Byte values are copied at call time. A
+ * ReadableStream is walnut's once passed: if the call ends without reading it to its end (it
+ * failed, was aborted, was refused, or close() came first), walnut cancels it, so its source
+ * stops (a fetch body releases its connection).
+ */
 export type Value = string | ArrayBuffer | ArrayBufferView | Blob | ReadableStream<Uint8Array>;
 
 /**
@@ -24,13 +29,13 @@ export interface OpenOptions {
   chunkSize?: number;
   /** Default durability of this store's writes. Default `'strict'`. */
   durability?: Durability;
-  /** How long open() retries while another worker holds the store, ms. Default 5000. */
+  /** How long open() retries while another worker holds the store, ms. 0 to 2^32-1, default 5000. */
   lockTimeout?: number;
-  /** Records of at least this many bytes bypass the write batch buffer. Default 65536. */
+  /** Records of at least this many bytes bypass the write batch buffer. 1 to 2^32-1, default 65536. */
   directWriteThreshold?: number;
   /** Target size of a log segment, bytes: the log moves to a new file past it. 4096 to 2^39, default 67108864 (64 MiB). */
   segmentSize?: number;
-  /** A checkpoint (the index persisted, so open replays only what follows) is written every this many bytes of log, and at close(). 0 disables the periodic ones. Default 67108864. */
+  /** A checkpoint (the index persisted, so open replays only what follows) is written every this many bytes of log, and at close(). 0 disables the periodic ones. 0 to 2^53, default 67108864. */
   checkpointBytes?: number;
   /** Compaction starts by itself when dead bytes reach this fraction of the log (and it spans more than two segments). 0 to 1, default 0.5. */
   compactionRatio?: number;
@@ -147,8 +152,10 @@ export class WalnutStore {
 
   /**
    * Stores `value` under `key` in one transaction, replacing the old value. Blobs and streams
-   * are read in the worker and written chunk by chunk with bounded memory; other requests keep
-   * being served meanwhile. Writes to the same key apply in call order.
+   * are read in the worker and written chunk by chunk with bounded memory: each stages one chunk
+   * (a Blob smaller than a chunk, its size), and all puts together at most 128 MiB (or one
+   * chunk, if chunkSize is larger); past that they wait their turn. Other requests keep being
+   * served meanwhile. Writes to the same key apply in call order.
    */
   put(key: Key, value: Value, options?: WriteOptions): Promise<void>;
   /**
@@ -190,8 +197,15 @@ export class WalnutStore {
   checkpoint(): Promise<void>;
   /**
    * Lets the requests made before it finish, flushes, releases the file and stops the worker.
-   * Calling it again, or after terminate(), is harmless. Other calls afterwards reject with
-   * WalnutClosedError.
+   * It waits for every write whose data is all in hand (strings, bytes, Blobs, streams already
+   * read to their end), reads and compaction; a put or batch whose ReadableStream has not ended
+   * is aborted instead (ABORT is logged, the old value kept), rejects with WalnutClosedError and
+   * has its stream cancelled, so a source that never ends cannot hold close() up. Calling it
+   * again, or after terminate(), is harmless. Other calls afterwards reject with
+   * WalnutClosedError. Rejects when the store was not closed cleanly: the worker died
+   * (WalnutIoError) or its WebAssembly instance crashed (WalnutPoisonedError); the next open()
+   * recovers every acknowledged write. A closing checkpoint that cannot be written (a full disk)
+   * does not fail it: the next open() replays the log instead.
    */
   close(): Promise<void>;
   /**
@@ -218,7 +232,10 @@ export function preload(): void;
 
 /** Base class of every error walnut rejects with; `name` tells the kind. */
 export class WalnutError extends Error {}
-/** Reading or writing OPFS failed, or reading a value's Blob or stream failed. */
+/**
+ * Reading or writing OPFS failed; or reading a value's Blob or stream failed, or memory to stage
+ * it could not be allocated; or the worker died, or could not read a message carrying a call.
+ */
 export class WalnutIoError extends WalnutError {}
 /** The log holds data that cannot be right (a broken structure, not a torn tail). */
 export class WalnutCorruptionError extends WalnutError {}

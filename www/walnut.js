@@ -11,6 +11,8 @@
 
 /** Longest key accepted, in bytes (UTF-8 for strings). */
 const MAX_KEY_BYTES = 65535;
+/** The largest `lockTimeout` and `directWriteThreshold`: the core holds them as 32-bit integers. */
+const MAX_U32 = 2 ** 32 - 1;
 
 const encoder = new TextEncoder();
 const decoder = new TextDecoder();
@@ -173,6 +175,18 @@ function encodeValue(value, param, transfer) {
 }
 
 /**
+ * Cancels the streams of a write call that were never sent to the worker, so that their sources
+ * stop (a fetch body releases its connection): the call is over and nothing will read them. A
+ * stream that was sent is locked (the worker holds it, and cancels it when its write ends
+ * without reading it to the end); a stream the caller locked is not walnut's to cancel.
+ * @param {ReadableStream[]} streams
+ * @param {unknown} reason
+ */
+function cancelUnsent(streams, reason) {
+  for (const stream of streams) if (!stream.locked) stream.cancel(reason).catch(() => {});
+}
+
+/**
  * @param {unknown} durability
  * @param {string} param
  * @returns {'strict' | 'relaxed' | undefined}
@@ -236,13 +250,15 @@ const INTERNAL = Symbol('walnut.internal');
 export class WalnutStore {
   /** @type {Worker | null} */
   #worker;
+  /** @type {{ worker: Worker, posted: number }} the worker and how many messages it was sent */
+  #started;
   #name;
   #recovery;
   #chunkSize;
   /** @type {'strict' | 'relaxed'} */
   #durability;
   #nextId = 1;
-  /** @type {Map<number, { resolve: Function, reject: Function, onProgress?: Function, total?: number, signal?: AbortSignal, onAbort?: () => void }>} */
+  /** @type {Map<number, { resolve: Function, reject: Function, onProgress?: Function, total?: number, signal?: AbortSignal, onAbort?: () => void, streams?: ReadableStream[], message?: number }>} */
   #pending = new Map();
   /** Requests waiting for the end of the current microtask, sent as one message. */
   #outbox = [];
@@ -252,26 +268,35 @@ export class WalnutStore {
   #closedError = null;
   /** @type {Promise<void> | null} */
   #closing = null;
+  /** @type {number | null} the id of the close request, once close() sent it */
+  #closeId = null;
+  /** @type {WalnutIoError | null} set when the worker died: what close() rejects with */
+  #unclean = null;
   /** Closes worker-side readers of getStream() streams that were dropped without cancel(). */
   #abandonedStreams = new FinalizationRegistry((reader) => {
     if (!this.#closedError) this.#post({ op: 'closeReader', reader });
   });
 
   /** @internal */
-  constructor(token, worker, name, opened, durability) {
+  constructor(token, started, name, opened, durability) {
     if (token !== INTERNAL) throw new TypeError('use open() to get a WalnutStore');
+    const { worker } = started;
     this.#worker = worker;
+    this.#started = started;
     this.#name = name;
     this.#recovery = opened.recovery;
     this.#chunkSize = opened.chunkSize;
     this.#durability = durability;
-    worker.onmessage = ({ data }) => this.#receive(data.results);
+    worker.onmessage = ({ data }) => {
+      if (data.type === 'unreadable') this.#unreadable(data.message);
+      else this.#receive(data.results);
+    };
     worker.onerror = (event) => {
       event.preventDefault();
-      this.#fail(new WalnutIoError(`the walnut worker failed: ${event.message ?? 'unknown error'}`));
+      this.#died(`the walnut worker failed: ${event.message ?? 'unknown error'}`);
     };
     worker.onmessageerror = () => {
-      this.#fail(new WalnutIoError('the walnut worker sent a message that could not be read'));
+      this.#died('the walnut worker sent a message that could not be read');
     };
   }
 
@@ -291,7 +316,9 @@ export class WalnutStore {
   }
 
   /**
-   * Stores `value` under `key`, replacing any previous value, in one transaction.
+   * Stores `value` under `key`, replacing any previous value, in one transaction. A
+   * ReadableStream value is walnut's from then on: if the call ends without reading it to its
+   * end (an error, an abort, close()), it is cancelled.
    * @param {string | Uint8Array} key
    * @param {string | ArrayBuffer | ArrayBufferView | Blob | ReadableStream<Uint8Array>} value
    * @param {{ onProgress?: (bytesWritten: number, totalBytes?: number) => void, signal?: AbortSignal, durability?: 'strict' | 'relaxed' }} [options]
@@ -476,15 +503,25 @@ export class WalnutStore {
   }
 
   /**
-   * Waits for the requests made before it (a streaming put under way included), flushes,
-   * releases the OPFS file and stops the worker. Calling it again returns the same promise, and
-   * after terminate() it resolves at once; every other call afterwards rejects with
-   * WalnutClosedError.
+   * Waits for the requests made before it, flushes, releases the OPFS file and stops the worker.
+   * It waits for every write whose data is all in hand (strings, bytes, Blobs, streams already
+   * read to their end), reads and compaction. A put or batch whose ReadableStream has not ended
+   * is aborted instead (ABORT is written, the old value kept): it rejects with
+   * WalnutClosedError and its stream is cancelled, so a source that never ends cannot hold
+   * close() up. Calling it again returns the same promise, and after terminate() it resolves at
+   * once; every other call afterwards rejects with WalnutClosedError. Rejects when the store
+   * could not be closed cleanly (the worker died, or the WebAssembly instance crashed): nothing
+   * acknowledged is lost, the next open() recovers it.
    * @returns {Promise<void>}
    */
   close() {
     if (this.#closing) return this.#closing;
+    if (this.#unclean) {
+      this.#closing = Promise.reject(this.#unclean);
+      return this.#closing;
+    }
     if (this.#closedError) return Promise.resolve(); // terminated: nothing left to close
+    this.#closeId = this.#nextId; // the id #request gives it
     const closed = this.#request({ op: 'close' });
     this.#closedError = new WalnutClosedError(`store "${this.#name}" is closed`);
     this.#closing = closed.finally(() => this.#stopWorker());
@@ -506,6 +543,23 @@ export class WalnutStore {
    * @param {string} [list] the parameter holding the operations (batch), for error messages
    */
   #write(operations, options, list) {
+    const streams = operations.map((operation) => operation?.value).filter((value) => value instanceof ReadableStream);
+    try {
+      return this.#sendWrite(operations, options, list, streams);
+    } catch (error) {
+      cancelUnsent(streams, error); // refused: nothing will read them
+      throw error;
+    }
+  }
+
+  /**
+   * The body of #write: validates, then sends.
+   * @param {unknown[]} operations
+   * @param {unknown} options
+   * @param {string | undefined} list
+   * @param {ReadableStream[]} streams the operations' stream values
+   */
+  #sendWrite(operations, options, list, streams) {
     const { onProgress, signal, strict } = checkWriteOptions(options, this.#durability);
     const transfer = [];
     let total = 0;
@@ -527,6 +581,7 @@ export class WalnutStore {
       onProgress,
       signal,
       total,
+      streams,
     });
   }
 
@@ -538,14 +593,18 @@ export class WalnutStore {
    * Sends a request and returns the promise of its answer.
    * @param {Record<string, unknown>} message
    * @param {Transferable[]} [transfer]
-   * @param {{ onProgress?: Function, signal?: AbortSignal, total?: number }} [extra]
+   * @param {{ onProgress?: Function, signal?: AbortSignal, total?: number, streams?: ReadableStream[] }} [extra]
+   *   `streams`: the write's stream values, cancelled if it fails before sending them
    */
-  #request(message, transfer = [], { onProgress, signal, total } = {}) {
+  #request(message, transfer = [], { onProgress, signal, total, streams } = {}) {
     this.#ensureOpen();
-    if (signal?.aborted) return Promise.reject(signal.reason);
+    if (signal?.aborted) {
+      cancelUnsent(streams ?? [], signal.reason);
+      return Promise.reject(signal.reason);
+    }
     const id = this.#nextId++;
     return new Promise((resolve, reject) => {
-      const entry = { resolve, reject, onProgress, total, signal };
+      const entry = { resolve, reject, onProgress, total, signal, streams };
       if (signal) {
         entry.onAbort = () => this.#post({ op: 'cancel', target: id });
         signal.addEventListener('abort', entry.onAbort, { once: true });
@@ -569,19 +628,45 @@ export class WalnutStore {
     this.#outboxTransfers = [];
     if (!this.#worker) return; // terminated: the requests were rejected already
     try {
-      this.#worker.postMessage({ type: 'requests', requests }, transfers.flat());
+      this.#send(requests, transfers.flat());
     } catch {
       // Something could not be cloned or transferred (e.g. a stream locked, or passed twice,
       // after put() was called). Nothing was sent: send one by one so only the culprit fails.
       requests.forEach((request, i) => {
         try {
-          this.#worker.postMessage({ type: 'requests', requests: [request] }, transfers[i]);
+          this.#send([request], transfers[i]);
         } catch (error) {
           const failure = invalid(`value could not be sent to the worker: ${error.message}`);
           this.#settle(request.id, { error: failure });
         }
       });
     }
+  }
+
+  /**
+   * Posts requests as one message, and notes its number on their entries: should the worker be
+   * unable to read it, it names it by that number (see #unreadable).
+   * @param {Array<{ id?: number }>} requests
+   * @param {Transferable[]} transfer
+   */
+  #send(requests, transfer) {
+    const message = postCounted(this.#started, { type: 'requests', requests }, transfer);
+    for (const { id } of requests) {
+      const entry = this.#pending.get(id);
+      if (entry) entry.message = message;
+    }
+  }
+
+  /**
+   * Fails the requests of a message the worker could not read (a `messageerror` there): they
+   * never reached it, so nothing of them was done; the calls in other messages go on.
+   * @param {number} message its number (see #send)
+   */
+  #unreadable(message) {
+    const error = new WalnutIoError(
+      'the message carrying this call could not be read by the walnut worker (a messageerror: it could not be deserialized); nothing of it was done',
+    );
+    for (const [id, entry] of [...this.#pending]) if (entry.message === message) this.#settle(id, { error });
   }
 
   /** @param {Array<{ id: number, progress?: number, value?: unknown, error?: { name: string, message: string }, aborted?: boolean }>} results */
@@ -609,16 +694,37 @@ export class WalnutStore {
     if (!entry) return;
     this.#pending.delete(id);
     if (entry.onAbort) entry.signal.removeEventListener('abort', entry.onAbort);
-    if (aborted) entry.reject(entry.signal.reason);
-    else if (error) entry.reject(error instanceof Error ? error : toError(error));
-    else entry.resolve(value);
+    if (!aborted && !error) {
+      entry.resolve(value);
+      return;
+    }
+    const reason = aborted ? entry.signal.reason : error instanceof Error ? error : toError(error);
+    if (entry.streams) cancelUnsent(entry.streams, reason); // e.g. terminated before they were sent
+    entry.reject(reason);
   }
 
-  /** Stops the worker now and rejects everything pending with `error`. */
+  /**
+   * Stops the worker now and rejects everything pending with `error` (a close() under way with
+   * the unclean-close error, when the worker died).
+   */
   #fail(error) {
     this.#closedError ??= error;
     this.#stopWorker();
-    for (const id of [...this.#pending.keys()]) this.#settle(id, { error });
+    for (const id of [...this.#pending.keys()]) {
+      this.#settle(id, { error: id === this.#closeId && this.#unclean ? this.#unclean : error });
+    }
+  }
+
+  /**
+   * The worker died (an uncaught error, or a message from it that cannot be read): fails every
+   * call, and makes close() reject, as the store was not closed cleanly.
+   * @param {string} reason
+   */
+  #died(reason) {
+    this.#unclean ??= new WalnutIoError(
+      `store "${this.#name}" was not closed cleanly: ${reason}; the next open recovers every acknowledged write`,
+    );
+    this.#fail(new WalnutIoError(reason));
   }
 
   #stopWorker() {
@@ -639,16 +745,16 @@ function checkOpenOptions(options) {
     core.chunkSize = checkInteger(chunkSize, 'options.chunkSize', 4096, 64 * 1024 * 1024);
   }
   if (directWriteThreshold !== undefined) {
-    core.directWriteThreshold = checkInteger(directWriteThreshold, 'options.directWriteThreshold', 0);
+    core.directWriteThreshold = checkInteger(directWriteThreshold, 'options.directWriteThreshold', 1, MAX_U32);
   }
   if (lockTimeout !== undefined) {
-    core.lockTimeoutMs = checkInteger(lockTimeout, 'options.lockTimeout', 0);
+    core.lockTimeoutMs = checkInteger(lockTimeout, 'options.lockTimeout', 0, MAX_U32);
   }
   if (segmentSize !== undefined) {
     core.segmentSize = checkInteger(segmentSize, 'options.segmentSize', 4096, 2 ** 39);
   }
   if (checkpointBytes !== undefined) {
-    core.checkpointBytes = checkInteger(checkpointBytes, 'options.checkpointBytes', 0);
+    core.checkpointBytes = checkInteger(checkpointBytes, 'options.checkpointBytes', 0, 2 ** 53);
   }
   if (compactionRatio !== undefined) {
     if (typeof compactionRatio !== 'number' || !(compactionRatio >= 0 && compactionRatio <= 1)) {
@@ -681,11 +787,12 @@ function compileModule() {
 /**
  * Starts a walnut worker. Load errors are kept (`failed`) until open() installs its handlers.
  * @param {string} label the worker's name, shown in developer tools
- * @returns {{ worker: Worker, failed: ErrorEvent | null }}
+ * @returns {{ worker: Worker, failed: ErrorEvent | null, posted: number }} `posted`: messages
+ *   sent to it so far (see postCounted)
  */
 function startWorker(label) {
   const worker = new Worker(new URL('./worker.js', import.meta.url), { type: 'module', name: label });
-  const started = { worker, failed: null };
+  const started = { worker, failed: null, posted: 0 };
   worker.onerror = (event) => {
     event.preventDefault();
     started.failed = event;
@@ -693,16 +800,34 @@ function startWorker(label) {
   return started;
 }
 
-/** @param {Worker} worker @param {object} message may carry a WebAssembly.Module */
-function postWithModule(worker, message) {
+/**
+ * Posts a message to a walnut worker and numbers it. The worker counts what it receives in the
+ * same order, so it can name a message it could not read (`{ type: 'unreadable', message }`).
+ * @param {{ worker: Worker, posted: number }} started
+ * @param {object} message
+ * @param {Transferable[]} [transfer]
+ * @returns {number} the message's number
+ * @throws what postMessage throws: then nothing was sent, and no number was used
+ */
+function postCounted(started, message, transfer = []) {
+  started.worker.postMessage(message, transfer);
+  return started.posted++;
+}
+
+/**
+ * @param {{ worker: Worker, posted: number }} started
+ * @param {object} message may carry a WebAssembly.Module
+ * @returns {number} the number of the message sent (see postCounted)
+ */
+function postWithModule(started, message) {
   try {
-    worker.postMessage(message);
+    return postCounted(started, message);
   } catch {
-    worker.postMessage({ ...message, module: undefined }); // a module that cannot be sent
+    return postCounted(started, { ...message, module: undefined }); // a module that cannot be sent
   }
 }
 
-/** @type {{ worker: Worker, failed: ErrorEvent | null } | null} the worker preload() readied */
+/** @type {{ worker: Worker, failed: ErrorEvent | null, posted: number } | null} the worker preload() readied */
 let spare = null;
 
 /**
@@ -716,9 +841,8 @@ let spare = null;
  */
 export function preload() {
   if (spare || typeof Worker !== 'function') return;
-  spare = startWorker('walnut');
-  const { worker } = spare;
-  compileModule().then((module) => postWithModule(worker, { type: 'init', module }));
+  const started = (spare = startWorker('walnut'));
+  compileModule().then((module) => postWithModule(started, { type: 'init', module }));
 }
 
 /**
@@ -750,18 +874,25 @@ export async function open(name, options) {
           ),
         );
       if (started.failed) failed(started.failed);
+      let openMessage = -1;
       worker.onmessage = ({ data }) => {
         if (data.type === 'opened') resolve(data);
-        else reject(toError(data.error));
+        else if (data.type !== 'unreadable') reject(toError(data.error));
+        else if (data.message === openMessage) {
+          // (another unreadable message is preload()'s, whose work the open does anyway)
+          reject(new WalnutIoError('the open request could not be read by the walnut worker (a messageerror: it could not be deserialized)'));
+        }
       };
       worker.onerror = (event) => {
         event.preventDefault();
         failed(event);
       };
       // Handlers first: a worker that fails to load while the module compiles is still seen.
-      compileModule().then((module) => postWithModule(worker, { type: 'open', name, options: core, module }));
+      compileModule().then((module) => {
+        openMessage = postWithModule(started, { type: 'open', name, options: core, module });
+      });
     });
-    return new WalnutStore(INTERNAL, worker, name, opened, durability);
+    return new WalnutStore(INTERNAL, started, name, opened, durability);
   } catch (error) {
     worker.terminate();
     throw error;

@@ -7,13 +7,16 @@
  * WebAssembly.Module, else the worker fetches and compiles it), then `{ type: 'requests', requests }`.
  * Out: `{ type: 'opened', recovery, chunkSize }` or `{ type: 'open-failed', error }`, then
  * `{ results }` where each result is `{ id, value }`, `{ id, error: { name, message } }`,
- * `{ id, aborted: true }` or `{ id, progress }` (value bytes written so far).
+ * `{ id, aborted: true }` or `{ id, progress }` (value bytes written so far); and
+ * `{ type: 'unreadable', message }` when message number `message` (counted from 0, every message
+ * this worker got) could not be deserialized (a `messageerror`): the page fails its requests.
  *
  * A lone put of small bytes, or a delete, runs at once; other writes (large bytes, Blobs,
  * streams, batches) run as tasks that write one chunk at a time and give way to other requests
  * between chunks. Writes to the same key apply in request order. Strict commits are deferred
  * and made durable together: one sync() per group, run in a macrotask once the queued requests
- * are handled, then all of the group's answers go out.
+ * are handled, then all of the group's answers go out. close() waits for the writes whose data
+ * is all in hand and aborts those still reading a stream (see closeStore).
  */
 import init, { WalnutStore } from './walnut_core.js';
 
@@ -24,6 +27,13 @@ const FOLD_BYTES = 16 * 1024 * 1024;
 
 /** Thrown inside a write task that was cancelled. */
 const ABORTED = Symbol('aborted');
+/**
+ * Bytes of staging buffers (where Blob and stream values are gathered into chunks) all puts may
+ * hold at once: each holds one chunk, a Blob smaller than a chunk only its size, so however many
+ * run together their memory stays bounded; past it they wait their turn. A chunkSize above it
+ * lets one value stage at a time.
+ */
+const STAGING_BYTES = 128 * 1024 * 1024;
 
 /** @type {WalnutStore} */
 let store;
@@ -31,15 +41,23 @@ let store;
 let chunkSize;
 /** Set when the wasm instance trapped: its state is unknown, so nothing else may run in it. */
 let crashed = null;
+/** Set once close() is under way: writes whose stream has not ended are aborted. */
+let closing = false;
+/** Messages received so far, readable or not: numbers a message that could not be read. */
+let received = 0;
 
 /** Cancellable write tasks by request id. */
 const tasks = new Map();
 /** Everything still running asynchronously (writes and get()s), answered or not: close() waits for them. */
 const inflight = new Set();
-/** For each key with a write task, a promise that settles when that write has been applied and answered. */
+/** For each key with a write task, a promise that settles once that write and every earlier one to the key are applied and answered. */
 const keyTails = new Map();
 /** Readers opened for getStream(), by reader id. */
 const readers = new Set();
+/** Bytes of staging buffers reserved (see STAGING_BYTES), and the puts waiting for some. */
+let stagingInUse = 0;
+/** @type {Array<{ bytes: number, granted: boolean, resume: () => void }>} */
+const stagingWaiters = [];
 
 /** Strict writes applied but not yet durable: answered after the next group sync. */
 let durableWaiters = [];
@@ -60,9 +78,17 @@ let outboxTransfer = [];
 const keyIds = new TextDecoder('latin1');
 
 self.onmessage = ({ data }) => {
+  received++;
   if (data.type === 'init') load(data.module).catch(() => {}); // open() reports the failure
   else if (data.type === 'open') openStore(data.name, data.options, data.module);
   else for (const request of data.requests) dispatch(request);
+};
+
+// A message that cannot be deserialized never reaches onmessage: its requests would wait
+// forever. Its content is lost, but not its place in the order: the page knows which requests
+// (or which open) it carried, and fails them.
+self.onmessageerror = () => {
+  self.postMessage({ type: 'unreadable', message: received++ });
 };
 
 /** @type {Promise<unknown> | undefined} */
@@ -89,12 +115,42 @@ async function openStore(name, options, module) {
     } catch (error) {
       throw named('WalnutUnsupportedError', `could not load walnut's WebAssembly module: ${describeError(error)}`);
     }
-    store = await WalnutStore.open(name, options);
+    store = guarded(await WalnutStore.open(name, options));
     chunkSize = store.chunkSize;
     self.postMessage({ type: 'opened', recovery: store.recovery(), chunkSize });
   } catch (error) {
     self.postMessage({ type: 'open-failed', error: serializeError(error) });
   }
+}
+
+/**
+ * Wraps the core's store so that nothing calls into a crashed instance: once a call trapped
+ * (WebAssembly.RuntimeError), every later call, from a task already under way too, throws the
+ * crash's WalnutPoisonedError instead of reaching wasm (where wasm-bindgen would answer
+ * "recursive use of an object detected": the trapped call never released the object).
+ * @param {WalnutStore} core
+ * @returns {WalnutStore}
+ */
+function guarded(core) {
+  /** One wrapper per method, made once: the store is called on every request. */
+  const wrappers = new Map();
+  const wrap = (method) => (...args) => {
+    if (crashed) throw crashedError();
+    try {
+      return core[method](...args);
+    } catch (error) {
+      if (error instanceof WebAssembly.RuntimeError) crashed ??= error;
+      throw error;
+    }
+  };
+  return new Proxy(core, {
+    get(target, property) {
+      const value = Reflect.get(target, property, target);
+      if (typeof value !== 'function') return value; // chunkSize
+      if (!wrappers.has(property)) wrappers.set(property, wrap(property));
+      return wrappers.get(property);
+    },
+  });
 }
 
 /** @param {{ id: number, op: string } & Record<string, any>} request */
@@ -113,6 +169,7 @@ function dispatch(request) {
         return;
     }
     if (crashed) throw crashedError();
+    if (closing) throw named('WalnutClosedError', 'the store is closing');
     switch (request.op) {
       case 'write':
         write(request);
@@ -150,6 +207,7 @@ function dispatch(request) {
         throw named('WalnutInvalidArgumentError', `unknown request ${String(request.op)}`);
     }
   } catch (error) {
+    if (request.op === 'write') cancelStreams(request.ops);
     fail(id, error);
   }
 }
@@ -170,24 +228,83 @@ function write(request) {
     acknowledge(request, applySingle(request));
     return;
   }
-  const task = { aborted: false };
+  const task = newTask(request.ops);
   tasks.set(request.id, task);
   const applied = (async () => {
-    await Promise.all(earlier);
-    if (task.aborted) throw ABORTED;
+    await unlessStopped(task, Promise.all(earlier));
     return single ? applySingle(request) : await writeTransaction(request, task);
   })();
   const done = keepInFlight(
     applied.then(
       (result) => acknowledge(request, result),
-      (error) => (error === ABORTED ? send({ id: request.id, aborted: true }) : fail(request.id, error)),
+      (error) => {
+        cancelStreams(request.ops); // those it never read to the end
+        if (error === ABORTED) send({ id: request.id, aborted: true });
+        else fail(request.id, error);
+      },
     ),
   );
-  for (const key of keys) keyTails.set(key, done);
-  done.then(() => {
-    tasks.delete(request.id);
-    for (const key of keys) if (keyTails.get(key) === done) keyTails.delete(key);
+  // A task stopped while queued answers at once; writes after it must still wait for the
+  // writes before it, so the key's tail is both.
+  const tail = earlier.length === 0 ? done : Promise.all([done, ...earlier]);
+  for (const key of keys) keyTails.set(key, tail);
+  done.then(() => tasks.delete(request.id));
+  tail.then(() => {
+    for (const key of keys) if (keyTails.get(key) === tail) keyTails.delete(key);
   });
+}
+
+/**
+ * A write task's state, shared with cancel() and close(), which stop it.
+ * @param {Array<{ value?: unknown }>} ops
+ * @returns {{ stop: unknown, stopped: Promise<void>, onStop: () => void, unread: number, reader?: ReadableStreamDefaultReader }}
+ *   `stop`: what the task throws once stopped (ABORTED, or close()'s WalnutClosedError), null
+ *   while it runs; `stopped` settles then; `unread`: its stream values not yet read to the end
+ */
+function newTask(ops) {
+  const task = { stop: null, unread: ops.filter((op) => op.value instanceof ReadableStream).length };
+  task.stopped = new Promise((resolve) => (task.onStop = resolve));
+  return task;
+}
+
+/**
+ * Stops a write task: it throws `reason` at its next step; a read waiting on a slow source,
+ * a wait behind earlier writes or for staging memory ends now.
+ * @param {{ stop: unknown, onStop: () => void, reader?: ReadableStreamDefaultReader }} task
+ * @param {unknown} reason ABORTED or an Error
+ */
+function stopTask(task, reason) {
+  if (task.stop) return;
+  task.stop = reason;
+  task.onStop();
+  task.reader?.cancel().catch(noop);
+}
+
+/** @param {{ stop: unknown }} task @throws its stop reason once it was stopped */
+function throwIfStopped(task) {
+  if (task.stop) throw task.stop;
+}
+
+/**
+ * Waits for `promise`, unless the task is stopped first.
+ * @param {{ stop: unknown, stopped: Promise<void> }} task
+ * @param {Promise<unknown>} promise
+ */
+async function unlessStopped(task, promise) {
+  await Promise.race([promise, task.stopped]);
+  throwIfStopped(task);
+}
+
+/**
+ * Cancels the streams among a write's values that no reader holds (never read), so that their
+ * source stops (a fetch body releases its connection). A stream being read is cancelled through
+ * its reader by writeValue; one read to its end is closed already.
+ * @param {Array<{ value?: unknown }>} ops
+ */
+function cancelStreams(ops) {
+  for (const { value } of ops) {
+    if (value instanceof ReadableStream && !value.locked) value.cancel().catch(noop);
+  }
 }
 
 /**
@@ -197,8 +314,8 @@ function write(request) {
  */
 function applySingle({ id, ops: [op], strict, progress }) {
   if (op.type === 'delete') {
-    const ticket = store.delete(op.key, strict);
-    return { value: ticket > 0, ticket };
+    const { existed, ticket } = store.delete(op.key, strict);
+    return { value: existed, ticket };
   }
   const ticket = store.put(op.key, op.isString, op.value, strict);
   if (progress) send({ id, progress: op.value.length });
@@ -210,7 +327,7 @@ function applySingle({ id, ops: [op], strict, progress }) {
  * chunkSize bytes (the last one of each value shorter), giving way to other requests between
  * chunks.
  * @param {{ id: number, ops: Array<any>, strict: boolean, progress: boolean }} request
- * @param {{ aborted: boolean }} task
+ * @param {ReturnType<typeof newTask>} task
  */
 async function writeTransaction({ id, ops, strict, progress }, task) {
   const txn = store.begin();
@@ -223,7 +340,7 @@ async function writeTransaction({ id, ops, strict, progress }, task) {
     store.txnChunk(txn, chunk);
     written += chunk.length;
     report();
-    if (task.aborted) throw ABORTED;
+    throwIfStopped(task);
     await giveWay();
   };
   try {
@@ -235,7 +352,7 @@ async function writeTransaction({ id, ops, strict, progress }, task) {
         await writeValue(op.value, task, writeChunk);
       }
     }
-    if (task.aborted) throw ABORTED;
+    throwIfStopped(task);
     report(); // values without any chunk (empty ones) get their one report here
     return { value: undefined, ticket: store.commit(txn, strict) };
   } catch (error) {
@@ -246,10 +363,11 @@ async function writeTransaction({ id, ops, strict, progress }, task) {
 
 /**
  * Cuts a value into chunks of chunkSize bytes (the last one shorter) and hands each to
- * `writeChunk`, reading Blobs and streams only as fast as the chunks are written.
+ * `writeChunk`, reading Blobs and streams only as fast as the chunks are written, through a
+ * staging buffer reserved from the shared budget (STAGING_BYTES).
  * @param {Uint8Array | Blob | ReadableStream} value
- * @param {{ aborted: boolean, reader?: ReadableStreamDefaultReader }} task gets the reader, so
- *   that cancel() can stop a read that waits on a slow source
+ * @param {ReturnType<typeof newTask>} task gets the reader, so that cancel() and close() can
+ *   stop a read that waits on a slow source
  * @param {(chunk: Uint8Array) => Promise<void>} writeChunk
  */
 async function writeValue(value, task, writeChunk) {
@@ -259,36 +377,120 @@ async function writeValue(value, task, writeChunk) {
     }
     return;
   }
-  const reader = (value instanceof Blob ? value.stream() : value).getReader();
-  task.reader = reader;
-  const staging = new Uint8Array(chunkSize);
-  let filled = 0;
+  // A Blob's size is known: a small one stages only its own bytes.
+  const bytes = value instanceof Blob ? Math.min(value.size, chunkSize) : chunkSize;
+  await reserveStaging(bytes, task);
   try {
-    for (;;) {
-      const { done, value: part } = await reader.read().catch((error) => {
-        throw named('WalnutIoError', `reading the value failed: ${describeError(error)}`);
-      });
-      if (done) break;
-      const bytes = asBytes(part);
-      let offset = 0;
-      if (filled > 0) {
-        offset = Math.min(chunkSize - filled, bytes.length);
-        staging.set(bytes.subarray(0, offset), filled);
-        filled += offset;
-        if (filled < chunkSize) continue;
-        await writeChunk(staging); // copied into wasm memory: staging can be refilled
-        filled = 0;
-      }
-      for (; bytes.length - offset >= chunkSize; offset += chunkSize) {
-        await writeChunk(bytes.subarray(offset, offset + chunkSize));
-      }
-      staging.set(bytes.subarray(offset), 0);
-      filled = bytes.length - offset;
+    throwIfStopped(task);
+    const reader = (value instanceof Blob ? value.stream() : value).getReader();
+    task.reader = reader;
+    // Once a stream has ended, its data is all in hand: close() lets the write finish.
+    const ended = value instanceof ReadableStream ? () => task.unread-- : noop;
+    try {
+      await writeChunks(reader, allocateStaging(bytes), task, writeChunk, ended);
+    } catch (error) {
+      reader.cancel().catch(noop); // stop the source: nothing more will be read from it
+      throw error;
     }
-    if (filled > 0) await writeChunk(staging.subarray(0, filled));
+  } finally {
+    releaseStaging(bytes);
+  }
+}
+
+/**
+ * Reads `reader` to its end, writing every full chunk (straight from the parts read when they
+ * hold one, else gathered in `staging`) and the last, shorter one.
+ * @param {ReadableStreamDefaultReader} reader
+ * @param {Uint8Array} staging at most chunkSize bytes; a value smaller than a chunk fits in it
+ * @param {{ stop: unknown }} task
+ * @param {(chunk: Uint8Array) => Promise<void>} writeChunk
+ * @param {() => void} ended called when the reader reports the end, before the last chunk
+ */
+async function writeChunks(reader, staging, task, writeChunk, ended) {
+  let filled = 0;
+  for (;;) {
+    const { done, value: part } = await reader.read().catch((error) => {
+      throw named('WalnutIoError', `reading the value failed: ${describeError(error)}`);
+    });
+    throwIfStopped(task); // a stopped task's read ends early: what it read is not the value
+    if (done) {
+      ended();
+      break;
+    }
+    const bytes = asBytes(part);
+    let offset = 0;
+    if (filled > 0) {
+      offset = Math.min(chunkSize - filled, bytes.length);
+      staging.set(bytes.subarray(0, offset), filled);
+      filled += offset;
+      if (filled < chunkSize) continue;
+      await writeChunk(staging); // copied into wasm memory: staging can be refilled
+      filled = 0;
+    }
+    for (; bytes.length - offset >= chunkSize; offset += chunkSize) {
+      await writeChunk(bytes.subarray(offset, offset + chunkSize));
+    }
+    staging.set(bytes.subarray(offset), 0);
+    filled = bytes.length - offset;
+  }
+  if (filled > 0) await writeChunk(staging.subarray(0, filled));
+}
+
+/**
+ * Reserves `bytes` of the staging budget, waiting (unless the task is stopped) while other
+ * puts hold it. Any waiter that fits goes first, so a small Blob never waits behind a large
+ * stream for memory it does not need.
+ * @param {number} bytes
+ * @param {ReturnType<typeof newTask>} task
+ */
+async function reserveStaging(bytes, task) {
+  if (stagingInUse + bytes <= stagingLimit()) {
+    stagingInUse += bytes;
+    return;
+  }
+  const waiter = { bytes, granted: false, resume: noop };
+  const granted = new Promise((resolve) => (waiter.resume = resolve));
+  stagingWaiters.push(waiter);
+  await Promise.race([granted, task.stopped]);
+  if (waiter.granted) return; // a stopped task still releases it (writeValue's finally)
+  stagingWaiters.splice(stagingWaiters.indexOf(waiter), 1);
+  throwIfStopped(task);
+}
+
+/** @param {number} bytes returned to the staging budget; the waiters that now fit go on */
+function releaseStaging(bytes) {
+  stagingInUse -= bytes;
+  for (let i = 0; i < stagingWaiters.length; ) {
+    const waiter = stagingWaiters[i];
+    if (stagingInUse + waiter.bytes > stagingLimit()) {
+      i++;
+      continue;
+    }
+    stagingInUse += waiter.bytes;
+    waiter.granted = true;
+    stagingWaiters.splice(i, 1);
+    waiter.resume();
+  }
+}
+
+/** The staging budget, bytes: STAGING_BYTES, or one chunk if that is larger. */
+function stagingLimit() {
+  return Math.max(STAGING_BYTES, chunkSize);
+}
+
+/**
+ * @param {number} bytes
+ * @returns {Uint8Array}
+ * @throws {Error} WalnutIoError naming the size when the memory cannot be had
+ */
+function allocateStaging(bytes) {
+  try {
+    return new Uint8Array(bytes);
   } catch (error) {
-    reader.cancel().catch(noop); // stop the source: nothing more will be read from it
-    throw error;
+    throw named(
+      'WalnutIoError',
+      `could not allocate ${bytes} bytes of memory to stage the value (${describeError(error)}); nothing was written`,
+    );
   }
 }
 
@@ -380,23 +582,42 @@ function closeReader(reader) {
 function cancel(target) {
   const task = tasks.get(target);
   if (!task) return; // finished already: its result stands
-  task.aborted = true;
-  // A pending read then ends as if the value ended; the task sees `aborted` before committing.
-  task.reader?.cancel().catch(noop);
+  // A pending read then ends; the task sees the stop before committing.
+  stopTask(task, ABORTED);
 }
 
 /**
  * Finishes the requests made before close (their results go out first), syncs and releases the
- * file. After a trap the instance is left alone: stopping the worker releases the file.
+ * file. What it waits for: every write whose data is all in hand (bytes, Blobs, streams read to
+ * their end), reads and compaction. A write with a stream not yet read to its end is aborted
+ * instead (ABORT is written, the old value kept) and rejects with WalnutClosedError: its source
+ * may never end, and close() must not wait on it. After a trap the instance is left alone:
+ * stopping the worker releases the file, and close() rejects, as the store was not closed cleanly.
  */
 async function closeStore() {
+  closing = true;
+  for (const task of tasks.values()) {
+    if (task.unread > 0) {
+      stopTask(task, named('WalnutClosedError', "the store was closed before the value's stream ended; the old value is kept"));
+    }
+  }
   await Promise.all(inflight);
   commitGroup();
-  // The closing checkpoint may need a file from the pool; let it refill first. A failed
-  // refill only skips that checkpoint (the next open replays the log instead).
-  if (!crashed) await store.refillPool().catch(noop);
-  if (!crashed) store.close();
-  readers.clear();
+  try {
+    // The closing checkpoint may need a file from the pool; let it refill first. A failed
+    // refill only skips that checkpoint (the next open replays the log instead).
+    if (!crashed) await store.refillPool().catch(noop);
+    store.close();
+  } catch (error) {
+    if (!crashed) throw error;
+    throw named(
+      'WalnutPoisonedError',
+      `the store was not closed cleanly: its WebAssembly instance crashed (${describeError(crashed)}); ` +
+        'the next open recovers every acknowledged write',
+    );
+  } finally {
+    readers.clear();
+  }
 }
 
 /**

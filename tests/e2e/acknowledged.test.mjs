@@ -90,3 +90,73 @@ for (const mode of ['throw', 'short', 'absurd']) {
     });
   }
 }
+
+for (const mode of ['throw', 'short', 'absurd']) {
+  test(`close() resolves when only its checkpoint meets a full disk (${mode}), and a reopen has every acknowledged write`, async () => {
+    const r = await page.evaluate(
+      async ({ name, mode }) => {
+        const { disk, harness } = window;
+        const { pattern, firstDifference, settled } = harness;
+        let db = await disk.open(name, { chunkSize: 4096 });
+        const values = Array.from({ length: 20 }, (_, i) => pattern(1000 + 997 * i, i + 1));
+        for (const [i, value] of values.entries()) await db.put(`k${i}`, value); // strict: acknowledged
+        await window.setDisk(mode);
+        const closing = db.close(); // its checkpoint cannot be written
+        const closed = await settled(closing);
+        if (closed === 'pending') {
+          db.terminate(); // release the store for the reopen below
+          await closing.catch(() => {});
+        }
+        db = await disk.open(name); // a new worker: its disk is not full
+        const differ = [];
+        for (const [i, value] of values.entries()) {
+          const stored = await db.getBytes(`k${i}`);
+          if (!stored || firstDifference(stored, value) !== -1) differ.push(`k${i}`);
+        }
+        const { records, checkpointsRejected } = db.recovery;
+        await db.close();
+        return { closed, differ, records, checkpointsRejected };
+      },
+      { name: `close-full-${mode}`, mode },
+    );
+    assert.equal(r.closed, 'resolved', `no acknowledged write depends on the closing checkpoint: ${JSON.stringify(r)}`);
+    assert.deepEqual(r.differ, [], 'every acknowledged write is there after a reopen');
+    // The closing checkpoint was not written: the reopen replayed the 20 puts from the log.
+    assert.ok(r.records >= 20, `the log was replayed: ${JSON.stringify(r)}`);
+  });
+
+  test(`a streamed put under way when another write meets a full disk (${mode}) rejects with WalnutQuotaExceededError, its old value intact`, async () => {
+    const r = await page.evaluate(
+      async ({ name, mode }) => {
+        const { disk, harness } = window;
+        const { pattern, settled } = harness;
+        let db = await disk.open(name, { chunkSize: 4096 });
+        await db.put('s', 'old');
+        let source;
+        const slow = new ReadableStream({ start: (controller) => (source = controller) });
+        let progressed;
+        const firstChunks = new Promise((resolve) => (progressed = resolve));
+        const streamed = db.put('s', slow, { onProgress: () => progressed() });
+        source.enqueue(pattern(10_000, 1)); // two chunks written, the rest staged
+        await firstChunks;
+        await window.setDisk(mode);
+        const other = await settled(db.put('other', 'x'));
+        await window.setDisk('off');
+        source.enqueue(pattern(10_000, 2));
+        source.close();
+        const put = await settled(streamed);
+        const before = await (await db.get('s'))?.text();
+        await db.close();
+        db = await disk.open(name);
+        const after = await (await db.get('s'))?.text();
+        const open = (await db.stats()).openTransactions;
+        await db.close();
+        return { other, put, before, after, open };
+      },
+      { name: `stream-full-${mode}`, mode },
+    );
+    assert.match(r.other, /^WalnutQuotaExceededError: /, JSON.stringify(r));
+    assert.match(r.put, /^WalnutQuotaExceededError: /, JSON.stringify(r));
+    assert.deepEqual({ before: r.before, after: r.after, open: r.open }, { before: 'old', after: 'old', open: 0 });
+  });
+}

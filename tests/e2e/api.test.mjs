@@ -356,6 +356,16 @@ test('bad arguments and closed stores reject with named errors', async () => {
       badName: await caught(open('')),
       badChunk: await caught(open('other', { chunkSize: 100 })),
       badTimeout: await caught(open('other', { lockTimeout: 'soon' })),
+      bigTimeout: await caught(open('other', { lockTimeout: 2 ** 32 })),
+      bigThreshold: await caught(open('other', { directWriteThreshold: 2 ** 32 })),
+      zeroThreshold: await caught(open('other', { directWriteThreshold: 0 })),
+      bigCheckpointBytes: await caught(open('other', { checkpointBytes: 2 ** 53 + 2 })),
+      // The largest of each is accepted.
+      largest: await caught(async () => {
+        const edge = await open('edges', { lockTimeout: 2 ** 32 - 1, directWriteThreshold: 2 ** 32 - 1, checkpointBytes: 2 ** 53 });
+        await edge.put('k', 'x');
+        await edge.close();
+      }),
     };
     const { Worker } = window;
     delete window.Worker;
@@ -388,6 +398,11 @@ test('bad arguments and closed stores reject with named errors', async () => {
   expect('badName', 'WalnutInvalidArgumentError', /name/);
   expect('badChunk', 'WalnutInvalidArgumentError', /chunkSize/);
   expect('badTimeout', 'WalnutInvalidArgumentError', /lockTimeout/);
+  expect('bigTimeout', 'WalnutInvalidArgumentError', /^options\.lockTimeout must be an integer from 0 to 4294967295, got 4294967296$/);
+  expect('bigThreshold', 'WalnutInvalidArgumentError', /^options\.directWriteThreshold must be an integer from 1 to 4294967295, got 4294967296$/);
+  expect('zeroThreshold', 'WalnutInvalidArgumentError', /^options\.directWriteThreshold must be an integer from 1 to 4294967295, got 0$/);
+  expect('bigCheckpointBytes', 'WalnutInvalidArgumentError', /^options\.checkpointBytes must be an integer from 0 to 9007199254740992, got 9007199254740994$/);
+  assert.equal(r.largest.name, null, `the largest values are accepted: ${JSON.stringify(r.largest)}`);
   expect('noWorkers', 'WalnutUnsupportedError', /Worker/);
   expect('afterClose', 'WalnutClosedError');
   expect('keysAfterClose', 'WalnutClosedError');
