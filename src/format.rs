@@ -1,4 +1,4 @@
-//! The on-disk format, version 3. `docs/FORMAT.md` is the specification with byte diagrams;
+//! The on-disk format, version 4. `docs/FORMAT.md` is the specification with byte diagrams;
 //! every constant and offset here mirrors it. All integers are little-endian.
 //!
 //! A store is a set of files: log segments and checkpoints. A segment is a [`FileHeader`]
@@ -13,9 +13,9 @@ use crc32fast::Hasher;
 /// First 8 bytes of every walnut log file.
 pub const MAGIC: [u8; 8] = *b"WALNUTLG";
 /// Format version written by this build. Version 3 added `index_lsn` to the checkpoint
-/// header (replay from a checkpoint re-applies nothing it holds); records and segments are as
-/// in version 2.
-pub const FORMAT_VERSION: u16 = 3;
+/// header (replay from a checkpoint re-applies nothing it holds); version 4 lets a COMMIT carry
+/// an id, remembered in checkpoints (a commit with a known id is not made again).
+pub const FORMAT_VERSION: u16 = 4;
 /// Oldest format version this build reads: a version 1 log is segment 0 of a version 2 store,
 /// and a version 2 store opens as version 3 (its checkpoints replay as version 2 did).
 pub const MIN_READ_VERSION: u16 = 1;
@@ -58,8 +58,10 @@ pub const MAX_CHUNK_LEN: usize = 64 << 20;
 /// Largest payload any record may carry, bytes (a PUT_ONE of a maximal key and chunk).
 /// Readers treat a larger length as corruption, which bounds what a chunk read allocates.
 pub const MAX_PAYLOAD_LEN: usize = MAX_CHUNK_LEN + 2 + MAX_KEY_LEN;
-/// Size of a COMMIT payload, bytes.
+/// Size of a COMMIT payload without an id, bytes.
 pub const COMMIT_PAYLOAD_LEN: usize = 20;
+/// Longest commit id, bytes (version 4: a COMMIT may end with `id_len u8 | id`).
+pub const MAX_COMMIT_ID_LEN: usize = 128;
 /// Largest LSN and transaction id, so that counting up never overflows. A record above it
 /// is invalid; a file header whose `base_lsn` is 0 or above it is malformed.
 pub const MAX_ID: u64 = (1 << 62) - 1;
@@ -282,7 +284,10 @@ impl RecordHeader {
         let len = u32_at(b, RH_LEN).unwrap_or(u32::MAX);
         let len_ok = match kind {
             Kind::Begin | Kind::Abort => len == 0,
-            Kind::Commit => len as usize == COMMIT_PAYLOAD_LEN,
+            Kind::Commit => {
+                len as usize == COMMIT_PAYLOAD_LEN
+                    || (COMMIT_PAYLOAD_LEN + 2..=COMMIT_PAYLOAD_LEN + 1 + MAX_COMMIT_ID_LEN).contains(&(len as usize))
+            }
             Kind::Put | Kind::Delete | Kind::DeleteOne => (1..=MAX_KEY_LEN).contains(&(len as usize)),
             Kind::Chunk => len as usize <= MAX_CHUNK_LEN,
             Kind::PutOne => (3..=MAX_PAYLOAD_LEN).contains(&(len as usize)),
@@ -342,6 +347,8 @@ pub struct CheckpointHeader {
     /// `replay_from` re-reads the records of transactions open at the checkpoint but applies
     /// only records at or above it. Version 2 headers lack it: read as `replay_lsn`.
     pub index_lsn: u64,
+    /// Commit ids listed after the entries (version 4; 0 before).
+    pub ids: u32,
     /// Format version of the header as read (written: always [`FORMAT_VERSION`]).
     pub version: u16,
 }
@@ -355,7 +362,8 @@ const CK_BODY_LEN: usize = 56;
 const CK_BODY_CRC: usize = 64;
 const CK_SEGMENTS: usize = 68;
 const CK_INDEX_LSN: usize = 72;
-const CK_RESERVED: usize = 80;
+/// Version 3: reserved (0); version 4: the count of commit ids.
+const CK_IDS: usize = 80;
 const CK_CRC: usize = 84;
 // Version 2: no `index_lsn`; reserved and CRC sit 8 bytes earlier.
 const CK2_RESERVED: usize = 72;
@@ -387,25 +395,31 @@ impl CheckpointHeader {
         put(&mut b, CK_BODY_CRC, &self.body_crc.to_le_bytes());
         put(&mut b, CK_SEGMENTS, &self.segments.to_le_bytes());
         put(&mut b, CK_INDEX_LSN, &self.index_lsn.to_le_bytes());
-        put(&mut b, CK_RESERVED, &0u32.to_le_bytes());
+        put(&mut b, CK_IDS, &self.ids.to_le_bytes());
         let crc = crc32fast::hash(b.get(..CK_CRC).unwrap_or_default());
         put(&mut b, CK_CRC, &crc.to_le_bytes());
         b
     }
 
-    /// Decodes and validates magic, version (2 or 3), header length, CRC and ranges from the
+    /// Decodes and validates magic, version (2 to 4), header length, CRC and ranges from the
     /// first bytes of a checkpoint file (at least the header's length); `None` if any fails.
     pub fn decode(b: &[u8]) -> Option<CheckpointHeader> {
         let version = u16_at(b, FH_VERSION)?;
-        let (len, reserved, crc_at) = match version {
-            2 => (CHECKPOINT_HEADER_LEN_V2, CK2_RESERVED, CK2_CRC),
-            3 => (CHECKPOINT_HEADER_LEN, CK_RESERVED, CK_CRC),
+        let (len, crc_at) = match version {
+            2 => (CHECKPOINT_HEADER_LEN_V2, CK2_CRC),
+            3 | 4 => (CHECKPOINT_HEADER_LEN, CK_CRC),
             _ => return None,
+        };
+        // Version 2's reserved field, and version 3's (where version 4 counts ids), are 0.
+        let reserved_ok = match version {
+            2 => u32_at(b, CK2_RESERVED) == Some(0),
+            3 => u32_at(b, CK_IDS) == Some(0),
+            _ => true,
         };
         if b.get(..8) != Some(&CHECKPOINT_MAGIC[..])
             || usize::from(u16_at(b, FH_HEADER_LEN)?) != len
             || u32_at(b, FH_FLAGS) != Some(0)
-            || u32_at(b, reserved) != Some(0)
+            || !reserved_ok
             || u32_at(b, crc_at) != Some(crc32fast::hash(b.get(..crc_at)?))
         {
             return None;
@@ -421,6 +435,7 @@ impl CheckpointHeader {
             body_crc: u32_at(b, CK_BODY_CRC)?,
             segments: u32_at(b, CK_SEGMENTS)?,
             index_lsn: if version == 2 { replay_lsn } else { u64_at(b, CK_INDEX_LSN)? },
+            ids: if version == 4 { u32_at(b, CK_IDS)? } else { 0 },
             version,
         };
         (h.seq >= 1
@@ -457,6 +472,17 @@ impl CommitPayload {
         b
     }
 
+    /// Encodes, followed by `id` if there is one: `id_len u8 | id` (1..=[`MAX_COMMIT_ID_LEN`]
+    /// bytes; the caller checks the length).
+    pub fn encode_with_id(&self, id: Option<&[u8]>) -> Vec<u8> {
+        let mut b = self.encode().to_vec();
+        if let Some(id) = id {
+            b.push(id.len() as u8);
+            b.extend_from_slice(id);
+        }
+        b
+    }
+
     /// Decodes; `None` if `b` is not exactly [`COMMIT_PAYLOAD_LEN`] bytes.
     pub fn decode(b: &[u8]) -> Option<CommitPayload> {
         if b.len() != COMMIT_PAYLOAD_LEN {
@@ -468,6 +494,19 @@ impl CommitPayload {
             value_bytes: u64_at(b, 8)?,
             value_crc: u32_at(b, 16)?,
         })
+    }
+
+    /// Decodes a COMMIT payload with or without an id; `None` unless it is exactly
+    /// [`COMMIT_PAYLOAD_LEN`] bytes, or that and `id_len u8 | id` with `id_len` 1..=128.
+    pub fn decode_with_id(b: &[u8]) -> Option<(CommitPayload, Option<&[u8]>)> {
+        let c = CommitPayload::decode(b.get(..COMMIT_PAYLOAD_LEN)?)?;
+        match b.get(COMMIT_PAYLOAD_LEN..)? {
+            [] => Some((c, None)),
+            [n, id @ ..] if usize::from(*n) == id.len() && (1..=MAX_COMMIT_ID_LEN).contains(&id.len()) => {
+                Some((c, Some(id)))
+            }
+            _ => None,
+        }
     }
 }
 
@@ -506,6 +545,7 @@ mod tests {
             body_crc: 7,
             segments: 2,
             index_lsn: 11,
+            ids: 5,
             version: FORMAT_VERSION,
         };
         let b = h.encode();
@@ -555,8 +595,8 @@ mod tests {
         bad[0] = b'X';
         assert_eq!(FileHeader::decode(&bad), Err(HeaderError::BadMagic));
         let mut bad = b;
-        bad[8] = 4;
-        assert_eq!(FileHeader::decode(&bad), Err(HeaderError::UnsupportedVersion(4)));
+        bad[8] = 5;
+        assert_eq!(FileHeader::decode(&bad), Err(HeaderError::UnsupportedVersion(5)));
         for (base_lsn, segment) in [(0, 0), (MAX_ID + 1, 0), (1, MAX_SEGMENT + 1)] {
             let out_of_range = FileHeader { base_lsn, segment }.encode();
             assert!(

@@ -4,7 +4,7 @@
 //! offset; one changed since the last checkpoint costs a map node besides.
 
 use std::borrow::Cow;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::ops::Bound;
 
 use crate::format::{loc_segment, RECORD_HEADER_LEN};
@@ -53,13 +53,84 @@ pub enum Op {
     Put { key: Vec<u8>, entry: Entry },
     /// Removes `key`.
     Delete { key: Vec<u8> },
+    /// Remembers that the transaction with commit id `id` committed at `lsn`.
+    Id { id: Vec<u8>, lsn: u64 },
 }
 
 impl Op {
+    /// The key the op writes (empty for an id, which no key equals).
     pub(crate) fn key(&self) -> &[u8] {
         match self {
             Op::Put { key, .. } | Op::Delete { key } => key,
+            Op::Id { .. } => &[],
         }
+    }
+}
+
+/// Default of [`crate::Options::id_retention`]: commit ids remembered.
+pub const DEFAULT_ID_RETENTION: usize = 10_000;
+
+/// Ids of committed transactions, the newest [`Ids::retention`] of them, each with its COMMIT's
+/// LSN: a commit with an id remembered here is not made again (SynapseDB's persistent dedupe of
+/// transaction ids). Kept in checkpoints and rebuilt by replay, so it holds across restarts.
+#[derive(Debug, Clone)]
+pub(crate) struct Ids {
+    by_id: HashMap<Vec<u8>, u64>,
+    /// In commit order (oldest first): which to forget first.
+    order: VecDeque<Vec<u8>>,
+    retention: usize,
+}
+
+/// Unbounded until the store sets its retention ([`Ids::set_retention`]): recovery keeps every
+/// id it reads.
+impl Default for Ids {
+    fn default() -> Self {
+        Ids { by_id: HashMap::new(), order: VecDeque::new(), retention: usize::MAX }
+    }
+}
+
+impl Ids {
+    /// The LSN of the COMMIT that carried `id`, if it is remembered.
+    pub fn get(&self, id: &[u8]) -> Option<u64> {
+        self.by_id.get(id).copied()
+    }
+
+    /// Remembers `id`, forgetting the oldest beyond the retention.
+    pub fn insert(&mut self, id: Vec<u8>, lsn: u64) {
+        if self.by_id.insert(id.clone(), lsn).is_none() {
+            self.order.push_back(id);
+        }
+        self.trim();
+    }
+
+    fn trim(&mut self) {
+        while self.order.len() > self.retention {
+            if let Some(old) = self.order.pop_front() {
+                self.by_id.remove(&old);
+            }
+        }
+    }
+
+    /// Keeps at most `n` ids (the newest).
+    pub fn set_retention(&mut self, n: usize) {
+        self.retention = n;
+        self.trim();
+    }
+
+    pub fn len(&self) -> usize {
+        self.order.len()
+    }
+
+    /// The ids with their LSNs, oldest first.
+    pub fn iter(&self) -> impl Iterator<Item = (&[u8], u64)> {
+        self.order.iter().map(|id| (id.as_slice(), self.by_id.get(id).copied().unwrap_or_default()))
+    }
+
+    /// Forgets ids committed at or after `lsn` (their COMMIT was cut off).
+    fn retain_below(&mut self, lsn: u64) {
+        self.by_id.retain(|_, &mut l| l < lsn);
+        let by_id = &self.by_id;
+        self.order.retain(|id| by_id.contains_key(id));
     }
 }
 
@@ -141,6 +212,8 @@ pub(crate) struct Index {
     overlay: BTreeMap<Vec<u8>, Option<Entry>>,
     len: usize,
     totals: Totals,
+    /// Commit ids of the transactions committed most recently.
+    ids: Ids,
 }
 
 /// One entry of [`Index::items`]: entry `i` of the run, or one from the map above it.
@@ -218,8 +291,17 @@ where
 
 impl Index {
     /// An index of the entries of `run`, which `totals` counts (a checkpoint's, as read).
-    pub fn from_run(run: Run, totals: Totals) -> Index {
-        Index { len: run.len(), run, overlay: BTreeMap::new(), totals }
+    pub fn from_run(run: Run, totals: Totals, ids: Ids) -> Index {
+        Index { len: run.len(), run, overlay: BTreeMap::new(), totals, ids }
+    }
+
+    /// The commit ids remembered.
+    pub fn ids(&self) -> &Ids {
+        &self.ids
+    }
+
+    pub fn ids_mut(&mut self) -> &mut Ids {
+        &mut self.ids
     }
 
     /// Replaces both layers by `run`, which holds the same entries (the checkpoint just
@@ -271,6 +353,7 @@ impl Index {
                     self.overlay.remove(&key);
                 }
             }
+            Op::Id { id, lsn } => self.ids.insert(id, lsn),
         }
     }
 
@@ -286,6 +369,7 @@ impl Index {
         for key in gone {
             self.apply(Op::Delete { key });
         }
+        self.ids.retain_below(end_lsn);
     }
 
     /// Every entry in key order, each either in the run or in the map.

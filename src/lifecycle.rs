@@ -321,7 +321,7 @@ impl Lifecycle {
                 if index.get(&copy.key).is_some_and(|e| e.lsn == copy.lsn) {
                     // Relaxed: the round's flush makes every copy durable before any victim
                     // is released.
-                    log.commit(copy.txn, Durability::Relaxed, index)?;
+                    log.commit(copy.txn, Durability::Relaxed, None, index)?;
                 } else {
                     log.abort(copy.txn)?; // overwritten or deleted meanwhile: the copy is stale
                 }

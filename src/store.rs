@@ -8,8 +8,9 @@
 //! kept under its [`Ticket`] whoever asked for the flush that settled it.
 
 use crate::error::{Error, Result};
+use crate::format::MAX_COMMIT_ID_LEN;
 use crate::format::{loc_offset, loc_segment, MAX_CHUNK_LEN, MAX_SEGMENT_LEN};
-use crate::index::{ChunkLoc, Entry, Index, KeyInfo, KeyRange};
+use crate::index::{ChunkLoc, Entry, Index, KeyInfo, KeyRange, DEFAULT_ID_RETENTION};
 use crate::lifecycle::{dead_ratio, CompactStep, Lifecycle, Settings};
 use crate::storage::Volume;
 use crate::wal::log::Log;
@@ -40,6 +41,10 @@ pub struct Options {
     /// (0.0..=1.0; default 0.5) and the log spans more than two segments. Each commit then
     /// copies at most one chunk, so no put waits for more than one chunk write.
     pub compaction_ratio: f64,
+    /// Commit ids remembered (the retention window of [`Store::commit_with_id`]): a commit
+    /// whose id is among the newest this many is not made again. Default 10,000; at most
+    /// 1,000,000. Each costs its id's bytes and about 80 bytes of memory.
+    pub id_retention: usize,
 }
 
 impl Default for Options {
@@ -52,6 +57,7 @@ impl Default for Options {
             segment_size: 64 << 20,
             checkpoint_bytes: 64 << 20,
             compaction_ratio: 0.5,
+            id_retention: DEFAULT_ID_RETENTION,
         }
     }
 }
@@ -76,6 +82,9 @@ impl Options {
         }
         if !(0.0..=1.0).contains(&self.compaction_ratio) {
             return Err(Error::invalid("compactionRatio", "must be between 0 and 1"));
+        }
+        if self.id_retention > 1_000_000 {
+            return Err(Error::invalid("idRetention", "must be at most 1000000 ids"));
         }
         Ok(())
     }
@@ -152,9 +161,11 @@ impl<V: Volume> Store<V> {
                 direct_threshold: options.direct_write_threshold,
             },
         );
+        let mut index = r.index;
+        index.ids_mut().set_retention(options.id_retention);
         Ok(Store {
             log: Log::new(writer, r.next_txn),
-            index: r.index,
+            index,
             life: Lifecycle::new(r.checkpoint_slots, r.checkpoint_seq, last_checkpoint_lsn),
             options,
             report: r.report,
@@ -237,10 +248,40 @@ impl<V: Volume> Store<V> {
     /// [`Store::sync`]) says when it is durable and visible.
     pub fn commit(&mut self, txn: TxnId, durability: Durability) -> Result<Ticket> {
         self.live()?;
-        let ticket = self.log.commit(txn, durability, &mut self.index)?;
+        let ticket = self.log.commit(txn, durability, None, &mut self.index)?;
         self.last_ticket = ticket;
         self.maintain();
         Ok(ticket)
+    }
+
+    /// Commits `txn` under commit id `id` (1..=128 bytes), unless a commit with that id was
+    /// made before (within [`Options::id_retention`]): then nothing is written, `txn` is aborted,
+    /// and the answer says where that commit stands. A retried commit is so applied at most once,
+    /// across restarts too (ids are in the COMMIT record and in checkpoints): a sync engine that
+    /// applies a server's batch under the batch's id can apply it again after a crash safely.
+    ///
+    /// Errors: [`Error::InvalidArgument`] (param `id`) for an empty or longer id; as
+    /// [`Store::commit`].
+    pub fn commit_with_id(&mut self, txn: TxnId, id: &[u8], durability: Durability) -> Result<IdCommit> {
+        self.live()?;
+        check_id(id)?;
+        if let Some(status) = self.id_status(id) {
+            self.log.abort(txn)?;
+            return Ok(IdCommit::Duplicate(status));
+        }
+        let ticket = self.log.commit(txn, durability, Some(id), &mut self.index)?;
+        self.last_ticket = ticket;
+        self.maintain();
+        Ok(IdCommit::Applied(ticket))
+    }
+
+    /// Where the commit with id `id` stands: committed (at an LSN), queued for the committer
+    /// (its ticket), or `None` if no commit with that id is remembered.
+    pub fn id_status(&self, id: &[u8]) -> Option<IdStatus> {
+        match self.log.queued_id(id) {
+            Some(ticket) => Some(IdStatus::Queued(ticket)),
+            None => self.index.ids().get(id).map(|lsn| IdStatus::Committed { lsn }),
+        }
     }
 
     /// Aborts `txn`: writes ABORT, so recovery reports it; its values never appear.
@@ -363,25 +404,41 @@ impl<V: Volume> Store<V> {
 
     /// Writes several puts and deletes in one transaction: all or none become visible.
     pub fn batch(&mut self, ops: &[BatchOp<'_>], durability: Durability) -> Result<()> {
+        self.batch_inner(ops, None, durability).map(drop)
+    }
+
+    /// [`Store::batch`] under commit id `id`: if a commit with that id was made before, nothing
+    /// is written (see [`Store::commit_with_id`]).
+    pub fn batch_with_id(&mut self, ops: &[BatchOp<'_>], id: &[u8], durability: Durability) -> Result<IdCommit> {
+        self.live()?;
+        check_id(id)?;
+        if let Some(status) = self.id_status(id) {
+            return Ok(IdCommit::Duplicate(status));
+        }
+        self.batch_inner(ops, Some(id), durability)
+    }
+
+    fn batch_inner(&mut self, ops: &[BatchOp<'_>], id: Option<&[u8]>, durability: Durability) -> Result<IdCommit> {
         self.live()?;
         for op in ops {
             crate::wal::log::check_key(op.key())?;
         }
         let txn = self.log.begin()?;
         let chunk = self.options.chunk_size;
-        let r = ops
-            .iter()
-            .try_for_each(|op| match op {
-                BatchOp::Put { key, value } => {
-                    self.log.txn_put(txn, key, false).and_then(|()| self.log.txn_chunk(txn, value, chunk))
-                }
-                BatchOp::Delete { key } => self.log.txn_delete(txn, key),
-            })
-            .and_then(|()| self.commit(txn, durability));
+        let r = ops.iter().try_for_each(|op| match op {
+            BatchOp::Put { key, value } => {
+                self.log.txn_put(txn, key, false).and_then(|()| self.log.txn_chunk(txn, value, chunk))
+            }
+            BatchOp::Delete { key } => self.log.txn_delete(txn, key),
+        });
+        let r = r.and_then(|()| match id {
+            Some(id) => self.commit_with_id(txn, id, durability),
+            None => self.commit(txn, durability).map(IdCommit::Applied),
+        });
         if r.is_err() {
             let _ = self.log.abort(txn);
         }
-        r.map(drop)
+        r
     }
 
     // ----- reads -----
@@ -534,6 +591,33 @@ impl<V: Volume> Store<V> {
     pub fn volume(&self) -> &V {
         self.log.writer().volume()
     }
+}
+
+/// Checks a commit id's length; the error names the parameter `id`.
+fn check_id(id: &[u8]) -> Result<()> {
+    if (1..=MAX_COMMIT_ID_LEN).contains(&id.len()) {
+        Ok(())
+    } else {
+        Err(Error::invalid("id", format!("must be 1 to {MAX_COMMIT_ID_LEN} bytes, got {}", id.len())))
+    }
+}
+
+/// Where a commit with an id stands ([`Store::id_status`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum IdStatus {
+    /// Committed; its COMMIT's LSN (the version it wrote).
+    Committed { lsn: u64 },
+    /// Queued for the committer: its outcome is [`Store::outcome`] of this ticket.
+    Queued(Ticket),
+}
+
+/// What [`Store::commit_with_id`] or [`Store::batch_with_id`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum IdCommit {
+    /// Committed now, under this ticket.
+    Applied(Ticket),
+    /// A commit with the same id was made before: nothing was written.
+    Duplicate(IdStatus),
 }
 
 /// One operation of [`Store::batch`].

@@ -127,7 +127,7 @@ fn fixtures() -> Vec<Fixture> {
 
 /// Fixture directories of older format versions, which every build must still read. Their
 /// logs were written by the same scenarios as today's, so the same expectations hold.
-const LEGACY: &[&str] = &["v1", "v2"];
+const LEGACY: &[&str] = &["v1", "v2", "v3"];
 
 fn dir_of(version: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures").join(version)
@@ -242,11 +242,12 @@ fn the_store_fixture_is_what_this_build_writes() {
 }
 
 /// Stores of every version since checkpoints exist (version 2 wrote its checkpoint header in
-/// 80 bytes, without `index_lsn`) open to the same state, from their checkpoint.
+/// 80 bytes, without `index_lsn`; version 3 without commit ids) open to the same state, from
+/// their checkpoint.
 #[test]
 fn committed_store_fixtures_recover_as_recorded() {
     let (_, want) = store();
-    for version in ["v2".to_string(), format!("v{}", walnut::format::FORMAT_VERSION)] {
+    for version in ["v2".to_string(), "v3".to_string(), format!("v{}", walnut::format::FORMAT_VERSION)] {
         let files = read_store(&dir_of(&version).join("store"));
         let mut v = MemoryVolume::default();
         v.set_files(files.into_iter().map(|(id, b)| (id, MemoryStorage::from_bytes(b))).collect());
@@ -264,4 +265,45 @@ fn committed_store_fixtures_recover_as_recorded() {
             .collect();
         assert_eq!(got, want, "{version}");
     }
+}
+
+/// Version 4: commit ids, one held only by a checkpoint and one only by the log, survive a
+/// reopen from the committed files; a retried id is not applied again.
+#[test]
+fn commit_ids_survive_in_the_checkpoint_and_in_the_log() {
+    let dir = dir().join("ids");
+    let build = || {
+        let mut s = Store::open(MemoryVolume::default(), store_options()).unwrap();
+        let put = |v: &'static [u8]| [walnut::BatchOp::Put { key: b"counter", value: v }];
+        s.batch_with_id(&put(b"1"), b"sync-batch-1", Durability::Strict).unwrap();
+        s.checkpoint().unwrap();
+        s.batch_with_id(&put(b"2"), b"sync-batch-2", Durability::Strict).unwrap();
+        let v = s.volume().clone();
+        drop(s); // no closing checkpoint: batch 2's id is only in the log
+        v
+    };
+    let v = build();
+    if std::env::var_os("WALNUT_WRITE_FIXTURES").is_some() {
+        std::fs::create_dir_all(&dir).unwrap();
+        for (id, f) in v.files() {
+            std::fs::write(dir.join(format!("{id}.wal")), f.to_vec()).unwrap();
+        }
+    }
+    let written: std::collections::BTreeMap<u32, Vec<u8>> = v.files().iter().map(|(&id, f)| (id, f.to_vec())).collect();
+    assert!(read_store(&dir) == written, "the files differ from what this build writes: the format changed");
+    let mut v = MemoryVolume::default();
+    v.set_files(read_store(&dir).into_iter().map(|(id, b)| (id, MemoryStorage::from_bytes(b))).collect());
+    let mut s = Store::open(v, store_options()).unwrap();
+    assert!(s.recovery().checkpoint.is_some());
+    for id in [&b"sync-batch-1"[..], b"sync-batch-2"] {
+        assert!(
+            matches!(s.id_status(id), Some(walnut::IdStatus::Committed { .. })),
+            "{:?}",
+            String::from_utf8_lossy(id)
+        );
+    }
+    let again =
+        s.batch_with_id(&[walnut::BatchOp::Put { key: b"counter", value: b"1" }], b"sync-batch-1", Durability::Strict);
+    assert!(matches!(again, Ok(walnut::IdCommit::Duplicate(_))), "{again:?}");
+    assert_eq!(s.get(b"counter").unwrap().as_deref(), Some(&b"2"[..]), "the retried batch was not applied again");
 }

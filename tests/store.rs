@@ -282,7 +282,39 @@ fn bad_arguments_are_named_and_change_nothing<B: Backend>() {
     assert_eq!(s.get(b"k"), Err(Error::Closed));
 }
 
+fn a_commit_id_is_applied_once_even_across_a_reopen<B: Backend>() {
+    use walnut::{IdCommit, IdStatus};
+    let b = B::fresh();
+    let mut s = open(&b, small_chunks());
+    let batch = [BatchOp::Put { key: b"balance", value: b"100" }];
+    assert!(matches!(s.batch_with_id(&batch, b"deposit-7", Durability::Strict).unwrap(), IdCommit::Applied(_)));
+    let again = [BatchOp::Put { key: b"balance", value: b"200" }];
+    assert!(matches!(
+        s.batch_with_id(&again, b"deposit-7", Durability::Strict).unwrap(),
+        IdCommit::Duplicate(IdStatus::Committed { .. })
+    ));
+    // A streamed transaction under an id that is taken is aborted, and writes nothing.
+    let t = s.begin().unwrap();
+    s.txn_put(t, b"balance", false).unwrap();
+    s.txn_chunk(t, b"300").unwrap();
+    assert!(matches!(s.commit_with_id(t, b"deposit-7", Durability::Strict).unwrap(), IdCommit::Duplicate(_)));
+    assert_eq!(s.stats().open_transactions, 0);
+    for bad in [&b""[..], &[b'x'; 129][..]] {
+        assert!(matches!(
+            s.batch_with_id(&again, bad, Durability::Strict),
+            Err(Error::InvalidArgument { param: "id", .. })
+        ));
+    }
+    assert_eq!(s.get(b"balance").unwrap().as_deref(), Some(&b"100"[..]));
+    drop(s);
+    let mut s = open(&b, small_chunks());
+    assert!(matches!(s.id_status(b"deposit-7"), Some(IdStatus::Committed { .. })), "remembered after a reopen");
+    assert!(matches!(s.batch_with_id(&again, b"deposit-7", Durability::Strict).unwrap(), IdCommit::Duplicate(_)));
+    assert_eq!(s.get(b"balance").unwrap().as_deref(), Some(&b"100"[..]));
+}
+
 every_backend!(
+    a_commit_id_is_applied_once_even_across_a_reopen,
     roundtrip_sizes_around_the_chunk_size,
     roundtrip_100_mib_streamed_in_chunks,
     interleaved_transactions_both_commit,

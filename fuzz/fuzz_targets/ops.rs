@@ -7,7 +7,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use walnut::testing::model::{options, Harness, Op, SLOTS};
+use walnut::testing::model::{options, Harness, Op, IDS, SLOTS};
 use walnut::Durability;
 
 /// At most this many operations per input, so each run stays short.
@@ -30,7 +30,12 @@ fn decode(data: &[u8]) -> Vec<Op> {
             let key = a % 6;
             let slot = usize::from(a) % SLOTS;
             let len = if b & 0x80 == 0 { usize::from(b % 40) } else { 60 + usize::from(b) * 2 };
-            match kind % 20 {
+            match kind % 21 {
+                20 => Op::BatchId {
+                    ops: vec![(key, Some(len)), (b % 6, (b & 1 == 0).then_some(usize::from(a) % 150))],
+                    id: b % IDS,
+                    durability: durability(kind),
+                },
                 0..=4 => Op::Put { key, len, durability: durability(kind / 20) },
                 5 | 6 => Op::Delete { key, durability: durability(b) },
                 7 => Op::Batch {

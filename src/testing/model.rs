@@ -24,7 +24,7 @@ use std::rc::Rc;
 
 use super::{pattern, CrashVolume};
 use crate::index::KeyRange;
-use crate::store::{BatchOp, Durability, Options, Outcome, Store, Ticket};
+use crate::store::{BatchOp, Durability, IdCommit, IdStatus, Options, Outcome, Store, Ticket};
 
 /// Keys and values.
 type Model = BTreeMap<Vec<u8>, Vec<u8>>;
@@ -43,6 +43,19 @@ fn apply(model: &mut Model, effect: &Effect) {
 /// Streamed transactions the harness keeps open at once, at most.
 pub const SLOTS: usize = 4;
 
+/// Commit ids the harness uses: few, so that batches retry ids often.
+pub const IDS: u8 = 4;
+
+/// A commit id of the harness.
+fn id_bytes(id: u8) -> Vec<u8> {
+    format!("batch-{id}").into_bytes()
+}
+
+/// The model keeps "commit id `id` is committed" as this key (no store key starts with 0).
+fn id_marker(id: u8) -> Vec<u8> {
+    vec![0, b'i', id]
+}
+
 /// One step. Keys are `k` followed by the key byte; values are fresh bytes of `len`.
 #[derive(Debug, Clone)]
 pub enum Op {
@@ -57,6 +70,12 @@ pub enum Op {
     },
     Batch {
         ops: Vec<(u8, Option<usize>)>,
+        durability: Durability,
+    },
+    /// A batch under commit id `id` (below [`IDS`]): applied once, a no-op when retried.
+    BatchId {
+        ops: Vec<(u8, Option<usize>)>,
+        id: u8,
         durability: Durability,
     },
     /// Begins a streamed value of `key` in `slot` (if the slot is free).
@@ -109,12 +128,21 @@ pub fn options() -> Options {
     }
 }
 
+/// What the store holds: its keys and values, and which of the harness's commit ids it
+/// remembers as committed.
 fn state(s: &Store<CrashVolume>) -> Model {
-    s.keys(&KeyRange::default())
+    let mut m: Model = s
+        .keys(&KeyRange::default())
         .unwrap()
         .into_iter()
         .map(|k| (k.key.clone(), s.get(&k.key).unwrap().unwrap()))
-        .collect()
+        .collect();
+    for id in 0..IDS {
+        if matches!(s.id_status(&id_bytes(id)), Some(IdStatus::Committed { .. })) {
+            m.insert(id_marker(id), Vec::new());
+        }
+    }
+    m
 }
 
 /// A commit since the last flush the model knows of.
@@ -359,6 +387,26 @@ impl Harness {
                     .collect();
                 if self.store.batch(&batch, durability).is_ok() {
                     self.committed(values, durability, queue_was_empty);
+                }
+            }
+            Op::BatchId { ref ops, id, durability } => {
+                let mut effect: Effect = ops.iter().map(|&(k, len)| (key(k), len.map(|l| self.value(l)))).collect();
+                let batch: Vec<BatchOp> = effect
+                    .iter()
+                    .map(|(k, v)| match v {
+                        Some(v) => BatchOp::Put { key: k, value: v },
+                        None => BatchOp::Delete { key: k },
+                    })
+                    .collect();
+                let known = self.with_queued().contains_key(&id_marker(id));
+                match self.store.batch_with_id(&batch, &id_bytes(id), durability) {
+                    Ok(IdCommit::Duplicate(_)) => assert!(known, "batch id {id} is new, yet reported as a duplicate"),
+                    Ok(IdCommit::Applied(_)) => {
+                        assert!(!known, "batch id {id} was committed before, yet applied again");
+                        effect.push((id_marker(id), Some(Vec::new())));
+                        self.committed(effect, durability, queue_was_empty);
+                    }
+                    Err(_) => {}
                 }
             }
             Op::Begin { slot, key: k } => {

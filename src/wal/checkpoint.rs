@@ -12,10 +12,11 @@
 use crc32fast::Hasher;
 
 use crate::error::Result;
+use crate::format::MAX_COMMIT_ID_LEN;
 use crate::format::{
     loc_segment, CheckpointHeader, CHECKPOINT_HEADER_LEN, CHECKPOINT_HEADER_LEN_V2, CHECKPOINT_MAGIC, FLAG_STRING_KEY,
 };
-use crate::index::{ChunkLoc, Entry, Index, Item, Totals};
+use crate::index::{ChunkLoc, Entry, Ids, Index, Item, Totals};
 use crate::storage::{read_exact_at, write_all_at, Storage};
 
 /// A checkpoint file's header and segment list: enough to choose among checkpoints, and to
@@ -218,6 +219,7 @@ pub(crate) fn write<F: Storage>(
     index: &Index,
 ) -> Result<Run> {
     let run = encode_body(segments, index);
+    let ids = encode_ids(index.ids());
     let mut invalid = [0u8; CHECKPOINT_HEADER_LEN];
     if let Some(magic) = invalid.get_mut(..8) {
         magic.copy_from_slice(&CHECKPOINT_MAGIC);
@@ -226,20 +228,56 @@ pub(crate) fn write<F: Storage>(
     file.truncate(CHECKPOINT_HEADER_LEN as u64)?;
     let mut at = CHECKPOINT_HEADER_LEN as u64;
     let mut crc = Hasher::new();
-    for piece in run.body.chunks(PIECE) {
+    for piece in run.body.chunks(PIECE).chain(std::iter::once(&ids[..])) {
         write_all_at(file, piece, at)?;
         crc.update(piece);
         at += piece.len() as u64;
     }
     header.entries = run.len() as u64;
-    header.body_len = run.body.len() as u64;
+    header.body_len = (run.body.len() + ids.len()) as u64;
     header.body_crc = crc.finalize();
     header.segments = segments.len() as u32;
+    header.ids = index.ids().len() as u32;
     // The body is durable before the header that vouches for it is written.
     file.flush()?;
     write_all_at(file, &header.encode(), 0)?;
     file.flush()?;
     Ok(run)
+}
+
+/// The commit ids of a body, after its entries: for each, oldest first, `lsn u64 | id_len u8 |
+/// id`.
+fn encode_ids(ids: &Ids) -> Vec<u8> {
+    let mut out = Vec::new();
+    for (id, lsn) in ids.iter() {
+        out.extend_from_slice(&lsn.to_le_bytes());
+        out.push(id.len() as u8);
+        out.extend_from_slice(id);
+    }
+    out
+}
+
+/// Parses `n` commit ids from `body` at `off`; `None` unless they fill the body to its end, each
+/// 1..=[`MAX_COMMIT_ID_LEN`] bytes, their LSNs strictly ascending, no id twice.
+fn parse_ids(body: &[u8], mut off: usize, n: usize) -> Option<Ids> {
+    if n > body.len().saturating_sub(off) / 10 {
+        return None;
+    }
+    let mut ids = Ids::default();
+    let mut last = 0u64;
+    for _ in 0..n {
+        let lsn = u64_at(body, off)?;
+        let len = usize::from(*body.get(off.checked_add(8)?)?);
+        let start = off.checked_add(9)?;
+        let id = body.get(start..start.checked_add(len)?)?;
+        if !(1..=MAX_COMMIT_ID_LEN).contains(&len) || lsn <= last || ids.get(id).is_some() {
+            return None;
+        }
+        ids.insert(id.to_vec(), lsn);
+        last = lsn;
+        off = start + len;
+    }
+    (off == body.len()).then_some(ids)
 }
 
 /// Reads and checks the header of the checkpoint in `file` and its segment list (not the
@@ -339,16 +377,17 @@ fn parse(h: &CheckpointHeader, body: Vec<u8>) -> Option<Index> {
         prev = r.key;
         off = r.end;
     }
-    if off != body.len() {
-        return None;
-    }
+    let ids = parse_ids(&body, off, usize::try_from(h.ids).ok()?)?;
+    let mut body = body;
+    body.truncate(off); // the run is the segment list and the entries
+    let body = body;
     let totals = Totals {
         live_bytes,
         live_record_bytes: live.iter().fold(0u64, |a, &b| a.saturating_add(b)),
         segment_live: segments.iter().zip(&live).filter(|(_, &b)| b > 0).map(|(&s, &b)| (s, b)).collect(),
         first_segments: segments.iter().zip(&first).filter(|(_, &n)| n > 0).map(|(&s, &n)| (s, n)).collect(),
     };
-    Some(Index::from_run(Run { body, offsets }, totals))
+    Some(Index::from_run(Run { body, offsets }, totals, ids))
 }
 
 #[cfg(test)]
@@ -386,6 +425,7 @@ mod tests {
             body_crc: crc32fast::hash(body),
             segments,
             index_lsn: 1,
+            ids: 0,
             version: crate::format::FORMAT_VERSION,
         };
         let mut bytes = header.encode().to_vec();
@@ -407,7 +447,10 @@ mod tests {
 
     #[test]
     fn a_written_checkpoint_loads_back_as_the_same_index() {
-        let (ix, segments) = sample();
+        let (mut ix, segments) = sample();
+        for (n, id) in [&b"first"[..], b"x", &[0xFF; MAX_COMMIT_ID_LEN]].into_iter().enumerate() {
+            ix.apply(Op::Id { id: id.to_vec(), lsn: 10 + n as u64 });
+        }
         let mut file = MemoryStorage::new();
         let header = CheckpointHeader {
             seq: 4,
@@ -428,6 +471,44 @@ mod tests {
             (loaded.len(), loaded.live_bytes(), loaded.segment_live()),
             (ix.len(), ix.live_bytes(), ix.segment_live())
         );
+        assert_eq!(head.header.ids, 3);
+        let ids = |ix: &Index| ix.ids().iter().map(|(id, lsn)| (id.to_vec(), lsn)).collect::<Vec<_>>();
+        assert_eq!(ids(&loaded), ids(&ix), "the commit ids, in commit order");
+        // Every bit of the ids section flipped, under a CRC fixed up: refused or loaded, never
+        // a panic (a flipped LSN order or length is refused).
+        let bytes = file.to_vec();
+        let body_at = CHECKPOINT_HEADER_LEN;
+        let ids_at = body_at + loaded.run().body.len();
+        for at in ids_at..bytes.len() {
+            for bit in 0..8 {
+                let mut body = bytes[body_at..].to_vec();
+                body[at - body_at] ^= 1 << bit;
+                let f = file_with_ids(&body, head.header.entries, head.header.segments, 3);
+                if let Ok(Ok(head)) = read_head(&f) {
+                    let _ = load(&f, &head).unwrap();
+                }
+            }
+        }
+    }
+
+    /// A checkpoint file whose header vouches for `body` and says it lists `ids` commit ids.
+    fn file_with_ids(body: &[u8], entries: u64, segments: u32, ids: u32) -> MemoryStorage {
+        let header = CheckpointHeader {
+            seq: 1,
+            replay_from: loc(1, 32),
+            replay_lsn: 1,
+            next_txn: 1,
+            entries,
+            body_len: body.len() as u64,
+            body_crc: crc32fast::hash(body),
+            segments,
+            index_lsn: 100,
+            ids,
+            version: crate::format::FORMAT_VERSION,
+        };
+        let mut bytes = header.encode().to_vec();
+        bytes.extend_from_slice(body);
+        MemoryStorage::from_bytes(bytes)
     }
 
     /// Every bit flip and every cut of a valid body, under a header with the right CRC: the

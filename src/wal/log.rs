@@ -243,6 +243,13 @@ impl<V: Volume> Log<V> {
         })
     }
 
+    /// The ticket of the queued commit that carries commit id `id`, if one does.
+    pub fn queued_id(&self, id: &[u8]) -> Option<Ticket> {
+        self.committer.queue.iter().find_map(|q| {
+            q.ops.iter().any(|op| matches!(op, Op::Id { id: i, .. } if i.as_slice() == id)).then_some(Ticket(q.ticket))
+        })
+    }
+
     pub fn outcome(&self, ticket: Ticket) -> Outcome {
         self.committer.outcome(ticket.0)
     }
@@ -381,9 +388,16 @@ impl<V: Volume> Log<V> {
         Ok(())
     }
 
-    /// Writes `txn`'s COMMIT and settles it as `durability` asks. A transaction whose COMMIT
-    /// cannot be written is gone (its caller's abort then succeeds quietly).
-    pub fn commit(&mut self, txn: TxnId, durability: Durability, index: &mut Index) -> Result<Ticket> {
+    /// Writes `txn`'s COMMIT (carrying `id`, if given: the caller checked it is new) and
+    /// settles it as `durability` asks. A transaction whose COMMIT cannot be written is gone (its
+    /// caller's abort then succeeds quietly).
+    pub fn commit(
+        &mut self,
+        txn: TxnId,
+        durability: Durability,
+        id: Option<&[u8]>,
+        index: &mut Index,
+    ) -> Result<Ticket> {
         self.writable()?;
         let mut t = match self.txns.remove(&txn) {
             Some(t) => t,
@@ -395,7 +409,7 @@ impl<V: Volume> Log<V> {
             }
         };
         t.commit.value_crc = t.value_crc.clone().finalize();
-        let r = self.writer.append(Kind::Commit, 0, txn, t.last, &[&t.commit.encode()]);
+        let r = self.writer.append(Kind::Commit, 0, txn, t.last, &[&t.commit.encode_with_id(id)]);
         let (at, lsn) = match self.io(r) {
             Ok(a) => (a.offset, a.lsn),
             Err(e) => {
@@ -409,6 +423,9 @@ impl<V: Volume> Log<V> {
                 entry.span = span;
                 entry.lsn = lsn;
             }
+        }
+        if let Some(id) = id {
+            t.ops.push(Op::Id { id: id.to_vec(), lsn });
         }
         self.settle(lsn, t.ops, durability, index)
     }

@@ -51,6 +51,9 @@ pub enum DiscardReason {
     Incomplete,
     /// Its COMMIT's chain does not prove the transaction complete; the text says where.
     BrokenChain(String),
+    /// Its COMMIT carries an id that an earlier commit carried: it is not applied again
+    /// (a retried commit; SynapseDB skips a committed transaction id on replay the same way).
+    DuplicateId,
 }
 
 impl std::fmt::Display for DiscardReason {
@@ -59,6 +62,7 @@ impl std::fmt::Display for DiscardReason {
             DiscardReason::Aborted => write!(f, "aborted"),
             DiscardReason::Incomplete => write!(f, "incomplete: no COMMIT"),
             DiscardReason::BrokenChain(why) => write!(f, "broken chain: {why}"),
+            DiscardReason::DuplicateId => write!(f, "its commit id was committed before"),
         }
     }
 }
@@ -361,6 +365,13 @@ impl Replay {
             }
             Kind::Commit => match self.open.remove(&h.txn) {
                 Some(t) => match prove_chain(&t, at, h, payload) {
+                    Ok(ops)
+                        if ops
+                            .iter()
+                            .any(|op| matches!(op, Op::Id { id, .. } if self.index.ids().get(id).is_some())) =>
+                    {
+                        self.discard(h.txn, t.lsn, DiscardReason::DuplicateId);
+                    }
                     Ok(ops) => {
                         let span = (loc_segment(t.begin), loc_segment(at));
                         for op in ops {
@@ -720,7 +731,7 @@ fn prove_chain(t: &ScanTxn, commit_at: u64, h: &RecordHeader, payload: &[u8]) ->
     if let Some(why) = &t.broken {
         return Err(why.clone());
     }
-    let c = CommitPayload::decode(payload).ok_or("COMMIT payload malformed")?;
+    let (c, id) = CommitPayload::decode_with_id(payload).ok_or("COMMIT payload malformed")?;
     let mut chain: Vec<&Scanned> = Vec::new();
     let (mut from, mut link) = (commit_at, h.prev);
     while link != t.begin {
@@ -778,6 +789,9 @@ fn prove_chain(t: &ScanTxn, commit_at: u64, h: &RecordHeader, payload: &[u8]) ->
     let computed = crc.finalize();
     if computed != c.value_crc {
         return Err(format!("value checksum {computed:#010x}, COMMIT states {:#010x}", c.value_crc));
+    }
+    if let Some(id) = id {
+        ops.push(Op::Id { id: id.to_vec(), lsn: h.lsn });
     }
     Ok(ops)
 }
