@@ -135,6 +135,8 @@ pub struct Store<V: Volume> {
     close_checkpoint: Option<Result<()>>,
     /// The ticket whose outcome decides the last write call (see [`Store::last_ticket`]).
     last_ticket: Ticket,
+    /// The LSN of the last commit made (see [`Store::last_lsn`]).
+    last_lsn: u64,
 }
 
 impl<V: Volume> Store<V> {
@@ -161,6 +163,11 @@ impl<V: Volume> Store<V> {
                 direct_threshold: options.direct_write_threshold,
             },
         );
+        let mut writer = writer;
+        // What recovery exposes is durable from here on: a previous holder (a closed tab, a
+        // killed process) may have written records it never flushed, and whoever answers for
+        // them now (a new leader: "already committed") must not lose them to a power cut.
+        writer.flush_tail()?;
         let mut index = r.index;
         index.ids_mut().set_retention(options.id_retention);
         Ok(Store {
@@ -172,6 +179,7 @@ impl<V: Volume> Store<V> {
             closed: false,
             close_checkpoint: None,
             last_ticket: Ticket(0),
+            last_lsn: 0,
         })
     }
 
@@ -249,7 +257,7 @@ impl<V: Volume> Store<V> {
     pub fn commit(&mut self, txn: TxnId, durability: Durability) -> Result<Ticket> {
         self.live()?;
         let ticket = self.log.commit(txn, durability, None, &mut self.index)?;
-        self.last_ticket = ticket;
+        self.committed(ticket);
         self.maintain();
         Ok(ticket)
     }
@@ -270,7 +278,7 @@ impl<V: Volume> Store<V> {
             return Ok(IdCommit::Duplicate(status));
         }
         let ticket = self.log.commit(txn, durability, Some(id), &mut self.index)?;
-        self.last_ticket = ticket;
+        self.committed(ticket);
         self.maintain();
         Ok(IdCommit::Applied(ticket))
     }
@@ -334,6 +342,18 @@ impl<V: Volume> Store<V> {
         self.last_ticket
     }
 
+    /// The LSN of the last commit this store made (its COMMIT, PUT_ONE or DELETE_ONE record;
+    /// 0 before the first): the version it wrote, which change events carry.
+    pub fn last_lsn(&self) -> u64 {
+        self.last_lsn
+    }
+
+    /// Notes the commit just appended (the writer's last record) as the last one.
+    fn committed(&mut self, ticket: Ticket) {
+        self.last_ticket = ticket;
+        self.last_lsn = self.log.writer().next_lsn().saturating_sub(1);
+    }
+
     /// Whether commits wait for the committer's flush.
     pub fn has_pending(&self) -> bool {
         self.log.queued() > 0
@@ -363,7 +383,8 @@ impl<V: Volume> Store<V> {
             }
             return r.map(drop);
         }
-        self.last_ticket = self.log.put_one(key, string_key, value, durability, &mut self.index)?;
+        let ticket = self.log.put_one(key, string_key, value, durability, &mut self.index)?;
+        self.committed(ticket);
         self.maintain();
         Ok(())
     }
@@ -397,7 +418,8 @@ impl<V: Volume> Store<V> {
         if !existed {
             return Ok(false);
         }
-        self.last_ticket = self.log.delete_one(key, durability, &mut self.index)?;
+        let ticket = self.log.delete_one(key, durability, &mut self.index)?;
+        self.committed(ticket);
         self.maintain();
         Ok(true)
     }

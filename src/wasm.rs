@@ -11,7 +11,7 @@ use crate::error::Error;
 use crate::format::{loc_offset, loc_segment};
 use crate::index::{ChunkLoc, KeyRange};
 use crate::storage::opfs::OpfsVolume;
-use crate::store::{Durability, Options, Outcome, Store, Ticket, TxnId};
+use crate::store::{Durability, IdCommit, IdStatus, Options, Outcome, Store, Ticket, TxnId};
 
 fn js_err(e: Error) -> JsValue {
     let err = js_sys::Error::new(&e.to_string());
@@ -141,6 +141,20 @@ struct JsStats {
     last_checkpoint_lsn: u64,
     checkpoints: u64,
     compactions: u64,
+}
+
+/// Where a commit id stands, for JS: committed already, or queued under a ticket.
+#[derive(Serialize)]
+struct JsIdStatus {
+    committed: bool,
+    ticket: f64,
+}
+
+fn id_status_js(status: IdStatus) -> JsIdStatus {
+    match status {
+        IdStatus::Committed { .. } => JsIdStatus { committed: true, ticket: 0.0 },
+        IdStatus::Queued(t) => JsIdStatus { committed: false, ticket: ticket_js(t) },
+    }
 }
 
 #[derive(Serialize)]
@@ -365,6 +379,36 @@ impl WalnutStore {
     pub fn commit(&mut self, txn: f64, strict: bool) -> JsResult<f64> {
         let r = txn_id(txn).and_then(|txn| self.store.commit(txn, durability(strict)));
         self.written(r.map(ticket_js))
+    }
+
+    /// Commits `txn` under commit id `id` (1..=128 bytes): `{ committed, ticket }`. A new
+    /// commit: `committed` false and its ticket. An id committed before: nothing is written,
+    /// `txn` is aborted, `committed` true. An id queued before: `committed` false and that
+    /// commit's ticket (its outcome is this one's).
+    #[wasm_bindgen(js_name = commitWithId)]
+    pub fn commit_with_id(&mut self, txn: f64, strict: bool, id: &[u8]) -> JsResult<JsValue> {
+        let r = txn_id(txn).and_then(|txn| self.store.commit_with_id(txn, id, durability(strict)));
+        let status = match self.written(r)? {
+            IdCommit::Applied(t) => JsIdStatus { committed: false, ticket: ticket_js(t) },
+            IdCommit::Duplicate(status) => id_status_js(status),
+        };
+        to_js(&status)
+    }
+
+    /// Where the commit with id `id` stands: `undefined` if unknown, else `{ committed, ticket }`
+    /// as [`WalnutStore::commit_with_id`] answers for a duplicate.
+    #[wasm_bindgen(js_name = idStatus)]
+    pub fn id_status(&self, id: &[u8]) -> JsResult<JsValue> {
+        match self.store.id_status(id) {
+            Some(status) => to_js(&id_status_js(status)),
+            None => Ok(JsValue::UNDEFINED),
+        }
+    }
+
+    /// The LSN of the last commit made (the version it wrote; change events carry it).
+    #[wasm_bindgen(getter, js_name = lastLsn)]
+    pub fn last_lsn(&self) -> f64 {
+        self.store.last_lsn() as f64
     }
 
     /// Aborts `txn` (writes ABORT). A transaction a quota rollback dropped aborts quietly.

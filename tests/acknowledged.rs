@@ -298,3 +298,18 @@ fn close_reports_a_group_failure_no_sync_reported_even_when_poisoned() {
     faulty.set_fault(walnut::testing::Fault::None);
     assert!(s.close().is_err(), "close must not report success over the failed group commit");
 }
+
+#[test]
+fn what_recovery_exposes_is_flushed_before_open_returns() {
+    let storage = walnut::testing::CrashStorage::new();
+    let mut s = Store::open(storage.clone(), Options::default()).unwrap();
+    s.put(b"k", b"written by a holder that never flushed", Durability::Relaxed).unwrap();
+    drop(s); // the holder goes (a closed tab): its bytes are written, not flushed
+    let s = Store::open(storage.clone(), Options::default()).unwrap();
+    assert!(s.get(b"k").unwrap().is_some(), "recovery exposes it");
+    // A new leader answers for it now ("already committed"): no power cut may take it back.
+    for seed in 0..16 {
+        let r = Store::open(storage.crashed(seed), Options::default()).unwrap();
+        assert!(r.get(b"k").unwrap().is_some(), "crash {seed} lost what open exposed");
+    }
+}

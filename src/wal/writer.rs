@@ -332,6 +332,19 @@ impl<V: Volume> Writer<V> {
         Ok(())
     }
 
+    /// Flushes the tail segment whatever this writer wrote: after recovery, what it exposes is
+    /// made durable (a previous holder may have written records it never flushed, and a new
+    /// leader answers for them).
+    pub fn flush_tail(&mut self) -> Result<()> {
+        self.tail_file().and_then(|f| f.flush()).map_err(|e| {
+            let e = self.poison(e);
+            if let Some(p) = &mut self.poisoned {
+                p.recoverable = false;
+            }
+            e
+        })
+    }
+
     /// Writes the buffer and makes everything durable.
     pub fn sync(&mut self) -> Result<()> {
         self.write_buffer()?;
