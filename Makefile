@@ -64,7 +64,7 @@ node_modules/.installed: package.json package-lock.json
 # The npm package: wasm-pack output + the JS wrapper + pkg.json merged into pkg/package.json.
 pkg: setup-rust setup-node
 	wasm-pack build --release --target web --out-dir pkg --out-name walnut_core
-	cp www/walnut.js www/worker.js www/walnut.d.ts pkg/
+	cp www/walnut.js www/worker.js www/multitab.js www/walnut.d.ts pkg/
 	node www/tools/merge-pkg.mjs pkg.json pkg/package.json
 
 demo: setup pkg
@@ -78,6 +78,10 @@ lint: setup-rust
 
 test-native:
 	cargo test
+
+# The runner gives a test binary 20 s by default; the store suite (a 100 MiB value among its 33
+# bodies) takes 11-18 s here: 120 s keeps a loaded machine from failing it.
+export WASM_BINDGEN_TEST_TIMEOUT ?= 120
 
 test-wasm-chrome: setup-rust setup-browsers
 	wasm-pack test --headless --chrome --chromedriver "$(CHROMEDRIVER)"
@@ -117,11 +121,13 @@ soak:
 
 # Benchmarks: the core natively beside raw positioned writes (criterion), the log lifecycle
 # (open time by keys and by history, space after overwrites), then walnut against raw OPFS,
-# IndexedDB and SQLite in one headless Chromium (docs/BENCHMARKS.md, bench/results.json).
+# IndexedDB and SQLite in one headless Chromium (docs/BENCHMARKS.md, bench/results.json), and
+# every tab at once: a follower's calls beside the leader's and idb-keyval's, and failover time.
 bench: setup pkg
 	cargo bench --bench core -- --warm-up-time 1 --measurement-time 3
 	cargo bench --bench lifecycle
 	node bench/run.mjs
+	node bench/multitab.mjs
 
 test: setup lint test-native test-fuzz test-wasm test-e2e
 

@@ -138,11 +138,70 @@ export interface Stats {
   checkpoints: number;
   /** Compaction rounds finished since open. */
   compactions: number;
+  /** Whether this context (page, iframe or worker) is the store's leader: its worker holds the files. */
+  leader: boolean;
+  /** Contexts that have the store open now, the leader included. */
+  contexts: number;
 }
 
-/** An open store. Get one with {@link open}. Every method rejects with a {@link WalnutError}. */
-export class WalnutStore {
+/**
+ * A change to the store, in every context that has it open: the keys a durable commit put and
+ * deleted (in the form they were given; not the values) and the commit's LSN. Events arrive in
+ * commit order, once each. `type` is `'change'`.
+ */
+export class WalnutChangeEvent extends Event {
+  readonly type: 'change';
+  /** LSN of the commit: later commits have higher ones. */
+  readonly lsn: number;
+  /** Keys the commit put. */
+  readonly puts: Key[];
+  /** Keys the commit deleted. */
+  readonly deletes: Key[];
+}
+
+/**
+ * Change events may have been missed (the leader changed, or a gap showed): read what you track
+ * again. `type` is `'resync'`.
+ */
+export class WalnutResyncEvent extends Event {
+  readonly type: 'resync';
+  /** Why. */
+  readonly reason: string;
+}
+
+interface WalnutStoreEventMap {
+  change: WalnutChangeEvent;
+  resync: WalnutResyncEvent;
+}
+
+/**
+ * An open store. Get one with {@link open}. Every method rejects with a {@link WalnutError}.
+ * Every page, iframe and worker of an origin can have the same store open at once: one of them,
+ * the leader, runs it; the others' calls go through it with the same semantics (see
+ * docs/MULTITAB.md). An EventTarget of `'change'` and `'resync'` events.
+ */
+export class WalnutStore extends EventTarget {
   private constructor();
+  addEventListener<K extends keyof WalnutStoreEventMap>(
+    type: K,
+    listener: (this: WalnutStore, event: WalnutStoreEventMap[K]) => void,
+    options?: boolean | AddEventListenerOptions,
+  ): void;
+  addEventListener(type: string, listener: EventListenerOrEventListenerObject | null, options?: boolean | AddEventListenerOptions): void;
+  removeEventListener<K extends keyof WalnutStoreEventMap>(
+    type: K,
+    listener: (this: WalnutStore, event: WalnutStoreEventMap[K]) => void,
+    options?: boolean | EventListenerOptions,
+  ): void;
+  removeEventListener(type: string, listener: EventListenerOrEventListenerObject | null, options?: boolean | EventListenerOptions): void;
+  /**
+   * Calls `callback` with every change event touching a key that starts with `prefix` (every
+   * one without a prefix) and with every resync event, until `signal` aborts.
+   */
+  watch(
+    options: { prefix?: Key; signal?: AbortSignal },
+    callback: (event: WalnutChangeEvent | WalnutResyncEvent) => void,
+  ): void;
   /** The name given to open(). */
   readonly name: string;
   /** What recovery found and did when this store was opened. */
@@ -245,7 +304,10 @@ export class WalnutChecksumError extends WalnutError {}
 export class WalnutPoisonedError extends WalnutError {}
 /** The origin's storage quota is exhausted. */
 export class WalnutQuotaExceededError extends WalnutError {}
-/** Another worker held the store for longer than `lockTimeout`. */
+/**
+ * The store's leadership is held by a context that did not answer within `lockTimeout` (plus two
+ * seconds), or its files stayed held (a dying worker) longer than that.
+ */
 export class WalnutLockedError extends WalnutError {}
 /** An argument has the wrong type or value; the message names the parameter. */
 export class WalnutInvalidArgumentError extends WalnutError {}
@@ -255,3 +317,10 @@ export class WalnutClosedError extends WalnutError {}
 export class WalnutUnsupportedError extends WalnutError {}
 /** A transaction was used wrongly or could not be completed. */
 export class WalnutTransactionError extends WalnutError {}
+/**
+ * The context leading the store went away while this call was under way, and the call did not
+ * take effect (the old value stands). Retryable: call again. Only calls that cannot be sent to
+ * the next leader safely get it: a put whose stream was partly read, reading a stream opened on
+ * the old leader, or calls no leader answered for `lockTimeout` plus five seconds.
+ */
+export class WalnutLeaderChangedError extends WalnutError {}

@@ -53,6 +53,13 @@ export const WalnutClosedError = errorClass('WalnutClosedError');
 export const WalnutUnsupportedError = errorClass('WalnutUnsupportedError');
 /** A transaction was used wrongly or could not be completed. */
 export const WalnutTransactionError = errorClass('WalnutTransactionError');
+/**
+ * The context leading the store (the tab whose worker holds its files) went away while this call
+ * was under way, and the call did not take effect: the old value stands. Retryable: call again
+ * (a new leader is elected at once). Only calls that cannot be sent again safely get it: a put
+ * whose stream was partly read, a read of a stream opened on the old leader.
+ */
+export const WalnutLeaderChangedError = errorClass('WalnutLeaderChangedError');
 
 const ERROR_CLASSES = new Map(
   [
@@ -66,6 +73,7 @@ const ERROR_CLASSES = new Map(
     WalnutClosedError,
     WalnutUnsupportedError,
     WalnutTransactionError,
+    WalnutLeaderChangedError,
   ].map((cls) => [cls.name, cls]),
 );
 
@@ -245,9 +253,43 @@ function checkWriteOptions(options, storeDurability) {
 const INTERNAL = Symbol('walnut.internal');
 
 /**
- * An open store. Get one with {@link open}.
+ * A change to a store, told in every context that has it open: the keys a commit put and
+ * deleted (in the form they were given: string or Uint8Array; not the values) and the LSN of
+ * the commit, once it is durable. `type` is 'change'.
  */
-export class WalnutStore {
+export class WalnutChangeEvent extends Event {
+  /** @param {{ lsn: number, puts: Array<string | Uint8Array>, deletes: Array<string | Uint8Array> }} change */
+  constructor({ lsn, puts, deletes }) {
+    super('change');
+    /** LSN of the commit: later commits have higher ones. */
+    this.lsn = lsn;
+    /** Keys the commit put. */
+    this.puts = puts;
+    /** Keys the commit deleted. */
+    this.deletes = deletes;
+  }
+}
+
+/**
+ * Change events may have been missed (a leader changed, or this context was suspended): `type`
+ * is 'resync', `reason` says why. Read what you track again.
+ */
+export class WalnutResyncEvent extends Event {
+  /** @param {string} reason */
+  constructor(reason) {
+    super('resync');
+    this.reason = reason;
+  }
+}
+
+/**
+ * An open store. Get one with {@link open}. Every page, iframe and worker of an origin can have
+ * the same store open at once: one of them (the leader) runs it, the others' calls go through
+ * it, with the same semantics. It is an EventTarget: 'change' ({@link WalnutChangeEvent}) for
+ * every durable commit made by any context, 'resync' ({@link WalnutResyncEvent}) when some may
+ * have been missed.
+ */
+export class WalnutStore extends EventTarget {
   /** @type {Worker | null} */
   #worker;
   /** @type {{ worker: Worker, posted: number }} the worker and how many messages it was sent */
@@ -270,6 +312,8 @@ export class WalnutStore {
   #closing = null;
   /** @type {number | null} the id of the close request, once close() sent it */
   #closeId = null;
+  /** Whether the worker was asked for change events. */
+  #listening = false;
   /** @type {WalnutIoError | null} set when the worker died: what close() rejects with */
   #unclean = null;
   /** Closes worker-side readers of getStream() streams that were dropped without cancel(). */
@@ -280,6 +324,7 @@ export class WalnutStore {
   /** @internal */
   constructor(token, started, name, opened, durability) {
     if (token !== INTERNAL) throw new TypeError('use open() to get a WalnutStore');
+    super();
     const { worker } = started;
     this.#worker = worker;
     this.#started = started;
@@ -289,7 +334,9 @@ export class WalnutStore {
     this.#durability = durability;
     worker.onmessage = ({ data }) => {
       if (data.type === 'unreadable') this.#unreadable(data.message);
-      else this.#receive(data.results);
+      else if (data.type === 'changes') for (const change of data.changes) this.dispatchEvent(new WalnutChangeEvent(change));
+      else if (data.type === 'resync') this.dispatchEvent(new WalnutResyncEvent(data.reason));
+      else if (data.results) this.#receive(data.results);
     };
     worker.onerror = (event) => {
       event.preventDefault();
@@ -298,6 +345,21 @@ export class WalnutStore {
     worker.onmessageerror = () => {
       this.#died('the walnut worker sent a message that could not be read');
     };
+  }
+
+  /**
+   * EventTarget's, noting the first 'change' or 'resync' listener: only then does the worker
+   * send this page change events.
+   * @param {string} type
+   * @param {EventListenerOrEventListenerObject | null} listener
+   * @param {boolean | AddEventListenerOptions} [options]
+   */
+  addEventListener(type, listener, options) {
+    if ((type === 'change' || type === 'resync') && !this.#listening && !this.#closedError) {
+      this.#listening = true;
+      this.#post({ op: 'listen' });
+    }
+    super.addEventListener(type, listener, options);
   }
 
   /** The store's name, as given to open(). */
@@ -503,6 +565,32 @@ export class WalnutStore {
   }
 
   /**
+   * Calls `callback` with every change event (see {@link WalnutChangeEvent}) that touches a key
+   * starting with `prefix` (all keys without one), and with every resync event. Stops when
+   * `signal` aborts.
+   * @param {{ prefix?: string | Uint8Array, signal?: AbortSignal }} options
+   * @param {(event: WalnutChangeEvent | WalnutResyncEvent) => void} callback
+   */
+  watch(options, callback) {
+    const { prefix, signal } = checkOptions(options, 'options');
+    if (typeof callback !== 'function') throw invalid(`callback must be a function, got ${describe(callback)}`);
+    if (signal !== undefined && !(signal instanceof AbortSignal)) {
+      throw invalid(`options.signal must be an AbortSignal, got ${describe(signal)}`);
+    }
+    const bytes = encodeBound(prefix, 'options.prefix');
+    const matches = (key) => {
+      if (!bytes) return true;
+      const k = typeof key === 'string' ? encoder.encode(key) : key;
+      return k.length >= bytes.length && bytes.every((b, i) => k[i] === b);
+    };
+    const onChange = (event) => {
+      if (event.puts.some(matches) || event.deletes.some(matches)) callback(event);
+    };
+    this.addEventListener('change', onChange, { signal });
+    this.addEventListener('resync', callback, { signal });
+  }
+
+  /**
    * Waits for the requests made before it, flushes, releases the OPFS file and stops the worker.
    * It waits for every write whose data is all in hand (strings, bytes, Blobs, streams already
    * read to their end), reads and compaction. A put or batch whose ReadableStream has not ended
@@ -569,7 +657,7 @@ export class WalnutStore {
         throw invalid(`${list}[${index}] must be an operation object, got ${describe(operation)}`);
       }
       const { bytes, isString } = encodeKey(operation.key, param('key'));
-      if (operation.type === 'delete') return { type: 'delete', key: bytes };
+      if (operation.type === 'delete') return { type: 'delete', key: bytes, isString };
       if (operation.type !== 'put') {
         throw invalid(`${param('type')} must be 'put' or 'delete', got ${String(operation.type)}`);
       }

@@ -1,24 +1,33 @@
 /**
- * walnut's dedicated worker: owns one store's OPFS log through the wasm core and answers the
- * requests of walnut.js.
+ * walnut's dedicated worker: one per context (page, iframe or worker) that opens a store. The
+ * contexts of a store elect a leader (multitab.js); the leader's worker owns the store's OPFS
+ * log through the wasm core and answers every context's requests; a follower's worker forwards
+ * its page's requests to the leader and its answers back, and takes over when the leader goes.
+ * docs/MULTITAB.md describes the protocol between workers.
  *
- * Protocol. In: optionally `{ type: 'init', module? }` (preload: load the WebAssembly module
- * now), then `{ type: 'open', name, options, module? }` once (`module`: the compiled
- * WebAssembly.Module, else the worker fetches and compiles it), then `{ type: 'requests', requests }`.
- * Out: `{ type: 'opened', recovery, chunkSize }` or `{ type: 'open-failed', error }`, then
- * `{ results }` where each result is `{ id, value }`, `{ id, error: { name, message } }`,
- * `{ id, aborted: true }` or `{ id, progress }` (value bytes written so far); and
- * `{ type: 'unreadable', message }` when message number `message` (counted from 0, every message
- * this worker got) could not be deserialized (a `messageerror`): the page fails its requests.
+ * Protocol with the page. In: optionally `{ type: 'init', module? }` (preload: load the
+ * WebAssembly module now), then `{ type: 'open', name, options, module? }` once (`module`: the
+ * compiled WebAssembly.Module, else the worker fetches and compiles it), then
+ * `{ type: 'requests', requests }`. Out: `{ type: 'opened', recovery, chunkSize, leader }` or
+ * `{ type: 'open-failed', error }`, then `{ results }` where each result is `{ id, value }`,
+ * `{ id, error: { name, message } }`, `{ id, aborted: true }` or `{ id, progress }` (value bytes
+ * written so far); `{ type: 'change', lsn, puts, deletes }` for every write committed by any
+ * context, once durable, in commit order; `{ type: 'resync', reason }` when change events may
+ * have been missed (a leader changed, a gap); `{ type: 'role', leader }` when this context
+ * becomes the leader; and `{ type: 'unreadable', message }` when message number `message`
+ * (counted from 0, every message this worker got) could not be deserialized (a `messageerror`):
+ * the page fails its requests.
  *
- * A lone put of small bytes, or a delete, runs at once; other writes (large bytes, Blobs,
- * streams, batches) run as tasks that write one chunk at a time and give way to other requests
- * between chunks. Writes to the same key apply in request order. Strict commits are deferred
- * and made durable together: one sync() per group, run in a macrotask once the queued requests
- * are handled, then all of the group's answers go out. close() waits for the writes whose data
- * is all in hand and aborts those still reading a stream (see closeStore).
+ * As leader: a lone put of small bytes, or a delete, runs at once; other writes (large bytes,
+ * Blobs, streams, batches, and every write another context forwarded) run as tasks that write
+ * one chunk at a time and give way to other requests between chunks. Writes to the same key
+ * apply in request order. Strict commits are deferred and made durable together: one flush per
+ * group, run in a macrotask once the queued requests are handled, then all of the group's
+ * answers go out. close() waits for the writes whose data is all in hand and aborts those still
+ * reading a stream (see closeStore).
  */
 import init, { WalnutStore } from './walnut_core.js';
+import { LEADER_CHANGED, Member } from './multitab.js';
 
 /** A write task gives way to other requests after running this long, ms. */
 const SLICE_MS = 2;
@@ -76,13 +85,80 @@ let outboxTransfer = [];
 
 /** Decodes key bytes to a string used as a Map key (windows-1252 maps bytes to chars one-to-one). */
 const keyIds = new TextDecoder('latin1');
+const utf8 = new TextDecoder();
+const utf8Encoder = new TextEncoder();
+
+// ----- multi-tab state -----
+
+/**
+ * This context's part: 'joining' (looking for a leader, or waiting to be one), 'opening' (just
+ * made leader, opening the store), 'leader', 'follower'.
+ */
+let role = 'joining';
+/** @type {Member | null} */
+let member = null;
+/** What opens the store when this context becomes the leader. */
+let openArgs = null;
+/** Whether the page has its 'opened' answer. */
+let opened = false;
+/** The leader's context id, as a follower. */
+let leaderCtx = null;
+/** Says hello until a leader answers. */
+let seeking = null;
+/** Rejects the calls waiting for a leader once none has answered for too long. */
+let failoverTimer = null;
+/** As leader: the recovery report of its open, which followers are given too. */
+let report = null;
+/** The last change event passed to the page: `{ from, seq }`, so a gap shows. */
+let lastEvent = null;
+/** Whether the page listens for change events (its first listener says so): else none are sent to it. */
+let pageListens = false;
+
+/**
+ * As follower: the page's calls not yet answered, by the page's request id. `sentTo`: the leader
+ * it went to (null: not sent yet, or to send again); `streams`: its stream values, by stream id.
+ * @type {Map<number, { request: any, sentTo: string | null, streams: Map<string, { stream: ReadableStream, reader?: ReadableStreamDefaultReader, state: 'untouched' | 'partial' | 'done' }> }>}
+ */
+const pending = new Map();
+/** As follower: requests to send to the leader at the end of this microtask. */
+let forwardBox = [];
+/** As follower: which leader each open reader (getStream) belongs to. */
+const readerLeaders = new Map();
+
+/**
+ * As leader: the other contexts it serves, by context id: the requests they have under way
+ * (their request id -> the local id standing for it) and the readers they opened.
+ * @type {Map<string, { ids: Map<number, number>, readers: Set<number> }>}
+ */
+const clients = new Map();
+/** As leader: another context's request stands here under a negative id: where its answers go. */
+const routes = new Map();
+let nextRemoteId = -1;
+/** As leader: results for other contexts, sent at the end of this microtask, by context. */
+const remoteBoxes = new Map();
+/** As leader: pulls of other contexts' streams waiting for their chunk, by `ctx/sid`. */
+const pulls = new Map();
+/** As leader: change events of committed writes, waiting for the flush that makes them durable. */
+let undurableChanges = [];
+/** As leader: the number of the last change event sent. */
+let eventSeq = 0;
 
 self.onmessage = ({ data }) => {
   received++;
   if (data.type === 'init') load(data.module).catch(() => {}); // open() reports the failure
   else if (data.type === 'open') openStore(data.name, data.options, data.module);
-  else for (const request of data.requests) dispatch(request);
+  else for (const request of data.requests) route(request);
 };
+
+/**
+ * Runs a request of this context's page: here as leader, else through the leader.
+ * @param {{ id: number, op: string } & Record<string, any>} request
+ */
+function route(request) {
+  if (request.op === 'listen') pageListens = true;
+  else if (role === 'leader') dispatch(request);
+  else forward(request);
+}
 
 // A message that cannot be deserialized never reaches onmessage: its requests would wait
 // forever. Its content is lost, but not its place in the order: the page knows which requests
@@ -103,7 +179,12 @@ function load(module) {
   return loaded;
 }
 
+/** How long calls wait for a leader after the last one went, beyond `lockTimeout`, ms. */
+const FAILOVER_SLACK_MS = 5000;
+
 /**
+ * Joins the store's contexts: this one becomes the leader (and opens the store) or a follower
+ * of the one that is; the page hears 'opened' either way.
  * @param {string} name
  * @param {object} options
  * @param {WebAssembly.Module} [module] compiled by the page
@@ -115,12 +196,494 @@ async function openStore(name, options, module) {
     } catch (error) {
       throw named('WalnutUnsupportedError', `could not load walnut's WebAssembly module: ${describeError(error)}`);
     }
-    store = guarded(await WalnutStore.open(name, options));
-    chunkSize = store.chunkSize;
-    self.postMessage({ type: 'opened', recovery: store.recovery(), chunkSize });
+    if (typeof navigator.locks?.request !== 'function' || typeof BroadcastChannel !== 'function') {
+      throw named('WalnutUnsupportedError', 'walnut needs the Web Locks API and BroadcastChannel, which this browser lacks');
+    }
+    openArgs = { name, options };
+    member = new Member(name, { onLeadership: becomeLeader, onControl, onInbox });
+    await member.join();
+    seeking = member.seekLeader(() => role !== 'joining');
+    const limit = (options?.lockTimeoutMs ?? 5000) + 2000;
+    setTimeout(() => {
+      if (!opened && role === 'joining') {
+        failOpen(named('WalnutLockedError', `store "${name}" is held by a context that did not answer within ${limit} ms`));
+      }
+    }, limit);
   } catch (error) {
-    self.postMessage({ type: 'open-failed', error: serializeError(error) });
+    failOpen(error);
   }
+}
+
+/** @param {unknown} error why open() fails */
+function failOpen(error) {
+  if (opened) return;
+  opened = true;
+  seeking?.stop();
+  member?.leave();
+  self.postMessage({ type: 'open-failed', error: serializeError(error) });
+}
+
+/**
+ * Leadership is this context's: opens the store (a leader that just died may hold its files a
+ * little longer: OPFS retries them for lockTimeout), announces itself, and runs the calls of its
+ * own page that no leader answered.
+ */
+async function becomeLeader() {
+  seeking?.stop();
+  role = 'opening';
+  try {
+    store = guarded(await WalnutStore.open(openArgs.name, openArgs.options));
+    chunkSize = store.chunkSize;
+    report = store.recovery();
+  } catch (error) {
+    if (!opened) {
+      failOpen(error);
+      return;
+    }
+    // A later leader that cannot open gives leadership back and waits its turn again: another
+    // context may succeed, or this one once the old holder's files are released.
+    role = 'joining';
+    member.leadership.release();
+    setTimeout(() => member.requeue(), 1000);
+    seekLeader();
+    return;
+  }
+  clearTimeout(failoverTimer);
+  role = 'leader';
+  leaderCtx = member.ctx;
+  member.broadcast({ type: 'leader', from: member.ctx });
+  if (!opened) {
+    opened = true;
+    self.postMessage({ type: 'opened', recovery: report, chunkSize, leader: true });
+  } else {
+    self.postMessage({ type: 'role', leader: true });
+    resync('this context became the leader: changes the last one made may not have been told');
+  }
+  const unanswered = [...pending.entries()];
+  pending.clear();
+  for (const [id, entry] of unanswered) dispatch(resent(id, entry));
+}
+
+/**
+ * A forwarded call to run again, on whichever leader: a write under its request id (applied
+ * once, whether or not the last leader committed it), and a write whose stream the last leader
+ * read to its end asks only whether it was committed.
+ */
+function resent(id, entry) {
+  if (entry.request.op !== 'write') return entry.request;
+  const done = [...entry.streams.values()].some((s) => s.state === 'done');
+  return { ...entry.request, rid: requestId(member.ctx, id), recheck: done };
+}
+
+/** The commit id a context's write is applied under: its context and request id. */
+function requestId(ctx, id) {
+  return `${ctx}/${id}`;
+}
+
+/** Tells the page that change events may have been missed. */
+function resync(reason) {
+  if (pageListens) self.postMessage({ type: 'resync', reason });
+}
+
+/** Says hello until a leader answers; calls wait at most lockTimeout plus a few seconds. */
+function seekLeader() {
+  seeking?.stop();
+  seeking = member.seekLeader(() => role !== 'joining');
+  clearTimeout(failoverTimer);
+  const limit = (openArgs.options?.lockTimeoutMs ?? 5000) + FAILOVER_SLACK_MS;
+  failoverTimer = setTimeout(() => {
+    if (role !== 'joining') return;
+    for (const [id, entry] of pending) {
+      pending.delete(id);
+      cancelStreams(entry.request.ops ?? []);
+      fail(id, named(LEADER_CHANGED, `no context has led store "${openArgs.name}" for ${limit} ms; try again`));
+    }
+  }, limit);
+}
+
+/** A message on the store's shared channel. */
+function onControl(message) {
+  switch (message.type) {
+    case 'hello':
+      if (role === 'leader') welcome(message.from);
+      return;
+    case 'leader':
+      if (role === 'joining') seeking?.nudge();
+      return;
+    case 'changes':
+      if (role === 'follower' && message.from === leaderCtx) passChanges(message);
+      return;
+  }
+}
+
+/** A message to this context. */
+function onInbox(message) {
+  switch (message.type) {
+    case 'welcome':
+      if (role === 'joining') follow(message);
+      return;
+    case 'results':
+      if (role === 'follower' && message.from === leaderCtx) fromLeader(message.results);
+      return;
+    case 'pull':
+      pullForLeader(message.sid);
+      return;
+    case 'cancelStream':
+      pending.forEach((entry) => entry.streams.get(message.sid)?.reader?.cancel().catch(noop));
+      return;
+    case 'requests':
+      if (role === 'leader' || role === 'opening') serve(message.from, message.requests);
+      return;
+    case 'chunk':
+      pulls.get(`${message.from}/${message.sid}`)?.(message);
+      return;
+    case 'bye':
+      clientGone(message.from);
+      return;
+  }
+}
+
+// ----- as follower -----
+
+/** A leader answered: follow it, send it every call not yet answered, and watch it go. */
+function follow({ from, recovery, chunkSize: size, seq }) {
+  seeking?.stop();
+  clearTimeout(failoverTimer);
+  const changed = opened;
+  role = 'follower';
+  leaderCtx = from;
+  chunkSize = size;
+  lastEvent = { from, seq };
+  if (!opened) {
+    opened = true;
+    self.postMessage({ type: 'opened', recovery, chunkSize, leader: false });
+  } else if (changed) {
+    resync('the leader changed: changes the last one made may not have been told');
+  }
+  for (const [id, entry] of pending) if (!entry.sentTo) sendToLeader(id, entry);
+  member.whenGone(from).then((gone) => gone && leaderGone(from));
+}
+
+/**
+ * Takes a call of this context's page: into `pending` until a leader answers it.
+ * @param {{ id: number, op: string } & Record<string, any>} request
+ */
+function forward(request) {
+  switch (request.op) {
+    case 'close':
+      answer(request.id, closeFollower());
+      return;
+    case 'cancel': {
+      const entry = pending.get(request.target);
+      if (!entry) return;
+      if (entry.sentTo) {
+        toLeader(request);
+      } else {
+        pending.delete(request.target);
+        cancelStreams(entry.request.ops);
+        send({ id: request.target, aborted: true });
+      }
+      return;
+    }
+    case 'closeReader':
+      if (readerLeaders.get(request.reader) === leaderCtx) toLeader(request);
+      readerLeaders.delete(request.reader);
+      return;
+    case 'read':
+      if (readerLeaders.get(request.reader) !== leaderCtx) {
+        fail(request.id, named(LEADER_CHANGED, 'the stream was being read from a leader that is gone; open it again'));
+        return;
+      }
+  }
+  if (crashed) {
+    fail(request.id, crashedError());
+    return;
+  }
+  const streams = new Map();
+  (request.ops ?? []).forEach((op, i) => {
+    if (op.value instanceof ReadableStream) streams.set(`${request.id}:${i}`, { stream: op.value, state: 'untouched' });
+  });
+  const entry = { request, sentTo: null, streams };
+  pending.set(request.id, entry);
+  if (role === 'follower') sendToLeader(request.id, entry);
+}
+
+/** Sends a pending call to the leader: its streams stay here, the leader pulls their chunks. */
+function sendToLeader(id, entry) {
+  entry.sentTo = leaderCtx;
+  const request = entry.request.op === 'write' ? resent(id, entry) : entry.request;
+  if (request.op === 'write') {
+    request.ops = request.ops.map((op, i) =>
+      op.value instanceof ReadableStream ? { ...op, value: { walnutStream: `${id}:${i}` } } : op,
+    );
+  }
+  toLeader(request);
+}
+
+/** Queues a request for the leader; those of one microtask go as one message. */
+function toLeader(request) {
+  if (forwardBox.length === 0) {
+    queueMicrotask(() => {
+      const requests = forwardBox;
+      forwardBox = [];
+      if (leaderCtx && role === 'follower') member.to(leaderCtx, { type: 'requests', from: member.ctx, requests });
+    });
+  }
+  forwardBox.push(request);
+}
+
+/** The leader's answers: to the page, and out of `pending` (a `moved` one waits for the next leader). */
+function fromLeader(results) {
+  const out = [];
+  for (const result of results) {
+    const entry = pending.get(result.id);
+    if (!entry) continue;
+    if (result.moved) {
+      entry.sentTo = null; // the leader is leaving: the next one gets it
+      continue;
+    }
+    if (result.progress === undefined) {
+      pending.delete(result.id);
+      if (entry.request.op === 'openReader' && result.value) readerLeaders.set(result.value.reader, leaderCtx);
+    }
+    out.push(result);
+  }
+  if (out.length > 0) self.postMessage({ results: out });
+  if (pending.size === 0) drained?.();
+}
+
+/** The leader pulls a chunk of a stream this context's page handed to a put. */
+async function pullForLeader(sid) {
+  let stream;
+  pending.forEach((entry) => (stream ??= entry.streams.get(sid)));
+  if (!stream || !leaderCtx) return;
+  const to = leaderCtx;
+  try {
+    stream.reader ??= stream.stream.getReader();
+    stream.state = 'partial';
+    const { done, value } = await stream.reader.read();
+    if (done) stream.state = 'done';
+    member.to(to, { type: 'chunk', from: member.ctx, sid, done, value });
+  } catch (error) {
+    member.to(to, { type: 'chunk', from: member.ctx, sid, error: serializeError(error) });
+  }
+}
+
+/**
+ * The leader is gone (closed, crashed, its page closed). Every call it had not answered is sent
+ * to the next leader, except a write whose stream it had read part of: that one fails with the
+ * retryable WalnutLeaderChangedError (the dead leader's transaction was discarded with it; the
+ * old value stands), its stream cancelled.
+ */
+function leaderGone(ctx) {
+  if (ctx !== leaderCtx || role !== 'follower') return;
+  role = 'joining';
+  leaderCtx = null;
+  for (const [id, entry] of pending) {
+    if (!entry.sentTo) continue;
+    entry.sentTo = null;
+    const partial = [...entry.streams.values()].some((s) => s.state === 'partial');
+    if (partial || entry.request.op === 'read') {
+      pending.delete(id);
+      for (const s of entry.streams.values()) (s.reader ?? s.stream).cancel().catch(noop);
+      fail(id, named(LEADER_CHANGED, 'the leader changed while this call was under way; it did not take effect: try again'));
+    }
+  }
+  if (pending.size === 0) drained?.();
+  seekLeader();
+}
+
+/** Resolves `closeFollower`'s wait once every call is answered. */
+let drained = null;
+
+/**
+ * Closes this context's use of the store (the store stays open for the others): puts still
+ * reading a stream are given up, the other calls answered, then the leader is told.
+ */
+async function closeFollower() {
+  closing = true;
+  for (const [id, entry] of pending) {
+    if ([...entry.streams.values()].every((s) => s.state === 'done')) continue;
+    if (entry.sentTo) {
+      toLeader({ op: 'cancel', target: id });
+    } else {
+      pending.delete(id);
+      cancelStreams(entry.request.ops);
+      fail(id, named('WalnutClosedError', "the store was closed before the value's stream ended; the old value is kept"));
+    }
+  }
+  if (pending.size > 0) await new Promise((resolve) => (drained = resolve));
+  if (leaderCtx) member.to(leaderCtx, { type: 'bye', from: member.ctx });
+  member.leave();
+}
+
+/**
+ * Passes the leader's change events (a group of them, numbered from `seq`) to the page, saying
+ * so first if some were missed.
+ */
+function passChanges(message) {
+  if (lastEvent && lastEvent.from === message.from && message.seq !== lastEvent.seq + 1) {
+    resync(`change events ${lastEvent.seq + 1} to ${message.seq - 1} were missed`);
+  }
+  lastEvent = { from: message.from, seq: message.seq + message.changes.length - 1 };
+  if (pageListens) self.postMessage(message);
+}
+
+// ----- as leader -----
+
+/** Answers a context's hello: who leads, and where things stand. */
+function welcome(ctx) {
+  watchClient(ctx);
+  member.to(ctx, { type: 'welcome', from: member.ctx, recovery: report, chunkSize, seq: eventSeq });
+}
+
+/** Serves context `ctx` from now on, and learns when it goes. */
+function watchClient(ctx) {
+  if (clients.has(ctx)) return;
+  clients.set(ctx, { ids: new Map(), readers: new Set() });
+  member.whenGone(ctx).then((gone) => gone && clientGone(ctx));
+}
+
+/**
+ * Takes another context's requests: each stands here under a negative id, its answers routed
+ * back; its writes are applied under their request ids; its streams are pulled from it.
+ * @param {string} from
+ * @param {Array<any>} requests
+ */
+function serve(from, requests) {
+  watchClient(from);
+  const client = clients.get(from);
+  for (const request of requests) {
+    if (closing || role !== 'leader') {
+      if (request.id !== undefined) remoteResult(from, { id: request.id, moved: true });
+      continue;
+    }
+    if (request.op === 'cancel') {
+      const local = client.ids.get(request.target);
+      if (local !== undefined) cancel(local);
+      continue;
+    }
+    if (request.op === 'closeReader') {
+      client.readers.delete(request.reader);
+      closeReader(request.reader);
+      continue;
+    }
+    const local = nextRemoteId--;
+    routes.set(local, { ctx: from, id: request.id, op: request.op });
+    client.ids.set(request.id, local);
+    if (request.op === 'write') {
+      const ops = request.ops.map((op) => (op.value?.walnutStream ? { ...op, value: pullFrom(from, op.value.walnutStream) } : op));
+      dispatch({ ...request, id: local, ops, rid: request.rid ?? requestId(from, request.id) });
+    } else {
+      dispatch({ ...request, id: local });
+    }
+  }
+}
+
+/**
+ * A stream whose chunks are pulled from context `ctx`, one at a time, as the put reads it.
+ * @param {string} ctx
+ * @param {string} sid
+ */
+function pullFrom(ctx, sid) {
+  const key = `${ctx}/${sid}`;
+  return new ReadableStream(
+    {
+      pull: (controller) =>
+        new Promise((resolve) => {
+          pulls.set(key, resolve);
+          member.to(ctx, { type: 'pull', sid });
+        }).then((message) => {
+          pulls.delete(key);
+          if (message.error) controller.error(named(message.error.name, message.error.message));
+          else if (message.done) controller.close();
+          else controller.enqueue(message.value);
+        }),
+      cancel: () => {
+        pulls.get(key)?.({ error: { name: 'WalnutClosedError', message: 'cancelled' } });
+        member.to(ctx, { type: 'cancelStream', sid });
+      },
+    },
+    { highWaterMark: 0 },
+  );
+}
+
+/** An answer for another context's request: out of the routes once final. */
+function sendRemote(result) {
+  const r = routes.get(result.id);
+  if (!r) return;
+  if (result.progress === undefined) {
+    routes.delete(result.id);
+    const client = clients.get(r.ctx);
+    client?.ids.delete(r.id);
+    if (r.op === 'openReader' && result.value) client?.readers.add(result.value.reader);
+  }
+  // A leader leaving stops the puts of others that still read a stream: they go to the next one.
+  if (closing && result.error?.name === 'WalnutClosedError') {
+    remoteResult(r.ctx, { id: r.id, moved: true });
+    return;
+  }
+  remoteResult(r.ctx, { ...result, id: r.id });
+}
+
+/** Queues a result for context `ctx`; those of one microtask go as one message. */
+function remoteResult(ctx, result) {
+  let box = remoteBoxes.get(ctx);
+  if (!box) {
+    box = [];
+    remoteBoxes.set(ctx, box);
+    queueMicrotask(() => {
+      remoteBoxes.delete(ctx);
+      member.to(ctx, { type: 'results', from: member.ctx, results: box });
+    });
+  }
+  box.push(result);
+}
+
+/**
+ * Context `ctx` is gone (closed, crashed, its page closed): its puts under way are aborted
+ * (ABORT written, old values kept), its readers closed, its pulls ended.
+ */
+function clientGone(ctx) {
+  const client = clients.get(ctx);
+  if (!client) return;
+  clients.delete(ctx);
+  for (const local of client.ids.values()) {
+    routes.delete(local);
+    const task = tasks.get(local);
+    if (task) stopTask(task, ABORTED);
+  }
+  for (const reader of client.readers) closeReader(reader);
+  for (const [key, resolve] of pulls) {
+    if (key.startsWith(`${ctx}/`)) resolve({ error: { name: LEADER_CHANGED, message: 'the context writing this value is gone' } });
+  }
+  member.forget(ctx);
+}
+
+/**
+ * The change a write made, told to every context once it is durable: the keys it put and
+ * deleted, in the form they were given, and the LSN of its commit.
+ * @param {Array<{ type: string, key: Uint8Array, isString?: boolean }>} ops
+ */
+function changeOf(ops) {
+  const form = (op) => (op.isString ? utf8.decode(op.key) : op.key);
+  return {
+    lsn: store.lastLsn,
+    puts: ops.filter((op) => op.type === 'put').map(form),
+    deletes: ops.filter((op) => op.type === 'delete').map(form),
+  };
+}
+
+/**
+ * Tells every context (this one's page included, if it listens) of changes now durable, in
+ * commit order: one message for the group, its events numbered from `seq`.
+ */
+function emitChanges(changes) {
+  changes.sort((a, b) => a.lsn - b.lsn);
+  const message = { type: 'changes', from: member.ctx, seq: eventSeq + 1, changes };
+  eventSeq += changes.length;
+  if (clients.size > 0) member.broadcast(message);
+  if (pageListens) self.postMessage(message);
 }
 
 /**
@@ -195,7 +758,8 @@ function dispatch(request) {
         return;
       }
       case 'stats':
-        reply(id, store.stats());
+        // Negative ids stand for other contexts' requests (see serve).
+        reply(id, { ...store.stats(), leader: id > 0, contexts: clients.size + 1 });
         return;
       case 'compact':
         keepInFlight(answer(id, compact()));
@@ -218,8 +782,11 @@ function dispatch(request) {
  * @param {{ id: number, ops: Array<{ type: 'put' | 'delete', key: Uint8Array, isString?: boolean, value?: Uint8Array | Blob | ReadableStream }>, strict: boolean, progress: boolean }} request
  */
 function write(request) {
+  if (request.rid && answeredBefore(request)) return;
   const [first] = request.ops;
+  // Another context's writes go as transactions, under their request ids.
   const single =
+    !request.rid &&
     request.ops.length === 1 &&
     (first.type === 'delete' || (first.value instanceof Uint8Array && first.value.length <= chunkSize));
   const keys = single && keyTails.size === 0 ? [] : request.ops.map((op) => keyIds.decode(op.key));
@@ -252,6 +819,27 @@ function write(request) {
   tail.then(() => {
     for (const key of keys) if (keyTails.get(key) === tail) keyTails.delete(key);
   });
+}
+
+/**
+ * A write sent again after a leader change: if the store remembers its request id, it was
+ * committed (or is queued) and is answered so, not applied again; a write whose stream the last
+ * leader read to its end and did not commit cannot be made again (its data is gone).
+ * @returns {boolean} whether the write is answered
+ */
+function answeredBefore(request) {
+  const status = store.idStatus(utf8Encoder.encode(request.rid));
+  if (!status && !request.recheck) return false;
+  cancelStreams(request.ops);
+  const value = isLoneDelete(request.ops) ? true : undefined;
+  if (status) acknowledge(request, { value, ticket: status.committed ? 0 : status.ticket, change: null });
+  else fail(request.id, named(LEADER_CHANGED, "the leader changed after this put's stream was read; it was not committed: try again"));
+  return true;
+}
+
+/** @param {Array<{ type: string }>} ops */
+function isLoneDelete(ops) {
+  return ops.length === 1 && ops[0].type === 'delete';
 }
 
 /**
@@ -312,14 +900,15 @@ function cancelStreams(ops) {
  * @returns {{ value: boolean | undefined, ticket: number }} for a delete, whether the key
  *   existed; the commit's ticket (0 when nothing was written)
  */
-function applySingle({ id, ops: [op], strict, progress }) {
+function applySingle({ id, ops, strict, progress }) {
+  const [op] = ops;
   if (op.type === 'delete') {
     const { existed, ticket } = store.delete(op.key, strict);
-    return { value: existed, ticket };
+    return { value: existed, ticket, change: existed ? changeOf(ops) : null };
   }
   const ticket = store.put(op.key, op.isString, op.value, strict);
   if (progress) send({ id, progress: op.value.length });
-  return { value: undefined, ticket };
+  return { value: undefined, ticket, change: changeOf(ops) };
 }
 
 /**
@@ -329,7 +918,9 @@ function applySingle({ id, ops: [op], strict, progress }) {
  * @param {{ id: number, ops: Array<any>, strict: boolean, progress: boolean }} request
  * @param {ReturnType<typeof newTask>} task
  */
-async function writeTransaction({ id, ops, strict, progress }, task) {
+async function writeTransaction({ id, ops, strict, progress, rid }, task) {
+  // Another context's lone delete answers whether the key existed, as delete() does.
+  if (rid && isLoneDelete(ops) && !store.has(ops[0].key)) return { value: false, ticket: 0, change: null };
   const txn = store.begin();
   let written = 0;
   let reported = -1;
@@ -354,7 +945,10 @@ async function writeTransaction({ id, ops, strict, progress }, task) {
     }
     throwIfStopped(task);
     report(); // values without any chunk (empty ones) get their one report here
-    return { value: undefined, ticket: store.commit(txn, strict) };
+    const value = rid && isLoneDelete(ops) ? true : undefined;
+    if (!rid) return { value, ticket: store.commit(txn, strict), change: changeOf(ops) };
+    const { committed, ticket } = store.commitWithId(txn, strict, utf8Encoder.encode(rid));
+    return { value, ticket: committed ? 0 : ticket, change: committed ? null : changeOf(ops) };
   } catch (error) {
     abortQuietly(txn);
     throw error;
@@ -596,6 +1190,7 @@ function cancel(target) {
  */
 async function closeStore() {
   closing = true;
+  // Other contexts' puts still reading a stream go to the next leader (see sendRemote).
   for (const task of tasks.values()) {
     if (task.unread > 0) {
       stopTask(task, named('WalnutClosedError', "the store was closed before the value's stream ended; the old value is kept"));
@@ -617,20 +1212,35 @@ async function closeStore() {
     );
   } finally {
     readers.clear();
+    member?.leave(); // another context may lead now
   }
 }
 
 /**
- * Answers a write: at once when relaxed, after the committer's flush when strict.
+ * Answers a write: at once when relaxed, after the committer's flush when strict. Its change
+ * event goes to every context once it is durable.
  * @param {{ id: number, strict: boolean }} request
- * @param {{ value: unknown, ticket: number }} applied
+ * @param {{ value: unknown, ticket: number, change: object | null }} applied
  */
-function acknowledge({ id, strict }, { value, ticket }) {
+function acknowledge({ id, strict }, { value, ticket, change }) {
   if (!strict) {
     reply(id, value);
+    if (change) {
+      undurableChanges.push(change);
+      // Relaxed writes are flushed for their events within a second, with the next group or alone.
+      relaxedFlush ??= setTimeout(scheduleGroup, RELAXED_EVENTS_MS);
+    }
     return;
   }
-  durableWaiters.push({ id, value, ticket });
+  durableWaiters.push({ id, value, ticket, change });
+  scheduleGroup();
+}
+
+/** Relaxed writes' change events wait at most this long for a flush, ms. */
+const RELAXED_EVENTS_MS = 1000;
+let relaxedFlush = null;
+
+function scheduleGroup() {
   if (!groupCommitScheduled) {
     groupCommitScheduled = true;
     groupCommitChannel.port2.postMessage(null);
@@ -642,13 +1252,17 @@ function acknowledge({ id, strict }, { value, ticket }) {
  * write is answered with its own commit's outcome (a flush that failed earlier, asked for by a
  * read, a relaxed write, a checkpoint or a compaction step, fails exactly the commits it
  * carried, and is reported here to them). A write that wrote nothing (a delete of an absent
- * key, ticket 0) is answered with the group.
+ * key, ticket 0) is answered with the group. Then the change events of what is now durable.
  */
 function commitGroup() {
   groupCommitScheduled = false;
+  clearTimeout(relaxedFlush);
+  relaxedFlush = null;
   const group = durableWaiters;
   durableWaiters = [];
-  if (group.length === 0) return;
+  const changes = undurableChanges;
+  undurableChanges = [];
+  if (group.length === 0 && changes.length === 0) return;
   let outcomes;
   try {
     if (crashed) throw crashedError();
@@ -661,9 +1275,14 @@ function commitGroup() {
   }
   for (const waiter of group) {
     const failure = outcomes.get(waiter);
-    if (failure) fail(waiter.id, failure);
-    else reply(waiter.id, waiter.value);
+    if (failure) {
+      fail(waiter.id, failure);
+    } else {
+      reply(waiter.id, waiter.value);
+      if (waiter.change) changes.push(waiter.change);
+    }
   }
+  if (changes.length > 0 && member) emitChanges(changes);
 }
 
 /** Lets other requests run when this task has had the thread for SLICE_MS. */
@@ -746,6 +1365,10 @@ function fail(id, error) {
 
 /** Queues a result; results queued in one microtask go out as one message. */
 function send(result, transfer = []) {
+  if (result.id < 0) {
+    sendRemote(result); // another context's request (see serve)
+    return;
+  }
   if (outbox.length === 0) queueMicrotask(flushOutbox);
   outbox.push(result);
   outboxTransfer.push(...transfer);

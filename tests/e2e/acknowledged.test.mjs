@@ -25,6 +25,7 @@ before(async () => {
   dir = await mkdtemp(join(tmpdir(), 'walnut-e2e-disk-'));
   await copyFile(`${repo}pkg/walnut.js`, join(dir, 'walnut.js'));
   await copyFile(`${repo}pkg/worker.js`, join(dir, 'worker.js'));
+  await copyFile(`${repo}pkg/multitab.js`, join(dir, 'multitab.js'));
   await copyFile(`${repo}tests/e2e/fixtures/disk/walnut_core.js`, join(dir, 'walnut_core.js'));
   env = await setup({ routes: [['/disk/', dir]] });
   page = await env.openPage();

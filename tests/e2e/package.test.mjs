@@ -29,7 +29,7 @@ test('pkg/package.json is the template merged into what wasm-pack wrote', () => 
     import: './walnut.js',
     default: './walnut.js',
   });
-  for (const file of ['walnut.js', 'worker.js', 'walnut.d.ts', 'walnut_core.js', 'walnut_core_bg.wasm', 'walnut_core.d.ts']) {
+  for (const file of ['walnut.js', 'worker.js', 'multitab.js', 'walnut.d.ts', 'walnut_core.js', 'walnut_core_bg.wasm', 'walnut_core.d.ts']) {
     assert.ok(manifest.files.includes(file), `files lists ${file}`);
     assert.ok(existsSync(`${pkgDir}${file}`), `pkg/${file} exists`);
   }

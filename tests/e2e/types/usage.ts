@@ -4,6 +4,8 @@ import {
   open,
   WalnutError,
   WalnutLockedError,
+  WalnutChangeEvent,
+  WalnutLeaderChangedError,
   type BatchOperation,
   type Entry,
   type RecoveryReport,
@@ -46,6 +48,28 @@ export async function usage(file: File, stream: ReadableStream<Uint8Array>): Pro
     if (error instanceof WalnutLockedError) console.log(error.name satisfies string);
     if (error instanceof WalnutError) console.log(error.message);
   }
+
+  // Every tab at once: change events, watch(), who leads.
+  db.addEventListener('change', (event) => {
+    const lsn: number = event.lsn;
+    const keys: Array<string | Uint8Array> = [...event.puts, ...event.deletes];
+    console.log(lsn, keys);
+  });
+  db.addEventListener('resync', (event) => console.log(event.reason satisfies string));
+  const stop = new AbortController();
+  db.watch({ prefix: 'user/', signal: stop.signal }, (event) => {
+    if (event instanceof WalnutChangeEvent) console.log(event.puts);
+    else console.log(event.reason);
+  });
+  const { leader, contexts } = await db.stats();
+  console.log(leader satisfies boolean, contexts satisfies number);
+  try {
+    await db.put('k', new ReadableStream());
+  } catch (error) {
+    if (error instanceof WalnutLeaderChangedError) console.log('try again');
+  }
+  // @ts-expect-error a change event's lsn is a number
+  db.addEventListener('change', (event) => event.lsn.toUpperCase());
 
   // @ts-expect-error numbers are not values
   await db.put('k', 42);

@@ -1,0 +1,367 @@
+// Every tab at once: pages (and workers) of one origin open one store together. One leads and
+// holds the files; the others' calls go through it; when it goes, another takes over, and no
+// call hangs or reports a write that is not there. Pages of one browser context share OPFS,
+// Web Locks and BroadcastChannel, as the tabs of one profile do.
+import assert from 'node:assert/strict';
+import { randomBytes } from 'node:crypto';
+import { createWriteStream } from 'node:fs';
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { after, before, test } from 'node:test';
+import { setup } from './helpers.mjs';
+
+const MiB = 1024 * 1024;
+
+let env;
+let dir;
+let bigFile;
+
+before(async () => {
+  dir = await mkdtemp(join(tmpdir(), 'walnut-e2e-multitab-'));
+  bigFile = join(dir, 'big.bin');
+  const out = createWriteStream(bigFile);
+  const block = randomBytes(MiB);
+  for (let i = 0; i < 200; i++) {
+    const piece = Buffer.from(block);
+    piece.writeUInt32LE(i, 0);
+    if (!out.write(piece)) await new Promise((resolve) => out.once('drain', resolve));
+  }
+  await new Promise((resolve, reject) => out.end((error) => (error ? reject(error) : resolve())));
+  env = await setup();
+});
+after(async () => {
+  await env?.close();
+  await rm(dir, { recursive: true, force: true });
+});
+
+/** Opens `n` pages, each with store `name` open as `window.db`, recording its change events. */
+async function pagesWith(name, n) {
+  const pages = [];
+  for (let i = 0; i < n; i++) {
+    const page = await env.openPage();
+    await page.evaluate(async (name) => {
+      window.db = await window.walnut.open(name);
+      window.events = [];
+      window.resyncs = [];
+      window.db.addEventListener('change', (e) => window.events.push({ lsn: e.lsn, puts: e.puts, deletes: e.deletes }));
+      window.db.addEventListener('resync', (e) => window.resyncs.push(e.reason));
+    }, name);
+    pages.push(page);
+  }
+  return pages;
+}
+
+/** Waits until page `page` has seen `count` change events (or 10 s), and returns them. */
+async function eventsOf(page, count) {
+  await page.waitForFunction((count) => window.events.length >= count, count, { timeout: 10_000 }).catch(() => {});
+  return page.evaluate(() => window.events);
+}
+
+/** Every call of the API, from page number `i`, on keys of its own. */
+async function everyCall(page, i) {
+  return page.evaluate(async (i) => {
+    const { db, harness } = window;
+    const p = `p${i}/`;
+    const out = {};
+    await db.put(`${p}string`, `from page ${i}`);
+    await db.put(`${p}bytes`, harness.pattern(3000 + i, i));
+    await db.put(`${p}blob`, new Blob([harness.pattern(70_000, 10 + i)]));
+    await db.put(`${p}stream`, harness.streamOf(harness.pattern(2_500_000, 20 + i)), { durability: 'relaxed' });
+    await db.batch([
+      { type: 'put', key: `${p}batch-a`, value: 'a' },
+      { type: 'put', key: `${p}batch-b`, value: new Uint8Array([1, 2, 3]) },
+      { type: 'delete', key: `${p}string` },
+    ]);
+    out.deleted = await db.delete(`${p}batch-a`);
+    out.deletedAgain = await db.delete(`${p}batch-a`);
+    out.has = [await db.has(`${p}bytes`), await db.has(`${p}string`)];
+    out.bytes = harness.firstDifference(await db.getBytes(`${p}bytes`), harness.pattern(3000 + i, i));
+    out.blob = harness.firstDifference(new Uint8Array(await (await db.get(`${p}blob`)).arrayBuffer()), harness.pattern(70_000, 10 + i));
+    out.stream = await harness.compareStreams(await db.getStream(`${p}stream`), harness.streamOf(harness.pattern(2_500_000, 20 + i)));
+    out.keys = await db.keys({ prefix: p });
+    out.entries = (await db.entries({ prefix: p, limit: 2 })).map((e) => [e.key, e.size]);
+    await db.checkpoint();
+    out.compacted = typeof (await db.compact());
+    const stats = await db.stats();
+    out.stats = { leader: stats.leader, contexts: stats.contexts };
+    return out;
+  }, i);
+}
+
+for (const n of [2, 5]) {
+  test(`${n} pages use one store at once: every call works from every page, every page sees every change in order`, async () => {
+    const pages = await pagesWith(`tabs-${n}`, n);
+    const results = await Promise.all(pages.map((page, i) => everyCall(page, i)));
+    results.forEach((r, i) => {
+      const p = `p${i}/`;
+      assert.deepEqual(
+        { ...r, stats: undefined },
+        {
+          deleted: true,
+          deletedAgain: false,
+          has: [true, false],
+          bytes: -1,
+          blob: -1,
+          stream: -1,
+          keys: [`${p}batch-b`, `${p}blob`, `${p}bytes`, `${p}stream`],
+          entries: [
+            [`${p}batch-b`, 3],
+            [`${p}blob`, 70_000],
+          ],
+          compacted: 'number',
+          stats: undefined,
+        },
+        `page ${i}`,
+      );
+      assert.equal(r.stats.contexts, n, `page ${i}`);
+    });
+    assert.equal(results.filter((r) => r.stats.leader).length, 1, 'exactly one leader');
+    // Every page reads every other page's values.
+    const seen = await Promise.all(pages.map((page) => page.evaluate(async () => (await window.db.keys()).length)));
+    assert.deepEqual(seen, Array(n).fill(4 * n));
+    // Each page made 6 commits (4 puts, the batch, one delete that found its key): every page
+    // sees all of them, once, in commit order, the same sequence everywhere.
+    const all = await Promise.all(pages.map((page) => eventsOf(page, 6 * n)));
+    for (const events of all) {
+      assert.equal(events.length, 6 * n);
+      assert.ok(events.every((e, k) => k === 0 || e.lsn > events[k - 1].lsn), 'in commit order');
+      assert.deepEqual(events, all[0]);
+    }
+    const puts = all[0].flatMap((e) => e.puts);
+    assert.equal(new Set(puts).size, puts.length, 'each put once');
+    assert.equal(puts.length, 6 * n, 'four puts and two in the batch per page');
+    for (const page of pages) await page.close();
+  });
+}
+
+test('the leader page closes while a follower streams 200 MiB and makes strict puts: nothing resolved is lost, nothing hangs', async () => {
+  const [leader, follower] = await pagesWith('failover-big', 2);
+  await follower.setInputFiles('#file', bigFile);
+  await follower.evaluate(async () => {
+    const { db } = window;
+    window.bigFile = document.querySelector('#file').files[0];
+    await db.put('big', 'old value');
+    window.written = 0;
+    window.big = window.harness.settled(
+      db.put('big', window.bigFile, { onProgress: (bytes) => (window.written = bytes) }),
+      60_000,
+    );
+    window.acked = [];
+    window.failed = [];
+    window.writing = (async () => {
+      for (let i = 0; !window.halt; i++) {
+        const value = `small ${i}`;
+        await db.put(`small-${i}`, value).then(
+          () => window.acked.push([`small-${i}`, value]),
+          (e) => window.failed.push(`${e.name}: ${e.message}`),
+        );
+      }
+    })();
+  });
+  assert.equal(await leader.evaluate(async () => (await window.db.stats()).leader), true);
+  await follower.waitForFunction(() => window.written >= 16 * 1024 * 1024, null, { polling: 10, timeout: 60_000 });
+  const before = await follower.evaluate(() => window.acked.length);
+  await leader.close();
+  await follower.waitForFunction((n) => window.acked.length >= n + 20, before, { timeout: 20_000 });
+  const r = await follower.evaluate(async () => {
+    window.halt = true;
+    const writing = await window.harness.settled(window.writing, 20_000);
+    const big = await window.big;
+    const { db } = window;
+    const missing = [];
+    for (const [key, value] of window.acked) {
+      const got = await db.get(key);
+      if ((await got?.text()) !== value) missing.push(key);
+    }
+    const value = await db.getBytes('big');
+    return {
+      writing,
+      big,
+      bigSize: value.length,
+      bigOld: new TextDecoder().decode(value.subarray(0, 16)),
+      acked: window.acked.length,
+      failed: window.failed,
+      missing,
+      leader: (await db.stats()).leader,
+    };
+  });
+  assert.equal(r.writing, 'resolved', 'the small puts never hung');
+  assert.deepEqual(r.failed, [], 'no small put failed: they were sent again to the new leader');
+  assert.deepEqual(r.missing, [], `every resolved put is there (${r.acked} checked)`);
+  assert.equal(r.leader, true, 'the follower took over');
+  if (r.big === 'resolved') assert.equal(r.bigSize, 200 * MiB);
+  else {
+    assert.match(r.big, /^WalnutLeaderChangedError: /, 'the large put rejects with the retryable error');
+    assert.equal(r.bigOld, 'old value', 'and leaves the old value');
+  }
+  // A new page sees the same, after the new leader's recovery.
+  const [third] = await pagesWith('failover-big', 1);
+  const again = await third.evaluate(async (keys) => {
+    const got = [];
+    for (const key of keys) got.push(await (await window.db.get(key))?.text());
+    return got;
+  }, r.acked ? await follower.evaluate(() => window.acked.map(([k]) => k)) : []);
+  assert.deepEqual(again, await follower.evaluate(() => window.acked.map(([, v]) => v)));
+  await third.close();
+  await follower.close();
+});
+
+test('calls queued on a follower when the leader closes are all answered by the next leader', async () => {
+  const [leader, follower] = await pagesWith('failover-queued', 2);
+  const puts = follower.evaluate(async () => {
+    const { db, harness } = window;
+    const calls = [];
+    for (let i = 0; i < 200; i++) calls.push(db.put(`q${i}`, `value ${i}`));
+    calls.push(db.batch([{ type: 'put', key: 'qb', value: 'batched' }]));
+    const outcomes = await Promise.all(calls.map((c) => harness.settled(c, 20_000)));
+    const values = [];
+    for (let i = 0; i < 200; i++) values.push(await (await db.get(`q${i}`))?.text());
+    return { outcomes, values, batched: await (await db.get('qb'))?.text() };
+  });
+  await leader.close();
+  const r = await puts;
+  assert.deepEqual(r.outcomes, Array(201).fill('resolved'));
+  assert.deepEqual(r.values, Array.from({ length: 200 }, (_, i) => `value ${i}`));
+  assert.equal(r.batched, 'batched');
+  await follower.close();
+});
+
+test('a leader page reloaded 10 times while two followers write: every resolved write stays, no call hangs', async () => {
+  const [leader, ...followers] = await pagesWith('reloads', 3);
+  const writers = followers.map((page, f) =>
+    page.evaluate(async (f) => {
+      const { db, harness } = window;
+      window.acked = [];
+      const failed = [];
+      for (let i = 0; !window.halt; i++) {
+        const outcome = await harness.settled(db.put(`f${f}-${i}`, `v${i}`), 20_000);
+        if (outcome === 'resolved') window.acked.push(i);
+        else failed.push(outcome);
+        if (failed.length > 20) break;
+      }
+      return failed;
+    }, f),
+  );
+  for (let i = 0; i < 10; i++) {
+    await leader.reload();
+    await leader.waitForFunction(() => window.walnut && window.harness);
+    await leader.evaluate(async () => {
+      window.db = await window.walnut.open('reloads');
+      await window.db.put('reloaded', String(Date.now()));
+    });
+  }
+  await Promise.all(followers.map((page) => page.evaluate(() => (window.halt = true))));
+  const failures = await Promise.all(writers);
+  assert.deepEqual(failures, [[], []], 'no write failed or hung');
+  for (const [f, page] of followers.entries()) {
+    const r = await page.evaluate(async (f) => {
+      const missing = [];
+      for (const i of window.acked) if ((await (await window.db.get(`f${f}-${i}`))?.text()) !== `v${i}`) missing.push(i);
+      return { acked: window.acked.length, missing };
+    }, f);
+    assert.ok(r.acked > 10, `follower ${f} kept writing (${r.acked})`);
+    assert.deepEqual(r.missing, [], `follower ${f}`);
+  }
+  for (const page of [leader, ...followers]) await page.close();
+});
+
+test('a follower closed mid-upload: its transaction is aborted, the store goes on', async () => {
+  const [leader, follower] = await pagesWith('follower-gone', 2);
+  await leader.evaluate(() => window.db.put('v', 'old'));
+  await follower.evaluate(() => {
+    // A stream that gives 1 MiB every 20 ms and never ends.
+    let i = 0;
+    const endless = new ReadableStream({
+      async pull(controller) {
+        await new Promise((resolve) => setTimeout(resolve, 20));
+        controller.enqueue(window.harness.pattern(1024 * 1024, i++));
+      },
+    });
+    window.written = 0;
+    window.db.put('v', endless, { onProgress: (n) => (window.written = n) }).catch(() => {});
+  });
+  await follower.waitForFunction(() => window.written >= 4 * 1024 * 1024, null, { timeout: 20_000 });
+  await follower.close();
+  const r = await leader.evaluate(async () => {
+    const { db } = window;
+    // The leader learns of the follower's end through its lock; give it a moment.
+    for (let i = 0; i < 100 && (await db.stats()).openTransactions > 0; i++) await new Promise((r) => setTimeout(r, 20));
+    await db.put('after', 'still works');
+    return { v: await (await db.get('v')).text(), after: await (await db.get('after')).text(), stats: await db.stats() };
+  });
+  assert.deepEqual([r.v, r.after], ['old', 'still works']);
+  assert.equal(r.stats.openTransactions, 0, 'the upload was aborted');
+  assert.equal(r.stats.contexts, 1);
+  await leader.close();
+});
+
+/** A page driving a worker that has the store open itself (fixtures/store-worker.js). */
+async function pageWithWorker() {
+  const page = await env.openPage();
+  await page.evaluate(() => {
+    const worker = new Worker('/tests/e2e/fixtures/store-worker.js', { type: 'module' });
+    let next = 0;
+    const waiting = new Map();
+    worker.onmessage = ({ data }) => waiting.get(data.id)(data);
+    window.inWorker = (cmd, ...args) =>
+      new Promise((resolve) => {
+        const id = next++;
+        waiting.set(id, resolve);
+        worker.postMessage({ id, cmd, args });
+      });
+  });
+  return page;
+}
+
+test('a worker uses the store as a follower and as the leader', async () => {
+  // A page leads, a worker follows.
+  const [page] = await pagesWith('worker-ctx', 1);
+  const host = await pageWithWorker();
+  assert.deepEqual(await host.evaluate(() => window.inWorker('open', 'worker-ctx')), { id: 0, value: false });
+  await host.evaluate(() => window.inWorker('put', 'from-worker', 'hi'));
+  assert.equal(await page.evaluate(async () => (await window.db.get('from-worker')).text()), 'hi');
+  // The page closes: the worker leads.
+  await page.close();
+  await host.evaluate(() => window.inWorker('put', 'after', 'worker leads'));
+  assert.equal((await host.evaluate(() => window.inWorker('stats'))).value.leader, true);
+  const [other] = await pagesWith('worker-ctx', 1);
+  assert.equal(await other.evaluate(async () => (await window.db.get('after')).text()), 'worker leads');
+  assert.equal(await other.evaluate(async () => (await window.db.stats()).leader), false);
+  await other.close();
+  await host.close();
+});
+
+test('change events: once in every page; a leader change and a gap in the events say resync', async () => {
+  const pages = await pagesWith('events', 3);
+  await pages[1].evaluate(() => window.db.put('one', '1'));
+  for (const page of pages) assert.equal((await eventsOf(page, 1)).length, 1);
+  // A gap: a change event numbered past the next one (as if this page had slept through some).
+  const leaderId = await pages[2].evaluate(
+    () =>
+      new Promise((resolve) => {
+        const channel = new BroadcastChannel('walnut:events');
+        channel.onmessage = ({ data }) => data.type === 'changes' && resolve({ from: data.from, seq: data.seq + data.changes.length - 1 });
+        window.db.put('two', '2');
+      }),
+  );
+  await pages[2].evaluate(({ from, seq }) => {
+    new BroadcastChannel('walnut:events').postMessage({
+      type: 'changes',
+      from,
+      seq: seq + 5,
+      changes: [{ lsn: 1e9, puts: ['forged'], deletes: [] }],
+    });
+  }, leaderId);
+  await pages[1].waitForFunction(() => window.resyncs.length > 0, null, { timeout: 10_000 });
+  assert.match((await pages[1].evaluate(() => window.resyncs))[0], /missed/);
+  // The leader goes: the others are told to resynchronise.
+  const leaderIndex = (await Promise.all(pages.map((p) => p.evaluate(async () => (await window.db.stats()).leader)))).indexOf(true);
+  await pages[leaderIndex].close();
+  const rest = pages.filter((_, i) => i !== leaderIndex);
+  await rest[0].evaluate(() => window.db.put('three', '3'));
+  for (const page of rest) {
+    await page.waitForFunction(() => window.resyncs.some((r) => /leader/.test(r)), null, { timeout: 10_000 });
+  }
+  for (const page of rest) await page.close();
+});
