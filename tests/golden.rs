@@ -13,7 +13,7 @@ use std::path::PathBuf;
 
 use common::{pattern, record_spans, LogBuilder};
 use walnut::format::Kind;
-use walnut::{DiscardReason, Durability, KeyRange, MemoryStorage, MemoryVolume, Options, Store};
+use walnut::{DiscardReason, Durability, KeyRange, MemoryStorage, MemoryVolume, Options, Store, Volume};
 
 fn options() -> Options {
     Options { chunk_size: 64, direct_write_threshold: 120, batch_bytes: 300, ..Options::default() }
@@ -129,6 +129,17 @@ fn fixtures() -> Vec<Fixture> {
 /// logs were written by the same scenarios as today's, so the same expectations hold.
 const LEGACY: &[&str] = &["v1", "v2", "v3"];
 
+/// Every (key, value) the store holds, in key order.
+fn contents<V: Volume>(s: &Store<V>) -> Vec<(Vec<u8>, Vec<u8>)> {
+    let keys = s.keys(&KeyRange::default()).unwrap();
+    let mut pairs = Vec::with_capacity(keys.len());
+    for k in keys {
+        let v = s.get(&k.key).unwrap().unwrap();
+        pairs.push((k.key, v));
+    }
+    pairs
+}
+
 fn dir_of(version: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures").join(version)
 }
@@ -158,15 +169,7 @@ fn committed_fixtures_recover_as_recorded() {
         let path = dir.join(format!("{}.wal", f.name));
         let bytes = std::fs::read(&path).unwrap();
         let s = Store::open(MemoryStorage::from_bytes(bytes), options()).unwrap();
-        let got: Vec<(Vec<u8>, Vec<u8>)> = s
-            .keys(&KeyRange::default())
-            .unwrap()
-            .into_iter()
-            .map(|k| {
-                let v = s.get(&k.key).unwrap().unwrap();
-                (k.key, v)
-            })
-            .collect();
+        let got = contents(&s);
         let want: Vec<(Vec<u8>, Vec<u8>)> = f.expect.iter().map(|(k, v)| (k.to_vec(), v.clone())).collect();
         assert_eq!(got, want, "{}", path.display());
         let r = s.recovery();
@@ -227,18 +230,27 @@ fn read_store(dir: &std::path::Path) -> std::collections::BTreeMap<u32, Vec<u8>>
         .collect()
 }
 
-#[test]
-fn the_store_fixture_is_what_this_build_writes() {
-    let (v, _) = store();
-    let dir = dir().join("store");
+/// Checks that the committed store fixture in `dir` is byte for byte what this build writes (the
+/// files of `v`), writing it first with `WALNUT_WRITE_FIXTURES=1`; returns it as a volume.
+fn store_fixture(dir: &std::path::Path, v: &MemoryVolume) -> MemoryVolume {
     if std::env::var_os("WALNUT_WRITE_FIXTURES").is_some() {
-        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::create_dir_all(dir).unwrap();
         for (id, f) in v.files() {
             std::fs::write(dir.join(format!("{id}.wal")), f.to_vec()).unwrap();
         }
     }
     let written: std::collections::BTreeMap<u32, Vec<u8>> = v.files().iter().map(|(&id, f)| (id, f.to_vec())).collect();
-    assert!(read_store(&dir) == written, "the store's files differ from what this build writes: the format changed");
+    let committed = read_store(dir);
+    assert!(committed == written, "{} differs from what this build writes: the format changed", dir.display());
+    let mut fixture = MemoryVolume::default();
+    fixture.set_files(committed.into_iter().map(|(id, b)| (id, MemoryStorage::from_bytes(b))).collect());
+    fixture
+}
+
+#[test]
+fn the_store_fixture_is_what_this_build_writes() {
+    let (v, _) = store();
+    store_fixture(&dir().join("store"), &v);
 }
 
 /// Stores of every version since checkpoints exist (version 2 wrote its checkpoint header in
@@ -254,15 +266,7 @@ fn committed_store_fixtures_recover_as_recorded() {
         let s = Store::open(v, store_options()).unwrap();
         assert!(s.recovery().checkpoint.is_some(), "{version}: {:?}", s.recovery());
         assert!(s.recovery().checkpoints_rejected.is_empty(), "{version}: {:?}", s.recovery());
-        let got: Pairs = s
-            .keys(&KeyRange::default())
-            .unwrap()
-            .into_iter()
-            .map(|k| {
-                let v = s.get(&k.key).unwrap().unwrap();
-                (k.key, v)
-            })
-            .collect();
+        let got = contents(&s);
         assert_eq!(got, want, "{version}");
     }
 }
@@ -282,17 +286,7 @@ fn commit_ids_survive_in_the_checkpoint_and_in_the_log() {
         drop(s); // no closing checkpoint: batch 2's id is only in the log
         v
     };
-    let v = build();
-    if std::env::var_os("WALNUT_WRITE_FIXTURES").is_some() {
-        std::fs::create_dir_all(&dir).unwrap();
-        for (id, f) in v.files() {
-            std::fs::write(dir.join(format!("{id}.wal")), f.to_vec()).unwrap();
-        }
-    }
-    let written: std::collections::BTreeMap<u32, Vec<u8>> = v.files().iter().map(|(&id, f)| (id, f.to_vec())).collect();
-    assert!(read_store(&dir) == written, "the files differ from what this build writes: the format changed");
-    let mut v = MemoryVolume::default();
-    v.set_files(read_store(&dir).into_iter().map(|(id, b)| (id, MemoryStorage::from_bytes(b))).collect());
+    let v = store_fixture(&dir, &build());
     let mut s = Store::open(v, store_options()).unwrap();
     assert!(s.recovery().checkpoint.is_some());
     for id in [&b"sync-batch-1"[..], b"sync-batch-2"] {

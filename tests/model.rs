@@ -15,7 +15,7 @@ use std::collections::BTreeMap;
 use common::pattern;
 use proptest::prelude::*;
 use walnut::testing::CrashStorage;
-use walnut::{BatchOp, Durability, KeyRange, Options, Store};
+use walnut::{Durability, KeyRange, Options, Store};
 
 type Model = BTreeMap<Vec<u8>, Vec<u8>>;
 /// The effects of one commit: `None` deletes.
@@ -164,13 +164,7 @@ impl Harness {
             Op::Batch { ref ops } => {
                 let values: Vec<(Vec<u8>, Option<Vec<u8>>)> =
                     ops.iter().map(|&(k, len)| (key(k), len.map(|l| self.value(l)))).collect();
-                let batch: Vec<BatchOp> = values
-                    .iter()
-                    .map(|(k, v)| match v {
-                        Some(v) => BatchOp::Put { key: k, value: v },
-                        None => BatchOp::Delete { key: k },
-                    })
-                    .collect();
+                let batch = walnut::testing::model::batch_ops(&values);
                 self.store.batch(&batch, Durability::Strict).unwrap();
                 self.committed(values, Durability::Strict);
             }

@@ -47,6 +47,18 @@ pub const SLOTS: usize = 4;
 pub const IDS: u8 = 4;
 
 /// A commit id of the harness.
+/// The batch that writes `effect`: a put for each `(key, Some(value))`, a delete for each
+/// `(key, None)`, in order.
+pub fn batch_ops(effect: &[(Vec<u8>, Option<Vec<u8>>)]) -> Vec<BatchOp<'_>> {
+    effect
+        .iter()
+        .map(|(k, v)| match v {
+            Some(v) => BatchOp::Put { key: k, value: v },
+            None => BatchOp::Delete { key: k },
+        })
+        .collect()
+}
+
 fn id_bytes(id: u8) -> Vec<u8> {
     format!("batch-{id}").into_bytes()
 }
@@ -378,26 +390,14 @@ impl Harness {
             }
             Op::Batch { ref ops, durability } => {
                 let values: Effect = ops.iter().map(|&(k, len)| (key(k), len.map(|l| self.value(l)))).collect();
-                let batch: Vec<BatchOp> = values
-                    .iter()
-                    .map(|(k, v)| match v {
-                        Some(v) => BatchOp::Put { key: k, value: v },
-                        None => BatchOp::Delete { key: k },
-                    })
-                    .collect();
+                let batch = batch_ops(&values);
                 if self.store.batch(&batch, durability).is_ok() {
                     self.committed(values, durability, queue_was_empty);
                 }
             }
             Op::BatchId { ref ops, id, durability } => {
                 let mut effect: Effect = ops.iter().map(|&(k, len)| (key(k), len.map(|l| self.value(l)))).collect();
-                let batch: Vec<BatchOp> = effect
-                    .iter()
-                    .map(|(k, v)| match v {
-                        Some(v) => BatchOp::Put { key: k, value: v },
-                        None => BatchOp::Delete { key: k },
-                    })
-                    .collect();
+                let batch = batch_ops(&effect);
                 let known = self.with_queued().contains_key(&id_marker(id));
                 match self.store.batch_with_id(&batch, &id_bytes(id), durability) {
                     Ok(IdCommit::Duplicate(_)) => assert!(known, "batch id {id} is new, yet reported as a duplicate"),

@@ -413,8 +413,9 @@ mod tests {
     }
 
     /// A checkpoint file holding `body` under a header that vouches for it (right length and
-    /// CRC), so that only the structure checks stand between the bytes and the index.
-    fn file_with(body: &[u8], entries: u64, segments: u32) -> MemoryStorage {
+    /// CRC) and says it lists `ids` commit ids, so that only the structure checks stand between
+    /// the bytes and the index.
+    fn file_with(body: &[u8], entries: u64, segments: u32, ids: u32) -> MemoryStorage {
         let header = CheckpointHeader {
             seq: 1,
             replay_from: loc(1, 32),
@@ -425,7 +426,7 @@ mod tests {
             body_crc: crc32fast::hash(body),
             segments,
             index_lsn: 1,
-            ids: 0,
+            ids,
             version: crate::format::FORMAT_VERSION,
         };
         let mut bytes = header.encode().to_vec();
@@ -483,32 +484,12 @@ mod tests {
             for bit in 0..8 {
                 let mut body = bytes[body_at..].to_vec();
                 body[at - body_at] ^= 1 << bit;
-                let f = file_with_ids(&body, head.header.entries, head.header.segments, 3);
+                let f = file_with(&body, head.header.entries, head.header.segments, 3);
                 if let Ok(Ok(head)) = read_head(&f) {
                     let _ = load(&f, &head).unwrap();
                 }
             }
         }
-    }
-
-    /// A checkpoint file whose header vouches for `body` and says it lists `ids` commit ids.
-    fn file_with_ids(body: &[u8], entries: u64, segments: u32, ids: u32) -> MemoryStorage {
-        let header = CheckpointHeader {
-            seq: 1,
-            replay_from: loc(1, 32),
-            replay_lsn: 1,
-            next_txn: 1,
-            entries,
-            body_len: body.len() as u64,
-            body_crc: crc32fast::hash(body),
-            segments,
-            index_lsn: 100,
-            ids,
-            version: crate::format::FORMAT_VERSION,
-        };
-        let mut bytes = header.encode().to_vec();
-        bytes.extend_from_slice(body);
-        MemoryStorage::from_bytes(bytes)
     }
 
     /// Every bit flip and every cut of a valid body, under a header with the right CRC: the
@@ -521,7 +502,7 @@ mod tests {
         let (entries, nseg) = (run.len() as u64, segments.len() as u32);
         let mut refused = 0;
         let mut check = |bytes: &[u8]| {
-            let file = file_with(bytes, entries, nseg);
+            let file = file_with(bytes, entries, nseg, 0);
             let loaded = match read_head(&file).unwrap() {
                 Ok(head) => load(&file, &head).unwrap(),
                 Err(why) => Err(why),

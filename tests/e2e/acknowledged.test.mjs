@@ -9,27 +9,11 @@
 // Storage.overrideQuotaForOrigin is accepted but not enforced on OPFS sync handles by this
 // Chromium: the estimate keeps its 10 GiB quota.)
 import assert from 'node:assert/strict';
-import { copyFile, mkdtemp, rm } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
-import { after, before, test } from 'node:test';
-import { fileURLToPath } from 'node:url';
-import { setup } from './helpers.mjs';
+import { test } from 'node:test';
+import { standInCore } from './helpers.mjs';
 
-const repo = fileURLToPath(new URL('../../', import.meta.url));
-let env;
-let dir;
-let page;
-
-before(async () => {
-  dir = await mkdtemp(join(tmpdir(), 'walnut-e2e-disk-'));
-  await copyFile(`${repo}pkg/walnut.js`, join(dir, 'walnut.js'));
-  await copyFile(`${repo}pkg/worker.js`, join(dir, 'worker.js'));
-  await copyFile(`${repo}pkg/multitab.js`, join(dir, 'multitab.js'));
-  await copyFile(`${repo}tests/e2e/fixtures/disk/walnut_core.js`, join(dir, 'walnut_core.js'));
-  env = await setup({ routes: [['/disk/', dir]] });
-  page = await env.openPage();
-  await page.evaluate(async () => {
+const shared = standInCore('disk', '/disk/', (page) =>
+  page.evaluate(async () => {
     window.disk = await import('/disk/walnut.js');
     const channel = new BroadcastChannel('walnut-disk');
     // Sets the worker's disk mode; resolves once the worker has it.
@@ -38,12 +22,8 @@ before(async () => {
         channel.onmessage = ({ data }) => data.ack === mode && resolve();
         channel.postMessage({ mode });
       });
-  });
-});
-after(async () => {
-  await env?.close();
-  await rm(dir, { recursive: true, force: true });
-});
+  }),
+);
 
 /**
  * Opens store `name`, fills the disk, runs `other` (the name of a call) beside a strict put of
@@ -51,7 +31,7 @@ after(async () => {
  * holds the put now and after a reopen.
  */
 async function strictPutBeside(name, other, mode) {
-  return page.evaluate(
+  return shared.page.evaluate(
     async ({ name, other, mode }) => {
       const { disk, harness } = window;
       let db = await disk.open(name);
@@ -94,7 +74,7 @@ for (const mode of ['throw', 'short', 'absurd']) {
 
 for (const mode of ['throw', 'short', 'absurd']) {
   test(`close() resolves when only its checkpoint meets a full disk (${mode}), and a reopen has every acknowledged write`, async () => {
-    const r = await page.evaluate(
+    const r = await shared.page.evaluate(
       async ({ name, mode }) => {
         const { disk, harness } = window;
         const { pattern, firstDifference, settled } = harness;
@@ -127,7 +107,7 @@ for (const mode of ['throw', 'short', 'absurd']) {
   });
 
   test(`a streamed put under way when another write meets a full disk (${mode}) rejects with WalnutQuotaExceededError, its old value intact`, async () => {
-    const r = await page.evaluate(
+    const r = await shared.page.evaluate(
       async ({ name, mode }) => {
         const { disk, harness } = window;
         const { pattern, settled } = harness;

@@ -1,37 +1,17 @@
 // The worker's error paths, reached by swapping in a core that fails on purpose
 // (fixtures/faults/walnut_core.js): the real walnut.js and worker.js run beside it.
 import assert from 'node:assert/strict';
-import { copyFile, mkdtemp, rm } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
-import { after, before, test } from 'node:test';
-import { fileURLToPath } from 'node:url';
-import { setup } from './helpers.mjs';
+import { test } from 'node:test';
+import { standInCore } from './helpers.mjs';
 
-const repo = fileURLToPath(new URL('../../', import.meta.url));
-let env;
-let dir;
-let page;
-
-before(async () => {
-  dir = await mkdtemp(join(tmpdir(), 'walnut-e2e-faults-'));
-  await copyFile(`${repo}pkg/walnut.js`, join(dir, 'walnut.js'));
-  await copyFile(`${repo}pkg/worker.js`, join(dir, 'worker.js'));
-  await copyFile(`${repo}pkg/multitab.js`, join(dir, 'multitab.js'));
-  await copyFile(`${repo}tests/e2e/fixtures/faults/walnut_core.js`, join(dir, 'walnut_core.js'));
-  env = await setup({ routes: [['/faulty/', dir]] });
-  page = await env.openPage();
-  await page.evaluate(async () => {
+const shared = standInCore('faults', '/faulty/', (page) =>
+  page.evaluate(async () => {
     window.faulty = await import('/faulty/walnut.js');
-  });
-});
-after(async () => {
-  await env?.close();
-  await rm(dir, { recursive: true, force: true });
-});
+  }),
+);
 
 test('a failed group sync rejects every strict write waiting on it, relaxed writes are not held up', async () => {
-  const r = await page.evaluate(async () => {
+  const r = await shared.page.evaluate(async () => {
     const db = await window.faulty.open('fault:commitGroup:io');
     const strict = await Promise.allSettled(Array.from({ length: 5 }, (_, i) => db.put(`k${i}`, 'v')));
     const relaxed = await db.put('r', 'v', { durability: 'relaxed' }).then(() => 'resolved', (e) => e.name);
@@ -43,7 +23,7 @@ test('a failed group sync rejects every strict write waiting on it, relaxed writ
 });
 
 test('a trap in the core fails the call, and every later call, with WalnutPoisonedError', async () => {
-  const r = await page.evaluate(async () => {
+  const r = await shared.page.evaluate(async () => {
     const db = await window.faulty.open('fault:txnChunk:trap', { chunkSize: 4096 });
     const failed = await db.put('k', new Uint8Array(10000)).catch((e) => `${e.name}: ${e.message}`);
     const later = await db.has('k').catch((e) => e.name);
@@ -56,7 +36,7 @@ test('a trap in the core fails the call, and every later call, with WalnutPoison
 });
 
 test('after a trap, writes under way and queued fail with WalnutPoisonedError, and their streams are cancelled', async () => {
-  const r = await page.evaluate(async () => {
+  const r = await shared.page.evaluate(async () => {
     const { settled, tracked, pattern } = window.harness;
     const db = await window.faulty.open('fault:txnChunk:trap', { chunkSize: 4096 });
     // All under way together: the first to write a chunk traps the instance while the others
@@ -86,7 +66,7 @@ test('after a trap, writes under way and queued fail with WalnutPoisonedError, a
 });
 
 test('close() rejects when the worker died, and resolves after terminate()', async () => {
-  const r = await page.evaluate(async () => {
+  const r = await shared.page.evaluate(async () => {
     const { settled } = window.harness;
     let db = await window.faulty.open('fault:stats:die');
     await db.put('k', 'acknowledged');
@@ -109,7 +89,7 @@ test('close() rejects when the worker died, and resolves after terminate()', asy
 });
 
 test('a request message the worker cannot read fails its calls instead of leaving them pending', async () => {
-  const r = await page.evaluate(async () => {
+  const r = await shared.page.evaluate(async () => {
     const { settled } = window.harness;
     const db = await window.faulty.open('fault:has:unreadable');
     await db.put('k', 'v');
@@ -126,7 +106,7 @@ test('a request message the worker cannot read fails its calls instead of leavin
 });
 
 test('a failure to open reaches open() as the named error', async () => {
-  const r = await page.evaluate(async () => {
+  const r = await shared.page.evaluate(async () => {
     const db = await window.faulty.open('fault:recovery:io').catch((e) => e);
     return { name: db.name, message: db.message };
   });

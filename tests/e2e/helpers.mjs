@@ -1,7 +1,13 @@
 // Shared setup for the end-to-end tests: the static server, a Chromium with a fresh profile
 // (OPFS persists per profile, so pages of one context share stores) and the test page.
+import { copyFile, mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { after, before } from 'node:test';
+import { fileURLToPath } from 'node:url';
 import { launch } from '../../www/tools/browser.mjs';
+
+const repo = fileURLToPath(new URL('../../', import.meta.url));
 
 /**
  * Starts the server and a persistent Chromium context with a new profile.
@@ -43,5 +49,37 @@ export function sharedPage() {
     shared.page = await shared.env.openPage();
   });
   after(() => shared.env?.close());
+  return shared;
+}
+
+/**
+ * Serves the built wrapper (pkg/walnut.js, worker.js, multitab.js) under `route` beside a
+ * stand-in core, `tests/e2e/fixtures/<core>/walnut_core.js`, so the real wrapper runs over a
+ * core that fails on purpose. Call at the top level of a test file: it starts the browser
+ * before the tests and removes everything after them.
+ * @param {string} core fixture directory holding the stand-in walnut_core.js
+ * @param {string} route server path, such as '/faulty/'
+ * @param {(page: import('playwright-core').Page) => Promise<void>} [init] runs on the page once
+ *   it is open, before any test (top-level `before` hooks of a file do not wait for each other)
+ * @returns {{ env?: Awaited<ReturnType<typeof setup>>, page?: import('playwright-core').Page }}
+ *   filled in once the tests run
+ */
+export function standInCore(core, route, init) {
+  const shared = {};
+  let dir;
+  before(async () => {
+    dir = await mkdtemp(join(tmpdir(), `walnut-e2e-${core}-`));
+    for (const file of ['walnut.js', 'worker.js', 'multitab.js']) {
+      await copyFile(`${repo}pkg/${file}`, join(dir, file));
+    }
+    await copyFile(`${repo}tests/e2e/fixtures/${core}/walnut_core.js`, join(dir, 'walnut_core.js'));
+    shared.env = await setup({ routes: [[route, dir]] });
+    shared.page = await shared.env.openPage();
+    await init?.(shared.page);
+  });
+  after(async () => {
+    await shared.env?.close();
+    if (dir) await rm(dir, { recursive: true, force: true });
+  });
   return shared;
 }
