@@ -786,7 +786,12 @@ export class WalnutStore extends EventTarget {
       entry.resolve(value);
       return;
     }
-    const reason = aborted ? entry.signal.reason : error instanceof Error ? error : toError(error);
+    // (only a call with a signal is aborted; should another ever be, it must still settle)
+    const reason = aborted
+      ? (entry.signal?.reason ?? new WalnutClosedError(`store "${this.#name}" is closed`))
+      : error instanceof Error
+        ? error
+        : toError(error);
     if (entry.streams) cancelUnsent(entry.streams, reason); // e.g. terminated before they were sent
     entry.reject(reason);
   }

@@ -122,8 +122,8 @@ let pageListens = false;
 const pending = new Map();
 /** As follower: requests to send to the leader at the end of this microtask. */
 let forwardBox = [];
-/** As follower: which leader each open reader (getStream) belongs to. */
-const readerLeaders = new Map();
+/** Set when no leader answered for lockTimeout plus a few seconds: calls fail at once until one does. */
+let leaderless = false;
 
 /**
  * As leader: the other contexts it serves, by context id: the requests they have under way
@@ -156,8 +156,41 @@ self.onmessage = ({ data }) => {
  */
 function route(request) {
   if (request.op === 'listen') pageListens = true;
-  else if (role === 'leader') dispatch(request);
+  else if (role === 'leader') dispatchOwn(request);
   else forward(request);
+}
+
+/**
+ * Runs a request of this context's page here, as leader. The page names a getStream() reader
+ * by a handle `leader/id` (reader ids start again at every leader's open): a reader another
+ * leader opened is not one of this store's.
+ */
+function dispatchOwn(request) {
+  if (request.op === 'read' || request.op === 'closeReader') {
+    const { leader, reader } = readerOf(request.reader);
+    if (leader !== member.ctx) {
+      if (request.op === 'read') fail(request.id, readerGone());
+      return;
+    }
+    request = { ...request, reader };
+  }
+  dispatch(request);
+}
+
+/** The handle the page gets for reader `reader` of leader `leader`'s store. */
+function readerHandle(leader, reader) {
+  return `${leader}/${reader}`;
+}
+
+/** @param {unknown} handle a reader handle from the page @returns {{ leader: string, reader: number }} */
+function readerOf(handle) {
+  const text = String(handle);
+  const at = text.lastIndexOf('/');
+  return { leader: text.slice(0, at), reader: Number(text.slice(at + 1)) };
+}
+
+function readerGone() {
+  return named(LEADER_CHANGED, 'the stream was being read from a leader that is gone; open it again');
 }
 
 // A message that cannot be deserialized never reaches onmessage: its requests would wait
@@ -230,7 +263,11 @@ function failOpen(error) {
  */
 async function becomeLeader() {
   seeking?.stop();
+  // The last leader is gone (it held the leadership until then), even if its alive lock has
+  // not told yet: what it cannot have finished fails as in leaderGone.
   role = 'opening';
+  leaderCtx = null;
+  dropLost();
   try {
     store = guarded(await WalnutStore.open(openArgs.name, openArgs.options));
     chunkSize = store.chunkSize;
@@ -248,9 +285,22 @@ async function becomeLeader() {
     seekLeader();
     return;
   }
+  if (member.closing.signal.aborted) {
+    // This context left while opening (its page closed its use): it does not lead.
+    try {
+      store.close();
+    } catch {
+      // the worker is stopped next, which releases the files
+    }
+    return;
+  }
   clearTimeout(failoverTimer);
+  leaderless = false;
   role = 'leader';
   leaderCtx = member.ctx;
+  // A page that closed its use while this context waited (closeFollower) has its calls made
+  // before close() answered here, then closeFollower closes the store, as a leader does.
+  closing = false;
   member.broadcast({ type: 'leader', from: member.ctx });
   if (!opened) {
     opened = true;
@@ -261,7 +311,11 @@ async function becomeLeader() {
   }
   const unanswered = [...pending.entries()];
   pending.clear();
-  for (const [id, entry] of unanswered) dispatch(resent(id, entry));
+  for (const [id, entry] of unanswered) {
+    dispatch(resent(id, entry));
+    if (entry.cancel) cancel(id, entry.cancel === 'closed');
+  }
+  drained?.();
 }
 
 /**
@@ -293,12 +347,19 @@ function seekLeader() {
   const limit = (openArgs.options?.lockTimeoutMs ?? 5000) + FAILOVER_SLACK_MS;
   failoverTimer = setTimeout(() => {
     if (role !== 'joining') return;
+    leaderless = true; // later calls fail at once, until a leader answers
     for (const [id, entry] of pending) {
       pending.delete(id);
       cancelStreams(entry.request.ops ?? []);
-      fail(id, named(LEADER_CHANGED, `no context has led store "${openArgs.name}" for ${limit} ms; try again`));
+      fail(id, noLeader());
     }
+    if (pending.size === 0) drained?.();
   }, limit);
+}
+
+function noLeader() {
+  const limit = (openArgs.options?.lockTimeoutMs ?? 5000) + FAILOVER_SLACK_MS;
+  return named(LEADER_CHANGED, `no context has led store "${openArgs.name}" for ${limit} ms; try again`);
 }
 
 /** A message on the store's shared channel. */
@@ -349,6 +410,7 @@ function onInbox(message) {
 function follow({ from, recovery, chunkSize: size, seq }) {
   seeking?.stop();
   clearTimeout(failoverTimer);
+  leaderless = false;
   const changed = opened;
   role = 'follower';
   leaderCtx = from;
@@ -377,26 +439,38 @@ function forward(request) {
       const entry = pending.get(request.target);
       if (!entry) return;
       if (entry.sentTo) {
+        entry.cancel = 'aborted'; // told again to the next leader, should this one go first
         toLeader(request);
       } else {
         pending.delete(request.target);
         cancelStreams(entry.request.ops);
         send({ id: request.target, aborted: true });
+        if (pending.size === 0) drained?.();
       }
       return;
     }
-    case 'closeReader':
-      if (readerLeaders.get(request.reader) === leaderCtx) toLeader(request);
-      readerLeaders.delete(request.reader);
+    case 'closeReader': {
+      const { leader, reader } = readerOf(request.reader);
+      if (role === 'follower' && leader === leaderCtx) toLeader({ ...request, reader });
       return;
-    case 'read':
-      if (readerLeaders.get(request.reader) !== leaderCtx) {
-        fail(request.id, named(LEADER_CHANGED, 'the stream was being read from a leader that is gone; open it again'));
+    }
+    case 'read': {
+      const { leader, reader } = readerOf(request.reader);
+      if (role !== 'follower' || leader !== leaderCtx) {
+        fail(request.id, readerGone());
         return;
       }
+      request = { ...request, reader };
+      break;
+    }
   }
   if (crashed) {
     fail(request.id, crashedError());
+    return;
+  }
+  if (leaderless && role === 'joining') {
+    cancelStreams(request.ops ?? []);
+    fail(request.id, noLeader());
     return;
   }
   const streams = new Map();
@@ -418,6 +492,8 @@ function sendToLeader(id, entry) {
     );
   }
   toLeader(request);
+  // Cancelled while the last leader had it: it is done if that one committed it, else stopped.
+  if (entry.cancel) toLeader({ op: 'cancel', target: id, closed: entry.cancel === 'closed' });
 }
 
 /** Queues a request for the leader; those of one microtask go as one message. */
@@ -439,17 +515,45 @@ function fromLeader(results) {
     const entry = pending.get(result.id);
     if (!entry) continue;
     if (result.moved) {
-      entry.sentTo = null; // the leader is leaving: the next one gets it
+      // The leader is leaving and did not do it: the next one gets it, unless it cannot be
+      // done again (a put whose stream this leader read from: what it read is gone).
+      if (entry.cancel) {
+        // It was cancelled, and this leader did not do it: the cancel stands.
+        pending.delete(result.id);
+        for (const s of entry.streams.values()) (s.reader ?? s.stream).cancel().catch(noop);
+        out.push(entry.cancel === 'closed' ? { id: result.id, error: serializeError(closedBeforeEnd()) } : { id: result.id, aborted: true });
+      } else if (lost(entry, ['partial', 'done'])) {
+        dropCall(result.id, entry, 'the leader closed while this call was under way; it did not take effect: try again');
+      } else {
+        entry.sentTo = null;
+      }
       continue;
     }
     if (result.progress === undefined) {
       pending.delete(result.id);
-      if (entry.request.op === 'openReader' && result.value) readerLeaders.set(result.value.reader, leaderCtx);
+      if (entry.request.op === 'openReader' && result.value) {
+        result.value = { ...result.value, reader: readerHandle(leaderCtx, result.value.reader) };
+      }
     }
     out.push(result);
   }
   if (out.length > 0) self.postMessage({ results: out });
   if (pending.size === 0) drained?.();
+}
+
+/**
+ * Whether a call the last leader took cannot be sent to the next one: a read of a stream opened
+ * there, or a put whose stream it read from (a stream in one of `states`).
+ */
+function lost(entry, states) {
+  return entry.request.op === 'read' || [...entry.streams.values()].some((s) => states.includes(s.state));
+}
+
+/** Fails a pending call with the retryable WalnutLeaderChangedError; its streams are cancelled. */
+function dropCall(id, entry, message) {
+  pending.delete(id);
+  for (const s of entry.streams.values()) (s.reader ?? s.stream).cancel().catch(noop);
+  fail(id, named(LEADER_CHANGED, message));
 }
 
 /** The leader pulls a chunk of a stream this context's page handed to a put. */
@@ -479,18 +583,18 @@ function leaderGone(ctx) {
   if (ctx !== leaderCtx || role !== 'follower') return;
   role = 'joining';
   leaderCtx = null;
+  dropLost();
+  seekLeader();
+}
+
+/** The calls a leader that is gone had taken go to the next one, except those it cannot do. */
+function dropLost() {
   for (const [id, entry] of pending) {
     if (!entry.sentTo) continue;
     entry.sentTo = null;
-    const partial = [...entry.streams.values()].some((s) => s.state === 'partial');
-    if (partial || entry.request.op === 'read') {
-      pending.delete(id);
-      for (const s of entry.streams.values()) (s.reader ?? s.stream).cancel().catch(noop);
-      fail(id, named(LEADER_CHANGED, 'the leader changed while this call was under way; it did not take effect: try again'));
-    }
+    if (lost(entry, ['partial'])) dropCall(id, entry, 'the leader changed while this call was under way; it did not take effect: try again');
   }
   if (pending.size === 0) drained?.();
-  seekLeader();
 }
 
 /** Resolves `closeFollower`'s wait once every call is answered. */
@@ -505,7 +609,8 @@ async function closeFollower() {
   for (const [id, entry] of pending) {
     if ([...entry.streams.values()].every((s) => s.state === 'done')) continue;
     if (entry.sentTo) {
-      toLeader({ op: 'cancel', target: id });
+      entry.cancel = 'closed';
+      toLeader({ op: 'cancel', target: id, closed: true });
     } else {
       pending.delete(id);
       cancelStreams(entry.request.ops);
@@ -513,6 +618,8 @@ async function closeFollower() {
     }
   }
   if (pending.size > 0) await new Promise((resolve) => (drained = resolve));
+  // It became the leader meanwhile (and answered its calls): it closes the store as one.
+  if (role === 'leader') return closeStore();
   if (leaderCtx) member.to(leaderCtx, { type: 'bye', from: member.ctx });
   member.leave();
 }
@@ -554,18 +661,20 @@ function serve(from, requests) {
   watchClient(from);
   const client = clients.get(from);
   for (const request of requests) {
-    if (closing || role !== 'leader') {
-      if (request.id !== undefined) remoteResult(from, { id: request.id, moved: true });
-      continue;
-    }
+    // A cancel counts while this leader closes too: the write it stops may still be finishing.
     if (request.op === 'cancel') {
       const local = client.ids.get(request.target);
-      if (local !== undefined) cancel(local);
+      // `closed`: the other context's page closed its use (closeFollower)
+      if (local !== undefined) cancel(local, request.closed);
       continue;
     }
     if (request.op === 'closeReader') {
       client.readers.delete(request.reader);
       closeReader(request.reader);
+      continue;
+    }
+    if (closing || role !== 'leader') {
+      if (request.id !== undefined) remoteResult(from, { id: request.id, moved: true });
       continue;
     }
     const local = nextRemoteId--;
@@ -743,7 +852,8 @@ function dispatch(request) {
       case 'openReader': {
         const opened = store.openReader(request.key);
         if (opened) readers.add(opened.id);
-        reply(id, opened && { reader: opened.id, size: opened.size });
+        // Another context's (negative id) gets the id, its worker makes the handle.
+        reply(id, opened && { reader: id > 0 ? readerHandle(member.ctx, opened.id) : opened.id, size: opened.size });
         return;
       }
       case 'read':
@@ -1173,11 +1283,16 @@ function closeReader(reader) {
 }
 
 /** @param {number} target the id of the write request to cancel */
-function cancel(target) {
+function cancel(target, closed = false) {
   const task = tasks.get(target);
   if (!task) return; // finished already: its result stands
   // A pending read then ends; the task sees the stop before committing.
-  stopTask(task, ABORTED);
+  stopTask(task, closed ? closedBeforeEnd() : ABORTED);
+}
+
+/** A put given up by close() before its stream ended. */
+function closedBeforeEnd() {
+  return named('WalnutClosedError', "the store was closed before the value's stream ended; the old value is kept");
 }
 
 /**
