@@ -463,6 +463,28 @@ impl<V: Volume> Store<V> {
         r
     }
 
+    /// Deletes every key in one transaction (after a crash, all or none are gone); returns how
+    /// many it deleted. Queued group commits are flushed first (a failure stays with them), so
+    /// what is cleared is every committed key. An empty store writes nothing
+    /// ([`Store::last_ticket`] is then `Ticket(0)`). The Durable Objects storage API's
+    /// `deleteAll`, idb-keyval's `clear`. Holds every key in memory while it runs.
+    pub fn clear(&mut self, durability: Durability) -> Result<u64> {
+        self.live()?;
+        self.log.writable()?;
+        if self.log.queued() > 0 {
+            let _ = self.log.flush(&mut self.index);
+            self.log.writable()?;
+        }
+        self.last_ticket = Ticket(0);
+        let keys = self.index.scan(&KeyRange::default());
+        if keys.is_empty() {
+            return Ok(0);
+        }
+        let ops: Vec<BatchOp<'_>> = keys.iter().map(|k| BatchOp::Delete { key: &k.key }).collect();
+        self.batch(&ops, durability)?;
+        Ok(keys.len() as u64)
+    }
+
     // ----- reads -----
 
     /// The committed value's location, or `None` if `key` is absent.

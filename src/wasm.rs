@@ -10,6 +10,7 @@ use wasm_bindgen::prelude::*;
 use crate::error::Error;
 use crate::format::{loc_offset, loc_segment};
 use crate::index::{ChunkLoc, KeyRange};
+use crate::storage::host::{check_host, close_host, HostVolume};
 use crate::storage::opfs::OpfsVolume;
 use crate::store::{Durability, IdCommit, IdStatus, Options, Outcome, Store, Ticket, TxnId};
 
@@ -70,6 +71,30 @@ fn integer(value: Option<f64>, param: &'static str, min: u64, max: u64) -> Resul
         return Err(Error::invalid(param, format!("must be an integer from {min} to {max}, got {v}")));
     }
     Ok(Some(v as u64))
+}
+
+/// `open()`'s options, checked: the store's [`Options`] and the lock timeout (ms).
+fn open_options(options: JsValue) -> Result<(Options, u32), Error> {
+    let o: OpenOptions = if options.is_undefined() || options.is_null() {
+        OpenOptions::default()
+    } else {
+        serde_wasm_bindgen::from_value(options).map_err(|e| Error::invalid("options", e.to_string()))?
+    };
+    let d = Options::default();
+    let max_chunk = crate::format::MAX_CHUNK_LEN as u64;
+    let options = Options {
+        chunk_size: integer(o.chunk_size, "chunkSize", 1, max_chunk)?.map_or(d.chunk_size, |v| v as usize),
+        direct_write_threshold: integer(o.direct_write_threshold, "directWriteThreshold", 1, u64::from(u32::MAX))?
+            .map_or(d.direct_write_threshold, |v| v as usize),
+        segment_size: integer(o.segment_size, "segmentSize", 4096, crate::format::MAX_SEGMENT_LEN / 2)?
+            .unwrap_or(d.segment_size),
+        checkpoint_bytes: integer(o.checkpoint_bytes, "checkpointBytes", 0, 1 << 53)?.unwrap_or(d.checkpoint_bytes),
+        compaction_ratio: o.compaction_ratio.unwrap_or(d.compaction_ratio),
+        ..d
+    };
+    options.validate()?;
+    let lock = integer(o.lock_timeout_ms, "lockTimeout", 0, u64::from(u32::MAX))?.map_or(5000, |v| v as u32);
+    Ok((options, lock))
 }
 
 /// A location in the log as JS gets it: `{ segment, offset }` (a packed location passes 2^53
@@ -164,6 +189,12 @@ struct JsDeleted {
 }
 
 #[derive(Serialize)]
+struct JsCleared {
+    count: f64,
+    ticket: f64,
+}
+
+#[derive(Serialize)]
 #[serde(rename_all = "camelCase")]
 struct JsReader {
     id: u32,
@@ -175,13 +206,42 @@ struct Reader {
     next: usize,
 }
 
-/// A store on OPFS, for the dedicated worker. See `docs/WORKER_API.md`.
+/// The volume a store is on: OPFS in a dedicated worker, or files a JS host keeps (Node's fs,
+/// a Durable Object's SQL pages).
+enum Backend {
+    Opfs(Store<OpfsVolume>),
+    Host(Store<HostVolume>),
+}
+
+/// Runs `$e` with `$s` bound to the store, whatever its volume.
+macro_rules! store {
+    ($self:ident, |$s:ident| $e:expr) => {
+        match &$self.store {
+            Backend::Opfs($s) => $e,
+            Backend::Host($s) => $e,
+        }
+    };
+    ($self:ident, mut |$s:ident| $e:expr) => {
+        match &mut $self.store {
+            Backend::Opfs($s) => $e,
+            Backend::Host($s) => $e,
+        }
+    };
+}
+
+/// A store, for the dedicated worker (on OPFS) or a host's volume. See `docs/WORKER_API.md`.
 #[wasm_bindgen]
 pub struct WalnutStore {
-    store: Store<OpfsVolume>,
+    store: Backend,
     readers: HashMap<u32, Reader>,
     next_reader: u32,
     buf: Vec<u8>,
+}
+
+impl WalnutStore {
+    fn new(store: Backend) -> WalnutStore {
+        WalnutStore { store, readers: HashMap::new(), next_reader: 1, buf: Vec::new() }
+    }
 }
 
 #[wasm_bindgen]
@@ -190,52 +250,44 @@ impl WalnutStore {
     /// `{ chunkSize?: bytes, directWriteThreshold?: bytes, lockTimeoutMs?: ms,
     ///    segmentSize?: bytes, checkpointBytes?: bytes, compactionRatio?: 0..=1 }`.
     pub async fn open(name: String, options: JsValue) -> JsResult<WalnutStore> {
-        let o: OpenOptions = if options.is_undefined() || options.is_null() {
-            OpenOptions::default()
-        } else {
-            serde_wasm_bindgen::from_value(options).map_err(|e| js_err(Error::invalid("options", e.to_string())))?
-        };
-        let d = Options::default();
-        let build = || -> Result<(Options, u32), Error> {
-            let max_chunk = crate::format::MAX_CHUNK_LEN as u64;
-            let options = Options {
-                chunk_size: integer(o.chunk_size, "chunkSize", 1, max_chunk)?.map_or(d.chunk_size, |v| v as usize),
-                direct_write_threshold: integer(
-                    o.direct_write_threshold,
-                    "directWriteThreshold",
-                    1,
-                    u64::from(u32::MAX),
-                )?
-                .map_or(d.direct_write_threshold, |v| v as usize),
-                segment_size: integer(o.segment_size, "segmentSize", 4096, crate::format::MAX_SEGMENT_LEN / 2)?
-                    .unwrap_or(d.segment_size),
-                checkpoint_bytes: integer(o.checkpoint_bytes, "checkpointBytes", 0, 1 << 53)?
-                    .unwrap_or(d.checkpoint_bytes),
-                compaction_ratio: o.compaction_ratio.unwrap_or(d.compaction_ratio),
-                ..d
-            };
-            options.validate()?;
-            let lock = integer(o.lock_timeout_ms, "lockTimeout", 0, u64::from(u32::MAX))?.map_or(5000, |v| v as u32);
-            Ok((options, lock))
-        };
-        let (options, lock_timeout_ms) = build().map_err(js_err)?;
+        let (options, lock_timeout_ms) = open_options(options).map_err(js_err)?;
         let volume = OpfsVolume::open(&name, lock_timeout_ms).await.map_err(js_err)?;
-        match Store::open(volume, options) {
-            Ok(store) => Ok(WalnutStore { store, readers: HashMap::new(), next_reader: 1, buf: Vec::new() }),
-            // The volume was dropped with the failed open, which closed its handles.
-            Err(e) => Err(js_err(e)),
+        // On failure the volume is dropped with the store, which closes its handles.
+        Store::open(volume, options).map(|s| WalnutStore::new(Backend::Opfs(s))).map_err(js_err)
+    }
+
+    /// Opens or creates the store whose files `host` keeps (a `VolumeHost`: see
+    /// `docs/HOSTS.md`) and runs recovery, synchronously. Options as for `open`
+    /// (`lockTimeoutMs` is the host's business and ignored here).
+    ///
+    /// Errors: `WalnutInvalidArgumentError` naming `host` when a method is missing, else as
+    /// `open`. A failed open closes the host.
+    #[wasm_bindgen(js_name = openHost)]
+    pub fn open_host(host: JsValue, options: JsValue) -> JsResult<WalnutStore> {
+        let host = check_host(&host).map_err(js_err)?;
+        let opened = open_options(options).and_then(|(options, _)| {
+            let volume = HostVolume::open(host.clone())?;
+            Store::open(volume, options)
+        });
+        match opened {
+            Ok(s) => Ok(WalnutStore::new(Backend::Host(s))),
+            Err(e) => {
+                // The open failed: its error is the one to report, not a failed close's.
+                let _ = close_host(&host);
+                Err(js_err(e))
+            }
         }
     }
 
     /// Chunk size in force, bytes.
     #[wasm_bindgen(getter, js_name = chunkSize)]
     pub fn chunk_size(&self) -> usize {
-        self.store.options().chunk_size
+        store!(self, |s| s.options()).chunk_size
     }
 
     /// The recovery report of this open.
     pub fn recovery(&self) -> JsResult<JsValue> {
-        let r = self.store.recovery();
+        let r = store!(self, |s| s.recovery());
         to_js(&JsRecovery {
             committed: r.committed,
             discarded: r
@@ -261,7 +313,7 @@ impl WalnutStore {
 
     /// Counters.
     pub fn stats(&self) -> JsResult<JsValue> {
-        let s = self.store.stats();
+        let s = store!(self, |s| s.stats());
         to_js(&JsStats {
             keys: s.keys,
             live_bytes: s.live_bytes,
@@ -270,7 +322,7 @@ impl WalnutStore {
             open_transactions: s.open_transactions,
             pending_commits: s.pending_commits,
             poisoned: s.poisoned,
-            chunk_size: self.store.options().chunk_size,
+            chunk_size: store!(self, |s| s.options()).chunk_size,
             segments: s.segments,
             dead_ratio: s.dead_ratio,
             last_checkpoint_lsn: s.last_checkpoint_lsn,
@@ -282,8 +334,9 @@ impl WalnutStore {
     /// Whole-value put; `strict` queues it for the committer (group commit: see
     /// `commitGroup`). Returns its ticket.
     pub fn put(&mut self, key: &[u8], key_is_string: bool, value: &[u8], strict: bool) -> JsResult<f64> {
-        let r = self.store.put_flagged(key, key_is_string, value, durability(strict));
-        self.written(r.map(|()| ticket_js(self.store.last_ticket())))
+        let r = store!(self, mut |s| s.put_flagged(key, key_is_string, value, durability(strict)));
+        let ticket = store!(self, |s| s.last_ticket());
+        self.written(r.map(|()| ticket_js(ticket)))
     }
 
     /// After every call that may write: tops the pool up, and turns the result into JS.
@@ -295,7 +348,8 @@ impl WalnutStore {
     /// Tops up the pool of pre-opened OPFS files in the background when it runs low, so that
     /// segment rotation and checkpoints never wait for the asynchronous file creation.
     fn refill_pool(&self) {
-        let volume = self.store.volume();
+        let Backend::Opfs(store) = &self.store else { return };
+        let volume = store.volume();
         if volume.needs_refill() {
             let refill = volume.refill();
             wasm_bindgen_futures::spawn_local(async move {
@@ -313,7 +367,7 @@ impl WalnutStore {
     /// commit, once dead bytes pass `compactionRatio` of the log.)
     #[wasm_bindgen(js_name = compactStep)]
     pub fn compact_step(&mut self) -> JsResult<String> {
-        let r = self.store.compact_step();
+        let r = store!(self, mut |s| s.compact_step());
         Ok(match self.written(r)? {
             crate::CompactStep::Idle => "idle",
             crate::CompactStep::Progress => "progress",
@@ -326,7 +380,8 @@ impl WalnutStore {
     /// it before `close()`, so the closing checkpoint can always get its file.
     #[wasm_bindgen(js_name = refillPool)]
     pub fn refill_pool_now(&self) -> js_sys::Promise {
-        let refill = self.store.volume().refill();
+        let Backend::Opfs(store) = &self.store else { return js_sys::Promise::resolve(&JsValue::UNDEFINED) };
+        let refill = store.volume().refill();
         wasm_bindgen_futures::future_to_promise(
             async move { refill.await.map(|()| JsValue::UNDEFINED).map_err(js_err) },
         )
@@ -334,7 +389,7 @@ impl WalnutStore {
 
     /// Writes a checkpoint now, so the next open replays nothing before it.
     pub fn checkpoint(&mut self) -> JsResult<()> {
-        let r = self.store.checkpoint();
+        let r = store!(self, mut |s| s.checkpoint());
         self.written(r)
     }
 
@@ -342,21 +397,29 @@ impl WalnutStore {
     /// the ticket whose outcome decides the delete (its own commit's; a queued delete's when
     /// that one already removes the key; 0 when nothing does: the key was absent).
     pub fn delete(&mut self, key: &[u8], strict: bool) -> JsResult<JsValue> {
-        let r = self.store.delete(key, durability(strict));
-        let ticket = ticket_js(self.store.last_ticket());
+        let r = store!(self, mut |s| s.delete(key, durability(strict)));
+        let ticket = ticket_js(store!(self, mut |s| s.last_ticket()));
         self.written(r).and_then(|existed| to_js(&JsDeleted { existed, ticket }))
+    }
+
+    /// Deletes every key in one transaction: `{ count, ticket }`, how many keys it deleted and
+    /// the ticket of its commit (0 when the store was empty and nothing was written).
+    pub fn clear(&mut self, strict: bool) -> JsResult<JsValue> {
+        let r = store!(self, mut |s| s.clear(durability(strict)));
+        let ticket = ticket_js(store!(self, |s| s.last_ticket()));
+        self.written(r).and_then(|count| to_js(&JsCleared { count: count as f64, ticket }))
     }
 
     /// Begins a transaction; returns its id.
     pub fn begin(&mut self) -> JsResult<f64> {
-        let r = self.store.begin();
+        let r = store!(self, mut |s| s.begin());
         self.written(r.map(|t| t as f64))
     }
 
     /// Starts a value for `key` in `txn`.
     #[wasm_bindgen(js_name = txnPut)]
     pub fn txn_put(&mut self, txn: f64, key: &[u8], key_is_string: bool) -> JsResult<()> {
-        let r = txn_id(txn).and_then(|txn| self.store.txn_put(txn, key, key_is_string));
+        let r = txn_id(txn).and_then(|txn| store!(self, mut |s| s.txn_put(txn, key, key_is_string)));
         self.written(r)
     }
 
@@ -364,20 +427,20 @@ impl WalnutStore {
     /// pool is topped up here too, so it never runs dry under one.)
     #[wasm_bindgen(js_name = txnChunk)]
     pub fn txn_chunk(&mut self, txn: f64, data: &[u8]) -> JsResult<()> {
-        let r = txn_id(txn).and_then(|txn| self.store.txn_chunk(txn, data));
+        let r = txn_id(txn).and_then(|txn| store!(self, mut |s| s.txn_chunk(txn, data)));
         self.written(r)
     }
 
     /// Deletes `key` in `txn`.
     #[wasm_bindgen(js_name = txnDelete)]
     pub fn txn_delete(&mut self, txn: f64, key: &[u8]) -> JsResult<()> {
-        let r = txn_id(txn).and_then(|txn| self.store.txn_delete(txn, key));
+        let r = txn_id(txn).and_then(|txn| store!(self, mut |s| s.txn_delete(txn, key)));
         self.written(r)
     }
 
     /// Commits `txn`; `strict` queues it for the committer. Returns its ticket.
     pub fn commit(&mut self, txn: f64, strict: bool) -> JsResult<f64> {
-        let r = txn_id(txn).and_then(|txn| self.store.commit(txn, durability(strict)));
+        let r = txn_id(txn).and_then(|txn| store!(self, mut |s| s.commit(txn, durability(strict))));
         self.written(r.map(ticket_js))
     }
 
@@ -387,7 +450,7 @@ impl WalnutStore {
     /// commit's ticket (its outcome is this one's).
     #[wasm_bindgen(js_name = commitWithId)]
     pub fn commit_with_id(&mut self, txn: f64, strict: bool, id: &[u8]) -> JsResult<JsValue> {
-        let r = txn_id(txn).and_then(|txn| self.store.commit_with_id(txn, id, durability(strict)));
+        let r = txn_id(txn).and_then(|txn| store!(self, mut |s| s.commit_with_id(txn, id, durability(strict))));
         let status = match self.written(r)? {
             IdCommit::Applied(t) => JsIdStatus { committed: false, ticket: ticket_js(t) },
             IdCommit::Duplicate(status) => id_status_js(status),
@@ -399,7 +462,7 @@ impl WalnutStore {
     /// as [`WalnutStore::commit_with_id`] answers for a duplicate.
     #[wasm_bindgen(js_name = idStatus)]
     pub fn id_status(&self, id: &[u8]) -> JsResult<JsValue> {
-        match self.store.id_status(id) {
+        match store!(self, |s| s.id_status(id)) {
             Some(status) => to_js(&id_status_js(status)),
             None => Ok(JsValue::UNDEFINED),
         }
@@ -408,19 +471,19 @@ impl WalnutStore {
     /// The LSN of the last commit made (the version it wrote; change events carry it).
     #[wasm_bindgen(getter, js_name = lastLsn)]
     pub fn last_lsn(&self) -> f64 {
-        self.store.last_lsn() as f64
+        store!(self, |s| s.last_lsn()) as f64
     }
 
     /// Aborts `txn` (writes ABORT). A transaction a quota rollback dropped aborts quietly.
     pub fn abort(&mut self, txn: f64) -> JsResult<()> {
-        let r = txn_id(txn).and_then(|txn| self.store.abort(txn));
+        let r = txn_id(txn).and_then(|txn| store!(self, mut |s| s.abort(txn)));
         self.written(r)
     }
 
     /// Whether commits wait for the committer.
     #[wasm_bindgen(js_name = hasPending)]
     pub fn has_pending(&self) -> bool {
-        self.store.has_pending()
+        store!(self, |s| s.has_pending())
     }
 
     /// The committer's flush (group commit): flushes once, then returns, for each ticket in
@@ -429,13 +492,13 @@ impl WalnutStore {
     /// read, a checkpoint, a compaction step) is reported here, to the commits it failed.
     #[wasm_bindgen(js_name = commitGroup)]
     pub fn commit_group(&mut self, tickets: &[f64]) -> js_sys::Array {
-        let flushed = self.store.sync();
+        let flushed = store!(self, mut |s| s.sync());
         self.refill_pool();
         tickets
             .iter()
             .map(|&t| {
                 let outcome = if t >= 1.0 && t.fract() == 0.0 && t < 9_007_199_254_740_992.0 {
-                    self.store.outcome(Ticket(t as u64))
+                    store!(self, mut |s| s.outcome(Ticket(t as u64)))
                 } else {
                     Outcome::Failed(Error::invalid("tickets", format!("{t} is not a ticket")))
                 };
@@ -450,27 +513,43 @@ impl WalnutStore {
             .collect()
     }
 
+    /// Flushes: makes every commit so far durable (relaxed ones too). Throws if this flush
+    /// failed, or an earlier one failed commits that no `commitGroup` or `sync` reported yet.
+    pub fn sync(&mut self) -> JsResult<()> {
+        let r = store!(self, mut |s| s.sync());
+        self.written(r)
+    }
+
     /// Reads observe every earlier commit: the committer flushes queued commits first. Its
     /// failure is not the read's: it stays with the commits it failed (see `commitGroup`),
     /// and the read sees what is committed.
     fn settle(&mut self) {
-        let _ = self.store.settle();
+        let _ = store!(self, mut |s| s.settle());
         self.refill_pool();
     }
 
     /// Whether `key` has a committed value.
     pub fn has(&mut self, key: &[u8]) -> JsResult<bool> {
         self.settle();
-        self.store.has(key).map_err(js_err)
+        store!(self, mut |s| s.has(key)).map_err(js_err)
+    }
+
+    /// The whole value of `key` (settled first, as every read), or `undefined`. Holds the
+    /// value in wasm memory and copies it out once: for values up to a few chunks; walk larger
+    /// ones with `openReader`.
+    pub fn get(&mut self, key: &[u8]) -> JsResult<Option<js_sys::Uint8Array>> {
+        self.settle();
+        let value = store!(self, |s| s.get(key)).map_err(js_err)?;
+        Ok(value.map(|v| js_sys::Uint8Array::from(&v[..])))
     }
 
     /// Snapshots the value's chunk locations: `{ id, size }`, or `undefined` if absent.
     #[wasm_bindgen(js_name = openReader)]
     pub fn open_reader(&mut self, key: &[u8]) -> JsResult<JsValue> {
         self.settle();
-        let Some(entry) = self.store.entry(key).map_err(js_err)? else { return Ok(JsValue::UNDEFINED) };
+        let Some(entry) = store!(self, mut |s| s.entry(key)).map_err(js_err)? else { return Ok(JsValue::UNDEFINED) };
         let (chunks, size) = (entry.chunks.clone(), entry.size);
-        self.store.pin(&chunks);
+        store!(self, mut |s| s.pin(&chunks));
         let id = self.next_reader;
         self.next_reader = self.next_reader.wrapping_add(1).max(1);
         self.readers.insert(id, Reader { chunks, next: 0 });
@@ -489,7 +568,7 @@ impl WalnutStore {
             return Ok(None);
         };
         reader.next += 1;
-        self.store.read_chunk(&loc, &mut self.buf).map_err(js_err)?;
+        store!(self, mut |s| s.read_chunk(&loc, &mut self.buf)).map_err(js_err)?;
         Ok(Some(js_sys::Uint8Array::from(&self.buf[..])))
     }
 
@@ -497,7 +576,7 @@ impl WalnutStore {
     #[wasm_bindgen(js_name = closeReader)]
     pub fn close_reader(&mut self, id: u32) {
         if let Some(reader) = self.readers.remove(&id) {
-            self.store.unpin(&reader.chunks);
+            store!(self, mut |s| s.unpin(&reader.chunks));
         }
     }
 
@@ -518,7 +597,7 @@ impl WalnutStore {
             limit: o.limit,
             reverse: o.reverse.unwrap_or(false),
         };
-        let keys = self.store.keys(&range).map_err(js_err)?;
+        let keys = store!(self, mut |s| s.keys(&range)).map_err(js_err)?;
         let mut out = Vec::with_capacity(keys.iter().map(|k| 13 + k.key.len()).sum());
         for k in keys {
             // Keys are at most MAX_KEY_LEN (65535) bytes.
@@ -532,9 +611,15 @@ impl WalnutStore {
 
     /// Syncs queued commits and releases the OPFS handle.
     pub fn close(&mut self) -> JsResult<()> {
-        let r = self.store.close();
+        let r = store!(self, mut |s| s.close());
         self.readers.clear();
-        self.store.volume().close();
-        r.map_err(js_err)
+        let released = match &self.store {
+            Backend::Opfs(s) => {
+                s.volume().close();
+                Ok(())
+            }
+            Backend::Host(s) => s.volume().close(),
+        };
+        r.and(released).map_err(js_err)
     }
 }

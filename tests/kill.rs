@@ -10,13 +10,33 @@ use std::io::{BufRead, BufReader, Write};
 use std::process::{Command, Stdio};
 
 use common::pattern;
-use walnut::{Durability, FileStorage, KeyRange, Options, Store};
+use walnut::{DirVolume, Durability, FileStorage, KeyRange, Options, Store, Volume};
 
 const CHILD_ENV: &str = "WALNUT_KILL_CHILD";
-const TEST_NAME: &str = "a_killed_writer_loses_nothing_acknowledged";
 
 fn options() -> Options {
     Options { chunk_size: 16 << 10, ..Options::default() }
+}
+
+/// A store directory rotates segments and takes checkpoints every few hundred KiB.
+fn dir_options() -> Options {
+    Options { segment_size: 512 << 10, checkpoint_bytes: 768 << 10, compaction_ratio: 0.3, ..options() }
+}
+
+/// What the child writes to: one file, or a directory (whose lock a killed child leaves).
+#[derive(Clone, Copy)]
+enum Target {
+    File,
+    Dir,
+}
+
+impl Target {
+    fn test_name(self) -> &'static str {
+        match self {
+            Target::File => "a_killed_writer_loses_nothing_acknowledged",
+            Target::Dir => "a_killed_writer_of_a_directory_loses_nothing_and_its_lock_is_taken_over",
+        }
+    }
 }
 
 /// Key `i` always holds `value(i)`; a partial value cannot pass for a whole one.
@@ -31,8 +51,7 @@ fn key(i: u64) -> Vec<u8> {
 
 /// The child: writes forever, large values streamed in chunks with small puts landing between
 /// them, and reports each commit only once it is durable.
-fn child(path: &str) {
-    let mut s = Store::open(FileStorage::open(path).unwrap(), options()).unwrap();
+fn child<V: Volume>(mut s: Store<V>) {
     let out = std::io::stdout();
     let mut i = s.keys(&KeyRange::default()).unwrap().len() as u64 + 1_000_000;
     loop {
@@ -63,16 +82,40 @@ fn child(path: &str) {
 #[test]
 fn a_killed_writer_loses_nothing_acknowledged() {
     if let Ok(path) = std::env::var(CHILD_ENV) {
-        child(&path);
+        child(Store::open(FileStorage::open(path).unwrap(), options()).unwrap());
         return;
     }
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("wal.log");
+    kill_rounds(Target::File, &path, || Store::open(FileStorage::open(&path).unwrap(), options()).unwrap());
+}
+
+#[test]
+fn a_killed_writer_of_a_directory_loses_nothing_and_its_lock_is_taken_over() {
+    if let Ok(path) = std::env::var(CHILD_ENV) {
+        child(Store::open(DirVolume::open(path).unwrap(), dir_options()).unwrap());
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("store");
+    kill_rounds(Target::Dir, &path, || {
+        let s = Store::open(DirVolume::open(&path).unwrap(), dir_options()).unwrap();
+        // The killed child's LOCK was stale, and was taken over; the directory is locked again.
+        assert!(path.join("LOCK").exists());
+        assert!(matches!(DirVolume::open(&path), Err(walnut::Error::Locked { .. })));
+        s
+    });
+}
+
+/// Runs the child on `path` eight times, killing it with SIGKILL after a varying number of
+/// acknowledged commits; after each kill, `reopen` must show every acknowledged value whole,
+/// and no value partial.
+fn kill_rounds<V: Volume>(target: Target, path: &std::path::Path, reopen: impl Fn() -> Store<V>) {
     let mut acked_total = Vec::new();
     for (round, kill_after) in [3usize, 17, 40, 1, 64, 9, 120, 25].into_iter().enumerate() {
         let mut proc = Command::new(std::env::current_exe().unwrap())
-            .args(["--exact", TEST_NAME, "--nocapture", "--test-threads=1"])
-            .env(CHILD_ENV, &path)
+            .args(["--exact", target.test_name(), "--nocapture", "--test-threads=1"])
+            .env(CHILD_ENV, path)
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
             .spawn()
@@ -93,7 +136,7 @@ fn a_killed_writer_loses_nothing_acknowledged() {
         );
         acked_total.extend(acked);
 
-        let s = Store::open(FileStorage::open(&path).unwrap(), options()).unwrap();
+        let s = reopen();
         for &i in &acked_total {
             assert_eq!(s.get(&key(i)).unwrap().as_deref(), Some(&value(i)[..]), "round {round}: acked {i} lost");
         }
@@ -102,5 +145,9 @@ fn a_killed_writer_loses_nothing_acknowledged() {
             assert_eq!(s.get(&k.key).unwrap().unwrap(), value(i), "round {round}: value {i} is partial or wrong");
         }
     }
-    println!("crash points: SIGKILL: 8 ({} acknowledged commits checked)", acked_total.len());
+    let what = match target {
+        Target::File => "a file",
+        Target::Dir => "a directory",
+    };
+    println!("crash points: SIGKILL of {what}: 8 ({} acknowledged commits checked)", acked_total.len());
 }

@@ -333,6 +333,62 @@ fn a_crash_at_every_operation_of_rotation_checkpoint_and_auto_compaction_keeps_t
 }
 
 #[test]
+fn a_crash_at_every_operation_of_clear_leaves_all_or_nothing() {
+    // Twelve keys, one of them 3 KiB (several chunks), a clear, two puts, a second clear:
+    // after a cut at any op, the store holds one of the states an acknowledged call left,
+    // never part of a clear.
+    let opts = Options { checkpoint_bytes: 1 << 20, ..small() };
+    let run = |cut: Option<u64>| {
+        let mut s = Store::open(CrashVolume::default(), opts.clone()).unwrap();
+        if let Some(n) = cut {
+            s.volume().cut.after(n);
+        }
+        let mut model = Model::new();
+        let mut acks: Vec<(u64, Model)> = vec![(0, Model::new())];
+        let mut ack = |s: &Store<CrashVolume>, m: &Model| acks.push((s.volume().cut.used(), m.clone()));
+        for i in 0..12usize {
+            let v = pattern(if i == 5 { 3000 } else { 40 + i }, i as u64);
+            s.put(&key(i), &v, Durability::Strict).unwrap();
+            model.insert(key(i), v);
+            ack(&s, &model);
+        }
+        assert_eq!(s.clear(Durability::Strict).unwrap(), 12);
+        model.clear();
+        ack(&s, &model);
+        for i in [3usize, 20] {
+            s.put(&key(i), b"again", Durability::Strict).unwrap();
+            model.insert(key(i), b"again".to_vec());
+            ack(&s, &model);
+        }
+        assert_eq!(s.clear(Durability::Strict).unwrap(), 2);
+        model.clear();
+        ack(&s, &model);
+        (s, acks)
+    };
+    let (s, acks) = run(None);
+    let total = s.volume().cut.used();
+    drop(s);
+    let mut tried = 0;
+    let seeds = crash_seeds(&[3, 4]);
+    for cut in 0..=total {
+        let (s, _) = run(Some(cut));
+        let first_possible = acks.iter().rposition(|(ops, _)| *ops <= cut).unwrap_or(0);
+        for &seed in &seeds {
+            let r = Store::open(CrashVolume::from_image(s.volume().crash_image(seed)), opts.clone())
+                .unwrap_or_else(|e| panic!("cut at op {cut}, seed {seed}: {e}"));
+            let got = state(&r);
+            assert!(
+                acks[first_possible..].iter().any(|(_, m)| *m == got),
+                "cut at op {cut} of {total}, seed {seed}: {} keys, not a state acknowledged at or after op {first_possible}",
+                got.len()
+            );
+            tried += 1;
+        }
+    }
+    println!("crash points: clear: {tried} ({} ops x {} seeds)", total + 1, seeds.len());
+}
+
+#[test]
 fn a_log_of_small_values_never_overwritten_is_not_compacted() {
     let opts = Options { compaction_ratio: 0.5, ..small() };
     let mut s = Store::open(MemoryVolume::default(), opts).unwrap();

@@ -307,6 +307,7 @@ mod on_a_volume {
                 .prop_map(|(ops, durability)| Op::Batch { ops, durability }),
             3 => (proptest::collection::vec((key.clone(), proptest::option::of(0usize..150)), 1..4), 0..IDS, durability())
                 .prop_map(|(ops, id, durability)| Op::BatchId { ops, id, durability }),
+            1 => durability().prop_map(|durability| Op::Clear { durability }),
             3 => (0..SLOTS, key.clone()).prop_map(|(slot, key)| Op::Begin { slot, key }),
             4 => (0..SLOTS, 1usize..200).prop_map(|(slot, len)| Op::Chunk { slot, len }),
             3 => (0..SLOTS, durability()).prop_map(|(slot, durability)| Op::Commit { slot, durability }),

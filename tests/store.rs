@@ -313,8 +313,30 @@ fn a_commit_id_is_applied_once_even_across_a_reopen<B: Backend>() {
     assert_eq!(s.get(b"balance").unwrap().as_deref(), Some(&b"100"[..]));
 }
 
+fn clear_deletes_every_key_at_once_and_counts_them<B: Backend>() {
+    let b = B::fresh();
+    {
+        let mut s = open(&b, small_chunks());
+        assert_eq!(s.clear(Durability::Strict).unwrap(), 0, "an empty store");
+        assert_eq!(s.stats().next_lsn, 1, "clearing an empty store writes nothing");
+        for i in 0..20u64 {
+            s.put(format!("k{i:02}").as_bytes(), &pattern(50 + i as usize * 10, i), Durability::Strict).unwrap();
+        }
+        // A queued group commit counts: it is flushed, then cleared with the rest.
+        s.put(b"queued", b"q", Durability::Group).unwrap();
+        assert_eq!(s.clear(Durability::Strict).unwrap(), 21);
+        assert!(s.keys(&KeyRange::default()).unwrap().is_empty());
+        s.put(b"after", b"1", Durability::Strict).unwrap();
+    }
+    let s = open(&b, small_chunks());
+    let keys: Vec<Vec<u8>> = s.keys(&KeyRange::default()).unwrap().into_iter().map(|k| k.key).collect();
+    assert_eq!(keys, [b"after".to_vec()], "the clear and the write after it survive a reopen");
+    assert_eq!(s.stats().live_bytes, 1);
+}
+
 every_backend!(
     a_commit_id_is_applied_once_even_across_a_reopen,
+    clear_deletes_every_key_at_once_and_counts_them,
     roundtrip_sizes_around_the_chunk_size,
     roundtrip_100_mib_streamed_in_chunks,
     interleaved_transactions_both_commit,

@@ -45,6 +45,7 @@ fn decode(data: &[u8]) -> Vec<Op> {
                 8 => Op::Begin { slot, key: b % 6 },
                 9 | 10 => Op::Chunk { slot, len: 1 + usize::from(b) % 200 },
                 11 => Op::Commit { slot, durability: durability(b) },
+                12 if b % 8 == 7 => Op::Clear { durability: durability(a) },
                 12 => Op::Abort { slot },
                 13 => Op::Sync,
                 14 => Op::Read { key },

@@ -20,6 +20,11 @@ impl FileStorage {
         let file = OpenOptions::new().read(true).write(true).create(true).truncate(false).open(path)?;
         Ok(Self { file })
     }
+
+    /// Wraps a file opened for reading and writing.
+    pub fn from_file(file: File) -> Self {
+        Self { file }
+    }
 }
 
 impl Storage for FileStorage {

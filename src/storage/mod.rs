@@ -3,7 +3,8 @@
 //!
 //! The engine never touches files directly (redb's `StorageBackend`, raft-engine's
 //! `FileSystem`). Backends: [`MemoryStorage`], [`FileStorage`] (native, positioned I/O),
-//! and `OpfsStorage` (wasm32 only).
+//! `OpfsStorage` and `HostVolume`
+//! (wasm32 only: OPFS, and files a JS host keeps, such as Node's fs or a Durable Object).
 
 mod memory;
 pub mod volume;
@@ -17,6 +18,10 @@ mod file;
 #[cfg(not(target_arch = "wasm32"))]
 pub use file::FileStorage;
 
+#[cfg(target_arch = "wasm32")]
+pub mod host;
+#[cfg(target_arch = "wasm32")]
+mod js;
 #[cfg(target_arch = "wasm32")]
 pub mod opfs;
 

@@ -24,20 +24,9 @@ pub struct OpfsStorage {
     handle: FileSystemSyncAccessHandle,
 }
 
-/// The `name` and `message` of a thrown JS value.
-pub(crate) fn js_error_parts(e: &JsValue) -> (String, String) {
-    if let Some(d) = e.dyn_ref::<web_sys::DomException>() {
-        return (d.name(), d.message());
-    }
-    if let Some(err) = e.dyn_ref::<js_sys::Error>() {
-        return (err.name().into(), err.message().into());
-    }
-    (String::new(), e.as_string().unwrap_or_else(|| format!("{e:?}")))
-}
-
 /// Maps a browser exception to the core error, by its DOMException name.
 fn map_js(op: &'static str, e: JsValue) -> Error {
-    let (name, message) = js_error_parts(&e);
+    let (name, message) = super::js::error_parts(&e);
     match name.as_str() {
         "QuotaExceededError" => Error::quota(op, message),
         "NoModificationAllowedError" => Error::Locked { detail: message },

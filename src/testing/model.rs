@@ -46,7 +46,6 @@ pub const SLOTS: usize = 4;
 /// Commit ids the harness uses: few, so that batches retry ids often.
 pub const IDS: u8 = 4;
 
-/// A commit id of the harness.
 /// The batch that writes `effect`: a put for each `(key, Some(value))`, a delete for each
 /// `(key, None)`, in order.
 pub fn batch_ops(effect: &[(Vec<u8>, Option<Vec<u8>>)]) -> Vec<BatchOp<'_>> {
@@ -59,6 +58,7 @@ pub fn batch_ops(effect: &[(Vec<u8>, Option<Vec<u8>>)]) -> Vec<BatchOp<'_>> {
         .collect()
 }
 
+/// A commit id of the harness.
 fn id_bytes(id: u8) -> Vec<u8> {
     format!("batch-{id}").into_bytes()
 }
@@ -88,6 +88,10 @@ pub enum Op {
     BatchId {
         ops: Vec<(u8, Option<usize>)>,
         id: u8,
+        durability: Durability,
+    },
+    /// Deletes every key in one transaction.
+    Clear {
         durability: Durability,
     },
     /// Begins a streamed value of `key` in `slot` (if the slot is free).
@@ -407,6 +411,22 @@ impl Harness {
                         self.committed(effect, durability, queue_was_empty);
                     }
                     Err(_) => {}
+                }
+            }
+            Op::Clear { durability } => {
+                // Queued commits are flushed first; what then stands is what is cleared.
+                let flushes = !queue_was_empty;
+                let cleared = self.store.clear(durability);
+                if flushes {
+                    self.poll();
+                }
+                if let Ok(n) = cleared {
+                    let effect: Effect =
+                        self.with_queued().into_keys().filter(|k| k.first() != Some(&0)).map(|k| (k, None)).collect();
+                    assert_eq!(n, effect.len() as u64, "clear() counts every committed key");
+                    if n > 0 {
+                        self.committed(effect, durability, true);
+                    }
                 }
             }
             Op::Begin { slot, key: k } => {
