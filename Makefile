@@ -29,12 +29,12 @@ SOAK_FUZZ_SECONDS ?= 900
 PORT ?= 8080
 HOST ?= 127.0.0.1
 
-.PHONY: help setup setup-rust setup-browsers setup-node demo serve pkg test lint test-native \
+.PHONY: help setup setup-rust setup-browsers setup-node demo serve pkg test lint test-native test-node \
         test-wasm test-wasm-chrome test-wasm-firefox test-e2e test-fuzz fuzz soak bench clean
 
 help:
 	@echo "make demo   set up, build the package and serve the demo on http://$(HOST):$(PORT)/"
-	@echo "make test   set up, then run every test (lint, native core, OPFS in Chromium and Firefox, end-to-end)"
+	@echo "make test   set up, then run every test (lint, native core, OPFS in Chromium and Firefox, Node, end-to-end)"
 	@echo "make pkg    build the npm package into pkg/"
 	@echo "make bench  measure walnut against raw OPFS, IndexedDB and SQLite (docs/BENCHMARKS.md)"
 	@echo "make fuzz   fuzz recovery for 30 minutes (checkpoint bodies and operation sequences for 15 each)"
@@ -64,7 +64,7 @@ node_modules/.installed: package.json package-lock.json
 # The npm package: wasm-pack output + the JS wrapper + pkg.json merged into pkg/package.json.
 pkg: setup-rust setup-node
 	wasm-pack build --release --target web --out-dir pkg --out-name walnut_core
-	cp www/walnut.js www/worker.js www/multitab.js www/walnut.d.ts pkg/
+	cp www/*.js www/*.d.ts pkg/
 	node www/tools/merge-pkg.mjs pkg.json pkg/package.json
 
 demo: setup pkg
@@ -90,6 +90,11 @@ test-wasm-firefox: setup-rust setup-browsers
 	wasm-pack test --headless --firefox --geckodriver "$(GECKODRIVER)"
 
 test-wasm: test-wasm-chrome test-wasm-firefox
+
+# The Node hosts (www/node.js, www/volume-node.js): format parity with the native build,
+# directory locks across processes, and writers killed with SIGKILL.
+test-node: pkg
+	node --test --test-concurrency=1 tests/node/*.test.mjs
 
 test-e2e: pkg setup-browsers
 	node --test --test-concurrency=1 tests/e2e/*.test.mjs
@@ -129,7 +134,7 @@ bench: setup pkg
 	node bench/run.mjs
 	node bench/multitab.mjs
 
-test: setup lint test-native test-fuzz test-wasm test-e2e
+test: setup lint test-native test-fuzz test-wasm test-node test-e2e
 
 clean:
 	rm -rf pkg target node_modules

@@ -71,11 +71,53 @@ export interface KeysOptions {
 
 export type BatchOperation = { type: 'put'; key: Key; value: Value } | { type: 'delete'; key: Key };
 
-export interface Entry {
+/** The forms a value can be read in (`get(key, { as })`), and what each gives. */
+export interface ValueForms {
+  /** A Blob (the page API's default). */
+  blob: Blob;
+  /** A Uint8Array, the value's bytes (the synchronous store's default). */
+  bytes: Uint8Array;
+  /** A string: the bytes decoded as UTF-8. */
+  text: string;
+  /** What `JSON.parse` makes of the text (throws SyntaxError if it is not JSON). */
+  json: unknown;
+  /** A ReadableStream, one chunk per pull (as getStream()). */
+  stream: ReadableStream<Uint8Array>;
+}
+
+/** The forms a whole listing can hold (not streams). */
+export type ListForm = Exclude<keyof ValueForms, 'stream'>;
+
+/** Options of entries(): the range, and whether and how to read the values. */
+export interface EntriesOptions<A extends ListForm = ListForm> extends KeysOptions {
+  /** Read each value too (default: false on the page and in Node's promise API, true in the synchronous store). */
+  values?: boolean;
+  /** The values' form. */
+  as?: A;
+}
+
+/**
+ * A key, its value's size, and the value when it was read. Iterating it gives the key then the
+ * value, so `for (const [key, value] of entries)` works as for a Map.
+ */
+export class Entry<V = unknown> {
+  private constructor();
   /** The key, in the form (string or Uint8Array) it was last put with. */
-  key: Key;
+  readonly key: Key;
   /** Size of the value, bytes. */
-  size: number;
+  readonly size: number;
+  /** The value, when the listing read values. */
+  readonly value?: V;
+  [Symbol.iterator](): Iterator<Key | V | undefined>;
+}
+
+/**
+ * What entries() returns: awaited, the list; iterated with `for await`, the entries page by page
+ * (256 per round trip, values always read), so memory holds one page at a time.
+ */
+export interface EntryQuery<E> extends PromiseLike<E[]>, AsyncIterable<E> {
+  catch<R = never>(onRejected?: ((reason: unknown) => R | PromiseLike<R>) | null): Promise<E[] | R>;
+  finally(onFinally?: (() => void) | null): Promise<E[]>;
 }
 
 export interface RecoveryReport {
@@ -175,34 +217,11 @@ interface WalnutStoreEventMap {
 }
 
 /**
- * An open store. Get one with {@link open}. Every method rejects with a {@link WalnutError}.
- * Every page, iframe and worker of an origin can have the same store open at once: one of them,
- * the leader, runs it; the others' calls go through it with the same semantics (see
- * docs/MULTITAB.md). An EventTarget of `'change'` and `'resync'` events.
+ * The calls of a store that answers with promises: the page's {@link WalnutStore} and Node's
+ * (walnut-kv under the `node` condition). Every method rejects with a {@link WalnutError}.
  */
-export class WalnutStore extends EventTarget {
-  private constructor();
-  addEventListener<K extends keyof WalnutStoreEventMap>(
-    type: K,
-    listener: (this: WalnutStore, event: WalnutStoreEventMap[K]) => void,
-    options?: boolean | AddEventListenerOptions,
-  ): void;
-  addEventListener(type: string, listener: EventListenerOrEventListenerObject | null, options?: boolean | AddEventListenerOptions): void;
-  removeEventListener<K extends keyof WalnutStoreEventMap>(
-    type: K,
-    listener: (this: WalnutStore, event: WalnutStoreEventMap[K]) => void,
-    options?: boolean | EventListenerOptions,
-  ): void;
-  removeEventListener(type: string, listener: EventListenerOrEventListenerObject | null, options?: boolean | EventListenerOptions): void;
-  /**
-   * Calls `callback` with every change event touching a key that starts with `prefix` (every
-   * one without a prefix) and with every resync event, until `signal` aborts.
-   */
-  watch(
-    options: { prefix?: Key; signal?: AbortSignal },
-    callback: (event: WalnutChangeEvent | WalnutResyncEvent) => void,
-  ): void;
-  /** The name given to open(). */
+export interface StoreApi {
+  /** The name given to open() (Node: the directory).  */
   readonly name: string;
   /** What recovery found and did when this store was opened. */
   readonly recovery: RecoveryReport;
@@ -218,10 +237,16 @@ export class WalnutStore extends EventTarget {
    */
   put(key: Key, value: Value, options?: WriteOptions): Promise<void>;
   /**
-   * Reads a whole value, or undefined when the key is absent. Reads do not wait for writes still
-   * streaming in: they see the last committed value. Use getStream() for huge values.
+   * Reads a whole value, or undefined when the key is absent, as a Blob or in the form `as`.
+   * Reads do not wait for writes still streaming in: they see the last committed value. Use
+   * `as: 'stream'` (or getStream()) for huge values.
    */
-  get(key: Key): Promise<Blob | undefined>;
+  get<A extends keyof ValueForms = 'blob'>(key: Key, options?: { as?: A }): Promise<ValueForms[A] | undefined>;
+  /**
+   * The values of `keys`, in order (undefined where absent), requested together: each is the
+   * value committed when the worker reads it.
+   */
+  getMany<A extends ListForm = 'blob'>(keys: Key[], options?: { as?: A }): Promise<Array<ValueForms[A] | undefined>>;
   /**
    * Reads a whole value into memory as bytes, or undefined when the key is absent: the fast way
    * to read small values (no Blob is made). Use getStream() for huge values.
@@ -239,10 +264,29 @@ export class WalnutStore extends EventTarget {
   delete(key: Key, options?: Pick<WriteOptions, 'durability'>): Promise<boolean>;
   /** Keys in bytewise order. */
   keys(options?: KeysOptions): Promise<Key[]>;
-  /** Keys in bytewise order with their values' sizes. */
-  entries(options?: KeysOptions): Promise<Entry[]>;
+  /**
+   * Keys in bytewise order with their values' sizes, and with `values: true` the values (each
+   * read just after the listing: a key deleted in between is left out). Await it for the list,
+   * or iterate it with `for await (const [key, value] of db.entries())`, page by page.
+   */
+  entries<A extends ListForm = 'blob'>(options?: EntriesOptions<A>): EntryQuery<Entry<ValueForms[A]>>;
   /** Puts and deletes in one transaction: after a crash, all of them or none are visible. */
   batch(operations: BatchOperation[], options?: WriteOptions): Promise<void>;
+  /**
+   * Stores several values in one transaction: `[key, value]` pairs (an array, a Map) or a plain
+   * object's own properties. All or none survive a crash.
+   */
+  putMany(entries: Iterable<readonly [Key, Value]> | Record<string, Value>, options?: WriteOptions): Promise<void>;
+  /**
+   * Deletes `keys` in one transaction; resolves to how many of them existed (NaN in the rare
+   * case of a call retried after a leader change, whose first try had committed).
+   */
+  deleteMany(keys: Key[], options?: Pick<WriteOptions, 'durability'>): Promise<number>;
+  /**
+   * Deletes every key in one transaction (the Durable Objects API's deleteAll); resolves to how
+   * many it deleted. Writes issued before it apply first, writes issued after it wait for it.
+   */
+  clear(options?: Pick<WriteOptions, 'durability'>): Promise<number>;
   /** Counters of the store and its log. */
   stats(): Promise<Stats>;
   /**
@@ -267,6 +311,37 @@ export class WalnutStore extends EventTarget {
    * does not fail it: the next open() replays the log instead.
    */
   close(): Promise<void>;
+}
+
+/**
+ * An open store. Get one with {@link open}. Every method rejects with a {@link WalnutError}.
+ * Every page, iframe and worker of an origin can have the same store open at once: one of them,
+ * the leader, runs it; the others' calls go through it with the same semantics (see
+ * docs/MULTITAB.md). An EventTarget of `'change'` and `'resync'` events.
+ */
+export interface WalnutStore extends StoreApi {}
+export class WalnutStore extends EventTarget {
+  private constructor();
+  addEventListener<K extends keyof WalnutStoreEventMap>(
+    type: K,
+    listener: (this: WalnutStore, event: WalnutStoreEventMap[K]) => void,
+    options?: boolean | AddEventListenerOptions,
+  ): void;
+  addEventListener(type: string, listener: EventListenerOrEventListenerObject | null, options?: boolean | AddEventListenerOptions): void;
+  removeEventListener<K extends keyof WalnutStoreEventMap>(
+    type: K,
+    listener: (this: WalnutStore, event: WalnutStoreEventMap[K]) => void,
+    options?: boolean | EventListenerOptions,
+  ): void;
+  removeEventListener(type: string, listener: EventListenerOrEventListenerObject | null, options?: boolean | EventListenerOptions): void;
+  /**
+   * Calls `callback` with every change event touching a key that starts with `prefix` (every
+   * one without a prefix) and with every resync event, until `signal` aborts.
+   */
+  watch(
+    options: { prefix?: Key; signal?: AbortSignal },
+    callback: (event: WalnutChangeEvent | WalnutResyncEvent) => void,
+  ): void;
   /**
    * Kills the worker at once, as a crash would: writes not yet flushed may be lost and pending
    * calls reject with WalnutClosedError. The next open() recovers the log.

@@ -9,245 +9,48 @@
  * @module walnut-kv
  */
 
-/** Longest key accepted, in bytes (UTF-8 for strings). */
-const MAX_KEY_BYTES = 65535;
-/** The largest `lockTimeout` and `directWriteThreshold`: the core holds them as 32-bit integers. */
-const MAX_U32 = 2 ** 32 - 1;
-
-const encoder = new TextEncoder();
-const decoder = new TextDecoder();
-
-/** Base class of every error walnut rejects with; `name` tells the kind. */
-export class WalnutError extends Error {}
-WalnutError.prototype.name = 'WalnutError';
-
-/**
- * Makes the error class for one of the stable error names (a class per name so that
- * `instanceof` works and `name` survives minification).
- * @param {string} name
- */
-function errorClass(name) {
-  const cls = class extends WalnutError {};
-  Object.defineProperty(cls, 'name', { value: name });
-  cls.prototype.name = name;
-  return cls;
-}
-
-/** Reading or writing OPFS failed. */
-export const WalnutIoError = errorClass('WalnutIoError');
-/** The log holds data that cannot be right (a broken structure, not a torn tail). */
-export const WalnutCorruptionError = errorClass('WalnutCorruptionError');
-/** A stored chunk failed its CRC check on read. */
-export const WalnutChecksumError = errorClass('WalnutChecksumError');
-/** An earlier write or flush failed; the store refuses writes until it is reopened. */
-export const WalnutPoisonedError = errorClass('WalnutPoisonedError');
-/** The origin's storage quota is exhausted. */
-export const WalnutQuotaExceededError = errorClass('WalnutQuotaExceededError');
-/** Another worker (tab, or a page being reloaded) holds the store for longer than `lockTimeout`. */
-export const WalnutLockedError = errorClass('WalnutLockedError');
-/** An argument has the wrong type or value; the message names the parameter. */
-export const WalnutInvalidArgumentError = errorClass('WalnutInvalidArgumentError');
-/** The store was closed or terminated. */
-export const WalnutClosedError = errorClass('WalnutClosedError');
-/** The environment lacks what walnut needs (module workers, OPFS, WebAssembly). */
-export const WalnutUnsupportedError = errorClass('WalnutUnsupportedError');
-/** A transaction was used wrongly or could not be completed. */
-export const WalnutTransactionError = errorClass('WalnutTransactionError');
-/**
- * The context leading the store (the tab whose worker holds its files) went away while this call
- * was under way, and the call did not take effect: the old value stands. Retryable: call again
- * (a new leader is elected at once). Only calls that cannot be sent again safely get it: a put
- * whose stream was partly read, a read of a stream opened on the old leader.
- */
-export const WalnutLeaderChangedError = errorClass('WalnutLeaderChangedError');
-
-const ERROR_CLASSES = new Map(
-  [
-    WalnutIoError,
-    WalnutCorruptionError,
-    WalnutChecksumError,
-    WalnutPoisonedError,
-    WalnutQuotaExceededError,
-    WalnutLockedError,
-    WalnutInvalidArgumentError,
-    WalnutClosedError,
-    WalnutUnsupportedError,
-    WalnutTransactionError,
-    WalnutLeaderChangedError,
-  ].map((cls) => [cls.name, cls]),
-);
-
-/**
- * Rebuilds an error the worker sent as `{ name, message }`.
- * @param {{ name: string, message: string }} error
- */
-function toError({ name, message }) {
-  const cls = ERROR_CLASSES.get(name) ?? WalnutIoError;
-  return new cls(message);
-}
-
-/** @param {string} message */
-function invalid(message) {
-  return new WalnutInvalidArgumentError(message);
-}
-
-/** @param {unknown} value a short description of a value's type for error messages */
-function describe(value) {
-  if (value === null) return 'null';
-  if (typeof value !== 'object') return typeof value;
-  return value.constructor?.name ?? 'object';
-}
-
-/** @param {ArrayBuffer} buffer */
-function isDetached(buffer) {
-  // `detached` is missing in older engines; there a detached buffer shows as empty.
-  return buffer.detached === true;
-}
-
-/**
- * Validates a key and encodes it for the worker. The bytes are a copy, so the caller may
- * reuse their array at once.
- * @param {unknown} key
- * @param {string} param the parameter name for error messages
- * @returns {{ bytes: Uint8Array, isString: boolean }}
- */
-function encodeKey(key, param = 'key') {
-  let bytes;
-  let isString = false;
-  if (typeof key === 'string') {
-    if (key.isWellFormed?.() === false) {
-      throw invalid(`${param} is not well-formed UTF-16 (it has a lone surrogate)`);
-    }
-    bytes = encoder.encode(key);
-    isString = true;
-  } else if (key instanceof Uint8Array) {
-    if (isDetached(key.buffer)) throw invalid(`${param}: its ArrayBuffer is detached`);
-    bytes = key.slice();
-  } else {
-    throw invalid(`${param} must be a string or a Uint8Array, got ${describe(key)}`);
-  }
-  if (bytes.length === 0) throw invalid(`${param} must not be empty`);
-  if (bytes.length > MAX_KEY_BYTES) {
-    throw invalid(`${param} is ${bytes.length} bytes long; the limit is ${MAX_KEY_BYTES}`);
-  }
-  return { bytes, isString };
-}
-
-/**
- * Validates an optional key range bound or prefix (empty allowed) and encodes it.
- * @param {unknown} bound
- * @param {string} param
- * @returns {Uint8Array | undefined}
- */
-function encodeBound(bound, param) {
-  if (bound === undefined) return undefined;
-  if (typeof bound === 'string') return encoder.encode(bound);
-  if (bound instanceof Uint8Array) {
-    if (isDetached(bound.buffer)) throw invalid(`${param}: its ArrayBuffer is detached`);
-    return bound.slice();
-  }
-  throw invalid(`${param} must be a string or a Uint8Array, got ${describe(bound)}`);
-}
-
-/**
- * Validates a value and turns it into what the worker receives: bytes (copied, so the caller's
- * buffer is never detached), a Blob (cloned by reference) or a ReadableStream (transferred).
- * @param {unknown} value
- * @param {string} param
- * @param {Transferable[]} transfer collects what must be transferred with the message
- * @returns {{ value: Uint8Array | Blob | ReadableStream, size: number | undefined }}
- */
-function encodeValue(value, param, transfer) {
-  let bytes;
-  if (typeof value === 'string') {
-    bytes = encoder.encode(value);
-  } else if (value instanceof ArrayBuffer) {
-    if (isDetached(value)) throw invalid(`${param}: the ArrayBuffer is detached`);
-    bytes = new Uint8Array(value.slice(0));
-  } else if (ArrayBuffer.isView(value)) {
-    if (isDetached(value.buffer)) throw invalid(`${param}: its ArrayBuffer is detached`);
-    bytes = new Uint8Array(value.buffer, value.byteOffset, value.byteLength).slice();
-  } else if (value instanceof Blob) {
-    return { value, size: value.size };
-  } else if (value instanceof ReadableStream) {
-    if (value.locked) throw invalid(`${param}: the ReadableStream is locked`);
-    transfer.push(value);
-    return { value, size: undefined };
-  } else {
-    throw invalid(
-      `${param} must be a string, ArrayBuffer, ArrayBufferView, Blob or ReadableStream, got ${describe(value)}`,
-    );
-  }
-  transfer.push(bytes.buffer);
-  return { value: bytes, size: bytes.length };
-}
-
-/**
- * Cancels the streams of a write call that were never sent to the worker, so that their sources
- * stop (a fetch body releases its connection): the call is over and nothing will read them. A
- * stream that was sent is locked (the worker holds it, and cancels it when its write ends
- * without reading it to the end); a stream the caller locked is not walnut's to cancel.
- * @param {ReadableStream[]} streams
- * @param {unknown} reason
- */
-function cancelUnsent(streams, reason) {
-  for (const stream of streams) if (!stream.locked) stream.cancel(reason).catch(() => {});
-}
-
-/**
- * @param {unknown} durability
- * @param {string} param
- * @returns {'strict' | 'relaxed' | undefined}
- */
-function checkDurability(durability, param) {
-  if (durability === undefined || durability === 'strict' || durability === 'relaxed') {
-    return durability;
-  }
-  throw invalid(`${param} must be 'strict' or 'relaxed', got ${String(durability)}`);
-}
-
-/**
- * @param {unknown} options
- * @param {string} param
- * @returns {Record<string, unknown>}
- */
-function checkOptions(options, param) {
-  if (options === undefined) return {};
-  if (options === null || typeof options !== 'object') {
-    throw invalid(`${param} must be an object, got ${describe(options)}`);
-  }
-  return /** @type {Record<string, unknown>} */ (options);
-}
-
-/**
- * @param {unknown} value
- * @param {string} param
- * @param {number} min
- * @param {number} max
- */
-function checkInteger(value, param, min, max = Number.MAX_SAFE_INTEGER) {
-  if (!Number.isInteger(value) || value < min || value > max) {
-    throw invalid(`${param} must be an integer from ${min} to ${max}, got ${String(value)}`);
-  }
-  return value;
-}
-
-/**
- * Validates the options of a write (put, delete, batch).
- * @param {unknown} options
- * @param {'strict' | 'relaxed'} storeDurability
- */
-function checkWriteOptions(options, storeDurability) {
-  const { onProgress, signal, durability } = checkOptions(options, 'options');
-  if (onProgress !== undefined && typeof onProgress !== 'function') {
-    throw invalid(`options.onProgress must be a function, got ${describe(onProgress)}`);
-  }
-  if (signal !== undefined && !(signal instanceof AbortSignal)) {
-    throw invalid(`options.signal must be an AbortSignal, got ${describe(signal)}`);
-  }
-  const strict = (checkDurability(durability, 'options.durability') ?? storeDurability) === 'strict';
-  return { onProgress, signal, strict };
-}
+import {
+  cancelUnsent,
+  checkForm,
+  encodeKeys,
+  EntryQuery,
+  paged,
+  putOperations,
+  valueAs,
+  checkOpenOptions,
+  checkOperation,
+  checkOptions,
+  checkRange,
+  checkWriteOptions,
+  describe,
+  encodeBound,
+  encodeKey,
+  encoder,
+  encodeValue,
+  Entry,
+  invalid,
+  toError,
+  unpackKeys,
+  WalnutClosedError,
+  WalnutIoError,
+  WalnutLockedError,
+  WalnutUnsupportedError,
+} from './common.js';
+export {
+  Entry,
+  WalnutError,
+  WalnutIoError,
+  WalnutCorruptionError,
+  WalnutChecksumError,
+  WalnutPoisonedError,
+  WalnutQuotaExceededError,
+  WalnutLockedError,
+  WalnutInvalidArgumentError,
+  WalnutClosedError,
+  WalnutUnsupportedError,
+  WalnutTransactionError,
+  WalnutLeaderChangedError,
+} from './common.js';
 
 /** Guards the constructor: stores come from open(). */
 const INTERNAL = Symbol('walnut.internal');
@@ -421,15 +224,93 @@ export class WalnutStore extends EventTarget {
   }
 
   /**
+   * Stores several values in one commit: after a crash all or none are visible.
+   * @param {Iterable<[string | Uint8Array, unknown]> | Record<string, unknown>} entries `[key,
+   *   value]` pairs (an array, a Map) or a plain object; values as for put()
+   * @param {{ onProgress?: (bytesWritten: number, totalBytes?: number) => void, signal?: AbortSignal, durability?: 'strict' | 'relaxed' }} [options]
+   * @returns {Promise<void>}
+   */
+  async putMany(entries, options) {
+    const operations = putOperations(entries);
+    if (operations.length === 0) {
+      checkWriteOptions(options, this.#durability);
+      this.#ensureOpen();
+      return undefined;
+    }
+    await this.#write(operations, options, 'entries');
+    return undefined;
+  }
+
+  /**
+   * Deletes `keys` in one commit.
+   * @param {Array<string | Uint8Array>} keys
+   * @param {{ durability?: 'strict' | 'relaxed' }} [options]
+   * @returns {Promise<number>} how many of them existed (NaN in the rare case of a call
+   *   retried after a leader change that had already been committed)
+   */
+  async deleteMany(keys, options) {
+    const { durability } = checkOptions(options, 'options');
+    const { strict } = checkWriteOptions({ durability }, this.#durability);
+    const ops = encodeKeys(keys).map(({ bytes, isString }) => ({ type: 'delete', key: bytes, isString }));
+    if (ops.length === 0) {
+      this.#ensureOpen();
+      return 0;
+    }
+    return this.#request({ op: 'write', ops, strict, existing: true });
+  }
+
+  /**
+   * Deletes every key in one commit (the Durable Objects API's deleteAll). Waits for the writes
+   * issued before it; writes issued after it wait for it.
+   * @param {{ durability?: 'strict' | 'relaxed' }} [options]
+   * @returns {Promise<number>} how many keys it deleted (NaN as for deleteMany())
+   */
+  async clear(options) {
+    const { durability } = checkOptions(options, 'options');
+    const { strict } = checkWriteOptions({ durability }, this.#durability);
+    return this.#request({ op: 'write', ops: [], strict, clear: true });
+  }
+
+  /**
    * Reads a value whole. Reads do not wait for writes still streaming in: they see the last
    * committed value.
    * @param {string | Uint8Array} key
-   * @returns {Promise<Blob | undefined>}
+   * @param {{ as?: 'blob' | 'bytes' | 'text' | 'json' | 'stream' }} [options] the form of the
+   *   value: a Blob (default), a Uint8Array, a string (UTF-8), what JSON.parse makes of that
+   *   string, or a ReadableStream (as getStream())
+   * @returns {Promise<unknown>} the value, or undefined if the key is absent
    */
-  async get(key) {
-    const value = await this.#request({ op: 'get', key: encodeKey(key).bytes });
-    // Small values come as bytes: a Blob made here costs less than one cloned from the worker.
-    return value instanceof Uint8Array ? new Blob([value]) : value;
+  async get(key, options) {
+    const as = checkForm(checkOptions(options, 'options').as, 'blob');
+    return this.#get(encodeKey(key).bytes, as);
+  }
+
+  /**
+   * @param {Uint8Array} key
+   * @param {'blob' | 'bytes' | 'text' | 'json' | 'stream'} as
+   */
+  async #get(key, as) {
+    if (as === 'stream') return this.#stream(key);
+    const value = await this.#request({ op: 'get', key });
+    if (value === undefined) return undefined;
+    if (as === 'blob') {
+      // Small values come as bytes: a Blob made here costs less than one cloned from the worker.
+      return value instanceof Uint8Array ? new Blob([value]) : value;
+    }
+    return valueAs(value instanceof Blob ? new Uint8Array(await value.arrayBuffer()) : value, as);
+  }
+
+  /**
+   * The values of `keys`, in order (undefined where absent), requested together (one message
+   * to the worker). Each is the value committed when the worker reads it.
+   * @param {Array<string | Uint8Array>} keys
+   * @param {{ as?: 'blob' | 'bytes' | 'text' | 'json' }} [options]
+   * @returns {Promise<unknown[]>}
+   */
+  async getMany(keys, options) {
+    const as = checkForm(checkOptions(options, 'options').as, 'blob');
+    if (as === 'stream') throw invalid("options.as cannot be 'stream' for getMany(); use getStream() per key");
+    return Promise.all(encodeKeys(keys).map(({ bytes }) => this.#get(bytes, as)));
   }
 
   /**
@@ -441,8 +322,7 @@ export class WalnutStore extends EventTarget {
    * @returns {Promise<Uint8Array | undefined>}
    */
   async getBytes(key) {
-    const value = await this.#request({ op: 'get', key: encodeKey(key).bytes });
-    return value instanceof Blob ? new Uint8Array(await value.arrayBuffer()) : value;
+    return this.#get(encodeKey(key).bytes, 'bytes');
   }
 
   /**
@@ -452,7 +332,12 @@ export class WalnutStore extends EventTarget {
    * @returns {Promise<ReadableStream<Uint8Array> | undefined>}
    */
   async getStream(key) {
-    const opened = await this.#request({ op: 'openReader', key: encodeKey(key).bytes });
+    return this.#stream(encodeKey(key).bytes);
+  }
+
+  /** @param {Uint8Array} key */
+  async #stream(key) {
+    const opened = await this.#request({ op: 'openReader', key });
     if (opened === undefined) return undefined;
     const { reader } = opened;
     let finished = false;
@@ -505,35 +390,33 @@ export class WalnutStore extends EventTarget {
   }
 
   /**
-   * Like {@link WalnutStore#keys}, with each value's size in bytes.
-   * @param {{ prefix?: string | Uint8Array, start?: string | Uint8Array, end?: string | Uint8Array, limit?: number, reverse?: boolean }} [options]
-   * @returns {Promise<Array<{ key: string | Uint8Array, size: number }>>}
+   * Keys in bytewise order with each value's size in bytes: `{ key, size }`, and `value` too
+   * with `values: true` (in the form `as`, default a Blob; each read just after the listing,
+   * so a key deleted in between is left out). Awaited: the whole list. Iterated with
+   * `for await (const [key, value] of db.entries(...))`: page by page (256 entries per round
+   * trip), values always read, so memory holds one page at a time.
+   * @param {{ prefix?: string | Uint8Array, start?: string | Uint8Array, end?: string | Uint8Array, limit?: number, reverse?: boolean, values?: boolean, as?: 'blob' | 'bytes' | 'text' | 'json' }} [options]
+   * @returns {EntryQuery<Entry>}
    */
-  async entries(options) {
-    const { prefix, start, end, limit, reverse } = checkOptions(options, 'options');
-    const range = {};
-    for (const [name, bound] of [['prefix', prefix], ['start', start], ['end', end]]) {
-      const bytes = encodeBound(bound, `options.${name}`);
-      if (bytes) range[name] = bytes;
-    }
-    if (limit !== undefined) range.limit = checkInteger(limit, 'options.limit', 0);
-    if (reverse !== undefined) {
-      if (typeof reverse !== 'boolean') throw invalid('options.reverse must be a boolean');
-      range.reverse = reverse;
-    }
-    // One buffer for the whole list (see WalnutStore.keys in docs/WORKER_API.md).
-    const packed = await this.#request({ op: 'keys', options: range });
-    const view = new DataView(packed.buffer, packed.byteOffset, packed.byteLength);
-    const out = [];
-    for (let at = 0; at < packed.length; ) {
-      const length = view.getUint32(at, true);
-      const isString = (view.getUint8(at + 4) & 1) === 1;
-      const size = view.getFloat64(at + 5, true);
-      const bytes = packed.subarray(at + 13, at + 13 + length);
-      out.push({ key: isString ? decoder.decode(bytes) : bytes.slice(), size });
-      at += 13 + length;
-    }
-    return out;
+  entries(options) {
+    const { range, values, as } = checkRange(options);
+    const form = checkForm(as, 'blob');
+    if (form === 'stream') throw invalid("options.as cannot be 'stream' for entries(); use getStream() per key");
+    const page = async (r, withValues) => {
+      // One buffer for the whole list (see WalnutStore.keys in docs/WORKER_API.md).
+      const listed = unpackKeys(await this.#request({ op: 'keys', options: r }));
+      const read = withValues ? await Promise.all(listed.map(({ bytes }) => this.#get(bytes, form))) : [];
+      const items = [];
+      listed.forEach(({ key, size }, i) => {
+        if (!withValues) items.push(new Entry(key, size));
+        else if (read[i] !== undefined) items.push(new Entry(key, size, read[i]));
+      });
+      return { items, listed: listed.length, last: listed.at(-1)?.bytes };
+    };
+    return new EntryQuery(
+      async () => (await page(range, values === true)).items,
+      () => paged(range, (r) => page(r, true)),
+    );
   }
 
   /**
@@ -652,18 +535,10 @@ export class WalnutStore extends EventTarget {
     const transfer = [];
     let total = 0;
     const ops = operations.map((operation, index) => {
-      const param = (name) => (list ? `${list}[${index}].${name}` : name);
-      if (operation === null || typeof operation !== 'object') {
-        throw invalid(`${list}[${index}] must be an operation object, got ${describe(operation)}`);
-      }
-      const { bytes, isString } = encodeKey(operation.key, param('key'));
-      if (operation.type === 'delete') return { type: 'delete', key: bytes, isString };
-      if (operation.type !== 'put') {
-        throw invalid(`${param('type')} must be 'put' or 'delete', got ${String(operation.type)}`);
-      }
-      const encoded = encodeValue(operation.value, param('value'), transfer);
-      total = total === undefined || encoded.size === undefined ? undefined : total + encoded.size;
-      return { type: 'put', key: bytes, isString, value: encoded.value };
+      const op = checkOperation(operation, index, list, (value, param) => encodeValue(value, param, transfer));
+      if (op.type === 'delete') return op;
+      total = total === undefined || op.size === undefined ? undefined : total + op.size;
+      return { type: 'put', key: op.key, isString: op.isString, value: op.value };
     });
     return this.#request({ op: 'write', ops, strict, progress: Boolean(onProgress) }, transfer, {
       onProgress,
@@ -824,38 +699,6 @@ export class WalnutStore extends EventTarget {
     this.#worker?.terminate();
     this.#worker = null;
   }
-}
-
-/**
- * Validates open()'s options.
- * @param {unknown} options
- */
-function checkOpenOptions(options) {
-  const { chunkSize, durability, lockTimeout, directWriteThreshold, segmentSize, checkpointBytes, compactionRatio } =
-    checkOptions(options, 'options');
-  const core = {};
-  if (chunkSize !== undefined) {
-    core.chunkSize = checkInteger(chunkSize, 'options.chunkSize', 4096, 64 * 1024 * 1024);
-  }
-  if (directWriteThreshold !== undefined) {
-    core.directWriteThreshold = checkInteger(directWriteThreshold, 'options.directWriteThreshold', 1, MAX_U32);
-  }
-  if (lockTimeout !== undefined) {
-    core.lockTimeoutMs = checkInteger(lockTimeout, 'options.lockTimeout', 0, MAX_U32);
-  }
-  if (segmentSize !== undefined) {
-    core.segmentSize = checkInteger(segmentSize, 'options.segmentSize', 4096, 2 ** 39);
-  }
-  if (checkpointBytes !== undefined) {
-    core.checkpointBytes = checkInteger(checkpointBytes, 'options.checkpointBytes', 0, 2 ** 53);
-  }
-  if (compactionRatio !== undefined) {
-    if (typeof compactionRatio !== 'number' || !(compactionRatio >= 0 && compactionRatio <= 1)) {
-      throw invalid(`options.compactionRatio must be a number from 0 to 1, got ${String(compactionRatio)}`);
-    }
-    core.compactionRatio = compactionRatio;
-  }
-  return { core, durability: checkDurability(durability, 'options.durability') ?? 'strict' };
 }
 
 /** @type {Promise<WebAssembly.Module | undefined> | undefined} */

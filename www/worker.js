@@ -28,6 +28,7 @@
  */
 import init, { WalnutStore } from './walnut_core.js';
 import { LEADER_CHANGED, Member } from './multitab.js';
+import { unpackKeys } from './common.js';
 
 /** A write task gives way to other requests after running this long, ms. */
 const SLICE_MS = 2;
@@ -61,6 +62,8 @@ const tasks = new Map();
 const inflight = new Set();
 /** For each key with a write task, a promise that settles once that write and every earlier one to the key are applied and answered. */
 const keyTails = new Map();
+/** A clear() under way or waiting: every write issued after it waits for it. */
+let barrier = null;
 /** Readers opened for getStream(), by reader id. */
 const readers = new Set();
 /** Bytes of staging buffers reserved (see STAGING_BYTES), and the puts waiting for some. */
@@ -893,6 +896,10 @@ function dispatch(request) {
  */
 function write(request) {
   if (request.rid && answeredBefore(request)) return;
+  if (request.clear || request.existing) {
+    writeComputed(request);
+    return;
+  }
   const [first] = request.ops;
   // Another context's writes go as transactions, under their request ids.
   const single =
@@ -901,6 +908,7 @@ function write(request) {
     (first.type === 'delete' || (first.value instanceof Uint8Array && first.value.length <= chunkSize));
   const keys = single && keyTails.size === 0 ? [] : request.ops.map((op) => keyIds.decode(op.key));
   const earlier = keys.map((key) => keyTails.get(key)).filter(Boolean);
+  if (barrier) earlier.push(barrier);
   if (single && earlier.length === 0) {
     acknowledge(request, applySingle(request));
     return;
@@ -932,6 +940,68 @@ function write(request) {
 }
 
 /**
+ * A write whose operations are known only when it runs: clear() (deletes of every key) and
+ * deleteMany() (`existing`: deletes of those of its keys that exist, once each). Its answer is
+ * how many keys it deleted. clear() waits for every write under way, and every later write
+ * waits for it (`barrier`); deleteMany() waits for the writes to its keys, as any write does.
+ */
+function writeComputed(request) {
+  const keys = request.clear ? [...keyTails.keys()] : request.ops.map((op) => keyIds.decode(op.key));
+  const earlier = [...new Set(keys.map((key) => keyTails.get(key)).filter(Boolean))];
+  if (barrier) earlier.push(barrier);
+  const task = newTask([]);
+  tasks.set(request.id, task);
+  const applied = (async () => {
+    await unlessStopped(task, Promise.all(earlier));
+    const ops = request.clear ? everyKey() : existingOnce(request.ops);
+    if (ops.length === 0) return { value: 0, ticket: 0, change: null };
+    return { ...(await writeTransaction({ ...request, ops }, task)), value: ops.length };
+  })();
+  const done = keepInFlight(
+    applied.then(
+      (result) => acknowledge(request, result),
+      (error) => (error === ABORTED ? send({ id: request.id, aborted: true }) : fail(request.id, error)),
+    ),
+  );
+  done.then(() => tasks.delete(request.id));
+  if (request.clear) {
+    barrier = done;
+    done.then(() => {
+      if (barrier === done) barrier = null;
+    });
+    return;
+  }
+  const tail = earlier.length === 0 ? done : Promise.all([done, ...earlier]);
+  for (const key of keys) keyTails.set(key, tail);
+  tail.then(() => {
+    for (const key of keys) if (keyTails.get(key) === tail) keyTails.delete(key);
+  });
+}
+
+/** A delete of every key of the store, as write operations. */
+function everyKey() {
+  return unpackKeys(store.keys(undefined)).map(({ bytes, key }) => ({
+    type: 'delete',
+    key: bytes,
+    isString: typeof key === 'string',
+  }));
+}
+
+/**
+ * The deletes among `ops` whose key exists, each key once.
+ * @param {Array<{ type: 'delete', key: Uint8Array, isString: boolean }>} ops
+ */
+function existingOnce(ops) {
+  const seen = new Set();
+  return ops.filter((op) => {
+    const id = keyIds.decode(op.key);
+    if (seen.has(id)) return false;
+    seen.add(id);
+    return store.has(op.key);
+  });
+}
+
+/**
  * A write sent again after a leader change: if the store remembers its request id, it was
  * committed (or is queued) and is answered so, not applied again; a write whose stream the last
  * leader read to its end and did not commit cannot be made again (its data is gone).
@@ -941,7 +1011,8 @@ function answeredBefore(request) {
   const status = store.idStatus(utf8Encoder.encode(request.rid));
   if (!status && !request.recheck) return false;
   cancelStreams(request.ops);
-  const value = isLoneDelete(request.ops) ? true : undefined;
+  // A clear() or deleteMany() committed by the last leader: how many keys it deleted is gone.
+  const value = request.clear || request.existing ? NaN : isLoneDelete(request.ops) ? true : undefined;
   if (status) acknowledge(request, { value, ticket: status.committed ? 0 : status.ticket, change: null });
   else fail(request.id, named(LEADER_CHANGED, "the leader changed after this put's stream was read; it was not committed: try again"));
   return true;

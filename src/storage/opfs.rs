@@ -144,6 +144,8 @@ struct Pool {
     free: Vec<(String, OpfsStorage)>,
     next_name: u32,
     refilling: bool,
+    /// The volume was closed: a refill under way closes what it opens, and stops.
+    closed: bool,
 }
 
 /// Free files the pool keeps ready, so a rotation and a checkpoint never wait.
@@ -352,6 +354,9 @@ impl OpfsVolume {
         let dir = self.dir.clone();
         async move {
             let scope = worker_scope()?;
+            if pool.borrow().closed {
+                return Ok(());
+            }
             pool.borrow_mut().refilling = true;
             let r = async {
                 while pool.borrow().free.len() < POOL_MIN_FREE {
@@ -361,6 +366,12 @@ impl OpfsVolume {
                         format!("{:08}.wal", p.next_name - 1)
                     };
                     let storage = open_handle(&scope, &dir, &name, "pool", 1000).await?;
+                    if pool.borrow().closed {
+                        // Closed meanwhile (a store closed, then opened again in this worker):
+                        // the handle would keep the file from the next opener.
+                        storage.close();
+                        break;
+                    }
                     pool.borrow_mut().free.push((name, storage));
                 }
                 Ok(())
@@ -371,12 +382,15 @@ impl OpfsVolume {
         }
     }
 
-    /// Closes every handle (in use and pooled), releasing the store's lock.
+    /// Closes every handle (in use and pooled), releasing the store's lock. A refill under way
+    /// closes the handle it is opening as soon as it has it.
     pub fn close(&self) {
         for (_, f) in self.files.values() {
             f.close();
         }
-        for (_, f) in &self.pool.borrow().free {
+        let mut pool = self.pool.borrow_mut();
+        pool.closed = true;
+        for (_, f) in &pool.free {
             f.close();
         }
     }

@@ -8,6 +8,7 @@ import { createServer } from 'node:net';
 import { homedir } from 'node:os';
 import { after, before, test } from 'node:test';
 import { startServer } from '../../www/tools/serve.mjs';
+import { cases, crashes } from '../conformance/suite.mjs';
 
 const FIREFOX = process.env.FIREFOX ?? '/usr/bin/firefox-esr';
 const GECKODRIVER = [process.env.GECKODRIVER, `${homedir()}/.cargo/bin/geckodriver`, '/usr/bin/geckodriver']
@@ -63,7 +64,7 @@ before(async () => {
   ({ sessionId: session } = await webdriver('POST', '/session', {
     capabilities: { alwaysMatch: { browserName: 'firefox', 'moz:firefoxOptions': { binary: FIREFOX, args: ['-headless'] } } },
   }));
-  await webdriver('POST', `/session/${session}/timeouts`, { script: 60000 });
+  await webdriver('POST', `/session/${session}/timeouts`, { script: 180000 });
   await webdriver('POST', `/session/${session}/url`, { url: `${server.url}tests/e2e/fixtures/` });
 });
 
@@ -104,3 +105,24 @@ test('Firefox: values round-trip, keys sort bytewise, a second open of a store j
   }, 65536);
   assert.deepEqual(r, { failures: [], order: ['a'], tail: ['\uffff', '😀'], joined: ['joined', false] });
 });
+
+// The conformance suite (tests/conformance/suite.mjs) in Firefox: the page API and the
+// synchronous store in a dedicated worker, and the crash case on each.
+for (const home of ['page', 'worker']) {
+  test(`Firefox, ${home}: every conformance case`, { skip: missing ? `missing ${missing}` : false }, async (t) => {
+    await webdriver('POST', `/session/${session}/url`, { url: `${server.url}tests/conformance/` });
+    const results = await inPage(async (home) => {
+      while (!window.conformance) await new Promise((resolve) => setTimeout(resolve, 20));
+      return window.conformance[home]();
+    }, home);
+    assert.ok(Array.isArray(results), `the suite did not run: ${JSON.stringify(results)}`);
+    assert.equal(results.length, cases.length);
+    for (const r of results) await t.test(r.name, () => assert.ok(r.ok, r.error));
+    for (const [index, c] of crashes.entries()) {
+      await t.test(c.name, async () => {
+        const outcome = await inPage((home, index) => window.conformance.crash(home, index), home, index);
+        assert.equal(outcome, 'ok');
+      });
+    }
+  });
+}

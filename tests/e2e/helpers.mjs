@@ -1,6 +1,6 @@
 // Shared setup for the end-to-end tests: the static server, a Chromium with a fresh profile
 // (OPFS persists per profile, so pages of one context share stores) and the test page.
-import { copyFile, mkdtemp, rm } from 'node:fs/promises';
+import { copyFile, mkdtemp, readdir, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before } from 'node:test';
@@ -53,7 +53,7 @@ export function sharedPage() {
 }
 
 /**
- * Serves the built wrapper (pkg/walnut.js, worker.js, multitab.js) under `route` beside a
+ * Serves the built wrapper (every module of pkg/ but the core's glue) under `route` beside a
  * stand-in core, `tests/e2e/fixtures/<core>/walnut_core.js`, so the real wrapper runs over a
  * core that fails on purpose. Call at the top level of a test file: it starts the browser
  * before the tests and removes everything after them.
@@ -69,8 +69,8 @@ export function standInCore(core, route, init) {
   let dir;
   before(async () => {
     dir = await mkdtemp(join(tmpdir(), `walnut-e2e-${core}-`));
-    for (const file of ['walnut.js', 'worker.js', 'multitab.js']) {
-      await copyFile(`${repo}pkg/${file}`, join(dir, file));
+    for (const file of await readdir(`${repo}pkg`)) {
+      if (file.endsWith('.js') && file !== 'walnut_core.js') await copyFile(`${repo}pkg/${file}`, join(dir, file));
     }
     await copyFile(`${repo}tests/e2e/fixtures/${core}/walnut_core.js`, join(dir, 'walnut_core.js'));
     shared.env = await setup({ routes: [[route, dir]] });

@@ -1,7 +1,7 @@
 // The built package (pkg/): publint, its package.json, and how the server delivers its files.
 import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
-import { existsSync, readFileSync } from 'node:fs';
+import { existsSync, readdirSync, readFileSync } from 'node:fs';
 import { after, before, test } from 'node:test';
 import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
@@ -24,12 +24,13 @@ test('publint finds no errors or warnings in pkg/', async () => {
 test('pkg/package.json is the template merged into what wasm-pack wrote', () => {
   assert.equal(manifest.name, 'walnut-kv');
   assert.equal(manifest.type, 'module');
-  assert.deepEqual(manifest.exports['.'], {
-    types: './walnut.d.ts',
-    import: './walnut.js',
-    default: './walnut.js',
-  });
-  for (const file of ['walnut.js', 'worker.js', 'multitab.js', 'walnut.d.ts', 'walnut_core.js', 'walnut_core_bg.wasm', 'walnut_core.d.ts']) {
+  const web = { types: './walnut.d.ts', default: './walnut.js' };
+  const node = { types: './node.d.ts', default: './node.js' };
+  assert.deepEqual(manifest.exports['.'], { node, browser: web, worker: web, default: web });
+  assert.deepEqual(manifest.exports['./sync'], { node, default: { types: './sync.d.ts', default: './sync.js' } });
+  const modules = readdirSync(`${repo}www`).filter((f) => f.endsWith('.js'));
+  const declarations = readdirSync(`${repo}www`).filter((f) => f.endsWith('.d.ts'));
+  for (const file of [...modules, ...declarations, 'walnut_core.js', 'walnut_core_bg.wasm', 'walnut_core.d.ts']) {
     assert.ok(manifest.files.includes(file), `files lists ${file}`);
     assert.ok(existsSync(`${pkgDir}${file}`), `pkg/${file} exists`);
   }

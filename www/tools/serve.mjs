@@ -22,6 +22,7 @@ const ROUTES = [
   ['/pkg/', 'pkg'],
   ['/vendor/noble-hashes/', 'node_modules/@noble/hashes'],
   ['/tests/e2e/fixtures/', 'tests/e2e/fixtures'],
+  ['/tests/conformance/', 'tests/conformance'],
   ['/', 'www/demo'],
 ];
 

@@ -38,6 +38,24 @@ export async function usage(file: File, stream: ReadableStream<Uint8Array>): Pro
   ];
   await db.batch(ops, { durability: 'strict' });
   const stats: Stats = await db.stats();
+  // What users of idb-keyval and the Durable Objects API reach for first.
+  const text: string | undefined = await db.get('text', { as: 'text' });
+  const bytes: Uint8Array | undefined = await db.get('text', { as: 'bytes' });
+  const json: unknown = await db.get('config', { as: 'json' });
+  const many: Array<string | undefined> = await db.getMany(['a', 'b'], { as: 'text' });
+  await db.putMany([['a', 'x'], [new Uint8Array([2]), file]], { durability: 'relaxed' });
+  await db.putMany({ a: 'x', b: new Uint8Array(1) });
+  const deleted: number = (await db.deleteMany(['a', 'b'])) + (await db.clear());
+  const withValues: Array<Entry<string>> = await db.entries({ prefix: 'user/', values: true, as: 'text' });
+  for await (const entry of db.entries({ as: 'bytes' })) {
+    const value: Uint8Array | undefined = entry.value;
+    console.log(entry.key, value);
+  }
+  // @ts-expect-error: a listing cannot hold streams
+  db.entries({ as: 'stream' });
+  // @ts-expect-error: getMany takes an array of keys
+  await db.getMany('a');
+  console.log(text, bytes, json, many, deleted, withValues);
   const size: number = entries[0].size + stats.liveBytes + db.chunkSize;
   console.log(blob, body, existed, has, keys, size, db.name);
   await db.close();

@@ -1,0 +1,344 @@
+// One set of test bodies for every home of walnut: the page API (Chromium, Firefox), the
+// synchronous store in a dedicated worker (Chromium, Firefox), Node (promises and synchronous)
+// and a Durable Object in workerd. Each home gives the bodies a `home`:
+//
+//   home.open(name, options?)  -> a store (its calls may answer with values or promises: the
+//                                 bodies await every call, and always ask for values' forms)
+//   home.sync                  -> whether the store's calls answer synchronously
+//   home.large                 -> the size of the "large" value, bytes (> 2 MiB)
+//   home.direct                -> whether the core runs in the caller's thread (not behind a
+//                                 worker), so that writes apply in call order across keys
+//   home.stream(asyncIterable) -> what the home's put() takes to stream a value (page API)
+//
+// Crash cases (`crashes`) are split in two: `write(home)` runs where it can be killed (the
+// store's worker, a child process, the workerd process) and resolves once its acknowledged
+// writes are done and an unacknowledged one is under way; the home kills it there, reopens
+// the store elsewhere, and runs `check(home)`.
+//
+// The bodies use no test framework and no Node module: they run in browsers and workerd too.
+
+/** Thrown by the checks below. */
+export class CheckError extends Error {}
+CheckError.prototype.name = 'CheckError';
+
+function show(v) {
+  if (v instanceof Uint8Array) return `Uint8Array(${v.length})[${Array.from(v.subarray(0, 8)).join(',')}${v.length > 8 ? ',…' : ''}]`;
+  try {
+    return JSON.stringify(v) ?? String(v);
+  } catch {
+    return String(v);
+  }
+}
+
+function same(a, b) {
+  if (a instanceof Uint8Array && b instanceof Uint8Array) {
+    return a.length === b.length && a.every((x, i) => x === b[i]);
+  }
+  if (Array.isArray(a) && Array.isArray(b)) return a.length === b.length && a.every((x, i) => same(x, b[i]));
+  if (a && b && typeof a === 'object' && typeof b === 'object' && !(a instanceof Uint8Array) && !(b instanceof Uint8Array)) {
+    const ka = Object.keys(a);
+    return ka.length === Object.keys(b).length && ka.every((k) => same(a[k], b[k]));
+  }
+  return Object.is(a, b);
+}
+
+export function equal(actual, expected, what) {
+  if (!same(actual, expected)) throw new CheckError(`${what}: got ${show(actual)}, expected ${show(expected)}`);
+}
+
+export function ok(value, what) {
+  if (!value) throw new CheckError(what);
+}
+
+/**
+ * Runs `fn` (which may throw, or return a promise that rejects) and checks the error's name and
+ * that its message matches `message`.
+ */
+export async function fails(fn, name, message, what) {
+  let error;
+  try {
+    await fn();
+  } catch (e) {
+    error = e;
+  }
+  if (!error) throw new CheckError(`${what}: did not fail`);
+  if (error.name !== name) throw new CheckError(`${what}: failed with ${error.name}: ${error.message}, expected ${name}`);
+  if (message && !message.test(error.message)) {
+    throw new CheckError(`${what}: message "${error.message}" does not match ${message}`);
+  }
+}
+
+const enc = new TextEncoder();
+
+/** Deterministic bytes: `len` of them from `seed` (xorshift32). */
+export function bytes(len, seed) {
+  const out = new Uint8Array(len);
+  let x = (seed * 2654435761) >>> 0 || 1;
+  for (let i = 0; i < len; i++) {
+    x ^= x << 13;
+    x ^= x >>> 17;
+    x ^= x << 5;
+    out[i] = x & 0xff;
+  }
+  return out;
+}
+
+/** A fresh store name for a case (stores persist per home). */
+let counter = 0;
+export function unique(label) {
+  counter += 1;
+  return `conf-${label}-${Date.now().toString(36)}-${counter}`;
+}
+
+/** Opens a store whose chunks are 4096 bytes, so values cross chunk boundaries early. */
+const CHUNK = 4096;
+function openSmall(home, name) {
+  return home.open(name, { chunkSize: CHUNK });
+}
+
+export const cases = [
+  {
+    name: 'values round-trip at sizes 0, 1, chunk-1, chunk, chunk+1 and large, across a reopen',
+    async run(home) {
+      const name = unique('sizes');
+      const sizes = [0, 1, CHUNK - 1, CHUNK, CHUNK + 1, home.large];
+      let db = await openSmall(home, name);
+      for (const [i, size] of sizes.entries()) await db.put(`v${i}`, bytes(size, i + 1));
+      for (const [i, size] of sizes.entries()) equal(await db.get(`v${i}`, { as: 'bytes' }), bytes(size, i + 1), `size ${size}`);
+      await db.close();
+      db = await openSmall(home, name);
+      for (const [i, size] of sizes.entries()) {
+        equal(await db.get(`v${i}`, { as: 'bytes' }), bytes(size, i + 1), `size ${size} after a reopen`);
+      }
+      equal((await db.stats()).keys, sizes.length, 'stats().keys');
+      await db.close();
+    },
+  },
+  {
+    name: 'strings, bytes keys and the forms a value is read in',
+    async run(home) {
+      const db = await openSmall(home, unique('forms'));
+      await db.put('text', 'héllo wörld');
+      await db.put('json', JSON.stringify({ a: [1, 2], b: 'c' }));
+      await db.put(new Uint8Array([0, 255, 7]), new Uint8Array([9, 8]));
+      equal(await db.get('text', { as: 'text' }), 'héllo wörld', 'as text');
+      equal(await db.get('text', { as: 'bytes' }), enc.encode('héllo wörld'), 'as bytes');
+      equal(await db.get('json', { as: 'json' }), { a: [1, 2], b: 'c' }, 'as json');
+      const blob = await db.get('text', { as: 'blob' });
+      equal(await blob.text(), 'héllo wörld', 'as blob');
+      const stream = await db.get('text', { as: 'stream' });
+      equal(await new Response(stream).text(), 'héllo wörld', 'as stream');
+      equal(await db.get(new Uint8Array([0, 255, 7]), { as: 'bytes' }), new Uint8Array([9, 8]), 'a bytes key');
+      equal(await db.get('absent', { as: 'text' }), undefined, 'an absent key');
+      equal(await db.keys(), [new Uint8Array([0, 255, 7]), 'json', 'text'], 'keys keep their form, in bytewise order');
+      await db.close();
+    },
+  },
+  {
+    name: 'ordered scans with prefix, start, end, limit and reverse',
+    async run(home) {
+      const db = await openSmall(home, unique('scan'));
+      const keys = ['a', 'b/1', 'b/2', 'b/3', 'ba', 'c', 'é'];
+      await db.putMany(keys.map((k, i) => [k, `v${i}`]));
+      equal(await db.keys(), keys, 'all, bytewise (é is 0xC3 0xA9)');
+      equal(await db.keys({ prefix: 'b/' }), ['b/1', 'b/2', 'b/3'], 'prefix');
+      equal(await db.keys({ start: 'b/2', end: 'c' }), ['b/2', 'b/3', 'ba'], 'start inclusive, end exclusive');
+      equal(await db.keys({ limit: 2 }), ['a', 'b/1'], 'limit');
+      equal(await db.keys({ reverse: true, limit: 3 }), ['é', 'c', 'ba'], 'reverse');
+      equal(await db.keys({ prefix: 'b', reverse: true, limit: 2 }), ['ba', 'b/3'], 'prefix, reverse, limit');
+      const entries = await db.entries({ prefix: 'b/', values: true, as: 'text' });
+      equal(
+        entries.map((e) => [e.key, e.size, e.value]),
+        [
+          ['b/1', 2, 'v1'],
+          ['b/2', 2, 'v2'],
+          ['b/3', 2, 'v3'],
+        ],
+        'entries with values',
+      );
+      const pairs = [];
+      for (const [key, value] of entries) pairs.push([key, value]);
+      equal(pairs[0], ['b/1', 'v1'], 'an entry destructures as [key, value]');
+      await db.close();
+    },
+  },
+  {
+    name: 'a listing of 600 entries is iterated page by page with for await',
+    async run(home) {
+      const db = await openSmall(home, unique('iterate'));
+      await db.putMany(Array.from({ length: 600 }, (_, i) => [`k${String(i).padStart(4, '0')}`, String(i)]));
+      const seen = [];
+      for await (const [key, value] of db.entries({ as: 'text' })) seen.push([key, value]);
+      equal(seen.length, 600, 'every entry');
+      equal(seen[599], ['k0599', '599'], 'the last one, in order');
+      const back = [];
+      for await (const [key] of db.entries({ reverse: true, limit: 300, as: 'text' })) back.push(key);
+      equal([back.length, back[0], back[299]], [300, 'k0599', 'k0300'], 'reverse with a limit across pages');
+      await db.close();
+    },
+  },
+  {
+    name: 'delete, has, getMany, deleteMany and clear',
+    async run(home) {
+      const db = await openSmall(home, unique('delete'));
+      await db.putMany({ a: '1', b: '2', c: '3', d: '4' });
+      equal(await db.has('a'), true, 'has a');
+      equal(await db.delete('a'), true, 'delete of a present key');
+      equal(await db.delete('a'), false, 'delete of an absent key');
+      equal(await db.has('a'), false, 'has after delete');
+      equal(await db.getMany(['b', 'a', 'c'], { as: 'text' }), ['2', undefined, '3'], 'getMany');
+      equal(await db.deleteMany(['b', 'x', 'b', 'c']), 2, 'deleteMany counts the keys that existed, once each');
+      equal(await db.keys(), ['d'], 'what deleteMany left');
+      await db.putMany([
+        ['e', '5'],
+        ['f', '6'],
+      ]);
+      equal(await db.clear(), 3, 'clear counts what it deleted');
+      equal(await db.keys(), [], 'clear leaves nothing');
+      equal(await db.clear(), 0, 'clearing an empty store');
+      await db.put('after', 'x');
+      equal(await db.get('after', { as: 'text' }), 'x', 'writes go on after clear');
+      await db.close();
+    },
+  },
+  {
+    name: 'a batch applies all of its operations, and a batch with a bad one applies none',
+    async run(home) {
+      const name = unique('batch');
+      let db = await openSmall(home, name);
+      await db.put('keep', 'old');
+      await db.batch([
+        { type: 'put', key: 'x', value: bytes(CHUNK * 3 + 5, 7) },
+        { type: 'delete', key: 'keep' },
+        { type: 'put', key: 'y', value: 'why' },
+      ]);
+      equal(await db.keys(), ['x', 'y'], 'after the batch');
+      await fails(
+        () =>
+          db.batch([
+            { type: 'put', key: 'z', value: 'zed' },
+            { type: 'delete', key: 'x' },
+            { type: 'rename', key: 'y' },
+          ]),
+        'WalnutInvalidArgumentError',
+        /operations\[2\]\.type/,
+        'a batch with a bad operation',
+      );
+      await db.close();
+      db = await openSmall(home, name);
+      equal(await db.keys(), ['x', 'y'], 'nothing of the refused batch, after a reopen');
+      equal(await db.get('x', { as: 'bytes' }), bytes(CHUNK * 3 + 5, 7), 'the batch value');
+      await db.close();
+    },
+  },
+  {
+    name: 'bad input fails with WalnutInvalidArgumentError naming the parameter, and changes nothing',
+    async run(home) {
+      const db = await openSmall(home, unique('invalid'));
+      await db.put('k', 'v');
+      const bad = [
+        [() => db.put(42, 'v'), /key/],
+        [() => db.put('', 'v'), /key must not be empty/],
+        [() => db.put('k', 42), /value/],
+        [() => db.put('k', 'v', { durability: 'eventually' }), /options\.durability/],
+        [() => db.get('k', { as: 'xml' }), /options\.as/],
+        [() => db.keys({ limit: -1 }), /options\.limit/],
+        [() => db.keys({ reverse: 'yes' }), /options\.reverse/],
+        [() => db.getMany('k'), /keys must be an array/],
+        [() => db.putMany(5), /entries/],
+        [() => db.deleteMany([1]), /keys\[0\]/],
+        [() => db.batch('nope'), /operations/],
+        [() => db.put('x'.repeat(70000), 'v'), /key is 70000 bytes/],
+      ];
+      for (const [i, [call, message]] of bad.entries()) {
+        await fails(call, 'WalnutInvalidArgumentError', message, `bad call ${i}`);
+      }
+      equal(await db.keys(), ['k'], 'nothing was written');
+      equal(await db.get('k', { as: 'text' }), 'v', 'the value stands');
+      await db.close();
+    },
+  },
+  {
+    name: 'a closed store refuses calls with WalnutClosedError, and close is idempotent',
+    async run(home) {
+      const name = unique('closed');
+      const db = await openSmall(home, name);
+      await db.put('k', 'v', { durability: 'relaxed' });
+      await db.close();
+      await db.close();
+      await fails(() => db.get('k', { as: 'text' }), 'WalnutClosedError', null, 'get after close');
+      await fails(() => db.put('k', 'w'), 'WalnutClosedError', null, 'put after close');
+      const again = await openSmall(home, name);
+      equal(await again.get('k', { as: 'text' }), 'v', 'close flushed the relaxed write');
+      await again.close();
+    },
+  },
+];
+
+/**
+ * Crash cases: `write` is killed once it resolves (while a streamed value is under way);
+ * `check` runs on the store reopened after the kill.
+ */
+export const crashes = [
+  {
+    name: 'a crash mid-stream keeps every acknowledged write and the old value of the one under way',
+    store: 'conf-crash',
+    async write(home, name) {
+      const db = await openSmall(home, name);
+      await db.put('acked-small', 'small');
+      await db.put('acked-large', bytes(home.large, 11));
+      await db.put('big', bytes(CHUNK * 5, 12));
+      await db.batch([
+        { type: 'put', key: 'batch-a', value: 'a' },
+        { type: 'put', key: 'batch-b', value: bytes(CHUNK * 2, 13) },
+      ]);
+      // A new value of 'big', streamed: three chunks arrive, then the source stalls.
+      let stall;
+      const stalled = new Promise((resolve) => (stall = resolve));
+      async function* source() {
+        for (let i = 0; i < 3; i++) yield bytes(CHUNK, 100 + i);
+        stall();
+        await new Promise(() => {});
+      }
+      const put = home.sync ? db.putStream('big', source()) : db.put('big', home.stream(source()));
+      put.catch(() => {});
+      await stalled;
+      // More commits after the stalled chunks, flushed: the stream's chunks reach the disk too.
+      await db.put('acked-after', 'after');
+      return db;
+    },
+    async check(home, name) {
+      const db = await openSmall(home, name);
+      equal(await db.get('acked-small', { as: 'text' }), 'small', 'acked-small');
+      equal(await db.get('acked-large', { as: 'bytes' }), bytes(home.large, 11), 'acked-large');
+      equal(await db.get('batch-b', { as: 'bytes' }), bytes(CHUNK * 2, 13), 'the batch');
+      equal(await db.get('acked-after', { as: 'text' }), 'after', 'acked-after');
+      equal(await db.get('big', { as: 'bytes' }), bytes(CHUNK * 5, 12), 'the old value of the stream under way');
+      if (home.direct) {
+        // The stream's chunks were written before 'acked-after' was flushed: recovery saw them.
+        const report = await db.recovery;
+        ok(report.discardedTotal >= 1, `recovery dropped the uncommitted stream (${JSON.stringify(report.discarded)})`);
+      }
+      await db.close();
+    },
+  },
+];
+
+/**
+ * Runs every case against `home`; never throws.
+ * @returns {Promise<Array<{ name: string, ok: boolean, error?: string, ms: number }>>}
+ */
+export async function runCases(home, only) {
+  const results = [];
+  for (const c of cases) {
+    if (only && !only.includes(c.name)) continue;
+    const start = Date.now();
+    try {
+      await c.run(home);
+      results.push({ name: c.name, ok: true, ms: Date.now() - start });
+    } catch (error) {
+      results.push({ name: c.name, ok: false, error: `${error?.name}: ${error?.message}`, ms: Date.now() - start });
+    }
+  }
+  return results;
+}

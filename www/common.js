@@ -1,0 +1,538 @@
+/**
+ * What every walnut entry point shares: the error classes, and the checking and encoding of
+ * keys, values, ranges and options, so that a bad argument gets the same error, naming the
+ * same parameter, from the page API, the synchronous store, Node and a Durable Object.
+ *
+ * @module walnut-kv/common
+ */
+
+/** Longest key accepted, in bytes (UTF-8 for strings). */
+export const MAX_KEY_BYTES = 65535;
+/** The largest `lockTimeout` and `directWriteThreshold`: the core holds them as 32-bit integers. */
+export const MAX_U32 = 2 ** 32 - 1;
+
+export const encoder = new TextEncoder();
+export const decoder = new TextDecoder();
+
+/** Base class of every error walnut rejects with; `name` tells the kind. */
+export class WalnutError extends Error {}
+WalnutError.prototype.name = 'WalnutError';
+
+/**
+ * Makes the error class for one of the stable error names (a class per name so that
+ * `instanceof` works and `name` survives minification).
+ * @param {string} name
+ */
+export function errorClass(name) {
+  const cls = class extends WalnutError {};
+  Object.defineProperty(cls, 'name', { value: name });
+  cls.prototype.name = name;
+  return cls;
+}
+
+/** Reading or writing OPFS failed. */
+export const WalnutIoError = errorClass('WalnutIoError');
+/** The log holds data that cannot be right (a broken structure, not a torn tail). */
+export const WalnutCorruptionError = errorClass('WalnutCorruptionError');
+/** A stored chunk failed its CRC check on read. */
+export const WalnutChecksumError = errorClass('WalnutChecksumError');
+/** An earlier write or flush failed; the store refuses writes until it is reopened. */
+export const WalnutPoisonedError = errorClass('WalnutPoisonedError');
+/** The origin's storage quota is exhausted. */
+export const WalnutQuotaExceededError = errorClass('WalnutQuotaExceededError');
+/** Another worker (tab, or a page being reloaded) holds the store for longer than `lockTimeout`. */
+export const WalnutLockedError = errorClass('WalnutLockedError');
+/** An argument has the wrong type or value; the message names the parameter. */
+export const WalnutInvalidArgumentError = errorClass('WalnutInvalidArgumentError');
+/** The store was closed or terminated. */
+export const WalnutClosedError = errorClass('WalnutClosedError');
+/** The environment lacks what walnut needs (module workers, OPFS, WebAssembly). */
+export const WalnutUnsupportedError = errorClass('WalnutUnsupportedError');
+/** A transaction was used wrongly or could not be completed. */
+export const WalnutTransactionError = errorClass('WalnutTransactionError');
+/**
+ * The context leading the store (the tab whose worker holds its files) went away while this call
+ * was under way, and the call did not take effect: the old value stands. Retryable: call again
+ * (a new leader is elected at once). Only calls that cannot be sent again safely get it: a put
+ * whose stream was partly read, a read of a stream opened on the old leader.
+ */
+export const WalnutLeaderChangedError = errorClass('WalnutLeaderChangedError');
+
+export const ERROR_CLASSES = new Map(
+  [
+    WalnutIoError,
+    WalnutCorruptionError,
+    WalnutChecksumError,
+    WalnutPoisonedError,
+    WalnutQuotaExceededError,
+    WalnutLockedError,
+    WalnutInvalidArgumentError,
+    WalnutClosedError,
+    WalnutUnsupportedError,
+    WalnutTransactionError,
+    WalnutLeaderChangedError,
+  ].map((cls) => [cls.name, cls]),
+);
+
+/**
+ * Rebuilds an error the worker sent as `{ name, message }`.
+ * @param {{ name: string, message: string }} error
+ */
+export function toError({ name, message }) {
+  const cls = ERROR_CLASSES.get(name) ?? WalnutIoError;
+  return new cls(message);
+}
+
+/** @param {string} message */
+export function invalid(message) {
+  return new WalnutInvalidArgumentError(message);
+}
+
+/** @param {unknown} value a short description of a value's type for error messages */
+export function describe(value) {
+  if (value === null) return 'null';
+  if (typeof value !== 'object') return typeof value;
+  return value.constructor?.name ?? 'object';
+}
+
+/** @param {ArrayBuffer} buffer */
+export function isDetached(buffer) {
+  // `detached` is missing in older engines; there a detached buffer shows as empty.
+  return buffer.detached === true;
+}
+
+/**
+ * Validates a key and encodes it for the worker. The bytes are a copy, so the caller may
+ * reuse their array at once.
+ * @param {unknown} key
+ * @param {string} param the parameter name for error messages
+ * @returns {{ bytes: Uint8Array, isString: boolean }}
+ */
+export function encodeKey(key, param = 'key') {
+  let bytes;
+  let isString = false;
+  if (typeof key === 'string') {
+    if (key.isWellFormed?.() === false) {
+      throw invalid(`${param} is not well-formed UTF-16 (it has a lone surrogate)`);
+    }
+    bytes = encoder.encode(key);
+    isString = true;
+  } else if (key instanceof Uint8Array) {
+    if (isDetached(key.buffer)) throw invalid(`${param}: its ArrayBuffer is detached`);
+    bytes = key.slice();
+  } else {
+    throw invalid(`${param} must be a string or a Uint8Array, got ${describe(key)}`);
+  }
+  if (bytes.length === 0) throw invalid(`${param} must not be empty`);
+  if (bytes.length > MAX_KEY_BYTES) {
+    throw invalid(`${param} is ${bytes.length} bytes long; the limit is ${MAX_KEY_BYTES}`);
+  }
+  return { bytes, isString };
+}
+
+/**
+ * Validates an optional key range bound or prefix (empty allowed) and encodes it.
+ * @param {unknown} bound
+ * @param {string} param
+ * @returns {Uint8Array | undefined}
+ */
+export function encodeBound(bound, param) {
+  if (bound === undefined) return undefined;
+  if (typeof bound === 'string') return encoder.encode(bound);
+  if (bound instanceof Uint8Array) {
+    if (isDetached(bound.buffer)) throw invalid(`${param}: its ArrayBuffer is detached`);
+    return bound.slice();
+  }
+  throw invalid(`${param} must be a string or a Uint8Array, got ${describe(bound)}`);
+}
+
+/**
+ * Validates a value and turns it into what the worker receives: bytes (copied, so the caller's
+ * buffer is never detached), a Blob (cloned by reference) or a ReadableStream (transferred).
+ * @param {unknown} value
+ * @param {string} param
+ * @param {Transferable[]} transfer collects what must be transferred with the message
+ * @returns {{ value: Uint8Array | Blob | ReadableStream, size: number | undefined }}
+ */
+export function encodeValue(value, param, transfer) {
+  let bytes;
+  if (typeof value === 'string') {
+    bytes = encoder.encode(value);
+  } else if (value instanceof ArrayBuffer) {
+    if (isDetached(value)) throw invalid(`${param}: the ArrayBuffer is detached`);
+    bytes = new Uint8Array(value.slice(0));
+  } else if (ArrayBuffer.isView(value)) {
+    if (isDetached(value.buffer)) throw invalid(`${param}: its ArrayBuffer is detached`);
+    bytes = new Uint8Array(value.buffer, value.byteOffset, value.byteLength).slice();
+  } else if (value instanceof Blob) {
+    return { value, size: value.size };
+  } else if (value instanceof ReadableStream) {
+    if (value.locked) throw invalid(`${param}: the ReadableStream is locked`);
+    transfer.push(value);
+    return { value, size: undefined };
+  } else {
+    throw invalid(
+      `${param} must be a string, ArrayBuffer, ArrayBufferView, Blob or ReadableStream, got ${describe(value)}`,
+    );
+  }
+  transfer.push(bytes.buffer);
+  return { value: bytes, size: bytes.length };
+}
+
+/**
+ * Cancels the streams of a write call that were never sent to the worker, so that their sources
+ * stop (a fetch body releases its connection): the call is over and nothing will read them. A
+ * stream that was sent is locked (the worker holds it, and cancels it when its write ends
+ * without reading it to the end); a stream the caller locked is not walnut's to cancel.
+ * @param {ReadableStream[]} streams
+ * @param {unknown} reason
+ */
+export function cancelUnsent(streams, reason) {
+  for (const stream of streams) if (!stream.locked) stream.cancel(reason).catch(() => {});
+}
+
+/**
+ * @param {unknown} durability
+ * @param {string} param
+ * @returns {'strict' | 'relaxed' | undefined}
+ */
+export function checkDurability(durability, param) {
+  if (durability === undefined || durability === 'strict' || durability === 'relaxed') {
+    return durability;
+  }
+  throw invalid(`${param} must be 'strict' or 'relaxed', got ${String(durability)}`);
+}
+
+/**
+ * @param {unknown} options
+ * @param {string} param
+ * @returns {Record<string, unknown>}
+ */
+export function checkOptions(options, param) {
+  if (options === undefined) return {};
+  if (options === null || typeof options !== 'object') {
+    throw invalid(`${param} must be an object, got ${describe(options)}`);
+  }
+  return /** @type {Record<string, unknown>} */ (options);
+}
+
+/**
+ * @param {unknown} value
+ * @param {string} param
+ * @param {number} min
+ * @param {number} max
+ */
+export function checkInteger(value, param, min, max = Number.MAX_SAFE_INTEGER) {
+  if (!Number.isInteger(value) || value < min || value > max) {
+    throw invalid(`${param} must be an integer from ${min} to ${max}, got ${String(value)}`);
+  }
+  return value;
+}
+
+/**
+ * Validates the options of a write (put, delete, batch).
+ * @param {unknown} options
+ * @param {'strict' | 'relaxed'} storeDurability
+ */
+export function checkWriteOptions(options, storeDurability) {
+  const { onProgress, signal, durability } = checkOptions(options, 'options');
+  if (onProgress !== undefined && typeof onProgress !== 'function') {
+    throw invalid(`options.onProgress must be a function, got ${describe(onProgress)}`);
+  }
+  if (signal !== undefined && !(signal instanceof AbortSignal)) {
+    throw invalid(`options.signal must be an AbortSignal, got ${describe(signal)}`);
+  }
+  const strict = (checkDurability(durability, 'options.durability') ?? storeDurability) === 'strict';
+  return { onProgress, signal, strict };
+}
+
+/**
+ * Validates open()'s options.
+ * @param {unknown} options
+ */
+export function checkOpenOptions(options) {
+  const { chunkSize, durability, lockTimeout, directWriteThreshold, segmentSize, checkpointBytes, compactionRatio } =
+    checkOptions(options, 'options');
+  const core = {};
+  if (chunkSize !== undefined) {
+    core.chunkSize = checkInteger(chunkSize, 'options.chunkSize', 4096, 64 * 1024 * 1024);
+  }
+  if (directWriteThreshold !== undefined) {
+    core.directWriteThreshold = checkInteger(directWriteThreshold, 'options.directWriteThreshold', 1, MAX_U32);
+  }
+  if (lockTimeout !== undefined) {
+    core.lockTimeoutMs = checkInteger(lockTimeout, 'options.lockTimeout', 0, MAX_U32);
+  }
+  if (segmentSize !== undefined) {
+    core.segmentSize = checkInteger(segmentSize, 'options.segmentSize', 4096, 2 ** 39);
+  }
+  if (checkpointBytes !== undefined) {
+    core.checkpointBytes = checkInteger(checkpointBytes, 'options.checkpointBytes', 0, 2 ** 53);
+  }
+  if (compactionRatio !== undefined) {
+    if (typeof compactionRatio !== 'number' || !(compactionRatio >= 0 && compactionRatio <= 1)) {
+      throw invalid(`options.compactionRatio must be a number from 0 to 1, got ${String(compactionRatio)}`);
+    }
+    core.compactionRatio = compactionRatio;
+  }
+  return { core, durability: checkDurability(durability, 'options.durability') ?? 'strict' };
+}
+
+
+/**
+ * Validates one operation of a batch and encodes its key, and its value with `encode`.
+ * @param {unknown} operation
+ * @param {number} index
+ * @param {string | undefined} list the array parameter's name (undefined: a single put/delete)
+ * @param {(value: unknown, param: string) => { value: unknown, size: number | undefined }} encode
+ * @returns {{ type: 'put', key: Uint8Array, isString: boolean, value: unknown, size: number | undefined } | { type: 'delete', key: Uint8Array, isString: boolean }}
+ */
+export function checkOperation(operation, index, list, encode) {
+  const param = (name) => (list ? `${list}[${index}].${name}` : name);
+  if (operation === null || typeof operation !== 'object') {
+    throw invalid(`${list}[${index}] must be an operation object, got ${describe(operation)}`);
+  }
+  const { bytes, isString } = encodeKey(operation.key, param('key'));
+  if (operation.type === 'delete') return { type: 'delete', key: bytes, isString };
+  if (operation.type !== 'put') {
+    throw invalid(`${param('type')} must be 'put' or 'delete', got ${String(operation.type)}`);
+  }
+  const encoded = encode(operation.value, param('value'));
+  return { type: 'put', key: bytes, isString, value: encoded.value, size: encoded.size };
+}
+
+/**
+ * Turns putMany()'s argument into batch operations: an iterable of `[key, value]` pairs (an
+ * array of pairs, a Map) or a plain object whose own string keys are the keys.
+ * @param {unknown} entries
+ * @returns {Array<{ type: 'put', key: unknown, value: unknown }>}
+ */
+export function putOperations(entries) {
+  if (entries !== null && typeof entries === 'object' && typeof entries[Symbol.iterator] === 'function') {
+    return Array.from(entries, (pair, index) => {
+      if (!Array.isArray(pair) || pair.length !== 2) {
+        throw invalid(`entries[${index}] must be a [key, value] pair, got ${describe(pair)}`);
+      }
+      return { type: 'put', key: pair[0], value: pair[1] };
+    });
+  }
+  if (entries !== null && typeof entries === 'object' && Object.getPrototypeOf(entries) === Object.prototype) {
+    return Object.entries(entries).map(([key, value]) => ({ type: 'put', key, value }));
+  }
+  throw invalid(`entries must be an iterable of [key, value] pairs or a plain object, got ${describe(entries)}`);
+}
+
+/**
+ * Validates a list of keys (getMany, deleteMany).
+ * @param {unknown} keys
+ * @returns {Array<{ bytes: Uint8Array, isString: boolean }>}
+ */
+export function encodeKeys(keys) {
+  if (!Array.isArray(keys)) throw invalid(`keys must be an array, got ${describe(keys)}`);
+  return keys.map((key, index) => encodeKey(key, `keys[${index}]`));
+}
+
+/**
+ * Validates the options of a scan (keys, entries) and encodes its range for the core.
+ * @param {unknown} options
+ * @returns {{ range: { prefix?: Uint8Array, start?: Uint8Array, end?: Uint8Array, limit?: number, reverse?: boolean }, values: boolean | undefined, as: unknown }}
+ */
+export function checkRange(options) {
+  const { prefix, start, end, limit, reverse, values, as } = checkOptions(options, 'options');
+  const range = {};
+  for (const [name, bound] of [
+    ['prefix', prefix],
+    ['start', start],
+    ['end', end],
+  ]) {
+    const bytes = encodeBound(bound, `options.${name}`);
+    if (bytes) range[name] = bytes;
+  }
+  if (limit !== undefined) range.limit = checkInteger(limit, 'options.limit', 0);
+  if (reverse !== undefined) {
+    if (typeof reverse !== 'boolean') throw invalid('options.reverse must be a boolean');
+    range.reverse = reverse;
+  }
+  if (values !== undefined && typeof values !== 'boolean') throw invalid('options.values must be a boolean');
+  return { range, values, as };
+}
+
+/**
+ * Decodes the core's packed key list (see `WalnutStore.keys` in docs/WORKER_API.md): for each
+ * key, `key_len` u32 LE, `flags` u8 (bit 0: a string key), `size` f64 LE, the key bytes.
+ * @param {Uint8Array} packed
+ * @returns {Array<{ key: string | Uint8Array, bytes: Uint8Array, size: number }>}
+ */
+export function unpackKeys(packed) {
+  const view = new DataView(packed.buffer, packed.byteOffset, packed.byteLength);
+  const out = [];
+  for (let at = 0; at < packed.length; ) {
+    const length = view.getUint32(at, true);
+    const isString = (view.getUint8(at + 4) & 1) === 1;
+    const size = view.getFloat64(at + 5, true);
+    const bytes = packed.slice(at + 13, at + 13 + length);
+    out.push({ key: isString ? decoder.decode(bytes) : bytes, bytes, size });
+    at += 13 + length;
+  }
+  return out;
+}
+
+/** The forms a value can be read as: `get(key, { as })`. */
+export const VALUE_FORMS = ['bytes', 'text', 'json', 'blob', 'stream'];
+
+/**
+ * Validates a read's `as` option.
+ * @param {unknown} as
+ * @param {string} fallback the form when `as` is undefined
+ * @param {string} [param]
+ * @returns {'bytes' | 'text' | 'json' | 'blob' | 'stream'}
+ */
+export function checkForm(as, fallback, param = 'options.as') {
+  if (as === undefined) return /** @type {any} */ (fallback);
+  if (!VALUE_FORMS.includes(/** @type {string} */ (as))) {
+    throw invalid(`${param} must be one of ${VALUE_FORMS.map((f) => `'${f}'`).join(', ')}, got ${String(as)}`);
+  }
+  return /** @type {any} */ (as);
+}
+
+/**
+ * A value read whole, in the form asked for ('stream' is the caller's business).
+ * @param {Uint8Array} bytes
+ * @param {'bytes' | 'text' | 'json' | 'blob'} as
+ */
+export function valueAs(bytes, as) {
+  switch (as) {
+    case 'text':
+      return decoder.decode(bytes);
+    case 'json':
+      return JSON.parse(decoder.decode(bytes));
+    case 'blob':
+      return new Blob([bytes]);
+    default:
+      return bytes;
+  }
+}
+
+/**
+ * A key and its value's size, and, when the listing asked for values, the value. Iterating an
+ * entry gives its key, then its value, so that `for (const [key, value] of entries)` works (as
+ * for a Map's entries).
+ */
+export class Entry {
+  /**
+   * @param {string | Uint8Array} key
+   * @param {number} size bytes
+   * @param {unknown} [value]
+   */
+  constructor(key, size, value) {
+    this.key = key;
+    this.size = size;
+    if (value !== undefined) this.value = value;
+  }
+
+  *[Symbol.iterator]() {
+    yield this.key;
+    yield this.value;
+  }
+}
+
+/**
+ * Validates a write value for a store in this thread: its bytes (a view of the caller's
+ * memory, read before the call returns), or `undefined` for a value to stream in (a Blob, a
+ * ReadableStream, an async iterable of chunks).
+ * @param {unknown} value
+ * @param {string} param
+ * @returns {Uint8Array | undefined}
+ */
+export function valueBytes(value, param) {
+  if (typeof value === 'string') return encoder.encode(value);
+  if (value instanceof ArrayBuffer) {
+    if (isDetached(value)) throw invalid(`${param}: the ArrayBuffer is detached`);
+    return new Uint8Array(value);
+  }
+  if (ArrayBuffer.isView(value)) {
+    if (isDetached(value.buffer)) throw invalid(`${param}: its ArrayBuffer is detached`);
+    return new Uint8Array(value.buffer, value.byteOffset, value.byteLength);
+  }
+  if (value instanceof Blob || value instanceof ReadableStream) return undefined;
+  if (value !== null && typeof value === 'object' && typeof value[Symbol.asyncIterator] === 'function') {
+    return undefined; // an async iterable of chunks (a Node Readable, an async generator)
+  }
+  throw invalid(
+    `${param} must be a string, ArrayBuffer, ArrayBufferView, Blob, ReadableStream or async iterable, got ${describe(value)}`,
+  );
+}
+
+/**
+ * What `entries()` returns: awaited, the list of entries; iterated with `for await`, the entries
+ * page by page (`[key, value]` pairs, values always read), so memory holds one page at a time.
+ * @template T
+ */
+export class EntryQuery {
+  #run;
+  #iterate;
+  /** @type {Promise<T[]> | undefined} */
+  #promise;
+
+  /**
+   * @param {() => Promise<T[]>} run the whole list
+   * @param {() => AsyncIterator<T>} iterate the pages
+   */
+  constructor(run, iterate) {
+    this.#run = run;
+    this.#iterate = iterate;
+  }
+
+  /** @type {Promise<T[]>['then']} */
+  then(onFulfilled, onRejected) {
+    this.#promise ??= this.#run();
+    return this.#promise.then(onFulfilled, onRejected);
+  }
+
+  /** @type {Promise<T[]>['catch']} */
+  catch(onRejected) {
+    return this.then(undefined, onRejected);
+  }
+
+  /** @type {Promise<T[]>['finally']} */
+  finally(onFinally) {
+    this.#promise ??= this.#run();
+    return this.#promise.finally(onFinally);
+  }
+
+  [Symbol.asyncIterator]() {
+    return this.#iterate();
+  }
+}
+
+/** Entries per page when `entries()` is iterated. */
+export const PAGE_ENTRIES = 256;
+
+/**
+ * Walks `range` page by page: `fetchPage(range)` lists up to `range.limit` keys and returns
+ * `{ items, listed, last }`: what to yield (some listed keys may be left out), how many keys it
+ * listed, and the raw bytes of the last one; the next page starts after it (or, walking in
+ * reverse, ends before it).
+ * @template T
+ * @param {{ start?: Uint8Array, end?: Uint8Array, limit?: number, reverse?: boolean }} range
+ * @param {(range: object) => Promise<{ items: T[], listed: number, last?: Uint8Array }> | { items: T[], listed: number, last?: Uint8Array }} fetchPage
+ * @returns {AsyncGenerator<T>}
+ */
+export async function* paged(range, fetchPage) {
+  let left = range.limit ?? Infinity;
+  const next = { ...range };
+  while (left > 0) {
+    const want = Math.min(PAGE_ENTRIES, left);
+    const { items, listed, last } = await fetchPage({ ...next, limit: want });
+    yield* items;
+    if (listed < want || !last) return;
+    left -= listed;
+    if (next.reverse) {
+      next.end = last;
+    } else {
+      const after = new Uint8Array(last.length + 1); // the least key greater than `last`
+      after.set(last);
+      next.start = after;
+    }
+  }
+}

@@ -1,0 +1,708 @@
+/**
+ * The synchronous store and the engine under every store that runs the core in its own thread
+ * (internal: the entry points are sync.js, node.js and cloudflare.js). The SyncStore calls the
+ * core directly, with no worker and no message in between: every call but the streaming ones
+ * returns its answer at once, as the Durable Objects storage API's synchronous `kv` does.
+ *
+ * Durability: a `strict` write is flushed (one flush per call: `putMany` and `batch` group
+ * many values into one) before the call returns; a `relaxed` write is flushed by the next
+ * strict write, `flush()`, `close()`, or a timer within `relaxedFlushMs` (1000 ms).
+ */
+
+import { WalnutStore as Core } from './walnut_core.js';
+import {
+  checkForm,
+  checkOpenOptions,
+  checkOperation,
+  checkOptions,
+  checkRange,
+  checkWriteOptions,
+  describe,
+  encodeKey,
+  encodeKeys,
+  Entry,
+  ERROR_CLASSES,
+  invalid,
+  putOperations,
+  toError,
+  unpackKeys,
+  valueAs,
+  valueBytes,
+  WalnutClosedError,
+  WalnutError,
+  WalnutPoisonedError,
+} from './common.js';
+
+/** Guards the constructors: stores come from the open functions. */
+const TOKEN = Symbol('walnut.sync');
+
+/** Set once the core trapped (a bug in walnut): no call into this instance is safe after it. */
+let trapped;
+
+/**
+ * Turns what the core threw into walnut's error classes. A trap (`RuntimeError`) means the
+ * WebAssembly instance is in an unknown state: every later call fails.
+ * @param {unknown} error
+ */
+export function fromCore(error) {
+  if (error instanceof WebAssembly.RuntimeError) {
+    trapped ??= error;
+    return new WalnutPoisonedError(
+      `walnut's core crashed (${error.message}); nothing acknowledged is lost: open the store again in a new process or worker`,
+      { cause: error },
+    );
+  }
+  if (error instanceof WalnutError) return error;
+  if (error instanceof Error && ERROR_CLASSES.has(error.name)) return toError(error);
+  return error;
+}
+
+/**
+ * Runs `fn` against the core.
+ * @template T
+ * @param {() => T} fn
+ * @returns {T}
+ */
+function call(fn) {
+  if (trapped) {
+    throw new WalnutPoisonedError(`walnut's core crashed earlier (${trapped.message}); open the store again`);
+  }
+  try {
+    return fn();
+  } catch (error) {
+    throw fromCore(error);
+  }
+}
+
+/** Yields the chunks of a value source as Uint8Arrays. */
+async function* chunksOf(source, param) {
+  if (source instanceof Blob) source = source.stream();
+  if (source instanceof ReadableStream) {
+    const reader = source.getReader();
+    try {
+      for (;;) {
+        const { done, value } = await reader.read();
+        if (done) return;
+        yield chunkBytes(value, param);
+      }
+    } finally {
+      reader.releaseLock();
+    }
+  }
+  for await (const chunk of source) yield chunkBytes(chunk, param);
+}
+
+function chunkBytes(chunk, param) {
+  const bytes = valueBytes(chunk, `${param} chunk`);
+  if (bytes === undefined) throw invalid(`${param} chunks must be bytes or strings, got ${describe(chunk)}`);
+  return bytes;
+}
+
+/**
+ * The core, one store's worth: what the synchronous store and the async facades over it
+ * share. Writes return their commit's ticket; `settle(tickets)` flushes once for all of them
+ * (group commit) and reports each one's failure. Internal: applications use SyncStore.
+ */
+export class Engine {
+  #core;
+  #closed = false;
+  #readers = new Set();
+  #flushTimer;
+  #relaxedFlushMs;
+  #onClose;
+  /** The first failure of a background flush, thrown by the next flush() or close(). */
+  #flushError;
+
+  /**
+   * @param {Core} core
+   * @param {{ name: string, relaxedFlushMs?: number, onClose?: () => void }} options
+   */
+  constructor(core, { name, relaxedFlushMs = 1000, onClose }) {
+    this.#core = core;
+    this.name = name;
+    this.recovery = call(() => core.recovery());
+    this.chunkSize = core.chunkSize;
+    this.#relaxedFlushMs = relaxedFlushMs;
+    this.#onClose = onClose;
+  }
+
+  get closed() {
+    return this.#closed;
+  }
+
+  #live() {
+    if (this.#closed) throw new WalnutClosedError(`store ${this.name} is closed`);
+    return this.#core;
+  }
+
+  /** Runs a write; a relaxed one arms the flush timer. */
+  #write(strict, fn) {
+    const core = this.#live();
+    const result = call(() => fn(core));
+    if (!strict) this.#armFlush();
+    return result;
+  }
+
+  #armFlush() {
+    if (this.#flushTimer !== undefined || this.#relaxedFlushMs === Infinity) return;
+    this.#flushTimer = setTimeout(() => {
+      this.#flushTimer = undefined;
+      if (this.#closed) return;
+      try {
+        call(() => this.#core.sync());
+      } catch (error) {
+        this.#flushError ??= error;
+      }
+    }, this.#relaxedFlushMs);
+    // In Node, a pending relaxed flush does not keep the process alive (close() flushes).
+    this.#flushTimer?.unref?.();
+  }
+
+  /** @returns {number} the put's ticket */
+  put(key, bytes, strict) {
+    return this.#write(strict, (core) => core.put(key.bytes, key.isString, bytes, strict));
+  }
+
+  /** @returns {{ existed: boolean, ticket: number }} */
+  delete(key, strict) {
+    return this.#write(strict, (core) => core.delete(key.bytes, strict));
+  }
+
+  /** @returns {{ count: number, ticket: number }} */
+  clear(strict) {
+    return this.#write(strict, (core) => core.clear(strict));
+  }
+
+  /**
+   * Writes puts (whose values are bytes) and deletes in one transaction.
+   * @param {Array<{ type: 'put' | 'delete', key: Uint8Array, isString: boolean, value?: Uint8Array }>} ops
+   * @returns {number} the commit's ticket
+   */
+  batch(ops, strict) {
+    return this.#write(strict, (core) => {
+      const txn = core.begin();
+      try {
+        for (const op of ops) {
+          if (op.type === 'delete') {
+            core.txnDelete(txn, op.key);
+          } else {
+            core.txnPut(txn, op.key, op.isString);
+            if (op.value.length > 0) core.txnChunk(txn, op.value);
+          }
+        }
+        return core.commit(txn, strict);
+      } catch (error) {
+        abortQuietly(core, txn);
+        throw error;
+      }
+    });
+  }
+
+  /**
+   * Writes puts and deletes as one transaction, streaming each value that is a source (a
+   * ReadableStream, a Blob, an async iterable) chunk by chunk as it yields them: memory holds
+   * one source chunk at a time. Old values stand until the commit; an error, an abort or a
+   * close aborts the transaction and cancels the streams not read to their end.
+   * @param {Array<{ type: 'put' | 'delete', key: Uint8Array, isString: boolean, value?: Uint8Array | ReadableStream | Blob | AsyncIterable<unknown>, param?: string }>} ops
+   * @param {{ strict: boolean, onProgress?: (bytes: number, total?: number) => void, signal?: AbortSignal }} options
+   * @returns {Promise<number>} the commit's ticket
+   */
+  async transaction(ops, { strict, onProgress, signal }) {
+    let total = 0;
+    for (const op of ops) {
+      const size = op.value instanceof Uint8Array || op.value instanceof Blob ? (op.value.size ?? op.value.length) : undefined;
+      total = total === undefined || size === undefined ? undefined : total + size;
+    }
+    const core = this.#live();
+    let txn;
+    let written = 0;
+    let reported = -1;
+    const report = () => {
+      if (onProgress && reported !== written) onProgress((reported = written), total);
+    };
+    const check = () => {
+      signal?.throwIfAborted();
+      this.#live();
+    };
+    let current;
+    try {
+      check();
+      txn = call(() => core.begin());
+      for (const op of ops) {
+        if (op.type === 'delete') {
+          call(() => core.txnDelete(txn, op.key));
+          continue;
+        }
+        call(() => core.txnPut(txn, op.key, op.isString));
+        if (op.value instanceof Uint8Array) {
+          if (op.value.length > 0) call(() => core.txnChunk(txn, op.value));
+          written += op.value.length;
+          report();
+          continue;
+        }
+        current = chunksOf(op.value, op.param ?? 'value');
+        for await (const chunk of current) {
+          check();
+          call(() => core.txnChunk(txn, chunk));
+          written += chunk.length;
+          report();
+        }
+        current = undefined;
+      }
+      check();
+      report(); // a write of empty values gets its one report here
+      const ticket = call(() => core.commit(txn, strict));
+      if (!strict) this.#armFlush();
+      return ticket;
+    } catch (error) {
+      if (txn !== undefined && !this.#closed) abortQuietly(core, txn);
+      await current?.return?.();
+      for (const { value } of ops) {
+        if (value instanceof ReadableStream && !value.locked) await value.cancel(error).catch(() => {});
+      }
+      throw error;
+    }
+  }
+
+  /**
+   * Flushes once and reports, for each ticket, `undefined` (durable) or the error that failed
+   * its commit (group commit).
+   * @param {number[]} tickets
+   * @returns {Array<Error | undefined>}
+   */
+  settle(tickets) {
+    const core = this.#live();
+    const failures = call(() => core.commitGroup(Float64Array.from(tickets)));
+    return Array.from(failures, (failure) => (failure === undefined ? undefined : fromCore(failure)));
+  }
+
+  /** Flushes the commit `ticket` (and every one before it); throws its failure. */
+  commit(ticket) {
+    if (ticket === 0) return;
+    const [failure] = this.settle([ticket]);
+    if (failure) throw failure;
+  }
+
+  /** Makes every write so far durable, relaxed ones too; throws a background flush's failure. */
+  flush() {
+    const core = this.#live();
+    clearTimeout(this.#flushTimer);
+    this.#flushTimer = undefined;
+    call(() => core.sync());
+    this.#throwFlushError();
+  }
+
+  #throwFlushError() {
+    const error = this.#flushError;
+    this.#flushError = undefined;
+    if (error) throw error;
+  }
+
+  /** @returns {Uint8Array | undefined} the whole value */
+  get(key) {
+    const core = this.#live();
+    return call(() => core.get(key));
+  }
+
+  has(key) {
+    const core = this.#live();
+    return call(() => core.has(key));
+  }
+
+  /** @returns {Array<{ key: string | Uint8Array, bytes: Uint8Array, size: number }>} */
+  scan(range) {
+    const core = this.#live();
+    return unpackKeys(call(() => core.keys(range)));
+  }
+
+  /**
+   * A stream of the committed value of `key`, one chunk per pull, or undefined. The value's
+   * chunks are pinned (compaction leaves them) until the stream ends or is cancelled.
+   * @returns {ReadableStream<Uint8Array> | undefined}
+   */
+  stream(key) {
+    const core = this.#live();
+    const opened = call(() => core.openReader(key));
+    if (opened === undefined) return undefined;
+    const { id } = opened;
+    this.#readers.add(id);
+    const done = () => {
+      if (this.#readers.delete(id) && !this.#closed && !trapped) core.closeReader(id);
+    };
+    return new ReadableStream(
+      {
+        pull: (controller) => {
+          if (!this.#readers.has(id)) {
+            controller.error(new WalnutClosedError(`store ${this.name} was closed while the value was read`));
+            return;
+          }
+          let chunk;
+          try {
+            chunk = call(() => core.readNext(id));
+          } catch (error) {
+            done();
+            throw error;
+          }
+          if (chunk === undefined) {
+            this.#readers.delete(id); // the core closed it at the end
+            controller.close();
+          } else {
+            controller.enqueue(chunk);
+          }
+        },
+        cancel: done,
+      },
+      { highWaterMark: 0 },
+    );
+  }
+
+  stats() {
+    const core = this.#live();
+    return call(() => core.stats());
+  }
+
+  checkpoint() {
+    const core = this.#live();
+    call(() => core.checkpoint());
+  }
+
+  /**
+   * Compacts one step (at most one chunk copied).
+   * @returns {'idle' | 'progress' | 'done'}
+   */
+  compactStep() {
+    const core = this.#live();
+    return call(() => core.compactStep());
+  }
+
+  /**
+   * Flushes, writes the closing checkpoint, releases the files (and their lock). Idempotent.
+   * Throws if the store could not be closed cleanly (nothing acknowledged is lost).
+   */
+  close() {
+    if (this.#closed) return;
+    this.#closed = true;
+    clearTimeout(this.#flushTimer);
+    this.#flushTimer = undefined;
+    this.#readers.clear();
+    try {
+      if (!trapped) call(() => this.#core.close());
+    } finally {
+      if (!trapped) this.#core.free();
+      this.#onClose?.();
+    }
+    this.#throwFlushError();
+  }
+}
+
+function abortQuietly(core, txn) {
+  try {
+    core.abort(txn);
+  } catch {
+    // The store failed under the transaction; recovery drops it as uncommitted.
+  }
+}
+
+/**
+ * A store whose calls answer synchronously. Made by `openSync()` (OPFS, in a dedicated worker),
+ * `walnut-kv/node`'s `openSync()` and `walnut-kv/cloudflare`'s `openDurableObject()`.
+ */
+export class SyncStore {
+  #engine;
+  #durability;
+
+  /**
+   * @param {symbol} token
+   * @param {Engine} engine
+   * @param {'strict' | 'relaxed'} durability the default of writes
+   */
+  constructor(token, engine, durability) {
+    if (token !== TOKEN) throw new TypeError('use openSync() to open a store');
+    this.#engine = engine;
+    this.#durability = durability;
+  }
+
+  /** The store's name (OPFS) or directory (Node). */
+  get name() {
+    return this.#engine.name;
+  }
+
+  /** What recovery did when the store was opened (see RecoveryReport in walnut.d.ts). */
+  get recovery() {
+    return this.#engine.recovery;
+  }
+
+  /** Bytes per log chunk. */
+  get chunkSize() {
+    return this.#engine.chunkSize;
+  }
+
+  /** Whether close() was called. */
+  get closed() {
+    return this.#engine.closed;
+  }
+
+  #strict(options) {
+    return checkWriteOptions(options, this.#durability).strict;
+  }
+
+  /**
+   * The committed value of `key`, or undefined.
+   * @param {string | Uint8Array} key
+   * @param {{ as?: 'bytes' | 'text' | 'json' | 'blob' | 'stream' }} [options] the form, default 'bytes'
+   */
+  get(key, options) {
+    const as = checkForm(checkOptions(options, 'options').as, 'bytes');
+    const { bytes } = encodeKey(key);
+    if (as === 'stream') return this.#engine.stream(bytes);
+    const value = this.#engine.get(bytes);
+    return value === undefined ? undefined : valueAs(value, as);
+  }
+
+  /**
+   * The values of `keys`, in order (undefined where absent), read at one moment.
+   * @param {Array<string | Uint8Array>} keys
+   * @param {{ as?: 'bytes' | 'text' | 'json' | 'blob' }} [options]
+   */
+  getMany(keys, options) {
+    const as = checkForm(checkOptions(options, 'options').as, 'bytes');
+    if (as === 'stream') throw invalid("options.as cannot be 'stream' for getMany(); use get() per key");
+    return encodeKeys(keys).map(({ bytes }) => {
+      const value = this.#engine.get(bytes);
+      return value === undefined ? undefined : valueAs(value, as);
+    });
+  }
+
+  /** Whether `key` has a committed value. */
+  has(key) {
+    return this.#engine.has(encodeKey(key).bytes);
+  }
+
+  /**
+   * Stores `value` under `key` in one commit. For a Blob or a ReadableStream, use putStream().
+   * @param {string | Uint8Array} key
+   * @param {string | ArrayBuffer | ArrayBufferView} value
+   * @param {{ durability?: 'strict' | 'relaxed' }} [options]
+   */
+  put(key, value, options) {
+    const strict = this.#strict(options);
+    const k = encodeKey(key);
+    const bytes = valueBytes(value, 'value');
+    if (bytes === undefined) {
+      throw invalid(`value is a ${describe(value)}: a synchronous put takes bytes or a string; use putStream()`);
+    }
+    this.#settle(this.#engine.put(k, bytes, strict), strict);
+  }
+
+  /**
+   * Stores several values in one commit: all or none survive a crash.
+   * @param {Iterable<[string | Uint8Array, string | ArrayBuffer | ArrayBufferView]> | Record<string, string | ArrayBuffer | ArrayBufferView>} entries
+   * @param {{ durability?: 'strict' | 'relaxed' }} [options]
+   */
+  putMany(entries, options) {
+    this.#batch(putOperations(entries), options, 'entries');
+  }
+
+  /**
+   * Deletes `key`.
+   * @returns {boolean} whether it existed
+   */
+  delete(key, options) {
+    const strict = this.#strict(options);
+    const { existed, ticket } = this.#engine.delete(encodeKey(key), strict);
+    this.#settle(ticket, strict);
+    return existed;
+  }
+
+  /**
+   * Deletes `keys` in one commit.
+   * @returns {number} how many of them existed
+   */
+  deleteMany(keys, options) {
+    const strict = this.#strict(options);
+    const seen = new Set();
+    const ops = [];
+    for (const key of encodeKeys(keys)) {
+      const id = key.bytes.join(',');
+      if (seen.has(id) || !this.#engine.has(key.bytes)) continue;
+      seen.add(id);
+      ops.push({ type: 'delete', key: key.bytes, isString: key.isString });
+    }
+    if (ops.length > 0) this.#settle(this.#engine.batch(ops, strict), strict);
+    return ops.length;
+  }
+
+  /**
+   * Applies puts and deletes in one commit: after a crash all or none are visible.
+   * @param {Array<{ type: 'put', key: string | Uint8Array, value: string | ArrayBuffer | ArrayBufferView } | { type: 'delete', key: string | Uint8Array }>} operations
+   * @param {{ durability?: 'strict' | 'relaxed' }} [options]
+   */
+  batch(operations, options) {
+    if (!Array.isArray(operations)) throw invalid(`operations must be an array, got ${describe(operations)}`);
+    this.#batch(operations, options, 'operations');
+  }
+
+  #batch(operations, options, list) {
+    const strict = this.#strict(options);
+    const ops = operations.map((operation, index) =>
+      checkOperation(operation, index, list, (value, param) => {
+        const bytes = valueBytes(value, param);
+        if (bytes === undefined) {
+          throw invalid(`${param} is a ${describe(value)}: a synchronous batch takes bytes or strings`);
+        }
+        return { value: bytes, size: bytes.length };
+      }),
+    );
+    if (ops.length > 0) this.#settle(this.#engine.batch(ops, strict), strict);
+  }
+
+  /**
+   * Deletes every key in one commit (the Durable Objects API's deleteAll).
+   * @returns {number} how many keys it deleted
+   */
+  clear(options) {
+    const strict = this.#strict(options);
+    const { count, ticket } = this.#engine.clear(strict);
+    this.#settle(ticket, strict);
+    return count;
+  }
+
+  /**
+   * Keys in bytewise order, each in the form (string or Uint8Array) it was put with.
+   * @param {{ prefix?: string | Uint8Array, start?: string | Uint8Array, end?: string | Uint8Array, limit?: number, reverse?: boolean }} [options]
+   */
+  keys(options) {
+    return this.#engine.scan(checkRange(options).range).map(({ key }) => key);
+  }
+
+  /**
+   * Entries in bytewise key order: `{ key, size, value }` (iterable as `[key, value]`). Values
+   * are read unless `values: false`, in the form `as` (default 'bytes'); bound the memory with
+   * `limit`, or page with `start`.
+   * @param {{ prefix?: string | Uint8Array, start?: string | Uint8Array, end?: string | Uint8Array, limit?: number, reverse?: boolean, values?: boolean, as?: 'bytes' | 'text' | 'json' | 'blob' }} [options]
+   * @returns {Entry[]}
+   */
+  entries(options) {
+    const { range, values = true, as } = checkRange(options);
+    const form = checkForm(as, 'bytes');
+    if (form === 'stream') throw invalid("options.as cannot be 'stream' for entries(); use get() per key");
+    return this.#engine.scan(range).map(({ key, bytes, size }) => {
+      if (!values) return new Entry(key, size);
+      const value = this.#engine.get(bytes);
+      // A value read back is there: this store is the only writer, and nothing ran in between.
+      return new Entry(key, size, value === undefined ? undefined : valueAs(value, form));
+    });
+  }
+
+  /**
+   * Streams a value in, one transaction: the previous value stays visible until the commit,
+   * and a crash, an error or an abort leaves it. Memory holds one chunk of the source at a time.
+   * @param {string | Uint8Array} key
+   * @param {ReadableStream<Uint8Array> | Blob | AsyncIterable<Uint8Array | string>} source
+   * @param {{ onProgress?: (bytesWritten: number, totalBytes?: number) => void, signal?: AbortSignal, durability?: 'strict' | 'relaxed' }} [options]
+   * @returns {Promise<void>}
+   */
+  async putStream(key, source, options) {
+    const { onProgress, signal, strict } = checkWriteOptions(options, this.#durability);
+    const k = encodeKey(key);
+    const streamable =
+      source instanceof ReadableStream ||
+      source instanceof Blob ||
+      (source !== null && typeof source === 'object' && typeof source[Symbol.asyncIterator] === 'function');
+    if (!streamable) {
+      throw invalid(`source must be a ReadableStream, a Blob or an async iterable, got ${describe(source)}`);
+    }
+    const ticket = await this.#engine.transaction(
+      [{ type: 'put', key: k.bytes, isString: k.isString, value: source, param: 'source' }],
+      { strict, onProgress, signal },
+    );
+    this.#settle(ticket, strict);
+  }
+
+  /**
+   * The value of `key` as a stream, one chunk per pull, or undefined. Cancel it if you stop early.
+   * @returns {ReadableStream<Uint8Array> | undefined}
+   */
+  getStream(key) {
+    return this.#engine.stream(encodeKey(key).bytes);
+  }
+
+  /** Counters of the store and its log (see Stats in walnut.d.ts). */
+  stats() {
+    return this.#engine.stats();
+  }
+
+  /** Writes a checkpoint now, so the next open replays only what follows. */
+  checkpoint() {
+    this.#engine.checkpoint();
+  }
+
+  /**
+   * Reclaims the space of overwritten and deleted values now (synchronously: for a large log,
+   * this call takes a while; compaction also runs by itself, a step per commit).
+   * @returns {number} compaction rounds finished
+   */
+  compact() {
+    let rounds = 0;
+    for (let step; (step = this.#engine.compactStep()) !== 'idle'; ) if (step === 'done') rounds += 1;
+    return rounds;
+  }
+
+  /** Makes every write so far durable, relaxed ones included. */
+  flush() {
+    this.#engine.flush();
+  }
+
+  /**
+   * Flushes, writes a checkpoint and releases the store (and its lock). Idempotent; every other
+   * call afterwards throws WalnutClosedError.
+   */
+  close() {
+    this.#engine.close();
+  }
+
+  [Symbol.dispose]() {
+    this.close();
+  }
+
+  #settle(ticket, strict) {
+    if (strict) this.#engine.commit(ticket);
+  }
+}
+
+/**
+ * Makes a SyncStore over an open Engine (the hosts' entry points call this).
+ * @param {Engine} engine
+ * @param {'strict' | 'relaxed'} durability
+ */
+export function syncStore(engine, durability) {
+  return new SyncStore(TOKEN, engine, durability);
+}
+
+/**
+ * Opens the store whose files `host` keeps (a VolumeHost: docs/HOSTS.md) on the loaded core.
+ * On failure the host is closed.
+ * @param {unknown} host
+ * @param {{ name: string, core: object, relaxedFlushMs?: number }} options
+ * @returns {Engine}
+ */
+export function openEngine(host, { name, core: coreOptions, relaxedFlushMs }) {
+  const core = call(() => Core.openHost(host, coreOptions));
+  return new Engine(core, { name, relaxedFlushMs });
+}
+
+/**
+ * Checks open()'s options shared by every host, plus `relaxedFlushMs`.
+ * @param {unknown} options
+ */
+export function checkHostOptions(options) {
+  const { relaxedFlushMs, ...rest } = checkOptions(options, 'options');
+  const checked = checkOpenOptions(rest);
+  if (relaxedFlushMs !== undefined) {
+    if (!(relaxedFlushMs === Infinity || (Number.isInteger(relaxedFlushMs) && relaxedFlushMs >= 0))) {
+      throw invalid(`options.relaxedFlushMs must be a whole number of ms or Infinity, got ${String(relaxedFlushMs)}`);
+    }
+  }
+  return { ...checked, relaxedFlushMs };
+}
+

@@ -1,0 +1,65 @@
+/**
+ * walnut for Node: a store in a directory, with promises (`open`) or synchronous calls
+ * (`openSync`). The directory holds the same files as a store in OPFS, written with positioned
+ * writes and fdatasync, and locked by a `LOCK` file naming its process.
+ * @module walnut-kv/node
+ */
+import type { OpenOptions, StoreApi } from './walnut.js';
+import type { SyncOpenOptions, SyncStore } from './sync.js';
+
+export type {
+  BatchOperation,
+  Durability,
+  EntriesOptions,
+  EntryQuery,
+  Key,
+  KeysOptions,
+  ListForm,
+  OpenOptions,
+  RecoveryReport,
+  Stats,
+  StoreApi,
+  Value,
+  ValueForms,
+  WriteOptions,
+} from './walnut.js';
+export type { SyncBatchOperation, SyncOpenOptions, SyncStats, SyncValue } from './sync.js';
+export { SyncStore } from './sync.js';
+export {
+  Entry,
+  WalnutError,
+  WalnutIoError,
+  WalnutCorruptionError,
+  WalnutChecksumError,
+  WalnutPoisonedError,
+  WalnutQuotaExceededError,
+  WalnutLockedError,
+  WalnutInvalidArgumentError,
+  WalnutClosedError,
+  WalnutUnsupportedError,
+  WalnutTransactionError,
+} from './walnut.js';
+
+/** Node's options: `lockTimeout` defaults to 0 (a held directory fails at once). */
+export interface NodeOpenOptions extends SyncOpenOptions {}
+
+/**
+ * A store in a directory, answering with promises: the page API's calls (not its events).
+ * Strict writes made in one turn of the event loop share one fdatasync (group commit).
+ */
+export interface WalnutStore extends StoreApi {}
+export class WalnutStore {
+  private constructor();
+  /** Makes every write so far durable, relaxed ones too. */
+  flush(): Promise<void>;
+  [Symbol.asyncDispose](): Promise<void>;
+}
+
+/**
+ * Opens (or creates) the store in `directory` and runs recovery. A directory another process
+ * holds (or this one, before close()) fails with WalnutLockedError, after `lockTimeout` ms.
+ */
+export function open(directory: string, options?: NodeOpenOptions): Promise<WalnutStore>;
+
+/** Like open(), with a store whose calls answer synchronously. */
+export function openSync(directory: string, options?: NodeOpenOptions): SyncStore;
