@@ -57,16 +57,6 @@ pub enum Op {
     Id { id: Vec<u8>, lsn: u64 },
 }
 
-impl Op {
-    /// The key the op writes (empty for an id, which no key equals).
-    pub(crate) fn key(&self) -> &[u8] {
-        match self {
-            Op::Put { key, .. } | Op::Delete { key } => key,
-            Op::Id { .. } => &[],
-        }
-    }
-}
-
 /// Default of [`crate::Options::id_retention`]: commit ids remembered.
 pub const DEFAULT_ID_RETENTION: usize = 10_000;
 

@@ -440,6 +440,36 @@ impl<V: Volume> Store<V> {
         self.batch_inner(ops, Some(id), durability)
     }
 
+    /// [`Store::put_flagged`] under commit id `id`, as one BEGIN/PUT/CHUNK.../COMMIT
+    /// transaction (a PUT_ONE record has no room for an id): applied at most once, as
+    /// [`Store::commit_with_id`]. The multi-tab leader writes another context's small puts so,
+    /// in one call.
+    pub fn put_with_id(
+        &mut self,
+        key: &[u8],
+        string_key: bool,
+        value: &[u8],
+        id: &[u8],
+        durability: Durability,
+    ) -> Result<IdCommit> {
+        self.live()?;
+        check_id(id)?;
+        crate::wal::log::check_key(key)?;
+        if let Some(status) = self.id_status(id) {
+            return Ok(IdCommit::Duplicate(status));
+        }
+        let txn = self.log.begin()?;
+        let r = self
+            .log
+            .txn_put(txn, key, string_key)
+            .and_then(|()| self.log.txn_chunk(txn, value, self.options.chunk_size))
+            .and_then(|()| self.commit_with_id(txn, id, durability));
+        if r.is_err() {
+            let _ = self.log.abort(txn);
+        }
+        r
+    }
+
     fn batch_inner(&mut self, ops: &[BatchOp<'_>], id: Option<&[u8]>, durability: Durability) -> Result<IdCommit> {
         self.live()?;
         for op in ops {

@@ -458,6 +458,25 @@ impl WalnutStore {
         to_js(&status)
     }
 
+    /// A whole-value put under commit id `id`, in one call: `{ committed, ticket }` as
+    /// `commitWithId` answers (the multi-tab leader writes another context's small puts so).
+    #[wasm_bindgen(js_name = putWithId)]
+    pub fn put_with_id(
+        &mut self,
+        key: &[u8],
+        key_is_string: bool,
+        value: &[u8],
+        strict: bool,
+        id: &[u8],
+    ) -> JsResult<JsValue> {
+        let r = store!(self, mut |s| s.put_with_id(key, key_is_string, value, id, durability(strict)));
+        let status = match self.written(r)? {
+            IdCommit::Applied(t) => JsIdStatus { committed: false, ticket: ticket_js(t) },
+            IdCommit::Duplicate(status) => id_status_js(status),
+        };
+        to_js(&status)
+    }
+
     /// Where the commit with id `id` stands: `undefined` if unknown, else `{ committed, ticket }`
     /// as [`WalnutStore::commit_with_id`] answers for a duplicate.
     #[wasm_bindgen(js_name = idStatus)]

@@ -306,8 +306,23 @@ fn a_commit_id_is_applied_once_even_across_a_reopen<B: Backend>() {
         ));
     }
     assert_eq!(s.get(b"balance").unwrap().as_deref(), Some(&b"100"[..]));
+    // One put under an id, in one call: applied once, its string flag kept.
+    assert!(matches!(
+        s.put_with_id(b"note", true, b"first", b"note-1", Durability::Strict).unwrap(),
+        IdCommit::Applied(_)
+    ));
+    assert!(matches!(
+        s.put_with_id(b"note", true, b"again", b"note-1", Durability::Strict).unwrap(),
+        IdCommit::Duplicate(IdStatus::Committed { .. })
+    ));
+    let note = s.keys(&KeyRange { prefix: Some(b"note".to_vec()), ..KeyRange::default() }).unwrap();
+    assert!(note[0].string_key && note[0].size == 5, "{note:?}");
     drop(s);
     let mut s = open(&b, small_chunks());
+    assert!(matches!(
+        s.put_with_id(b"note", true, b"later", b"note-1", Durability::Strict).unwrap(),
+        IdCommit::Duplicate(_)
+    ));
     assert!(matches!(s.id_status(b"deposit-7"), Some(IdStatus::Committed { .. })), "remembered after a reopen");
     assert!(matches!(s.batch_with_id(&again, b"deposit-7", Durability::Strict).unwrap(), IdCommit::Duplicate(_)));
     assert_eq!(s.get(b"balance").unwrap().as_deref(), Some(&b"100"[..]));

@@ -902,10 +902,11 @@ function write(request) {
   }
   const [first] = request.ops;
   // Another context's writes go as transactions, under their request ids.
+  // Another context's small put goes in one call too, under its request id (putWithId); its
+  // other writes go as transactions under their request ids.
   const single =
-    !request.rid &&
     request.ops.length === 1 &&
-    (first.type === 'delete' || (first.value instanceof Uint8Array && first.value.length <= chunkSize));
+    ((first.type === 'delete' && !request.rid) || (first.value instanceof Uint8Array && first.value.length <= chunkSize));
   const keys = single && keyTails.size === 0 ? [] : request.ops.map((op) => keyIds.decode(op.key));
   const earlier = keys.map((key) => keyTails.get(key)).filter(Boolean);
   if (barrier) earlier.push(barrier);
@@ -1081,11 +1082,16 @@ function cancelStreams(ops) {
  * @returns {{ value: boolean | undefined, ticket: number }} for a delete, whether the key
  *   existed; the commit's ticket (0 when nothing was written)
  */
-function applySingle({ id, ops, strict, progress }) {
+function applySingle({ id, ops, strict, progress, rid }) {
   const [op] = ops;
   if (op.type === 'delete') {
     const { existed, ticket } = store.delete(op.key, strict);
     return { value: existed, ticket, change: existed ? changeOf(ops) : null };
+  }
+  if (rid) {
+    const { committed, ticket } = store.putWithId(op.key, op.isString, op.value, strict, utf8Encoder.encode(rid));
+    if (progress) send({ id, progress: op.value.length });
+    return { value: undefined, ticket: committed ? 0 : ticket, change: committed ? null : changeOf(ops) };
   }
   const ticket = store.put(op.key, op.isString, op.value, strict);
   if (progress) send({ id, progress: op.value.length });

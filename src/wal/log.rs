@@ -86,8 +86,16 @@ struct Queued {
 
 /// The group-commit queue and the outcomes of the commits that left it.
 struct Committer {
-    /// Commits written (or buffered) and not yet durable, in LSN order.
+    /// Commits written (or buffered) and not yet durable, in LSN (and ticket) order. Changed
+    /// only through [`Committer::push`], [`Committer::take_all`] and [`Committer::fail_from`],
+    /// which keep the two maps below in step with it.
     queue: VecDeque<Queued>,
+    /// The commit id of each queued commit that has one, with its ticket.
+    queued_ids: HashMap<Vec<u8>, u64>,
+    /// For each key a queued commit touches, the newest such commit: whether it puts the key,
+    /// and its ticket. (A long queue of group commits from other tabs asks these per write: a
+    /// scan of the queue made those writes quadratic.)
+    queued_keys: HashMap<Vec<u8>, (bool, u64)>,
     /// The ticket the next commit gets.
     next_ticket: u64,
     /// Commits that failed, as ranges of tickets with their error, oldest first.
@@ -99,6 +107,34 @@ struct Committer {
 }
 
 impl Committer {
+    fn push(&mut self, q: Queued) {
+        self.index(&q);
+        self.queue.push_back(q);
+    }
+
+    fn index(&mut self, q: &Queued) {
+        for op in &q.ops {
+            match op {
+                Op::Id { id, .. } => {
+                    self.queued_ids.insert(id.clone(), q.ticket);
+                }
+                Op::Put { key, .. } => {
+                    self.queued_keys.insert(key.clone(), (true, q.ticket));
+                }
+                Op::Delete { key } => {
+                    self.queued_keys.insert(key.clone(), (false, q.ticket));
+                }
+            }
+        }
+    }
+
+    /// Empties the queue, oldest first.
+    fn take_all(&mut self) -> VecDeque<Queued> {
+        self.queued_ids.clear();
+        self.queued_keys.clear();
+        std::mem::take(&mut self.queue)
+    }
+
     fn ticket(&mut self) -> u64 {
         let t = self.next_ticket;
         self.next_ticket += 1;
@@ -109,7 +145,7 @@ impl Committer {
         if ticket == 0 || ticket >= self.next_ticket {
             return Outcome::Failed(Error::invalid("ticket", format!("{ticket} names no commit of this store")));
         }
-        if self.queue.iter().any(|q| q.ticket == ticket) {
+        if self.queue.binary_search_by_key(&ticket, |q| q.ticket).is_ok() {
             return Outcome::Queued;
         }
         if let Some((_, e)) = self.failures.iter().find(|(r, _)| r.contains(&ticket)) {
@@ -127,6 +163,14 @@ impl Committer {
             return;
         }
         let failed: Vec<Queued> = self.queue.drain(from..).collect();
+        // Rare (a failed flush): the maps are rebuilt from what stays queued.
+        self.queued_ids.clear();
+        self.queued_keys.clear();
+        let kept = std::mem::take(&mut self.queue);
+        for q in &kept {
+            self.index(q);
+        }
+        self.queue = kept;
         let (Some(first), Some(last)) = (failed.first(), failed.last()) else { return };
         if failed.iter().any(|q| q.group) && self.unreported.is_none() {
             self.unreported = Some(e.clone());
@@ -192,6 +236,8 @@ impl<V: Volume> Log<V> {
             next_txn,
             committer: Committer {
                 queue: VecDeque::new(),
+                queued_ids: HashMap::new(),
+                queued_keys: HashMap::new(),
                 next_ticket: 1,
                 failures: VecDeque::new(),
                 forgotten_below: 0,
@@ -238,16 +284,12 @@ impl<V: Volume> Log<V> {
     /// The newest queued commit that touches `key`: whether it puts (`true`) or deletes it, and
     /// its ticket. `None` if no queued commit touches `key`.
     pub fn queued_touch(&self, key: &[u8]) -> Option<(bool, Ticket)> {
-        self.committer.queue.iter().rev().find_map(|q| {
-            q.ops.iter().rev().find(|op| op.key() == key).map(|op| (matches!(op, Op::Put { .. }), Ticket(q.ticket)))
-        })
+        self.committer.queued_keys.get(key).map(|&(put, ticket)| (put, Ticket(ticket)))
     }
 
     /// The ticket of the queued commit that carries commit id `id`, if one does.
     pub fn queued_id(&self, id: &[u8]) -> Option<Ticket> {
-        self.committer.queue.iter().find_map(|q| {
-            q.ops.iter().any(|op| matches!(op, Op::Id { id: i, .. } if i.as_slice() == id)).then_some(Ticket(q.ticket))
-        })
+        self.committer.queued_ids.get(id).map(|&ticket| Ticket(ticket))
     }
 
     pub fn outcome(&self, ticket: Ticket) -> Outcome {
@@ -496,11 +538,11 @@ impl<V: Volume> Log<V> {
     fn settle(&mut self, lsn: u64, ops: Vec<Op>, durability: Durability, index: &mut Index) -> Result<Ticket> {
         let ticket = self.committer.ticket();
         let relaxed_alone = durability == Durability::Relaxed && self.committer.queue.is_empty();
-        self.committer.queue.push_back(Queued { ticket, lsn, ops, group: durability == Durability::Group });
+        self.committer.push(Queued { ticket, lsn, ops, group: durability == Durability::Group });
         if relaxed_alone {
             let r = self.writer.write_buffer();
             self.io(r)?;
-            if let Some(q) = self.committer.queue.pop_front() {
+            for q in self.committer.take_all() {
                 q.ops.into_iter().for_each(|op| index.apply(op));
             }
             return Ok(Ticket(ticket));
@@ -526,7 +568,7 @@ impl<V: Volume> Log<V> {
         let r = self.io(r);
         if r.is_ok() || !self.writer.is_poisoned() {
             // Flushed, or rolled back and the rollback flushed what remains queued.
-            for q in std::mem::take(&mut self.committer.queue) {
+            for q in self.committer.take_all() {
                 q.ops.into_iter().for_each(|op| index.apply(op));
             }
         }
