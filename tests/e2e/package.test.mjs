@@ -26,8 +26,13 @@ test('pkg/package.json is the template merged into what wasm-pack wrote', () => 
   assert.equal(manifest.type, 'module');
   const web = { types: './walnut.d.ts', default: './walnut.js' };
   const node = { types: './node.d.ts', default: './node.js' };
-  assert.deepEqual(manifest.exports['.'], { node, browser: web, worker: web, default: web });
-  assert.deepEqual(manifest.exports['./sync'], { node, default: { types: './sync.d.ts', default: './sync.js' } });
+  const workerd = { types: './cloudflare.d.ts', default: './cloudflare.js' };
+  // Conditions in the order a resolver must meet them: workerd before node (wrangler and
+  // esbuild for Workers set both), node before browser and worker, default last.
+  assert.deepEqual(manifest.exports['.'], { workerd, node, browser: web, worker: web, default: web });
+  assert.deepEqual(Object.keys(manifest.exports['.']), ['workerd', 'node', 'browser', 'worker', 'default']);
+  assert.deepEqual(manifest.exports['./sync'], { workerd, node, default: { types: './sync.d.ts', default: './sync.js' } });
+  assert.deepEqual(manifest.exports['./cloudflare'], workerd);
   const modules = readdirSync(`${repo}www`).filter((f) => f.endsWith('.js'));
   const declarations = readdirSync(`${repo}www`).filter((f) => f.endsWith('.d.ts'));
   for (const file of [...modules, ...declarations, 'walnut_core.js', 'walnut_core_bg.wasm', 'walnut_core.d.ts']) {

@@ -1,0 +1,25 @@
+// walnut's synchronous store (walnut-kv/sync: openSync) in the bench's dedicated worker, with its
+// defaults: strict durability (each put flushed before it returns), 1 MiB chunks. Its calls are
+// synchronous; the async methods here only give it the shape of the others.
+import { openSync } from '/pkg/sync.js';
+import { drain } from './drain.js';
+
+/** @param {string} name */
+export async function open(name) {
+  const db = await openSync(name);
+  return {
+    put: async (key, value) => {
+      if (value instanceof Blob) await db.putStream(key, value);
+      else db.put(key, value);
+    },
+    batch: async (entries) => {
+      const small = entries.filter(([, value]) => !(value instanceof Blob));
+      if (small.length > 0) db.putMany(small);
+      for (const [key, value] of entries) if (value instanceof Blob) await db.putStream(key, value);
+    },
+    get: async (key) => db.get(key),
+    readLarge: async (key) => drain(db.getStream(key)),
+    scan: async (prefix) => db.keys({ prefix }).length,
+    close: async () => db.close(),
+  };
+}
