@@ -50,9 +50,8 @@ export interface NodeOpenOptions extends SyncOpenOptions {}
 export interface WalnutStore extends StoreApi {}
 export class WalnutStore {
   private constructor();
-  /** Makes every write so far durable, relaxed ones too. */
+  /** Makes every write so far durable, relaxed ones too. (Also `Symbol.asyncDispose`-able.) */
   flush(): Promise<void>;
-  [Symbol.asyncDispose](): Promise<void>;
 }
 
 /**

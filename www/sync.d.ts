@@ -106,9 +106,12 @@ export class SyncStore {
   compact(): number;
   /** Makes every write so far durable, relaxed ones too. */
   flush(): void;
-  /** Flushes, writes a checkpoint and releases the store and its lock. Idempotent. */
+  /**
+   * Flushes, writes a checkpoint and releases the store and its lock. Idempotent. (The store is
+   * also `Symbol.dispose`-able: `using db = ...` where the runtime has explicit resource
+   * management; not declared here, so that the types need no `esnext` lib.)
+   */
   close(): void;
-  [Symbol.dispose](): void;
 }
 
 /**

@@ -43,12 +43,36 @@ test('pkg/package.json is the template merged into what wasm-pack wrote', () => 
   assert.ok(manifest.version, 'the version comes from Cargo.toml');
 });
 
-test('walnut.d.ts declares exactly what walnut.js exports', async () => {
-  const runtime = Object.keys(await import(`${pkgDir}walnut.js`)).sort();
-  const declared = [...readFileSync(`${pkgDir}walnut.d.ts`, 'utf8').matchAll(/^export (?:class|function|const) (\w+)/gm)]
-    .map((match) => match[1])
-    .sort();
-  assert.deepEqual(declared, runtime);
+/** The names a declaration file exports (classes, functions, constants, and re-exported ones). */
+function declared(file) {
+  const text = readFileSync(`${pkgDir}${file}`, 'utf8');
+  const direct = [...text.matchAll(/^export (?:declare )?(?:class|function|const) (\w+)/gm)].map((m) => m[1]);
+  const reexported = [...text.matchAll(/^export \{([^}]*)\} from/gm)].flatMap((m) =>
+    m[1].split(',').map((n) => n.trim()).filter(Boolean),
+  );
+  return [...new Set([...direct, ...reexported])].sort();
+}
+
+/** The names a module exports, read from its source (for cloudflare.js, which imports a .wasm). */
+function exportedInSource(file) {
+  const text = readFileSync(`${pkgDir}${file}`, 'utf8');
+  const direct = [...text.matchAll(/^export (?:async )?(?:class|function|const) (\w+)/gm)].map((m) => m[1]);
+  const reexported = [...text.matchAll(/^export \{([^}]*)\} from/gm)].flatMap((m) =>
+    m[1].split(',').map((n) => n.trim().split(' as ').at(-1)).filter(Boolean),
+  );
+  return [...new Set([...direct, ...reexported])].sort();
+}
+
+test('each entry point declares exactly what it exports', async () => {
+  for (const [module, types] of [
+    ['walnut.js', 'walnut.d.ts'],
+    ['sync.js', 'sync.d.ts'],
+    ['node.js', 'node.d.ts'],
+  ]) {
+    const runtime = Object.keys(await import(`${pkgDir}${module}`)).sort();
+    assert.deepEqual(declared(types), runtime, `${types} against ${module}`);
+  }
+  assert.deepEqual(declared('cloudflare.d.ts'), exportedInSource('cloudflare.js'), 'cloudflare.d.ts against cloudflare.js');
 });
 
 test('the declarations type-check a sample of correct and incorrect usage', async () => {
