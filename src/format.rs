@@ -1,4 +1,4 @@
-//! The on-disk format, version 4. `docs/FORMAT.md` is the specification with byte diagrams;
+//! The on-disk format, version 5. `docs/FORMAT.md` is the specification with byte diagrams;
 //! every constant and offset here mirrors it. All integers are little-endian.
 //!
 //! A store is a set of files: log segments and checkpoints. A segment is a [`FileHeader`]
@@ -14,8 +14,10 @@ use crc32fast::Hasher;
 pub const MAGIC: [u8; 8] = *b"WALNUTLG";
 /// Format version written by this build. Version 3 added `index_lsn` to the checkpoint
 /// header (replay from a checkpoint re-applies nothing it holds); version 4 lets a COMMIT carry
-/// an id, remembered in checkpoints (a commit with a known id is not made again).
-pub const FORMAT_VERSION: u16 = 4;
+/// an id, remembered in checkpoints (a commit with a known id is not made again); version 5
+/// adds tables (keys of named tables and queues in the [`TABLE_TAG`] key space, TABLE records)
+/// and per-table sequence numbers (COMMIT, PUT_ONE and DELETE_ONE with [`FLAG_SEQ`]).
+pub const FORMAT_VERSION: u16 = 5;
 /// Oldest format version this build reads: a version 1 log is segment 0 of a version 2 store,
 /// and a version 2 store opens as version 3 (its checkpoints replay as version 2 did).
 pub const MIN_READ_VERSION: u16 = 1;
@@ -67,8 +69,165 @@ pub const MAX_COMMIT_ID_LEN: usize = 128;
 pub const MAX_ID: u64 = (1 << 62) - 1;
 /// Record flag: the key was given as a string (UTF-8); informs how `keys()` returns it.
 pub const FLAG_STRING_KEY: u8 = 0x01;
+/// Record flag (version 5): the key is an internal key of the table key space
+/// ([`TABLE_TAG`], table, namespace, key); without it a key is the default table's, as in
+/// version 4.
+pub const FLAG_IKEY: u8 = 0x02;
+/// Record flag (version 5): the record states sequence numbers: a PUT_ONE or DELETE_ONE payload
+/// starts with its `seq u64`; a COMMIT carries a sequence block ([`CommitPayload`]).
+pub const FLAG_SEQ: u8 = 0x04;
 /// Record flags defined by this version; any other bit set makes the record invalid.
-pub const KNOWN_FLAGS: u8 = FLAG_STRING_KEY;
+pub const KNOWN_FLAGS: u8 = FLAG_STRING_KEY | FLAG_IKEY | FLAG_SEQ;
+
+/// First byte of every internal key outside the default table's own keys (HoraeDB's
+/// `table_id | sequence_num` log key, folded into walnut's one ordered key space). A default
+/// table key that starts with this byte is kept escaped as table 0's.
+pub const TABLE_TAG: u8 = 0xFF;
+/// Namespace byte of a table's ordered keys.
+pub const NS_KEYS: u8 = 0;
+/// Namespace byte of a table's queue: the key is the entry's sequence number, u64 big-endian.
+pub const NS_QUEUE: u8 = 1;
+/// Bytes before the user key in a table-space key: tag, table id (u32 big-endian), namespace.
+pub const TABLE_PREFIX_LEN: usize = 6;
+/// Largest key of a named table (and of a default-table key starting with [`TABLE_TAG`]), bytes.
+pub const MAX_TABLE_KEY_LEN: usize = MAX_KEY_LEN - TABLE_PREFIX_LEN;
+/// Largest table name, bytes of UTF-8.
+pub const MAX_TABLE_NAME_LEN: usize = 255;
+/// Size of a TABLE payload before the name, bytes.
+pub const TABLE_PAYLOAD_LEN: usize = 30;
+/// TABLE record operation: the table's state (created, or marks moved).
+pub const TABLE_OP_STATE: u8 = 1;
+/// TABLE record operation: the table is dropped.
+pub const TABLE_OP_DROP: u8 = 2;
+/// Largest number of tables one COMMIT states sequence numbers for.
+pub const MAX_COMMIT_TABLES: usize = 255;
+
+/// The prefix of table `table`'s namespace `ns` in the internal key space.
+pub fn table_prefix(table: u32, ns: u8) -> [u8; TABLE_PREFIX_LEN] {
+    let t = table.to_be_bytes();
+    [TABLE_TAG, t[0], t[1], t[2], t[3], ns]
+}
+
+/// The internal key of `key` in table `table`: the key itself for a default-table key that
+/// does not start with [`TABLE_TAG`], else the table prefix and the key.
+pub fn ikey(table: u32, key: &[u8]) -> Vec<u8> {
+    if table == 0 && key.first() != Some(&TABLE_TAG) {
+        return key.to_vec();
+    }
+    let mut k = Vec::with_capacity(TABLE_PREFIX_LEN + key.len());
+    k.extend_from_slice(&table_prefix(table, NS_KEYS));
+    k.extend_from_slice(key);
+    k
+}
+
+/// The internal key of table `table`'s queue entry `seq`.
+pub fn queue_key(table: u32, seq: u64) -> Vec<u8> {
+    let mut k = table_prefix(table, NS_QUEUE).to_vec();
+    k.extend_from_slice(&seq.to_be_bytes());
+    k
+}
+
+/// An internal key's table, namespace and the rest (the user key, or a queue entry's
+/// big-endian sequence number; empty for an append whose number its COMMIT gives).
+pub fn split_ikey(ik: &[u8]) -> (u32, u8, &[u8]) {
+    match ik {
+        [TABLE_TAG, a, b, c, d, ns, rest @ ..] => (u32::from_be_bytes([*a, *b, *c, *d]), *ns, rest),
+        _ => (0, NS_KEYS, ik),
+    }
+}
+
+/// How a record carries internal key `ik`: its flag bits ([`FLAG_IKEY`] or none) and bytes.
+pub fn record_key(ik: &[u8]) -> u8 {
+    if ik.first() == Some(&TABLE_TAG) {
+        FLAG_IKEY
+    } else {
+        0
+    }
+}
+
+/// The internal key a record's key bytes stand for, or `None` if they are malformed: with
+/// [`FLAG_IKEY`], a table-space key with a known namespace; without it, a default-table key
+/// (escaped if it starts with [`TABLE_TAG`], as a version 4 record may).
+pub fn ikey_from_record(flags: u8, key: &[u8]) -> Option<Vec<u8>> {
+    if flags & FLAG_IKEY == 0 {
+        let ik = ikey(0, key);
+        return (!key.is_empty() && ik.len() <= MAX_KEY_LEN).then_some(ik);
+    }
+    match split_ikey(key) {
+        (_, NS_KEYS, rest) if key.first() == Some(&TABLE_TAG) && !rest.is_empty() => {
+            // Table 0's escaped keys are exactly those that start with the tag.
+            (split_ikey(key).0 != 0 || rest.first() == Some(&TABLE_TAG)).then(|| key.to_vec())
+        }
+        (_, NS_QUEUE, rest) if key.first() == Some(&TABLE_TAG) && (rest.is_empty() || rest.len() == 8) => {
+            Some(key.to_vec())
+        }
+        _ => None,
+    }
+}
+
+/// A TABLE record: one table's state, or its drop (docs/FORMAT.md, "TABLE").
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct TableRecord {
+    /// [`TABLE_OP_STATE`] or [`TABLE_OP_DROP`].
+    pub op: u8,
+    /// Table id (0: the default table).
+    pub table: u32,
+    /// The sequence number the table's next write takes.
+    pub next_seq: u64,
+    /// The table's flushed sequence number (HoraeDB's MaxSeq).
+    pub flushed: u64,
+    /// Queue entries at or below this sequence number are deleted.
+    pub deleted_upto: u64,
+    /// The table's name (empty for the default table and in a drop).
+    pub name: String,
+}
+
+impl TableRecord {
+    /// Encodes: `op u8 | table u32 | next_seq u64 | flushed u64 | deleted_upto u64 | name_len u8
+    /// | name`.
+    pub fn encode(&self) -> Vec<u8> {
+        let mut b = Vec::with_capacity(TABLE_PAYLOAD_LEN + self.name.len());
+        b.push(self.op);
+        b.extend_from_slice(&self.table.to_le_bytes());
+        b.extend_from_slice(&self.next_seq.to_le_bytes());
+        b.extend_from_slice(&self.flushed.to_le_bytes());
+        b.extend_from_slice(&self.deleted_upto.to_le_bytes());
+        b.push(self.name.len().min(MAX_TABLE_NAME_LEN) as u8);
+        b.extend_from_slice(self.name.as_bytes().get(..self.name.len().min(MAX_TABLE_NAME_LEN)).unwrap_or_default());
+        b
+    }
+
+    /// Decodes; `None` unless the payload is well formed (known op, name length matching, name
+    /// UTF-8, marks within `next_seq`).
+    pub fn decode(b: &[u8]) -> Option<TableRecord> {
+        let op = *b.first()?;
+        let name_len = usize::from(*b.get(TABLE_PAYLOAD_LEN - 1)?);
+        let name = std::str::from_utf8(b.get(TABLE_PAYLOAD_LEN..)?).ok()?;
+        let r = TableRecord {
+            op,
+            table: u32_at(b, 1)?,
+            next_seq: u64_at(b, 5)?,
+            flushed: u64_at(b, 13)?,
+            deleted_upto: u64_at(b, 21)?,
+            name: name.to_string(),
+        };
+        let ok = name.len() == name_len
+            && match op {
+                TABLE_OP_STATE => {
+                    r.next_seq >= 1
+                        && r.next_seq <= MAX_ID
+                        && r.flushed < r.next_seq
+                        && r.deleted_upto < r.next_seq
+                        && (r.table != 0 || name.is_empty())
+                }
+                TABLE_OP_DROP => {
+                    r.table != 0 && name.is_empty() && r.next_seq == 0 && r.flushed == 0 && r.deleted_upto == 0
+                }
+                _ => false,
+            };
+        ok.then_some(r)
+    }
+}
 
 // File header offsets (docs/FORMAT.md, "File header").
 const FH_MAGIC: usize = 0;
@@ -109,6 +268,8 @@ pub enum Kind {
     PutOne = 0x07,
     /// A whole delete in one self-committed record. Payload = key.
     DeleteOne = 0x08,
+    /// A table's state or drop, self-committed (version 5). Payload = [`TableRecord`].
+    Table = 0x09,
 }
 
 impl Kind {
@@ -123,6 +284,7 @@ impl Kind {
             0x06 => Kind::Abort,
             0x07 => Kind::PutOne,
             0x08 => Kind::DeleteOne,
+            0x09 => Kind::Table,
             _ => return None,
         })
     }
@@ -282,15 +444,25 @@ impl RecordHeader {
             return Err(RecordHeaderError::Reserved);
         }
         let len = u32_at(b, RH_LEN).unwrap_or(u32::MAX);
+        // Bytes a sequence number adds in front of a one-record commit's payload.
+        let seq = if flags & FLAG_SEQ != 0 { 8 } else { 0 };
+        let l = len as usize;
         let len_ok = match kind {
+            Kind::Begin | Kind::Abort | Kind::Chunk if flags & (FLAG_SEQ | FLAG_IKEY) != 0 => false,
+            Kind::Put | Kind::Delete if flags & FLAG_SEQ != 0 => false,
+            Kind::Commit | Kind::Table if flags & (FLAG_IKEY | FLAG_STRING_KEY) != 0 => false,
+            Kind::Table if flags != 0 => false,
             Kind::Begin | Kind::Abort => len == 0,
             Kind::Commit => {
-                len as usize == COMMIT_PAYLOAD_LEN
-                    || (COMMIT_PAYLOAD_LEN + 2..=COMMIT_PAYLOAD_LEN + 1 + MAX_COMMIT_ID_LEN).contains(&(len as usize))
+                let base = COMMIT_PAYLOAD_LEN + if seq > 0 { 1 + 12 } else { 0 };
+                let most = COMMIT_PAYLOAD_LEN + if seq > 0 { 1 + 12 * MAX_COMMIT_TABLES } else { 0 };
+                (base..=most + 1 + MAX_COMMIT_ID_LEN).contains(&l)
             }
-            Kind::Put | Kind::Delete | Kind::DeleteOne => (1..=MAX_KEY_LEN).contains(&(len as usize)),
-            Kind::Chunk => len as usize <= MAX_CHUNK_LEN,
-            Kind::PutOne => (3..=MAX_PAYLOAD_LEN).contains(&(len as usize)),
+            Kind::Put | Kind::Delete => (1..=MAX_KEY_LEN).contains(&l),
+            Kind::DeleteOne => (seq + 1..=seq + MAX_KEY_LEN).contains(&l),
+            Kind::Chunk => l <= MAX_CHUNK_LEN,
+            Kind::PutOne => (seq + 3..=seq + MAX_PAYLOAD_LEN).contains(&l),
+            Kind::Table => (TABLE_PAYLOAD_LEN..=TABLE_PAYLOAD_LEN + MAX_TABLE_NAME_LEN).contains(&l),
         };
         if !len_ok {
             return Err(RecordHeaderError::BadLength(len));
@@ -401,13 +573,13 @@ impl CheckpointHeader {
         b
     }
 
-    /// Decodes and validates magic, version (2 to 4), header length, CRC and ranges from the
+    /// Decodes and validates magic, version (2 to 5), header length, CRC and ranges from the
     /// first bytes of a checkpoint file (at least the header's length); `None` if any fails.
     pub fn decode(b: &[u8]) -> Option<CheckpointHeader> {
         let version = u16_at(b, FH_VERSION)?;
         let (len, crc_at) = match version {
             2 => (CHECKPOINT_HEADER_LEN_V2, CK2_CRC),
-            3 | 4 => (CHECKPOINT_HEADER_LEN, CK_CRC),
+            3..=5 => (CHECKPOINT_HEADER_LEN, CK_CRC),
             _ => return None,
         };
         // Version 2's reserved field, and version 3's (where version 4 counts ids), are 0.
@@ -435,7 +607,7 @@ impl CheckpointHeader {
             body_crc: u32_at(b, CK_BODY_CRC)?,
             segments: u32_at(b, CK_SEGMENTS)?,
             index_lsn: if version == 2 { replay_lsn } else { u64_at(b, CK_INDEX_LSN)? },
-            ids: if version == 4 { u32_at(b, CK_IDS)? } else { 0 },
+            ids: if version >= 4 { u32_at(b, CK_IDS)? } else { 0 },
             version,
         };
         (h.seq >= 1
@@ -496,6 +668,52 @@ impl CommitPayload {
         })
     }
 
+    /// Encodes with a sequence block (version 5, [`FLAG_SEQ`]): `n u8 | n x (table u32 |
+    /// first_seq u64)` after the fixed part, then `id`. The transaction's k-th write to a table
+    /// (in chain order) takes that table's `first_seq + k`. At most [`MAX_COMMIT_TABLES`]
+    /// tables (the caller checks).
+    pub fn encode_with_seqs(&self, seqs: &[(u32, u64)], id: Option<&[u8]>) -> Vec<u8> {
+        let mut b = self.encode().to_vec();
+        b.push(seqs.len().min(MAX_COMMIT_TABLES) as u8);
+        for (table, first) in seqs.iter().take(MAX_COMMIT_TABLES) {
+            b.extend_from_slice(&table.to_le_bytes());
+            b.extend_from_slice(&first.to_le_bytes());
+        }
+        if let Some(id) = id {
+            b.push(id.len() as u8);
+            b.extend_from_slice(id);
+        }
+        b
+    }
+
+    /// Decodes a COMMIT payload whose header has `flags`: the fixed part, the sequence block
+    /// (with [`FLAG_SEQ`]: tables distinct, first numbers in 1..=[`MAX_ID`]) and the id.
+    #[allow(clippy::type_complexity)]
+    pub fn decode_full(flags: u8, b: &[u8]) -> Option<(CommitPayload, Vec<(u32, u64)>, Option<&[u8]>)> {
+        if flags & FLAG_SEQ == 0 {
+            let (c, id) = CommitPayload::decode_with_id(b)?;
+            return Some((c, Vec::new(), id));
+        }
+        let c = CommitPayload::decode(b.get(..COMMIT_PAYLOAD_LEN)?)?;
+        let n = usize::from(*b.get(COMMIT_PAYLOAD_LEN)?);
+        let mut seqs = Vec::with_capacity(n);
+        let mut at = COMMIT_PAYLOAD_LEN + 1;
+        for _ in 0..n {
+            let (table, first) = (u32_at(b, at)?, u64_at(b, at + 4)?);
+            if first == 0 || first > MAX_ID || seqs.iter().any(|&(t, _)| t == table) {
+                return None;
+            }
+            seqs.push((table, first));
+            at += 12;
+        }
+        let id = match b.get(at..)? {
+            [] => None,
+            [n, id @ ..] if usize::from(*n) == id.len() && (1..=MAX_COMMIT_ID_LEN).contains(&id.len()) => Some(id),
+            _ => return None,
+        };
+        Some((c, seqs, id))
+    }
+
     /// Decodes a COMMIT payload with or without an id; `None` unless it is exactly
     /// [`COMMIT_PAYLOAD_LEN`] bytes, or that and `id_len u8 | id` with `id_len` 1..=128.
     pub fn decode_with_id(b: &[u8]) -> Option<(CommitPayload, Option<&[u8]>)> {
@@ -510,7 +728,18 @@ impl CommitPayload {
     }
 }
 
-/// Splits a PUT_ONE payload into (key, value); `None` if the key length does not fit.
+/// Splits a one-record commit's payload whose header has `flags` into its sequence number (0
+/// without [`FLAG_SEQ`]) and the rest.
+pub fn split_seq(flags: u8, payload: &[u8]) -> Option<(u64, &[u8])> {
+    if flags & FLAG_SEQ == 0 {
+        return Some((0, payload));
+    }
+    let seq = u64_at(payload, 0)?;
+    (1..=MAX_ID).contains(&seq).then_some((seq, payload.get(8..)?))
+}
+
+/// Splits a PUT_ONE payload (after its sequence number) into (key, value); `None` if the key
+/// length does not fit.
 pub fn split_put_one(payload: &[u8]) -> Option<(&[u8], &[u8])> {
     let key_len = usize::from(u16_at(payload, 0)?);
     if key_len == 0 {
@@ -595,8 +824,8 @@ mod tests {
         bad[0] = b'X';
         assert_eq!(FileHeader::decode(&bad), Err(HeaderError::BadMagic));
         let mut bad = b;
-        bad[8] = 5;
-        assert_eq!(FileHeader::decode(&bad), Err(HeaderError::UnsupportedVersion(5)));
+        bad[8] = 6;
+        assert_eq!(FileHeader::decode(&bad), Err(HeaderError::UnsupportedVersion(6)));
         for (base_lsn, segment) in [(0, 0), (MAX_ID + 1, 0), (1, MAX_SEGMENT + 1)] {
             let out_of_range = FileHeader { base_lsn, segment }.encode();
             assert!(

@@ -7,7 +7,10 @@ use std::borrow::Cow;
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::ops::Bound;
 
-use crate::format::{loc_segment, RECORD_HEADER_LEN};
+use crate::format::{
+    loc_segment, queue_key, split_ikey, table_prefix, TableRecord, NS_KEYS, NS_QUEUE, RECORD_HEADER_LEN, TABLE_OP_DROP,
+    TABLE_OP_STATE,
+};
 use crate::wal::checkpoint::Run;
 
 /// Where one piece of a value lies: the record at location `record`, bytes
@@ -55,6 +58,79 @@ pub enum Op {
     Delete { key: Vec<u8> },
     /// Remembers that the transaction with commit id `id` committed at `lsn`.
     Id { id: Vec<u8>, lsn: u64 },
+    /// A commit took table `table`'s sequence numbers up to `last`.
+    Seq { table: u32, last: u64 },
+    /// A TABLE record: a table's state (created, or its marks moved), or its drop.
+    Table(TableRecord),
+}
+
+/// One table's state: HoraeDB's table unit, within walnut's one log and key space.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TableMeta {
+    /// Table id; 0 is the default table (the store's own keys), named tables count from 1.
+    pub id: u32,
+    /// Name (empty for the default table).
+    pub name: String,
+    /// The sequence number the table's next write takes (1 for a new table).
+    pub next_seq: u64,
+    /// The last flushed sequence number persisted (HoraeDB's MaxSeq), 0 if none.
+    pub flushed: u64,
+    /// Queue entries at or below this sequence number are deleted (0: none).
+    pub deleted_upto: u64,
+}
+
+impl TableMeta {
+    fn new(id: u32, name: String) -> TableMeta {
+        TableMeta { id, name, next_seq: 1, flushed: 0, deleted_upto: 0 }
+    }
+
+    /// The TABLE record stating this table's state.
+    pub fn record(&self) -> TableRecord {
+        TableRecord {
+            op: TABLE_OP_STATE,
+            table: self.id,
+            next_seq: self.next_seq,
+            flushed: self.flushed,
+            deleted_upto: self.deleted_upto,
+            name: self.name.clone(),
+        }
+    }
+}
+
+/// The tables of a store: the default table (always there) and the named ones, with the id
+/// the next table gets (ids are never reused, across drops too).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Tables {
+    pub(crate) metas: BTreeMap<u32, TableMeta>,
+    pub(crate) next_id: u32,
+}
+
+impl Default for Tables {
+    fn default() -> Self {
+        Tables { metas: BTreeMap::from([(0, TableMeta::new(0, String::new()))]), next_id: 1 }
+    }
+}
+
+impl Tables {
+    /// The table `id`, if it exists.
+    pub fn get(&self, id: u32) -> Option<&TableMeta> {
+        self.metas.get(&id)
+    }
+
+    /// The table named `name`, if it exists (a linear search: tables are few).
+    pub fn by_name(&self, name: &str) -> Option<&TableMeta> {
+        self.metas.values().find(|m| m.id != 0 && m.name == name)
+    }
+
+    /// Every table, the default one first, then by id.
+    pub fn iter(&self) -> impl Iterator<Item = &TableMeta> {
+        self.metas.values()
+    }
+
+    /// The id the next new table gets.
+    pub fn next_id(&self) -> u32 {
+        self.next_id
+    }
 }
 
 /// Default of [`crate::Options::id_retention`]: commit ids remembered.
@@ -204,6 +280,7 @@ pub(crate) struct Index {
     totals: Totals,
     /// Commit ids of the transactions committed most recently.
     ids: Ids,
+    tables: Tables,
 }
 
 /// One entry of [`Index::items`]: entry `i` of the run, or one from the map above it.
@@ -281,8 +358,21 @@ where
 
 impl Index {
     /// An index of the entries of `run`, which `totals` counts (a checkpoint's, as read).
-    pub fn from_run(run: Run, totals: Totals, ids: Ids) -> Index {
-        Index { len: run.len(), run, overlay: BTreeMap::new(), totals, ids }
+    pub fn from_run(run: Run, totals: Totals, ids: Ids, tables: Tables) -> Index {
+        Index { len: run.len(), run, overlay: BTreeMap::new(), totals, ids, tables }
+    }
+
+    /// The tables and their sequence marks.
+    pub fn tables(&self) -> &Tables {
+        &self.tables
+    }
+
+    /// Removes every entry whose internal key starts with `prefix`.
+    fn remove_prefix(&mut self, prefix: &[u8], upto: Option<&[u8]>) {
+        let r = KeyRange { prefix: Some(prefix.to_vec()), end: upto.map(<[u8]>::to_vec), ..KeyRange::default() };
+        for info in self.scan(&r) {
+            self.apply_unchecked(Op::Delete { key: info.key });
+        }
     }
 
     /// The commit ids remembered.
@@ -311,7 +401,55 @@ impl Index {
         self.overlay.len()
     }
 
+    /// Whether a put or delete of internal key `key` lands: its table exists and, for a queue
+    /// entry, its sequence number is complete and above the table's deleted mark.
+    fn lands(&self, key: &[u8]) -> bool {
+        let (table, ns, rest) = split_ikey(key);
+        let Some(meta) = self.tables.get(table) else { return false };
+        match ns {
+            NS_KEYS => true,
+            NS_QUEUE => rest.try_into().map(u64::from_be_bytes).is_ok_and(|seq| seq > meta.deleted_upto),
+            _ => false,
+        }
+    }
+
     pub fn apply(&mut self, op: Op) {
+        match op {
+            Op::Put { key, .. } | Op::Delete { key } if !self.lands(&key) => {}
+            Op::Seq { table, last } => {
+                if let Some(m) = self.tables.metas.get_mut(&table) {
+                    m.next_seq = m.next_seq.max(last.saturating_add(1));
+                }
+            }
+            Op::Table(r) if r.op == TABLE_OP_DROP => {
+                self.tables.next_id = self.tables.next_id.max(r.table.saturating_add(1));
+                if self.tables.metas.remove(&r.table).is_some() {
+                    let p = table_prefix(r.table, NS_KEYS);
+                    self.remove_prefix(&p[..p.len() - 1], None);
+                }
+            }
+            Op::Table(r) => {
+                self.tables.next_id = self.tables.next_id.max(r.table.saturating_add(1));
+                let m = self.tables.metas.entry(r.table).or_insert_with(|| TableMeta::new(r.table, r.name.clone()));
+                if !r.name.is_empty() {
+                    m.name = r.name;
+                }
+                m.next_seq = m.next_seq.max(r.next_seq);
+                m.flushed = m.flushed.max(r.flushed);
+                let upto = r.deleted_upto;
+                if upto > m.deleted_upto {
+                    m.deleted_upto = upto;
+                    let end = queue_key(r.table, upto.saturating_add(1));
+                    self.remove_prefix(&table_prefix(r.table, NS_QUEUE), Some(&end));
+                }
+            }
+            op => self.apply_unchecked(op),
+        }
+    }
+
+    /// Applies a put or delete of `key` as it is, whatever table its key names (the v4 key
+    /// migration moves keys that would not land).
+    pub(crate) fn apply_unchecked(&mut self, op: Op) {
         match op {
             Op::Put { key, entry } => {
                 self.totals.account(&entry, true);
@@ -344,6 +482,7 @@ impl Index {
                 }
             }
             Op::Id { id, lsn } => self.ids.insert(id, lsn),
+            op @ (Op::Seq { .. } | Op::Table(_)) => self.apply(op),
         }
     }
 
@@ -357,7 +496,7 @@ impl Index {
             .map(|(k, _)| k.to_vec())
             .collect();
         for key in gone {
-            self.apply(Op::Delete { key });
+            self.apply_unchecked(Op::Delete { key });
         }
         self.ids.retain_below(end_lsn);
     }

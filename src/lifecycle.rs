@@ -21,7 +21,10 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use crate::error::{Error, Result};
-use crate::format::{loc_segment, CheckpointHeader, Kind, RecordHeader, FILE_HEADER_LEN, RECORD_HEADER_LEN};
+use crate::format::{
+    ikey_from_record, loc_segment, split_seq, CheckpointHeader, Kind, RecordHeader, TableRecord, FILE_HEADER_LEN,
+    RECORD_HEADER_LEN, TABLE_OP_DROP,
+};
 use crate::index::{ChunkLoc, Index};
 use crate::storage::{read_exact_at, Storage, Volume};
 use crate::wal::checkpoint;
@@ -41,6 +44,11 @@ struct Compaction {
     queue: Vec<Vec<u8>>,
     /// Keys deleted in a victim that must stay deleted.
     tombstones: Vec<Vec<u8>>,
+    /// Tables dropped by TABLE records of the victims (and not created since): their drops are
+    /// written again, as tombstones are.
+    dropped: Vec<u32>,
+    /// Whether the tables' states were written for this round.
+    stated: bool,
     /// The value being copied.
     copy: Option<Copying>,
 }
@@ -304,6 +312,17 @@ impl Lifecycle {
         index: &mut Index,
         settings: &Settings,
     ) -> Result<CompactStep> {
+        if !c.stated {
+            // Every table's state, restated before the first copy: a full scan of what remains
+            // after the victims go finds every table's name, marks and next sequence number
+            // ahead of the copies of its values (copies take no numbers, and a write to a
+            // table not yet stated would not land).
+            let states: Vec<_> = index.tables().iter().map(|m| m.record()).collect();
+            for r in &states {
+                log.table_copy(r)?;
+            }
+            c.stated = true;
+        }
         loop {
             if let Some(copy) = &mut c.copy {
                 if let Some(&chunk) = copy.chunks.get(copy.next) {
@@ -321,7 +340,7 @@ impl Lifecycle {
                 if index.get(&copy.key).is_some_and(|e| e.lsn == copy.lsn) {
                     // Relaxed: the round's flush makes every copy durable before any victim
                     // is released.
-                    log.commit(copy.txn, Durability::Relaxed, None, index)?;
+                    log.commit(copy.txn, Durability::Relaxed, None, false, index)?;
                 } else {
                     log.abort(copy.txn)?; // overwritten or deleted meanwhile: the copy is stale
                 }
@@ -345,6 +364,12 @@ impl Lifecycle {
         for key in std::mem::take(&mut c.tombstones) {
             if !index.contains(&key) {
                 log.tombstone(&key)?;
+            }
+        }
+        // The drops the victims held, restated past them (as tombstones are).
+        for t in std::mem::take(&mut c.dropped) {
+            if index.tables().get(t).is_none() {
+                log.table_copy(&TableRecord { op: TABLE_OP_DROP, table: t, ..TableRecord::default() })?;
             }
         }
         let still_used = index.spans().any(|(_, span)| touches(span, &c.victims));
@@ -405,36 +430,56 @@ fn plan<V: Volume>(log: &Log<V>, index: &Index, settings: &Settings, eager: bool
         index.spans().filter(|&(_, span)| touches(span, &victims)).map(|(k, _)| k.to_vec()).collect();
     let oldest_kept = w.segments().keys().find(|s| !victims.contains(s)).copied();
     let mut tombstones = BTreeSet::new();
+    let mut dropped = BTreeSet::new();
     for &seg in &victims {
         // Only a surviving older segment could hold a value the delete must keep hidden.
         if oldest_kept.is_some_and(|o| o < seg) {
-            tombstones.extend(deleted_keys(log, seg)?.into_iter().filter(|k| !index.contains(k)));
+            let (keys, drops) = deleted_keys(log, seg)?;
+            // Keys of dropped tables need none: their drop hides them.
+            let live_table = |k: &Vec<u8>| index.tables().get(crate::format::split_ikey(k).0).is_some();
+            tombstones.extend(keys.into_iter().filter(|k| !index.contains(k) && live_table(k)));
+            dropped.extend(drops.into_iter().filter(|t| index.tables().get(*t).is_none()));
         }
     }
-    Ok(Some(Compaction { victims, queue, tombstones: tombstones.into_iter().collect(), copy: None }))
+    Ok(Some(Compaction {
+        victims,
+        queue,
+        tombstones: tombstones.into_iter().collect(),
+        dropped: dropped.into_iter().collect(),
+        stated: false,
+        copy: None,
+    }))
 }
 
-/// Keys deleted by records of segment `seg` (read from its record headers and keys).
-fn deleted_keys<V: Volume>(log: &Log<V>, seg: u32) -> Result<Vec<Vec<u8>>> {
+/// Keys deleted by records of segment `seg` (read from its record headers and keys, as
+/// internal keys), and the tables its TABLE records drop.
+fn deleted_keys<V: Volume>(log: &Log<V>, seg: u32) -> Result<(Vec<Vec<u8>>, Vec<u32>)> {
     let w = log.writer();
-    let Some(&id) = w.segments().get(&seg) else { return Ok(Vec::new()) };
+    let Some(&id) = w.segments().get(&seg) else { return Ok((Vec::new(), Vec::new())) };
     let file = w.volume().file(id)?;
     let size = file.size()?;
     let mut keys = Vec::new();
+    let mut drops = Vec::new();
     let mut at = FILE_HEADER_LEN as u64;
     let mut hb = [0u8; RECORD_HEADER_LEN];
     while at + RECORD_HEADER_LEN as u64 <= size && read_exact_at(file, &mut hb, at)? {
         let Ok(h) = RecordHeader::decode(&hb) else { break };
-        if matches!(h.kind, Kind::Delete | Kind::DeleteOne) {
-            let mut key = vec![0u8; h.len as usize];
-            if !read_exact_at(file, &mut key, at + RECORD_HEADER_LEN as u64)? {
+        if matches!(h.kind, Kind::Delete | Kind::DeleteOne | Kind::Table) {
+            let mut payload = vec![0u8; h.len as usize];
+            if !read_exact_at(file, &mut payload, at + RECORD_HEADER_LEN as u64)? {
                 break;
             }
-            keys.push(key);
+            if h.kind == Kind::Table {
+                if let Some(r) = TableRecord::decode(&payload).filter(|r| r.op == TABLE_OP_DROP) {
+                    drops.push(r.table);
+                }
+            } else if let Some(ik) = split_seq(h.flags, &payload).and_then(|(_, key)| ikey_from_record(h.flags, key)) {
+                keys.push(ik);
+            }
         }
         at += h.record_len();
     }
-    Ok(keys)
+    Ok((keys, drops))
 }
 
 /// Whether a value whose records span segments `span` has any record in one of `segments`.

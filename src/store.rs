@@ -9,8 +9,11 @@
 
 use crate::error::{Error, Result};
 use crate::format::MAX_COMMIT_ID_LEN;
-use crate::format::{loc_offset, loc_segment, MAX_CHUNK_LEN, MAX_SEGMENT_LEN};
-use crate::index::{ChunkLoc, Entry, Index, KeyInfo, KeyRange, DEFAULT_ID_RETENTION};
+use crate::format::{
+    ikey, loc_offset, loc_segment, queue_key, table_prefix, TableRecord, MAX_CHUNK_LEN, MAX_KEY_LEN, MAX_SEGMENT_LEN,
+    MAX_TABLE_KEY_LEN, MAX_TABLE_NAME_LEN, NS_KEYS, NS_QUEUE, TABLE_OP_DROP, TABLE_PREFIX_LEN, TABLE_TAG,
+};
+use crate::index::{ChunkLoc, Entry, Index, KeyInfo, KeyRange, TableMeta, DEFAULT_ID_RETENTION};
 use crate::lifecycle::{dead_ratio, CompactStep, Lifecycle, Settings};
 use crate::storage::Volume;
 use crate::wal::log::Log;
@@ -93,7 +96,7 @@ impl Options {
 /// Counters for `stats()`.
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct Stats {
-    /// Live keys.
+    /// Live keys, in every table, queue entries included.
     pub keys: u64,
     /// Sum of live value lengths, bytes.
     pub live_bytes: u64,
@@ -231,8 +234,26 @@ impl<V: Volume> Store<V> {
     /// Errors: [`Error::Transaction`] if `txn` is not open; the quota error that dropped it, if
     /// a rollback after a quota failure did.
     pub fn txn_put(&mut self, txn: TxnId, key: &[u8], string_key: bool) -> Result<()> {
+        self.txn_put_in(txn, 0, key, string_key)
+    }
+
+    /// [`Store::txn_put`] into table `table` (0: the default table).
+    ///
+    /// Errors: [`Error::InvalidArgument`] (param `table`) if there is no such table; as
+    /// [`Store::txn_put`].
+    pub fn txn_put_in(&mut self, txn: TxnId, table: u32, key: &[u8], string_key: bool) -> Result<()> {
         self.live()?;
-        self.log.txn_put(txn, key, string_key)
+        let key = self.ik(table, key)?;
+        self.log.txn_put(txn, &key, string_key)
+    }
+
+    /// Starts a queue entry of table `table` in `txn` (a streamed append): the following
+    /// [`Store::txn_chunk`] calls fill it, and its COMMIT gives it the table's next sequence
+    /// number ([`Store::last_seqs`] after the commit tells which).
+    pub fn txn_append(&mut self, txn: TxnId, table: u32) -> Result<()> {
+        self.live()?;
+        self.table_meta(table)?;
+        self.log.txn_put(txn, &table_prefix(table, NS_QUEUE), false)
     }
 
     /// Appends `data` to the value begun by the last [`Store::txn_put`] of `txn`, as one or
@@ -246,8 +267,14 @@ impl<V: Volume> Store<V> {
 
     /// Deletes `key` in `txn`.
     pub fn txn_delete(&mut self, txn: TxnId, key: &[u8]) -> Result<()> {
+        self.txn_delete_in(txn, 0, key)
+    }
+
+    /// [`Store::txn_delete`] in table `table`.
+    pub fn txn_delete_in(&mut self, txn: TxnId, table: u32, key: &[u8]) -> Result<()> {
         self.live()?;
-        self.log.txn_delete(txn, key)
+        let key = self.ik(table, key)?;
+        self.log.txn_delete(txn, &key)
     }
 
     /// Commits `txn`: writes COMMIT (record count, chunk count, value length and CRC) linked
@@ -256,7 +283,7 @@ impl<V: Volume> Store<V> {
     /// [`Store::sync`]) says when it is durable and visible.
     pub fn commit(&mut self, txn: TxnId, durability: Durability) -> Result<Ticket> {
         self.live()?;
-        let ticket = self.log.commit(txn, durability, None, &mut self.index)?;
+        let ticket = self.log.commit(txn, durability, None, true, &mut self.index)?;
         self.committed(ticket);
         self.maintain();
         Ok(ticket)
@@ -277,7 +304,7 @@ impl<V: Volume> Store<V> {
             self.log.abort(txn)?;
             return Ok(IdCommit::Duplicate(status));
         }
-        let ticket = self.log.commit(txn, durability, Some(id), &mut self.index)?;
+        let ticket = self.log.commit(txn, durability, Some(id), true, &mut self.index)?;
         self.committed(ticket);
         self.maintain();
         Ok(IdCommit::Applied(ticket))
@@ -369,7 +396,44 @@ impl<V: Volume> Store<V> {
 
     /// [`Store::put`], recording whether the key was given as a string.
     pub fn put_flagged(&mut self, key: &[u8], string_key: bool, value: &[u8], durability: Durability) -> Result<()> {
+        self.put_in(0, key, string_key, value, durability).map(drop)
+    }
+
+    /// Puts a whole value under `key` in table `table`; returns the sequence number it took.
+    ///
+    /// Errors: [`Error::InvalidArgument`] (param `table`) if there is no such table, (param
+    /// `key`) for an empty or too long key; as [`Store::put`].
+    pub fn put_in(
+        &mut self,
+        table: u32,
+        key: &[u8],
+        string_key: bool,
+        value: &[u8],
+        durability: Durability,
+    ) -> Result<u64> {
         self.live()?;
+        let key = &self.ik(table, key)?;
+        self.write_value(table, key, string_key, value, durability)
+    }
+
+    /// Stores `value` as table `table`'s next queue entry; returns its sequence number.
+    /// A value above `chunk_size` is written as a transaction, as [`Store::put`] does.
+    pub fn append(&mut self, table: u32, value: &[u8], durability: Durability) -> Result<u64> {
+        self.live()?;
+        self.table_meta(table)?;
+        self.write_value(table, &table_prefix(table, NS_QUEUE), false, value, durability)
+    }
+
+    /// Writes internal key `key` (of `table`), in one record or a transaction; returns the
+    /// sequence number the write took.
+    fn write_value(
+        &mut self,
+        table: u32,
+        key: &[u8],
+        string_key: bool,
+        value: &[u8],
+        durability: Durability,
+    ) -> Result<u64> {
         if value.len() > self.options.chunk_size {
             crate::wal::log::check_key(key)?;
             let txn = self.log.begin()?;
@@ -381,12 +445,25 @@ impl<V: Volume> Store<V> {
             if r.is_err() {
                 let _ = self.log.abort(txn);
             }
-            return r.map(drop);
+            r?;
+            return Ok(self.seq_taken(table));
         }
         let ticket = self.log.put_one(key, string_key, value, durability, &mut self.index)?;
+        let seq = self.seq_taken(table);
         self.committed(ticket);
         self.maintain();
-        Ok(())
+        Ok(seq)
+    }
+
+    /// The last sequence number the last commit written took in `table` (0 if none).
+    fn seq_taken(&self, table: u32) -> u64 {
+        self.log.last_seqs().iter().find(|s| s.0 == table).map_or(0, |s| s.2)
+    }
+
+    /// The sequence numbers the last commit written took, per table: (table, first, last).
+    /// Known once the commit is written (a group commit's numbers are final if it commits).
+    pub fn last_seqs(&self) -> &[(u32, u64, u64)] {
+        self.log.last_seqs()
     }
 
     /// Deletes `key` with one self-committed record; returns whether it existed, counting
@@ -396,8 +473,14 @@ impl<V: Volume> Store<V> {
     /// writes nothing because a queued delete already removes the key shares that delete's
     /// outcome ([`Store::last_ticket`]).
     pub fn delete(&mut self, key: &[u8], durability: Durability) -> Result<bool> {
+        self.delete_in(0, key, durability)
+    }
+
+    /// [`Store::delete`] in table `table`; the delete takes a sequence number when it writes
+    /// ([`Store::last_seqs`]).
+    pub fn delete_in(&mut self, table: u32, key: &[u8], durability: Durability) -> Result<bool> {
         self.live()?;
-        crate::wal::log::check_key(key)?;
+        let key = &self.ik(table, key)?;
         self.log.writable()?;
         if durability != Durability::Group && self.log.queued_touch(key).is_some() {
             // Its failure stays with the commits it failed; this delete goes on from what is
@@ -454,7 +537,7 @@ impl<V: Volume> Store<V> {
     ) -> Result<IdCommit> {
         self.live()?;
         check_id(id)?;
-        crate::wal::log::check_key(key)?;
+        let key = &self.ik(0, key)?;
         if let Some(status) = self.id_status(id) {
             return Ok(IdCommit::Duplicate(status));
         }
@@ -472,16 +555,24 @@ impl<V: Volume> Store<V> {
 
     fn batch_inner(&mut self, ops: &[BatchOp<'_>], id: Option<&[u8]>, durability: Durability) -> Result<IdCommit> {
         self.live()?;
+        let mut keyed = Vec::with_capacity(ops.len());
         for op in ops {
-            crate::wal::log::check_key(op.key())?;
+            keyed.push(match *op {
+                BatchOp::Put { key, value } => (self.ik(0, key)?, Some(value)),
+                BatchOp::Delete { key } => (self.ik(0, key)?, None),
+                BatchOp::PutIn { table, key, value } => (self.ik(table, key)?, Some(value)),
+                BatchOp::DeleteIn { table, key } => (self.ik(table, key)?, None),
+                BatchOp::Append { table, value } => {
+                    self.table_meta(table)?;
+                    (table_prefix(table, NS_QUEUE).to_vec(), Some(value))
+                }
+            });
         }
         let txn = self.log.begin()?;
         let chunk = self.options.chunk_size;
-        let r = ops.iter().try_for_each(|op| match op {
-            BatchOp::Put { key, value } => {
-                self.log.txn_put(txn, key, false).and_then(|()| self.log.txn_chunk(txn, value, chunk))
-            }
-            BatchOp::Delete { key } => self.log.txn_delete(txn, key),
+        let r = keyed.iter().try_for_each(|(key, value)| match value {
+            Some(value) => self.log.txn_put(txn, key, false).and_then(|()| self.log.txn_chunk(txn, value, chunk)),
+            None => self.log.txn_delete(txn, key),
         });
         let r = r.and_then(|()| match id {
             Some(id) => self.commit_with_id(txn, id, durability),
@@ -506,7 +597,7 @@ impl<V: Volume> Store<V> {
             self.log.writable()?;
         }
         self.last_ticket = Ticket(0);
-        let keys = self.index.scan(&KeyRange::default());
+        let keys = self.scan_table(0, &KeyRange::default());
         if keys.is_empty() {
             return Ok(0);
         }
@@ -519,8 +610,13 @@ impl<V: Volume> Store<V> {
 
     /// The committed value's location, or `None` if `key` is absent.
     pub fn entry(&self, key: &[u8]) -> Result<Option<Entry>> {
+        self.entry_in(0, key)
+    }
+
+    /// [`Store::entry`] in table `table` (`None` for a table that does not exist).
+    pub fn entry_in(&self, table: u32, key: &[u8]) -> Result<Option<Entry>> {
         self.live()?;
-        Ok(self.index.get(key).map(std::borrow::Cow::into_owned))
+        Ok(self.index.get(&ikey(table, key)).map(std::borrow::Cow::into_owned))
     }
 
     /// Keeps the segments holding `chunks` from being released until [`Store::unpin`]: a
@@ -538,8 +634,13 @@ impl<V: Volume> Store<V> {
 
     /// Whether `key` has a committed value.
     pub fn has(&self, key: &[u8]) -> Result<bool> {
+        self.has_in(0, key)
+    }
+
+    /// [`Store::has`] in table `table`.
+    pub fn has_in(&self, table: u32, key: &[u8]) -> Result<bool> {
         self.live()?;
-        Ok(self.index.contains(key))
+        Ok(self.index.contains(&ikey(table, key)))
     }
 
     /// Reads one piece of a value into `out` (replacing its contents), re-checking the
@@ -552,20 +653,228 @@ impl<V: Volume> Store<V> {
     /// The whole value of `key`, or `None`. Holds the value in memory: for large values,
     /// walk [`Store::entry`]'s chunks with [`Store::read_chunk`] instead.
     pub fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>> {
-        let Some(entry) = self.entry(key)? else { return Ok(None) };
+        self.get_in(0, key)
+    }
+
+    /// [`Store::get`] in table `table`.
+    pub fn get_in(&self, table: u32, key: &[u8]) -> Result<Option<Vec<u8>>> {
+        let Some(entry) = self.entry_in(table, key)? else { return Ok(None) };
+        self.value_of(&entry).map(Some)
+    }
+
+    /// The whole value `entry` points to.
+    pub fn value_of(&self, entry: &Entry) -> Result<Vec<u8>> {
         let mut value = Vec::with_capacity(usize::try_from(entry.size).unwrap_or(0));
         let mut buf = Vec::new();
         for loc in &entry.chunks {
             self.log.read_chunk(loc, &mut buf)?;
             value.extend_from_slice(&buf);
         }
-        Ok(Some(value))
+        Ok(value)
     }
 
     /// Keys in bytewise order, as `range` selects.
     pub fn keys(&self, range: &KeyRange) -> Result<Vec<KeyInfo>> {
+        self.keys_in(0, range)
+    }
+
+    /// [`Store::keys`] of table `table` (empty for a table that does not exist).
+    pub fn keys_in(&self, table: u32, range: &KeyRange) -> Result<Vec<KeyInfo>> {
         self.live()?;
-        Ok(self.index.scan(range))
+        Ok(self.scan_table(table, range))
+    }
+
+    /// Table `table`'s queue entries from sequence number `from` on, at most `limit` (`None`:
+    /// all), in sequence order: each entry's number and where its value lies. Entries at or
+    /// below the table's deleted mark are gone.
+    pub fn read(&self, table: u32, from: u64, limit: Option<usize>) -> Result<Vec<(u64, Entry)>> {
+        self.live()?;
+        let r = KeyRange {
+            prefix: Some(table_prefix(table, NS_QUEUE).to_vec()),
+            start: Some(queue_key(table, from)),
+            limit,
+            ..KeyRange::default()
+        };
+        let mut out = Vec::new();
+        for info in self.index.scan(&r) {
+            let seq = info.key.get(TABLE_PREFIX_LEN..).and_then(|b| b.try_into().ok()).map(u64::from_be_bytes);
+            if let (Some(seq), Some(e)) = (seq, self.index.get(&info.key)) {
+                out.push((seq, e.into_owned()));
+            }
+        }
+        Ok(out)
+    }
+
+    /// The internal key of `key` in `table`, checked: the table exists, the key is not empty
+    /// and fits.
+    fn ik(&self, table: u32, key: &[u8]) -> Result<Vec<u8>> {
+        self.table_meta(table)?;
+        let k = ikey(table, key);
+        if key.is_empty() {
+            return Err(Error::invalid("key", "must not be empty"));
+        }
+        if k.len() > MAX_KEY_LEN {
+            let limit = if k.len() == key.len() { MAX_KEY_LEN } else { MAX_TABLE_KEY_LEN };
+            return Err(Error::invalid("key", format!("is {} bytes; the limit is {limit}", key.len())));
+        }
+        Ok(k)
+    }
+
+    fn table_meta(&self, table: u32) -> Result<&TableMeta> {
+        self.index
+            .tables()
+            .get(table)
+            .ok_or_else(|| Error::invalid("table", format!("no table has id {table} (dropped?)")))
+    }
+
+    /// The keys of table `table` that `range` selects, as the caller gave them. The default
+    /// table's keys lie in two parts of the key space: as they are, and (those starting with
+    /// the table tag) escaped; a scan walks both in order.
+    fn scan_table(&self, table: u32, range: &KeyRange) -> Vec<KeyInfo> {
+        let strip = |mut v: Vec<KeyInfo>| {
+            for i in &mut v {
+                i.key.drain(..TABLE_PREFIX_LEN.min(i.key.len()));
+            }
+            v
+        };
+        let p = table_prefix(table, NS_KEYS);
+        let with = |k: &Option<Vec<u8>>| k.as_ref().map(|k| [&p[..], k].concat());
+        let tabled = KeyRange {
+            prefix: Some([&p[..], range.prefix.as_deref().unwrap_or_default()].concat()),
+            start: with(&range.start),
+            end: with(&range.end),
+            limit: range.limit,
+            reverse: range.reverse,
+        };
+        if table != 0 {
+            return strip(self.index.scan(&tabled));
+        }
+        // The default table: its plain keys (below the tag), then its escaped ones.
+        let tag = vec![TABLE_TAG];
+        let plain = KeyRange {
+            end: Some(match &range.end {
+                Some(e) if e.as_slice() < tag.as_slice() => e.clone(),
+                _ => tag,
+            }),
+            ..range.clone()
+        };
+        let limit = range.limit.unwrap_or(usize::MAX);
+        let (first, second) = if range.reverse { (&tabled, &plain) } else { (&plain, &tabled) };
+        let escaped = |r: &KeyRange| strip(self.index.scan(r));
+        let mut out = if range.reverse { escaped(first) } else { self.index.scan(first) };
+        if out.len() < limit {
+            let rest = KeyRange { limit: Some(limit - out.len()), ..second.clone() };
+            out.extend(if range.reverse { self.index.scan(&rest) } else { escaped(&rest) });
+        }
+        out
+    }
+
+    // ----- tables -----
+
+    /// The table named `name`, if it exists.
+    pub fn table(&self, name: &str) -> Option<TableInfo> {
+        self.index.tables().by_name(name).map(|m| self.info(m))
+    }
+
+    /// Every table, the default one (id 0, no name) first.
+    pub fn tables(&self) -> Vec<TableInfo> {
+        self.index.tables().iter().map(|m| self.info(m)).collect()
+    }
+
+    fn info(&self, m: &TableMeta) -> TableInfo {
+        TableInfo {
+            id: m.id,
+            name: m.name.clone(),
+            last_seq: m.next_seq - 1,
+            flushed_seq: m.flushed,
+            deleted_upto: m.deleted_upto,
+        }
+    }
+
+    /// Creates the table `name` (durably: a TABLE record, flushed) and returns its id, or
+    /// returns the id of the table of that name if there is one. Ids count from 1 and are
+    /// never reused.
+    ///
+    /// Errors: [`Error::InvalidArgument`] (param `name`) for an empty name or one longer than
+    /// 255 bytes of UTF-8.
+    pub fn create_table(&mut self, name: &str) -> Result<u32> {
+        self.live()?;
+        if name.is_empty() || name.len() > MAX_TABLE_NAME_LEN {
+            return Err(Error::invalid("name", format!("must be 1 to {MAX_TABLE_NAME_LEN} bytes of UTF-8")));
+        }
+        if let Some(m) = self.index.tables().by_name(name) {
+            return Ok(m.id);
+        }
+        let id = self.index.tables().next_id();
+        if id == u32::MAX {
+            return Err(Error::invalid("name", "no table ids are left"));
+        }
+        let meta = TableMeta { id, name: name.to_string(), next_seq: 1, flushed: 0, deleted_upto: 0 };
+        self.table_write(meta.record(), Durability::Strict)?;
+        Ok(id)
+    }
+
+    /// Drops table `name` with one TABLE record, flushed (as a creation is: a write to the
+    /// table after the call must not land in it): its keys, queue and marks are gone at once
+    /// (its records are reclaimed by compaction); its id is never given again. Returns whether
+    /// it existed.
+    pub fn drop_table(&mut self, name: &str) -> Result<bool> {
+        self.live()?;
+        let Some(id) = self.index.tables().by_name(name).map(|m| m.id) else { return Ok(false) };
+        self.table_write(TableRecord { op: TABLE_OP_DROP, table: id, ..TableRecord::default() }, Durability::Strict)?;
+        Ok(true)
+    }
+
+    /// Persists `seq` as table `table`'s flushed sequence number (HoraeDB's MaxSeq), with one
+    /// TABLE record in the log: after a crash it reads back as the last one acknowledged.
+    ///
+    /// Errors: [`Error::InvalidArgument`] (param `seq`) above the table's last sequence number
+    /// or below its flushed one.
+    pub fn mark_flushed(&mut self, table: u32, seq: u64, durability: Durability) -> Result<()> {
+        let mut m = self.settled_meta(table)?;
+        if seq < m.flushed || seq >= m.next_seq {
+            return Err(Error::invalid(
+                "seq",
+                format!("must lie between the flushed {} and the last {}; got {seq}", m.flushed, m.next_seq - 1),
+            ));
+        }
+        m.flushed = seq;
+        self.table_write(m.record(), durability)
+    }
+
+    /// Deletes table `table`'s queue entries at or below `seq`, at once, with one TABLE record;
+    /// their records are reclaimed by compaction. Sequence numbers go on above every number
+    /// handed out. A `seq` at or below the current mark changes nothing.
+    ///
+    /// Errors: [`Error::InvalidArgument`] (param `seq`) above the table's last sequence number.
+    pub fn delete_up_to(&mut self, table: u32, seq: u64, durability: Durability) -> Result<()> {
+        let mut m = self.settled_meta(table)?;
+        if seq >= m.next_seq {
+            return Err(Error::invalid("seq", format!("is above the table's last sequence number {}", m.next_seq - 1)));
+        }
+        if seq <= m.deleted_upto {
+            return Ok(());
+        }
+        m.deleted_upto = seq;
+        self.table_write(m.record(), durability)
+    }
+
+    /// Table `table`'s state once every queued commit is applied.
+    fn settled_meta(&mut self, table: u32) -> Result<TableMeta> {
+        self.live()?;
+        self.log.writable()?;
+        if self.log.queued() > 0 {
+            let _ = self.log.flush(&mut self.index);
+            self.log.writable()?;
+        }
+        self.table_meta(table).cloned()
+    }
+
+    fn table_write(&mut self, rec: TableRecord, durability: Durability) -> Result<()> {
+        let ticket = self.log.table(rec, durability, &mut self.index)?;
+        self.committed(ticket);
+        self.maintain();
+        Ok(())
     }
 
     /// Fraction of the log's bytes that no live value's records use (0.0..=1.0).
@@ -694,17 +1003,44 @@ pub enum IdCommit {
     Duplicate(IdStatus),
 }
 
-/// One operation of [`Store::batch`].
+/// One operation of [`Store::batch`]: in the default table, or in table `table`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum BatchOp<'a> {
-    Put { key: &'a [u8], value: &'a [u8] },
-    Delete { key: &'a [u8] },
+    Put {
+        key: &'a [u8],
+        value: &'a [u8],
+    },
+    Delete {
+        key: &'a [u8],
+    },
+    PutIn {
+        table: u32,
+        key: &'a [u8],
+        value: &'a [u8],
+    },
+    DeleteIn {
+        table: u32,
+        key: &'a [u8],
+    },
+    /// A queue entry of `table`, numbered by the commit.
+    Append {
+        table: u32,
+        value: &'a [u8],
+    },
 }
 
-impl BatchOp<'_> {
-    fn key(&self) -> &[u8] {
-        match self {
-            BatchOp::Put { key, .. } | BatchOp::Delete { key } => key,
-        }
-    }
+/// A table as [`Store::tables`] lists it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TableInfo {
+    /// Table id: 0 for the default table.
+    pub id: u32,
+    /// Name (empty for the default table).
+    pub name: String,
+    /// The last sequence number a visible write to it took (0: none yet). Group commits still
+    /// queued are not counted: [`Store::last_seqs`] tells a writer the numbers it took.
+    pub last_seq: u64,
+    /// The flushed sequence number last persisted ([`Store::mark_flushed`]).
+    pub flushed_seq: u64,
+    /// Queue entries at or below this are deleted ([`Store::delete_up_to`]).
+    pub deleted_upto: u64,
 }

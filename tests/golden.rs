@@ -127,7 +127,7 @@ fn fixtures() -> Vec<Fixture> {
 
 /// Fixture directories of older format versions, which every build must still read. Their
 /// logs were written by the same scenarios as today's, so the same expectations hold.
-const LEGACY: &[&str] = &["v1", "v2", "v3"];
+const LEGACY: &[&str] = &["v1", "v2", "v3", "v4"];
 
 /// Every (key, value) the store holds, in key order.
 fn contents<V: Volume>(s: &Store<V>) -> Vec<(Vec<u8>, Vec<u8>)> {
@@ -300,4 +300,62 @@ fn commit_ids_survive_in_the_checkpoint_and_in_the_log() {
         s.batch_with_id(&[walnut::BatchOp::Put { key: b"counter", value: b"1" }], b"sync-batch-1", Durability::Strict);
     assert!(matches!(again, Ok(walnut::IdCommit::Duplicate(_))), "{again:?}");
     assert_eq!(s.get(b"counter").unwrap().as_deref(), Some(&b"2"[..]), "the retried batch was not applied again");
+}
+
+/// docs/FORMAT.md section 8 lists, byte for byte, the log of a few calls and the checkpoint
+/// `close()` writes: every line of those listings must be what this build writes
+/// (`WALNUT_PRINT_EXAMPLE=1` prints them).
+#[test]
+fn the_worked_example_in_format_md_is_what_this_build_writes() {
+    let hex = |b: &[u8]| b.iter().map(|x| format!("{x:02x}")).collect::<Vec<_>>().join(" ");
+    let v = MemoryVolume::default();
+    let mut s = Store::open(v, Options { chunk_size: 4, ..Options::default() }).unwrap();
+    let t = s.begin().unwrap();
+    s.txn_put(t, b"img", true).unwrap();
+    s.txn_chunk(t, b"ABCD").unwrap();
+    s.put_flagged(b"k", true, b"v", Durability::Strict).unwrap();
+    s.txn_chunk(t, b"EFGHIJ").unwrap();
+    s.commit(t, Durability::Strict).unwrap();
+    s.close().unwrap();
+    let v = s.into_volume();
+    let files: Vec<Vec<u8>> = v.files().values().map(|f| f.to_vec()).collect();
+    let log = files.iter().find(|f| f.starts_with(b"WALNUTLG")).unwrap();
+    let ck = files.iter().find(|f| f.starts_with(b"WALNUTCK")).unwrap();
+    let mut lines = vec![format!("  0 header   {}", hex(&log[..32]))];
+    let names = ["", "BEGIN", "PUT", "CHUNK", "DELETE", "COMMIT", "ABORT", "PUT_ONE", "DELETE_ONE", "TABLE"];
+    for (at, end) in record_spans(log) {
+        let (at, end) = (at as usize, end as usize);
+        let h = &log[at..at + 36];
+        let fields = [&h[0..4], &h[4..8], &h[8..12], &h[12..20], &h[20..28], &h[28..36]];
+        let fields: Vec<String> = fields.iter().map(|f| hex(f)).collect();
+        lines.push(format!("{at:>3} {:<8} {}", names[usize::from(h[8])], fields.join(" | ")));
+        if end > at + 36 {
+            lines.push(format!("    payload  {}", hex(&log[at + 36..end])));
+        }
+    }
+    for (at, len) in [
+        (0usize, 8usize),
+        (16, 8),
+        (24, 8),
+        (32, 8),
+        (40, 8),
+        (48, 8),
+        (56, 8),
+        (64, 4),
+        (68, 4),
+        (72, 8),
+        (80, 4),
+        (84, 4),
+    ] {
+        lines.push(hex(&ck[at..at + len]));
+    }
+    if std::env::var_os("WALNUT_PRINT_EXAMPLE").is_some() {
+        println!("log {} bytes, checkpoint {} bytes", log.len(), ck.len());
+        println!("{}", lines.join("\n"));
+        println!("checkpoint body: {}", hex(&ck[88..]));
+    }
+    let doc = std::fs::read_to_string(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("docs/FORMAT.md")).unwrap();
+    for line in &lines {
+        assert!(doc.contains(line.as_str()), "docs/FORMAT.md section 8 lacks: {line}");
+    }
 }

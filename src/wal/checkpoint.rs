@@ -12,11 +12,11 @@
 use crc32fast::Hasher;
 
 use crate::error::Result;
-use crate::format::MAX_COMMIT_ID_LEN;
+use crate::format::{ikey, TableRecord, MAX_COMMIT_ID_LEN, TABLE_OP_STATE, TABLE_TAG};
 use crate::format::{
     loc_segment, CheckpointHeader, CHECKPOINT_HEADER_LEN, CHECKPOINT_HEADER_LEN_V2, CHECKPOINT_MAGIC, FLAG_STRING_KEY,
 };
-use crate::index::{ChunkLoc, Entry, Ids, Index, Item, Totals};
+use crate::index::{ChunkLoc, Entry, Ids, Index, Item, Op, TableMeta, Tables, Totals};
 use crate::storage::{read_exact_at, write_all_at, Storage};
 
 /// A checkpoint file's header and segment list: enough to choose among checkpoints, and to
@@ -219,7 +219,8 @@ pub(crate) fn write<F: Storage>(
     index: &Index,
 ) -> Result<Run> {
     let run = encode_body(segments, index);
-    let ids = encode_ids(index.ids());
+    let mut ids = encode_ids(index.ids());
+    encode_tables(&mut ids, index.tables());
     let mut invalid = [0u8; CHECKPOINT_HEADER_LEN];
     if let Some(magic) = invalid.get_mut(..8) {
         magic.copy_from_slice(&CHECKPOINT_MAGIC);
@@ -257,9 +258,58 @@ fn encode_ids(ids: &Ids) -> Vec<u8> {
     out
 }
 
-/// Parses `n` commit ids from `body` at `off`; `None` unless they fill the body to its end, each
-/// 1..=[`MAX_COMMIT_ID_LEN`] bytes, their LSNs strictly ascending, no id twice.
-fn parse_ids(body: &[u8], mut off: usize, n: usize) -> Option<Ids> {
+/// The tables section (version 5), after the ids: `next_table_id u32 | n u32`, then each table
+/// as a TABLE payload ([`TableRecord`], op STATE), the default table first.
+fn encode_tables(out: &mut Vec<u8>, tables: &Tables) {
+    out.extend_from_slice(&tables.next_id().to_le_bytes());
+    out.extend_from_slice(&(tables.iter().count() as u32).to_le_bytes());
+    for m in tables.iter() {
+        out.extend_from_slice(&m.record().encode());
+    }
+}
+
+/// Parses the tables section from `off` to the end of `body`; `None` unless it fills it exactly,
+/// ids ascend, the default table is first, every id is below `next_table_id`, no name twice.
+fn parse_tables(body: &[u8], mut off: usize) -> Option<Tables> {
+    let next_id = u32_at(body, off)?;
+    let n = usize::try_from(u32_at(body, off.checked_add(4)?)?).ok()?;
+    off = off.checked_add(8)?;
+    if n == 0 || n > body.len().saturating_sub(off) / crate::format::TABLE_PAYLOAD_LEN {
+        return None;
+    }
+    let mut metas = std::collections::BTreeMap::new();
+    for i in 0..n {
+        let name_len = usize::from(*body.get(off.checked_add(crate::format::TABLE_PAYLOAD_LEN - 1)?)?);
+        let end = off.checked_add(crate::format::TABLE_PAYLOAD_LEN + name_len)?;
+        let r = TableRecord::decode(body.get(off..end)?)?;
+        let last = metas.keys().next_back().copied();
+        if r.op != TABLE_OP_STATE
+            || (i == 0) != (r.table == 0)
+            || last.is_some_and(|l| r.table <= l)
+            || r.table >= next_id
+            || metas.values().any(|m: &TableMeta| m.id != 0 && m.name == r.name)
+        {
+            return None;
+        }
+        metas.insert(
+            r.table,
+            TableMeta {
+                id: r.table,
+                name: r.name,
+                next_seq: r.next_seq,
+                flushed: r.flushed,
+                deleted_upto: r.deleted_upto,
+            },
+        );
+        off = end;
+    }
+    (off == body.len()).then_some(Tables { metas, next_id })
+}
+
+/// Parses `n` commit ids from `body` at `off`; `None` unless they fit, each 1..=
+/// [`MAX_COMMIT_ID_LEN`] bytes, their LSNs strictly ascending, no id twice. Returns them and
+/// where they end.
+fn parse_ids(body: &[u8], mut off: usize, n: usize) -> Option<(Ids, usize)> {
     if n > body.len().saturating_sub(off) / 10 {
         return None;
     }
@@ -277,7 +327,7 @@ fn parse_ids(body: &[u8], mut off: usize, n: usize) -> Option<Ids> {
         last = lsn;
         off = start + len;
     }
-    (off == body.len()).then_some(ids)
+    Some((ids, off))
 }
 
 /// Reads and checks the header of the checkpoint in `file` and its segment list (not the
@@ -377,7 +427,18 @@ fn parse(h: &CheckpointHeader, body: Vec<u8>) -> Option<Index> {
         prev = r.key;
         off = r.end;
     }
-    let ids = parse_ids(&body, off, usize::try_from(h.ids).ok()?)?;
+    let (ids, ids_end) = parse_ids(&body, off, usize::try_from(h.ids).ok()?)?;
+    let tables = if h.version >= 5 {
+        parse_tables(&body, ids_end)?
+    } else if ids_end == body.len() {
+        Tables::default()
+    } else {
+        return None;
+    };
+    // Before version 5 a key starting with the table tag was a default-table key as it is;
+    // now such keys live escaped (format::ikey). They sort last: the last key tells.
+    let escape = h.version < 5
+        && offsets.last().is_some_and(|&o| raw_at(&body, o).is_some_and(|r| r.key.first() == Some(&TABLE_TAG)));
     let mut body = body;
     body.truncate(off); // the run is the segment list and the entries
     let body = body;
@@ -387,7 +448,31 @@ fn parse(h: &CheckpointHeader, body: Vec<u8>) -> Option<Index> {
         segment_live: segments.iter().zip(&live).filter(|(_, &b)| b > 0).map(|(&s, &b)| (s, b)).collect(),
         first_segments: segments.iter().zip(&first).filter(|(_, &n)| n > 0).map(|(&s, &n)| (s, n)).collect(),
     };
-    Some(Index::from_run(Run { body, offsets }, totals, ids))
+    let index = Index::from_run(Run { body, offsets }, totals, ids, tables);
+    if escape {
+        return escaped(index);
+    }
+    Some(index)
+}
+
+/// A version 4 index whose keys starting with the table tag are moved to their escaped
+/// internal keys (the run is rebuilt in the map; the next checkpoint writes it in version 5).
+/// `None` if such a key would outgrow the format's key length.
+fn escaped(mut index: Index) -> Option<Index> {
+    let moved: Vec<(Vec<u8>, Entry)> = index
+        .iter()
+        .filter(|(k, _)| k.first() == Some(&TABLE_TAG))
+        .map(|(k, e)| (k.to_vec(), e.into_owned()))
+        .collect();
+    for (key, entry) in moved {
+        let ik = ikey(0, &key);
+        if ik.len() > crate::format::MAX_KEY_LEN {
+            return None;
+        }
+        index.apply_unchecked(Op::Delete { key });
+        index.apply_unchecked(Op::Put { key: ik, entry });
+    }
+    Some(index)
 }
 
 #[cfg(test)]

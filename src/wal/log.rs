@@ -24,7 +24,10 @@ use std::ops::Range;
 use crc32fast::Hasher;
 
 use crate::error::{Error, Result};
-use crate::format::{loc_segment, CommitPayload, Kind, FLAG_STRING_KEY, MAX_KEY_LEN};
+use crate::format::{
+    loc_segment, queue_key, record_key, split_ikey, CommitPayload, Kind, TableRecord, FLAG_SEQ, FLAG_STRING_KEY,
+    MAX_COMMIT_TABLES, MAX_KEY_LEN, NS_QUEUE,
+};
 use crate::index::{ChunkLoc, Entry, Index, Op};
 use crate::storage::Volume;
 use crate::wal::writer::Writer;
@@ -124,6 +127,7 @@ impl Committer {
                 Op::Delete { key } => {
                     self.queued_keys.insert(key.clone(), (false, q.ticket));
                 }
+                Op::Seq { .. } | Op::Table(_) => {}
             }
         }
     }
@@ -225,6 +229,50 @@ pub(crate) struct Log<V: Volume> {
     committer: Committer,
     /// Rollbacks after quota failures since open.
     rollbacks: u64,
+    /// The sequence number each table's next commit takes, for tables that queued commits
+    /// took numbers from (the others: the index's). Emptied when the queue is applied;
+    /// rebuilt after a rollback failed queued commits (their numbers are handed out again).
+    next_seq: HashMap<u32, u64>,
+    /// The sequence numbers the last commit written took: (table, first, last).
+    last_seqs: Vec<(u32, u64, u64)>,
+}
+
+/// Gives `ops` (a transaction's writes, in chain order) their sequence numbers from `bases`
+/// (table, first number), as a COMMIT states them: the k-th write to a table takes `first + k`;
+/// a queue append (a queue key without its number) gets its key. Returns the ops followed by one
+/// [`Op::Seq`] per table, and (table, first, last) for each table.
+///
+/// A numbered commit (`numbered`: written with [`FLAG_SEQ`]) states a base for every table
+/// that existed when it was written: its writes to any other table (dropped meanwhile) are
+/// left out. An unnumbered one (before version 5, or compaction's copies) keeps every write.
+pub(crate) fn assign_seqs(ops: Vec<Op>, bases: &[(u32, u64)], numbered: bool) -> (Vec<Op>, Vec<(u32, u64, u64)>) {
+    let mut next: Vec<(u32, u64, u64)> = bases.iter().map(|&(t, first)| (t, first, first)).collect();
+    let mut out = Vec::with_capacity(ops.len() + bases.len());
+    for mut op in ops {
+        if let Op::Put { key, .. } | Op::Delete { key } = &mut op {
+            let (table, ns, rest) = split_ikey(key);
+            let append = ns == NS_QUEUE && rest.is_empty();
+            match next.iter_mut().find(|(t, _, _)| *t == table) {
+                Some(slot) => {
+                    if append {
+                        *key = queue_key(table, slot.2);
+                    }
+                    slot.2 += 1;
+                }
+                None if numbered => continue,
+                None => {}
+            }
+        }
+        out.push(op);
+    }
+    let mut taken = Vec::new();
+    for (table, first, end) in next {
+        if end > first {
+            out.push(Op::Seq { table, last: end - 1 });
+            taken.push((table, first, end - 1));
+        }
+    }
+    (out, taken)
 }
 
 impl<V: Volume> Log<V> {
@@ -244,7 +292,48 @@ impl<V: Volume> Log<V> {
                 unreported: None,
             },
             rollbacks: 0,
+            next_seq: HashMap::new(),
+            last_seqs: Vec::new(),
         }
+    }
+
+    /// The sequence number table `table`'s next commit takes; `None` if the table does not exist.
+    fn seq_of(&self, table: u32, index: &Index) -> Option<u64> {
+        let meta = index.tables().get(table)?;
+        Some(self.next_seq.get(&table).copied().unwrap_or(meta.next_seq))
+    }
+
+    /// The sequence numbers the last commit written took: (table, first, last) per table.
+    pub fn last_seqs(&self) -> &[(u32, u64, u64)] {
+        &self.last_seqs
+    }
+
+    /// Hands out the numbers `taken` (table, first, last) describes.
+    fn take_seqs(&mut self, taken: &[(u32, u64, u64)]) {
+        for &(table, _, last) in taken {
+            self.next_seq.insert(table, last + 1);
+        }
+    }
+
+    /// Rebuilds [`Log::next_seq`] from what is still queued (after a rollback failed some).
+    fn rebuild_seqs(&mut self) {
+        self.next_seq.clear();
+        for q in &self.committer.queue {
+            for op in &q.ops {
+                if let Op::Seq { table, last } = op {
+                    self.next_seq.insert(*table, last + 1);
+                }
+            }
+        }
+    }
+
+    /// Applies every queued commit to `index`, oldest first; the index is then current, so the
+    /// log's own sequence numbers are dropped.
+    fn apply_queue(&mut self, index: &mut Index) {
+        for q in self.committer.take_all() {
+            q.ops.into_iter().for_each(|op| index.apply(op));
+        }
+        self.next_seq.clear();
     }
 
     pub fn writer(&self) -> &Writer<V> {
@@ -326,6 +415,7 @@ impl<V: Volume> Log<V> {
         let Some(cause) = self.writer.poison_cause().cloned() else { return };
         if !self.writer.is_recoverable() {
             self.committer.fail_from(0, &cause);
+            self.rebuild_seqs();
             return;
         }
         match self.writer.rollback() {
@@ -333,13 +423,17 @@ impl<V: Volume> Log<V> {
                 self.rollbacks += 1;
                 let from = self.committer.queue.iter().position(|q| q.lsn >= cut_lsn).unwrap_or(usize::MAX);
                 self.committer.fail_from(from, &cause);
+                self.rebuild_seqs();
                 let gone: Vec<TxnId> = self.txns.iter().filter(|(_, t)| t.last >= cut).map(|(&id, _)| id).collect();
                 for txn in gone {
                     self.txns.remove(&txn);
                     self.remember_dropped(txn, cause.clone());
                 }
             }
-            Err(e) => self.committer.fail_from(0, &e),
+            Err(e) => {
+                self.committer.fail_from(0, &e);
+                self.rebuild_seqs();
+            }
         }
     }
 
@@ -395,10 +489,12 @@ impl<V: Volume> Log<V> {
         Ok((at, crc))
     }
 
+    /// Writes a PUT of internal key `key` (a table-space key, or a queue key without its
+    /// number for an append, which its COMMIT numbers).
     pub fn txn_put(&mut self, txn: TxnId, key: &[u8], string_key: bool) -> Result<()> {
         check_key(key)?;
         self.open_txn(txn)?;
-        self.txn_append(txn, Kind::Put, key_flags(string_key), &[key])?;
+        self.txn_append(txn, Kind::Put, key_flags(string_key) | record_key(key), &[key])?;
         let entry = Entry { string_key, ..Entry::default() };
         self.open_txn(txn)?.ops.push(Op::Put { key: key.to_vec(), entry });
         Ok(())
@@ -425,7 +521,7 @@ impl<V: Volume> Log<V> {
     pub fn txn_delete(&mut self, txn: TxnId, key: &[u8]) -> Result<()> {
         check_key(key)?;
         self.open_txn(txn)?;
-        self.txn_append(txn, Kind::Delete, 0, &[key])?;
+        self.txn_append(txn, Kind::Delete, record_key(key), &[key])?;
         self.open_txn(txn)?.ops.push(Op::Delete { key: key.to_vec() });
         Ok(())
     }
@@ -433,11 +529,15 @@ impl<V: Volume> Log<V> {
     /// Writes `txn`'s COMMIT (carrying `id`, if given: the caller checked it is new) and
     /// settles it as `durability` asks. A transaction whose COMMIT cannot be written is gone (its
     /// caller's abort then succeeds quietly).
+    ///
+    /// With `seqs`, the commit takes the next sequence numbers of the tables it writes to (every
+    /// commit of a caller); without, it takes none (compaction's copies keep theirs).
     pub fn commit(
         &mut self,
         txn: TxnId,
         durability: Durability,
         id: Option<&[u8]>,
+        seqs: bool,
         index: &mut Index,
     ) -> Result<Ticket> {
         self.writable()?;
@@ -451,7 +551,26 @@ impl<V: Volume> Log<V> {
             }
         };
         t.commit.value_crc = t.value_crc.clone().finalize();
-        let r = self.writer.append(Kind::Commit, 0, txn, t.last, &[&t.commit.encode_with_id(id)]);
+        let mut bases: Vec<(u32, u64)> = Vec::new();
+        if seqs {
+            for op in &t.ops {
+                if let Op::Put { key, .. } | Op::Delete { key } = op {
+                    let table = split_ikey(key).0;
+                    if !bases.iter().any(|&(b, _)| b == table) {
+                        if let Some(first) = self.seq_of(table, index) {
+                            bases.push((table, first));
+                        }
+                    }
+                }
+            }
+            if bases.len() > MAX_COMMIT_TABLES {
+                self.txns.insert(txn, t);
+                return Err(Error::invalid("ops", format!("a commit may write to at most {MAX_COMMIT_TABLES} tables")));
+            }
+        }
+        let payload = if seqs { t.commit.encode_with_seqs(&bases, id) } else { t.commit.encode_with_id(id) };
+        let flags = if seqs { FLAG_SEQ } else { 0 };
+        let r = self.writer.append(Kind::Commit, flags, txn, t.last, &[&payload]);
         let (at, lsn) = match self.io(r) {
             Ok(a) => (a.offset, a.lsn),
             Err(e) => {
@@ -466,10 +585,17 @@ impl<V: Volume> Log<V> {
                 entry.lsn = lsn;
             }
         }
-        if let Some(id) = id {
-            t.ops.push(Op::Id { id: id.to_vec(), lsn });
+        let (mut ops, taken) = assign_seqs(std::mem::take(&mut t.ops), &bases, seqs);
+        self.take_seqs(&taken);
+        if seqs {
+            // (A copy's commit, made by maintenance inside a caller's call, must not hide the
+            // caller's numbers.)
+            self.last_seqs = taken;
         }
-        self.settle(lsn, t.ops, durability, index)
+        if let Some(id) = id {
+            ops.push(Op::Id { id: id.to_vec(), lsn });
+        }
+        self.settle(lsn, ops, durability, index)
     }
 
     /// Aborts `txn`: writes ABORT, so recovery reports it. A transaction already dropped by a
@@ -497,35 +623,85 @@ impl<V: Volume> Log<V> {
         durability: Durability,
         index: &mut Index,
     ) -> Result<Ticket> {
+        let (table, ns, rest) = split_ikey(key);
+        let seq = self.seq_of(table, index);
+        // An append's key is its sequence number, known here: the record carries it whole.
+        let full;
+        let key = match seq {
+            Some(seq) if ns == NS_QUEUE && rest.is_empty() => {
+                full = queue_key(table, seq);
+                &full[..]
+            }
+            _ => key,
+        };
         check_key(key)?;
         let txn = self.next_txn;
         let len = (key.len() as u16).to_le_bytes();
-        let (at, lsn, _) = self.append(Kind::PutOne, key_flags(string_key), txn, 0, &[&len, key, value])?;
+        let seq_bytes = seq.unwrap_or(0).to_le_bytes();
+        let (flags, head): (u8, &[u8]) = if seq.is_some() { (FLAG_SEQ, &seq_bytes) } else { (0, &[]) };
+        let flags = flags | key_flags(string_key) | record_key(key);
+        let (at, lsn, _) = self.append(Kind::PutOne, flags, txn, 0, &[head, &len, key, value])?;
         self.next_txn += 1;
         let chunks = if value.is_empty() {
             Vec::new()
         } else {
-            vec![ChunkLoc { record: at, skip: 2 + key.len() as u32, len: value.len() as u32 }]
+            vec![ChunkLoc { record: at, skip: (head.len() + 2 + key.len()) as u32, len: value.len() as u32 }]
         };
         let seg = loc_segment(at);
         let entry = Entry { chunks, size: value.len() as u64, string_key, lsn, span: (seg, seg) };
-        self.settle(lsn, vec![Op::Put { key: key.to_vec(), entry }], durability, index)
+        let mut ops = vec![Op::Put { key: key.to_vec(), entry }];
+        self.one_seq(table, seq, &mut ops);
+        self.settle(lsn, ops, durability, index)
+    }
+
+    /// Records that a one-record commit took `seq` (if any) of `table`.
+    fn one_seq(&mut self, table: u32, seq: Option<u64>, ops: &mut Vec<Op>) {
+        self.last_seqs.clear();
+        if let Some(seq) = seq {
+            ops.push(Op::Seq { table, last: seq });
+            self.take_seqs(&[(table, seq, seq)]);
+            self.last_seqs.push((table, seq, seq));
+        }
     }
 
     /// A delete in one self-committed DELETE_ONE record.
     pub fn delete_one(&mut self, key: &[u8], durability: Durability, index: &mut Index) -> Result<Ticket> {
         check_key(key)?;
+        let table = split_ikey(key).0;
+        let seq = self.seq_of(table, index);
         let txn = self.next_txn;
-        let (_, lsn, _) = self.append(Kind::DeleteOne, 0, txn, 0, &[key])?;
+        let seq_bytes = seq.unwrap_or(0).to_le_bytes();
+        let (flags, head): (u8, &[u8]) = if seq.is_some() { (FLAG_SEQ, &seq_bytes) } else { (0, &[]) };
+        let (_, lsn, _) = self.append(Kind::DeleteOne, flags | record_key(key), txn, 0, &[head, key])?;
         self.next_txn += 1;
-        self.settle(lsn, vec![Op::Delete { key: key.to_vec() }], durability, index)
+        let mut ops = vec![Op::Delete { key: key.to_vec() }];
+        self.one_seq(table, seq, &mut ops);
+        self.settle(lsn, ops, durability, index)
     }
 
     /// A DELETE_ONE for a key that is already absent from the index (compaction keeping a
-    /// delete alive). Written, not flushed: the caller flushes.
+    /// delete alive). Takes no sequence number. Written, not flushed: the caller flushes.
     pub fn tombstone(&mut self, key: &[u8]) -> Result<()> {
         let txn = self.next_txn;
-        self.append(Kind::DeleteOne, 0, txn, 0, &[key])?;
+        self.append(Kind::DeleteOne, record_key(key), txn, 0, &[key])?;
+        self.next_txn += 1;
+        Ok(())
+    }
+
+    /// A TABLE record, self-committed and settled as `durability` asks.
+    pub fn table(&mut self, rec: TableRecord, durability: Durability, index: &mut Index) -> Result<Ticket> {
+        let txn = self.next_txn;
+        let (_, lsn, _) = self.append(Kind::Table, 0, txn, 0, &[&rec.encode()])?;
+        self.next_txn += 1;
+        self.last_seqs.clear();
+        self.settle(lsn, vec![Op::Table(rec)], durability, index)
+    }
+
+    /// A TABLE record restating what the index already holds (compaction keeping a table's
+    /// state or drop alive). Written, not flushed: the caller flushes.
+    pub fn table_copy(&mut self, rec: &TableRecord) -> Result<()> {
+        let txn = self.next_txn;
+        self.append(Kind::Table, 0, txn, 0, &[&rec.encode()])?;
         self.next_txn += 1;
         Ok(())
     }
@@ -542,9 +718,7 @@ impl<V: Volume> Log<V> {
         if relaxed_alone {
             let r = self.writer.write_buffer();
             self.io(r)?;
-            for q in self.committer.take_all() {
-                q.ops.into_iter().for_each(|op| index.apply(op));
-            }
+            self.apply_queue(index);
             return Ok(Ticket(ticket));
         }
         if durability == Durability::Group {
@@ -568,9 +742,7 @@ impl<V: Volume> Log<V> {
         let r = self.io(r);
         if r.is_ok() || !self.writer.is_poisoned() {
             // Flushed, or rolled back and the rollback flushed what remains queued.
-            for q in self.committer.take_all() {
-                q.ops.into_iter().for_each(|op| index.apply(op));
-            }
+            self.apply_queue(index);
         }
         r
     }

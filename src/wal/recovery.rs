@@ -24,9 +24,9 @@ use crc32fast::Hasher;
 use crate::clock::now_ms;
 use crate::error::{Error, Result};
 use crate::format::{
-    loc, loc_offset, loc_segment, record_crc, split_put_one, CommitPayload, FileHeader, HeaderError, Kind,
-    RecordHeader, CHECKPOINT_MAGIC, FILE_HEADER_LEN, FLAG_STRING_KEY, FORMAT_VERSION, MAGIC, MAX_ID, MAX_KEY_LEN,
-    MIN_READ_VERSION, RECORD_HEADER_LEN,
+    ikey_from_record, loc, loc_offset, loc_segment, record_crc, split_put_one, split_seq, CommitPayload, FileHeader,
+    HeaderError, Kind, RecordHeader, TableRecord, CHECKPOINT_MAGIC, FILE_HEADER_LEN, FLAG_STRING_KEY, FORMAT_VERSION,
+    MAGIC, MAX_ID, MAX_KEY_LEN, MIN_READ_VERSION, RECORD_HEADER_LEN,
 };
 use crate::index::{ChunkLoc, Entry, Index, Op};
 use crate::storage::{read_exact_at, write_all_at, FileId, Storage, Volume};
@@ -335,7 +335,7 @@ impl Replay {
                     self.open.remove(&h.txn);
                     return;
                 }
-                Kind::PutOne | Kind::DeleteOne => return,
+                Kind::PutOne | Kind::DeleteOne | Kind::Table => return,
                 Kind::Begin | Kind::Put | Kind::Chunk | Kind::Delete => {}
             }
         }
@@ -351,7 +351,17 @@ impl Replay {
                 // A record of a transaction never begun (its BEGIN was cut, or the id is
                 // bogus) cannot become visible: its COMMIT will find no chain.
                 if let Some(t) = self.open.get_mut(&h.txn) {
-                    let key = (h.kind != Kind::Chunk).then(|| payload.to_vec());
+                    let key = if h.kind == Kind::Chunk {
+                        None
+                    } else {
+                        match ikey_from_record(h.flags, payload) {
+                            Some(k) => Some(k),
+                            None => {
+                                t.broken.get_or_insert_with(|| format!("malformed key at offset {at}"));
+                                None
+                            }
+                        }
+                    };
                     t.records.push(Scanned {
                         offset: at,
                         prev: h.prev,
@@ -389,32 +399,62 @@ impl Replay {
                 }
             }
             // The payload may be only its first piece: the value length comes from the header.
-            Kind::PutOne => match split_put_one(payload) {
-                Some((key, _)) if h.prev == 0 => {
-                    let skip = (2 + key.len()) as u32;
-                    let len = h.len - skip;
-                    let chunks = if len == 0 { Vec::new() } else { vec![ChunkLoc { record: at, skip, len }] };
-                    let seg = loc_segment(at);
-                    let entry = Entry {
-                        chunks,
-                        size: u64::from(len),
-                        string_key: h.flags & FLAG_STRING_KEY != 0,
-                        lsn: h.lsn,
-                        span: (seg, seg),
-                    };
-                    self.index.apply(Op::Put { key: key.to_vec(), entry });
-                    self.report.committed += 1;
-                }
-                _ => self.discard(h.txn, h.lsn, DiscardReason::BrokenChain("malformed PUT_ONE".into())),
-            },
-            Kind::DeleteOne => {
-                if h.prev == 0 {
-                    self.index.apply(Op::Delete { key: payload.to_vec() });
-                    self.report.committed += 1;
-                } else {
-                    self.discard(h.txn, h.lsn, DiscardReason::BrokenChain("malformed DELETE_ONE".into()));
+            Kind::PutOne => {
+                let parsed = split_seq(h.flags, payload).and_then(|(seq, rest)| {
+                    let (key, _) = split_put_one(rest)?;
+                    Some((seq, payload.len() - rest.len(), key, ikey_from_record(h.flags, key)?))
+                });
+                match parsed {
+                    Some((seq, head, key, ik)) if h.prev == 0 => {
+                        let skip = (head + 2 + key.len()) as u32;
+                        let len = h.len - skip;
+                        let chunks = if len == 0 { Vec::new() } else { vec![ChunkLoc { record: at, skip, len }] };
+                        let seg = loc_segment(at);
+                        let entry = Entry {
+                            chunks,
+                            size: u64::from(len),
+                            string_key: h.flags & FLAG_STRING_KEY != 0,
+                            lsn: h.lsn,
+                            span: (seg, seg),
+                        };
+                        let table = crate::format::split_ikey(&ik).0;
+                        if seq > 0 && table != 0 {
+                            self.index.apply(implied_table(table));
+                        }
+                        self.index.apply(Op::Put { key: ik, entry });
+                        if seq > 0 {
+                            self.index.apply(Op::Seq { table, last: seq });
+                        }
+                        self.report.committed += 1;
+                    }
+                    _ => self.discard(h.txn, h.lsn, DiscardReason::BrokenChain("malformed PUT_ONE".into())),
                 }
             }
+            Kind::DeleteOne => {
+                let parsed =
+                    split_seq(h.flags, payload).and_then(|(seq, key)| Some((seq, ikey_from_record(h.flags, key)?)));
+                match parsed {
+                    Some((seq, ik)) if h.prev == 0 => {
+                        let table = crate::format::split_ikey(&ik).0;
+                        if seq > 0 && table != 0 {
+                            self.index.apply(implied_table(table));
+                        }
+                        self.index.apply(Op::Delete { key: ik });
+                        if seq > 0 {
+                            self.index.apply(Op::Seq { table, last: seq });
+                        }
+                        self.report.committed += 1;
+                    }
+                    _ => self.discard(h.txn, h.lsn, DiscardReason::BrokenChain("malformed DELETE_ONE".into())),
+                }
+            }
+            Kind::Table => match TableRecord::decode(payload) {
+                Some(r) if h.prev == 0 => {
+                    self.index.apply(Op::Table(r));
+                    self.report.committed += 1;
+                }
+                _ => self.discard(h.txn, h.lsn, DiscardReason::BrokenChain("malformed TABLE".into())),
+            },
         }
     }
 }
@@ -714,6 +754,12 @@ pub(crate) fn recover<V: Volume>(volume: &mut V, mode: RecoveryMode) -> Result<R
     })
 }
 
+/// A state record for a table known only from a write that proves it existed: merged into
+/// what is known (names and marks only ever come from real state records).
+fn implied_table(table: u32) -> Op {
+    Op::Table(TableRecord { op: crate::format::TABLE_OP_STATE, table, next_seq: 1, ..TableRecord::default() })
+}
+
 fn with_lsn(op: Op, lsn: u64, span: (u32, u32)) -> Op {
     match op {
         Op::Put { key, mut entry } => {
@@ -731,7 +777,7 @@ fn prove_chain(t: &ScanTxn, commit_at: u64, h: &RecordHeader, payload: &[u8]) ->
     if let Some(why) = &t.broken {
         return Err(why.clone());
     }
-    let (c, id) = CommitPayload::decode_with_id(payload).ok_or("COMMIT payload malformed")?;
+    let (c, bases, id) = CommitPayload::decode_full(h.flags, payload).ok_or("COMMIT payload malformed")?;
     let mut chain: Vec<&Scanned> = Vec::new();
     let (mut from, mut link) = (commit_at, h.prev);
     while link != t.begin {
@@ -790,6 +836,22 @@ fn prove_chain(t: &ScanTxn, commit_at: u64, h: &RecordHeader, payload: &[u8]) ->
     if computed != c.value_crc {
         return Err(format!("value checksum {computed:#010x}, COMMIT states {:#010x}", c.value_crc));
     }
+    let numbered = h.flags & crate::format::FLAG_SEQ != 0;
+    let (ops, _) = crate::wal::log::assign_seqs(ops, &bases, numbered);
+    // The tables this commit proves existed: those it numbers, or (a copy, unnumbered) those
+    // it copies into. A full scan may meet them before their state record (released with
+    // compaction's victims and restated later): they are implied here, named later.
+    let mut tables: Vec<u32> = bases.iter().map(|b| b.0).collect();
+    if !numbered {
+        for op in &ops {
+            if let Op::Put { key, .. } = op {
+                tables.push(crate::format::split_ikey(key).0);
+            }
+        }
+    }
+    tables.sort_unstable();
+    tables.dedup();
+    let mut ops: Vec<Op> = tables.into_iter().filter(|&t| t != 0).map(implied_table).chain(ops).collect();
     if let Some(id) = id {
         ops.push(Op::Id { id: id.to_vec(), lsn: h.lsn });
     }
