@@ -290,7 +290,7 @@ mod on_a_volume {
     use std::cell::RefCell;
 
     use proptest::prelude::*;
-    use walnut::testing::model::{options, Counts, Harness, Op, IDS, SLOTS};
+    use walnut::testing::model::{options, Counts, Harness, Op, IDS, SLOTS, TABLES};
     use walnut::Durability;
 
     fn durability() -> impl Strategy<Value = Durability> {
@@ -308,6 +308,24 @@ mod on_a_volume {
             3 => (proptest::collection::vec((key.clone(), proptest::option::of(0usize..150)), 1..4), 0..IDS, durability())
                 .prop_map(|(ops, id, durability)| Op::BatchId { ops, id, durability }),
             1 => durability().prop_map(|durability| Op::Clear { durability }),
+            2 => (0..TABLES).prop_map(|table| Op::CreateTable { table }),
+            1 => (0..TABLES).prop_map(|table| Op::DropTable { table }),
+            4 => (0..TABLES, key.clone(), prop_oneof![0usize..40, 60usize..300], durability())
+                .prop_map(|(table, key, len, durability)| Op::PutIn { table, key, len, durability }),
+            2 => (0..TABLES, key.clone(), durability()).prop_map(|(table, key, durability)| Op::DeleteIn { table, key, durability }),
+            4 => (0..TABLES, prop_oneof![0usize..40, 60usize..300], durability())
+                .prop_map(|(table, len, durability)| Op::Append { table, len, durability }),
+            2 => (
+                proptest::collection::vec(
+                    (0..=TABLES, proptest::option::of(key.clone()), proptest::option::of(0usize..150)),
+                    1..4
+                ),
+                durability()
+            )
+                .prop_map(|(ops, durability)| Op::BatchIn { ops, durability }),
+            2 => (0..TABLES, 0u8..4, durability()).prop_map(|(table, back, durability)| Op::MarkFlushed { table, back, durability }),
+            2 => (0..TABLES, 0u8..4, durability()).prop_map(|(table, back, durability)| Op::DeleteUpTo { table, back, durability }),
+            1 => (0..TABLES, 0u8..12).prop_map(|(table, from)| Op::ReadQueue { table, from }),
             3 => (0..SLOTS, key.clone()).prop_map(|(slot, key)| Op::Begin { slot, key }),
             4 => (0..SLOTS, 1usize..200).prop_map(|(slot, len)| Op::Chunk { slot, len }),
             3 => (0..SLOTS, durability()).prop_map(|(slot, durability)| Op::Commit { slot, durability }),
@@ -343,7 +361,7 @@ mod on_a_volume {
 
     #[test]
     fn a_store_on_a_volume_matches_the_model_through_quota_faults_and_crashes() {
-        let cases = super::cases(2000);
+        let cases = super::cases(3000);
         let total = RefCell::new(Counts::default());
         super::check(cases, (write_path(), proptest::collection::vec(op(), 1..120)), |(options, ops)| {
             let mut h = Harness::new(options);

@@ -1,13 +1,14 @@
 //! Drives the model checker (`walnut::testing::model`) with operations decoded from arbitrary
 //! bytes: puts, deletes and batches of every durability, four interleaved streamed values,
 //! syncs, reads that settle queued commits, checkpoints, compaction, a disk that fills and
-//! frees, crashes and reopens. The oracle panics on any broken promise: an acknowledged commit
+//! frees, crashes and reopens, and tables: creates, drops, puts and deletes in tables, queue
+//! appends, batches across tables, flushed marks, delete-up-to and queue reads. The oracle panics on any broken promise: an acknowledged commit
 //! missing after a crash, a failed one present, a `sync()` that returned `Ok` over a failure,
 //! anything partial visible, the LSN going back.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use walnut::testing::model::{options, Harness, Op, IDS, SLOTS};
+use walnut::testing::model::{options, Harness, Op, IDS, SLOTS, TABLES};
 use walnut::Durability;
 
 /// At most this many operations per input, so each run stays short.
@@ -30,7 +31,23 @@ fn decode(data: &[u8]) -> Vec<Op> {
             let key = a % 6;
             let slot = usize::from(a) % SLOTS;
             let len = if b & 0x80 == 0 { usize::from(b % 40) } else { 60 + usize::from(b) * 2 };
-            match kind % 21 {
+            let table = b % TABLES;
+            match kind % 30 {
+                21 => Op::CreateTable { table },
+                22 => Op::DropTable { table },
+                23 => Op::PutIn { table, key, len: usize::from(a) % 150, durability: durability(b >> 2) },
+                24 => Op::DeleteIn { table, key, durability: durability(b >> 2) },
+                25 => Op::Append { table, len: usize::from(a) % 150, durability: durability(b >> 2) },
+                26 => Op::BatchIn {
+                    ops: vec![
+                        (table, None, Some(usize::from(a) % 100)),
+                        ((b >> 2) % (TABLES + 1), Some(key), (a & 1 == 0).then_some(usize::from(b) % 70)),
+                    ],
+                    durability: durability(a >> 4),
+                },
+                27 => Op::MarkFlushed { table, back: a % 4, durability: durability(a >> 2) },
+                28 => Op::DeleteUpTo { table, back: a % 4, durability: durability(a >> 2) },
+                29 => Op::ReadQueue { table, from: a % 12 },
                 20 => Op::BatchId {
                     ops: vec![(key, Some(len)), (b % 6, (b & 1 == 0).then_some(usize::from(a) % 150))],
                     id: b % IDS,

@@ -11,6 +11,13 @@
 //! commit reported failed is absent from all of them; `sync()` never returns `Ok` while a group
 //! commit it should have reported has failed; nothing partial is ever visible; after a crash the
 //! state is the durable one plus a prefix of the later commits, and the LSN has not gone back.
+//!
+//! Tables (HoraeDB's half): the model keeps each table `tN` as marker keys beside the default
+//! table's (`k...`): `[1, N, key]` its keys, `[2, N, seq]` its queue entries, `[3, N]` its last,
+//! flushed and deleted-up-to sequence numbers. So every check above covers them too (after a
+//! crash, numbers never go back, acknowledged entries above the deleted mark are there, nothing
+//! at or below it reappears), and each write's number is checked: the next of its table,
+//! gapless.
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,
@@ -25,6 +32,38 @@ use std::rc::Rc;
 use super::{pattern, CrashVolume};
 use crate::index::KeyRange;
 use crate::store::{BatchOp, Durability, IdCommit, IdStatus, Options, Outcome, Store, Ticket};
+
+/// Tables the harness uses: `t0`..`t2`.
+pub const TABLES: u8 = 3;
+
+fn tname(n: u8) -> String {
+    format!("t{n}")
+}
+
+fn tkey(n: u8, key: u8) -> Vec<u8> {
+    vec![1, n, b'k', key]
+}
+
+fn qkey(n: u8, seq: u64) -> Vec<u8> {
+    let mut k = vec![2, n];
+    k.extend_from_slice(&seq.to_be_bytes());
+    k
+}
+
+fn mkey(n: u8) -> Vec<u8> {
+    vec![3, n]
+}
+
+/// A table's (last, flushed, deleted-up-to) in model `m`, if it exists there.
+fn meta_of(m: &Model, n: u8) -> Option<(u64, u64, u64)> {
+    let v = m.get(&mkey(n))?;
+    let at = |i: usize| u64::from_le_bytes(v[i * 8..i * 8 + 8].try_into().unwrap());
+    Some((at(0), at(1), at(2)))
+}
+
+fn meta_bytes(last: u64, flushed: u64, deleted: u64) -> Vec<u8> {
+    [last, flushed, deleted].iter().flat_map(|x| x.to_le_bytes()).collect()
+}
 
 /// Keys and values.
 type Model = BTreeMap<Vec<u8>, Vec<u8>>;
@@ -94,6 +133,53 @@ pub enum Op {
     Clear {
         durability: Durability,
     },
+    /// Creates table `t{table}` (below [`TABLES`]); a no-op if it exists.
+    CreateTable {
+        table: u8,
+    },
+    DropTable {
+        table: u8,
+    },
+    PutIn {
+        table: u8,
+        key: u8,
+        len: usize,
+        durability: Durability,
+    },
+    DeleteIn {
+        table: u8,
+        key: u8,
+        durability: Durability,
+    },
+    /// Appends a value of `len` bytes to the table's queue.
+    Append {
+        table: u8,
+        len: usize,
+        durability: Durability,
+    },
+    /// A batch across tables: `(table, Some(key), Some(len))` puts, `(table, Some(key), None)`
+    /// deletes, `(table, None, len)` appends; table [`TABLES`] is the default table.
+    BatchIn {
+        ops: Vec<(u8, Option<u8>, Option<usize>)>,
+        durability: Durability,
+    },
+    /// Marks the table flushed up to its last sequence number minus `back`.
+    MarkFlushed {
+        table: u8,
+        back: u8,
+        durability: Durability,
+    },
+    /// Deletes the table's queue up to its last sequence number minus `back`.
+    DeleteUpTo {
+        table: u8,
+        back: u8,
+        durability: Durability,
+    },
+    /// Reads the table's queue from sequence number `from`.
+    ReadQueue {
+        table: u8,
+        from: u8,
+    },
     /// Begins a streamed value of `key` in `slot` (if the slot is free).
     Begin {
         slot: usize,
@@ -156,6 +242,18 @@ fn state(s: &Store<CrashVolume>) -> Model {
     for id in 0..IDS {
         if matches!(s.id_status(&id_bytes(id)), Some(IdStatus::Committed { .. })) {
             m.insert(id_marker(id), Vec::new());
+        }
+    }
+    for t in s.tables().into_iter().filter(|t| t.id != 0) {
+        let n: u8 = t.name[1..].parse().unwrap();
+        m.insert(mkey(n), meta_bytes(t.last_seq, t.flushed_seq, t.deleted_upto));
+        for k in s.keys_in(t.id, &KeyRange::default()).unwrap() {
+            let mut key = vec![1, n];
+            key.extend_from_slice(&k.key);
+            m.insert(key, s.get_in(t.id, &k.key).unwrap().unwrap());
+        }
+        for (seq, e) in s.read(t.id, 0, None).unwrap() {
+            m.insert(qkey(n, seq), s.value_of(&e).unwrap());
         }
     }
     m
@@ -345,6 +443,31 @@ impl Harness {
         self.lsn_floor = self.store.stats().next_lsn;
     }
 
+    /// Asks the committer to flush what is queued (as the table marks do first); whether
+    /// nothing is queued any more.
+    fn settled(&mut self) -> bool {
+        // Queued commits become visible (a relaxed one written alone is visible already, and
+        // no more durable than before).
+        let ok = self.store.settle().is_ok();
+        self.poll();
+        ok && self.unflushed.iter().all(|(_, s)| matches!(s, Standing::Visible))
+    }
+
+    /// A write to table `n` that took numbers up to `last` (`count` of them): they must follow
+    /// the last number of the table in the model (queued commits included), gaplessly. Returns
+    /// `effect` with the table's last number moved.
+    fn numbered(&mut self, n: u8, last: u64, count: u64, mut effect: Effect) -> Effect {
+        self.poll();
+        let m = self.with_queued();
+        let (before, flushed, deleted) = meta_of(&m, n).unwrap_or_else(|| {
+            // Applied within this effect (a table created in the same batch is not possible).
+            panic!("t{n} took numbers but the model has no such table")
+        });
+        assert_eq!(last, before + count, "t{n}: numbers {}..={last} do not follow {before}", last + 1 - count);
+        effect.push((mkey(n), Some(meta_bytes(last, flushed, deleted))));
+        effect
+    }
+
     /// Runs `op` on the store and the model, and checks every invariant (panics on a broken
     /// one).
     pub fn run(&mut self, op: &Op) {
@@ -421,12 +544,189 @@ impl Harness {
                     self.poll();
                 }
                 if let Ok(n) = cleared {
-                    let effect: Effect =
-                        self.with_queued().into_keys().filter(|k| k.first() != Some(&0)).map(|k| (k, None)).collect();
+                    let effect: Effect = self
+                        .with_queued()
+                        .into_keys()
+                        .filter(|k| k.first() == Some(&b'k'))
+                        .map(|k| (k, None))
+                        .collect();
                     assert_eq!(n, effect.len() as u64, "clear() counts every committed key");
                     if n > 0 {
                         self.committed(effect, durability, true);
                     }
+                }
+            }
+            Op::CreateTable { table: n } => {
+                let exists = self.store.table(&tname(n)).is_some();
+                if self.store.create_table(&tname(n)).is_ok() && !exists {
+                    self.committed(vec![(mkey(n), Some(meta_bytes(0, 0, 0)))], Durability::Strict, queue_was_empty);
+                }
+            }
+            Op::DropTable { table: n } => {
+                if self.settled() {
+                    let existed = self.store.table(&tname(n)).is_some();
+                    if let Ok(dropped) = self.store.drop_table(&tname(n)) {
+                        assert_eq!(dropped, existed, "drop_table's answer");
+                        let gone: Effect = self
+                            .with_queued()
+                            .into_keys()
+                            .filter(|k| matches!(k.as_slice(), [1..=3, t, ..] if *t == n))
+                            .map(|k| (k, None))
+                            .collect();
+                        if dropped {
+                            self.committed(gone, Durability::Strict, true);
+                        }
+                    }
+                }
+            }
+            Op::PutIn { table: n, key: k, len, durability } => {
+                let v = self.value(len);
+                if let Some(id) = self.store.table(&tname(n)).map(|t| t.id) {
+                    if let Ok(seq) = self.store.put_in(id, &[b'k', k], false, &v, durability) {
+                        let effect = self.numbered(n, seq, 1, vec![(tkey(n, k), Some(v))]);
+                        self.committed(effect, durability, queue_was_empty);
+                    }
+                }
+            }
+            Op::DeleteIn { table: n, key: k, durability } => {
+                if let Some(id) = self.store.table(&tname(n)).map(|t| t.id) {
+                    let flushes_first = durability != Durability::Group && !queue_was_empty;
+                    if let Ok(existed) = self.store.delete_in(id, &[b'k', k], durability) {
+                        if flushes_first {
+                            self.poll();
+                        }
+                        if existed {
+                            let seq = self.store.last_seqs().first().map_or(0, |s| s.2);
+                            let effect = self.numbered(n, seq, 1, vec![(tkey(n, k), None)]);
+                            self.committed(effect, durability, queue_was_empty || flushes_first);
+                        }
+                    }
+                }
+            }
+            Op::Append { table: n, len, durability } => {
+                let v = self.value(len);
+                if let Some(id) = self.store.table(&tname(n)).map(|t| t.id) {
+                    if let Ok(seq) = self.store.append(id, &v, durability) {
+                        let effect = self.numbered(n, seq, 1, vec![(qkey(n, seq), Some(v))]);
+                        self.committed(effect, durability, queue_was_empty);
+                    }
+                }
+            }
+            Op::BatchIn { ref ops, durability } => {
+                // The default table takes no appends here (its queue is not modelled).
+                let ids: Option<Vec<u32>> = ops
+                    .iter()
+                    .map(|&(n, key, _)| match n >= TABLES {
+                        true => key.map(|_| 0),
+                        false => self.store.table(&tname(n)).map(|t| t.id),
+                    })
+                    .collect();
+                if let Some(ids) = ids {
+                    let values: Vec<Option<Vec<u8>>> =
+                        ops.iter().map(|&(_, _, len)| len.map(|l| self.value(l))).collect();
+                    let keys: Vec<Option<[u8; 2]>> = ops.iter().map(|&(_, k, _)| k.map(|k| [b'k', k])).collect();
+                    let batch: Vec<BatchOp<'_>> = ids
+                        .iter()
+                        .zip(&keys)
+                        .zip(&values)
+                        .map(|((&table, key), value)| match (key, value) {
+                            (Some(key), Some(value)) => BatchOp::PutIn { table, key, value },
+                            (Some(key), None) => BatchOp::DeleteIn { table, key },
+                            (None, value) => BatchOp::Append { table, value: value.as_deref().unwrap_or_default() },
+                        })
+                        .collect();
+                    if self.store.batch(&batch, durability).is_ok() {
+                        let seqs = self.store.last_seqs().to_vec();
+                        let mut effect = Effect::new();
+                        let mut taken: Vec<(u8, u64)> = Vec::new();
+                        for (i, &(n, key, _)) in ops.iter().enumerate() {
+                            if n >= TABLES {
+                                effect.push((vec![b'k', key.unwrap_or(0)], values[i].clone()));
+                                continue;
+                            }
+                            let first = seqs.iter().find(|s| s.0 == ids[i]).map(|s| s.1).unwrap();
+                            let k = taken.iter().filter(|(t, _)| *t == n).count() as u64;
+                            taken.push((n, first + k));
+                            let seq = first + k;
+                            match key {
+                                Some(key) => effect.push((tkey(n, key), values[i].clone())),
+                                None => effect.push((qkey(n, seq), Some(values[i].clone().unwrap_or_default()))),
+                            }
+                        }
+                        for n in 0..TABLES {
+                            let mine: Vec<u64> = taken.iter().filter(|(t, _)| *t == n).map(|t| t.1).collect();
+                            if let (Some(&first), Some(&last)) = (mine.first(), mine.last()) {
+                                effect = self.numbered(n, last, last - first + 1, effect);
+                            }
+                        }
+                        self.committed(effect, durability, queue_was_empty);
+                    }
+                }
+            }
+            Op::MarkFlushed { table: n, back, durability } => {
+                if self.settled() {
+                    if let (Some(id), Some((last, flushed, deleted))) =
+                        (self.store.table(&tname(n)).map(|t| t.id), meta_of(&self.visible(), n))
+                    {
+                        let seq = last.saturating_sub(u64::from(back));
+                        match self.store.mark_flushed(id, seq, durability) {
+                            Ok(()) => {
+                                assert!(seq >= flushed, "the flushed mark went back");
+                                let effect = vec![(mkey(n), Some(meta_bytes(last, seq, deleted)))];
+                                self.committed(effect, durability, true);
+                            }
+                            Err(crate::Error::InvalidArgument { .. }) => {
+                                assert!(
+                                    seq < flushed,
+                                    "mark_flushed({seq}) refused with flushed {flushed}, last {last}"
+                                )
+                            }
+                            Err(_) => {}
+                        }
+                    }
+                }
+            }
+            Op::DeleteUpTo { table: n, back, durability } => {
+                if self.settled() {
+                    let model = self.visible();
+                    if let (Some(id), Some((last, flushed, deleted))) =
+                        (self.store.table(&tname(n)).map(|t| t.id), meta_of(&model, n))
+                    {
+                        let seq = last.saturating_sub(u64::from(back));
+                        if self.store.delete_up_to(id, seq, durability).is_ok() && seq > deleted {
+                            let mut effect: Effect = model
+                                .keys()
+                                .filter(|k| {
+                                    matches!(k.as_slice(), [2, t, ..] if *t == n)
+                                        && u64::from_be_bytes(k[2..10].try_into().unwrap()) <= seq
+                                })
+                                .map(|k| (k.clone(), None))
+                                .collect();
+                            effect.push((mkey(n), Some(meta_bytes(last, flushed, seq))));
+                            self.committed(effect, durability, true);
+                        }
+                    }
+                }
+            }
+            Op::ReadQueue { table: n, from } => {
+                let _ = self.store.settle();
+                self.poll();
+                if let Some(id) = self.store.table(&tname(n)).map(|t| t.id) {
+                    let got: Vec<(u64, Vec<u8>)> = self
+                        .store
+                        .read(id, u64::from(from), None)
+                        .unwrap()
+                        .into_iter()
+                        .map(|(seq, e)| (seq, self.store.value_of(&e).unwrap()))
+                        .collect();
+                    let want: Vec<(u64, Vec<u8>)> = self
+                        .visible()
+                        .into_iter()
+                        .filter(|(k, _)| matches!(k.as_slice(), [2, t, ..] if *t == n))
+                        .map(|(k, v)| (u64::from_be_bytes(k[2..10].try_into().unwrap()), v))
+                        .filter(|(seq, _)| *seq >= u64::from(from))
+                        .collect();
+                    assert_eq!(got, want, "read(t{n}, from {from})");
                 }
             }
             Op::Begin { slot, key: k } => {
