@@ -30,6 +30,26 @@ fn to_js<T: Serialize>(v: &T) -> JsResult<JsValue> {
     v.serialize(&serializer()).map_err(|e| js_err(Error::io("serialize", e.to_string())))
 }
 
+/// A sequence number from JS: an integer 0..=2^53-1 (the error names `seq`).
+fn seq_arg(seq: f64) -> Result<u64, Error> {
+    if seq >= 0.0 && seq.fract() == 0.0 && seq <= 9_007_199_254_740_991.0 {
+        Ok(seq as u64)
+    } else {
+        Err(Error::invalid("seq", format!("must be a sequence number (an integer >= 0), got {seq}")))
+    }
+}
+
+/// A table as `tables()` lists it.
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct JsTable {
+    id: u32,
+    name: String,
+    last_seq: f64,
+    flushed_seq: f64,
+    deleted_up_to: f64,
+}
+
 fn durability(strict: bool) -> Durability {
     if strict {
         Durability::Group
@@ -333,10 +353,110 @@ impl WalnutStore {
 
     /// Whole-value put; `strict` queues it for the committer (group commit: see
     /// `commitGroup`). Returns its ticket.
-    pub fn put(&mut self, key: &[u8], key_is_string: bool, value: &[u8], strict: bool) -> JsResult<f64> {
-        let r = store!(self, mut |s| s.put_flagged(key, key_is_string, value, durability(strict)));
+    /// In table `table` (a table id; absent: the default table); the sequence number it took
+    /// is in `lastSeqs()`.
+    pub fn put(
+        &mut self,
+        key: &[u8],
+        key_is_string: bool,
+        value: &[u8],
+        strict: bool,
+        table: Option<u32>,
+    ) -> JsResult<f64> {
+        let r = store!(self, mut |s| s.put_in(table.unwrap_or(0), key, key_is_string, value, durability(strict)));
+        let ticket = store!(self, |s| s.last_ticket());
+        self.written(r.map(|_| ticket_js(ticket)))
+    }
+
+    /// Appends `value` to table `table`'s queue under its next sequence number (in
+    /// `lastSeqs()`); returns the ticket.
+    pub fn append(&mut self, table: u32, value: &[u8], strict: bool) -> JsResult<f64> {
+        let r = store!(self, mut |s| s.append(table, value, durability(strict)));
+        let ticket = store!(self, |s| s.last_ticket());
+        self.written(r.map(|_| ticket_js(ticket)))
+    }
+
+    /// The sequence numbers the last write took, per table: `[table, first, last, ...]`.
+    #[wasm_bindgen(js_name = lastSeqs)]
+    pub fn last_seqs(&self) -> Vec<f64> {
+        store!(self, |s| s.last_seqs().iter().flat_map(|&(t, a, b)| [f64::from(t), a as f64, b as f64]).collect())
+    }
+
+    /// Creates table `name` (flushed) or finds it; returns its id.
+    #[wasm_bindgen(js_name = createTable)]
+    pub fn create_table(&mut self, name: &str) -> JsResult<u32> {
+        let r = store!(self, mut |s| s.create_table(name));
+        self.written(r)
+    }
+
+    /// The id of table `name`, or `undefined`.
+    #[wasm_bindgen(js_name = tableId)]
+    pub fn table_id(&self, name: &str) -> Option<u32> {
+        store!(self, |s| s.table(name).map(|t| t.id))
+    }
+
+    /// Drops table `name` (flushed); whether it existed.
+    #[wasm_bindgen(js_name = dropTable)]
+    pub fn drop_table(&mut self, name: &str) -> JsResult<bool> {
+        self.settle();
+        let r = store!(self, mut |s| s.drop_table(name));
+        self.written(r)
+    }
+
+    /// Every table: `[{ id, name, lastSeq, flushedSeq, deletedUpTo }]`, the default table
+    /// (id 0, name "") first. Settled first, as reads are.
+    pub fn tables(&mut self) -> JsResult<JsValue> {
+        self.settle();
+        let tables: Vec<JsTable> = store!(self, |s| s.tables())
+            .into_iter()
+            .map(|t| JsTable {
+                id: t.id,
+                name: t.name,
+                last_seq: t.last_seq as f64,
+                flushed_seq: t.flushed_seq as f64,
+                deleted_up_to: t.deleted_upto as f64,
+            })
+            .collect();
+        to_js(&tables)
+    }
+
+    /// Persists table `table`'s flushed sequence number; returns the ticket.
+    #[wasm_bindgen(js_name = markFlushed)]
+    pub fn mark_flushed(&mut self, table: u32, seq: f64, strict: bool) -> JsResult<f64> {
+        let seq = seq_arg(seq).map_err(js_err)?;
+        let r = store!(self, mut |s| s.mark_flushed(table, seq, durability(strict)));
         let ticket = store!(self, |s| s.last_ticket());
         self.written(r.map(|()| ticket_js(ticket)))
+    }
+
+    /// Deletes table `table`'s queue entries at or below `seq`; returns the ticket (0 when
+    /// the mark was there already and nothing was written).
+    #[wasm_bindgen(js_name = deleteUpTo)]
+    pub fn delete_up_to(&mut self, table: u32, seq: f64, strict: bool) -> JsResult<f64> {
+        let seq = seq_arg(seq).map_err(js_err)?;
+        let before = store!(self, |s| s.last_lsn());
+        let r = store!(self, mut |s| s.delete_up_to(table, seq, durability(strict)));
+        let wrote = store!(self, |s| s.last_lsn()) != before;
+        let ticket = if wrote { ticket_js(store!(self, |s| s.last_ticket())) } else { 0.0 };
+        self.written(r.map(|()| ticket))
+    }
+
+    /// Table `table`'s queue from `from`, at most `limit` entries: packed `[seq, size, ...]`
+    /// (f64 pairs); the values are read with `openEntry`.
+    #[wasm_bindgen(js_name = readQueue)]
+    pub fn read_queue(&mut self, table: u32, from: f64, limit: Option<u32>) -> JsResult<Vec<f64>> {
+        self.settle();
+        let from = if from <= 0.0 { 0 } else { seq_arg(from).map_err(js_err)? };
+        let entries = store!(self, |s| s.read(table, from, limit.map(|l| l as usize))).map_err(js_err)?;
+        Ok(entries.iter().flat_map(|(seq, e)| [*seq as f64, e.size as f64]).collect())
+    }
+
+    /// Opens a reader on table `table`'s queue entry `seq` (as `openReader`), or `undefined`.
+    #[wasm_bindgen(js_name = openEntry)]
+    pub fn open_entry(&mut self, table: u32, seq: f64) -> JsResult<JsValue> {
+        let seq = seq_arg(seq).map_err(js_err)?;
+        let key = crate::format::queue_key(table, seq);
+        self.open_at(&key[crate::format::TABLE_PREFIX_LEN..], None, Some((table, seq)))
     }
 
     /// After every call that may write: tops the pool up, and turns the result into JS.
@@ -396,8 +516,8 @@ impl WalnutStore {
     /// Deletes `key`: `{ existed, ticket }`, whether it existed (counting queued commits) and
     /// the ticket whose outcome decides the delete (its own commit's; a queued delete's when
     /// that one already removes the key; 0 when nothing does: the key was absent).
-    pub fn delete(&mut self, key: &[u8], strict: bool) -> JsResult<JsValue> {
-        let r = store!(self, mut |s| s.delete(key, durability(strict)));
+    pub fn delete(&mut self, key: &[u8], strict: bool, table: Option<u32>) -> JsResult<JsValue> {
+        let r = store!(self, mut |s| s.delete_in(table.unwrap_or(0), key, durability(strict)));
         let ticket = ticket_js(store!(self, mut |s| s.last_ticket()));
         self.written(r).and_then(|existed| to_js(&JsDeleted { existed, ticket }))
     }
@@ -418,8 +538,17 @@ impl WalnutStore {
 
     /// Starts a value for `key` in `txn`.
     #[wasm_bindgen(js_name = txnPut)]
-    pub fn txn_put(&mut self, txn: f64, key: &[u8], key_is_string: bool) -> JsResult<()> {
-        let r = txn_id(txn).and_then(|txn| store!(self, mut |s| s.txn_put(txn, key, key_is_string)));
+    pub fn txn_put(&mut self, txn: f64, key: &[u8], key_is_string: bool, table: Option<u32>) -> JsResult<()> {
+        let r =
+            txn_id(txn).and_then(|txn| store!(self, mut |s| s.txn_put_in(txn, table.unwrap_or(0), key, key_is_string)));
+        self.written(r)
+    }
+
+    /// Starts a queue entry of table `table` in `txn` (a streamed append; its number is in
+    /// `lastSeqs()` after the commit).
+    #[wasm_bindgen(js_name = txnAppend)]
+    pub fn txn_append(&mut self, txn: f64, table: u32) -> JsResult<()> {
+        let r = txn_id(txn).and_then(|txn| store!(self, mut |s| s.txn_append(txn, table)));
         self.written(r)
     }
 
@@ -433,8 +562,8 @@ impl WalnutStore {
 
     /// Deletes `key` in `txn`.
     #[wasm_bindgen(js_name = txnDelete)]
-    pub fn txn_delete(&mut self, txn: f64, key: &[u8]) -> JsResult<()> {
-        let r = txn_id(txn).and_then(|txn| store!(self, mut |s| s.txn_delete(txn, key)));
+    pub fn txn_delete(&mut self, txn: f64, key: &[u8], table: Option<u32>) -> JsResult<()> {
+        let r = txn_id(txn).and_then(|txn| store!(self, mut |s| s.txn_delete_in(txn, table.unwrap_or(0), key)));
         self.written(r)
     }
 
@@ -548,25 +677,38 @@ impl WalnutStore {
     }
 
     /// Whether `key` has a committed value.
-    pub fn has(&mut self, key: &[u8]) -> JsResult<bool> {
+    pub fn has(&mut self, key: &[u8], table: Option<u32>) -> JsResult<bool> {
         self.settle();
-        store!(self, mut |s| s.has(key)).map_err(js_err)
+        store!(self, mut |s| s.has_in(table.unwrap_or(0), key)).map_err(js_err)
     }
 
     /// The whole value of `key` (settled first, as every read), or `undefined`. Holds the
     /// value in wasm memory and copies it out once: for values up to a few chunks; walk larger
     /// ones with `openReader`.
-    pub fn get(&mut self, key: &[u8]) -> JsResult<Option<js_sys::Uint8Array>> {
+    pub fn get(&mut self, key: &[u8], table: Option<u32>) -> JsResult<Option<js_sys::Uint8Array>> {
         self.settle();
-        let value = store!(self, |s| s.get(key)).map_err(js_err)?;
+        let value = store!(self, |s| s.get_in(table.unwrap_or(0), key)).map_err(js_err)?;
         Ok(value.map(|v| js_sys::Uint8Array::from(&v[..])))
     }
 
     /// Snapshots the value's chunk locations: `{ id, size }`, or `undefined` if absent.
     #[wasm_bindgen(js_name = openReader)]
-    pub fn open_reader(&mut self, key: &[u8]) -> JsResult<JsValue> {
+    pub fn open_reader(&mut self, key: &[u8], table: Option<u32>) -> JsResult<JsValue> {
+        self.open_at(key, table, None)
+    }
+
+    /// A reader on `key` of `table`, or on queue entry `entry` (table, seq).
+    fn open_at(&mut self, key: &[u8], table: Option<u32>, entry: Option<(u32, u64)>) -> JsResult<JsValue> {
         self.settle();
-        let Some(entry) = store!(self, mut |s| s.entry(key)).map_err(js_err)? else { return Ok(JsValue::UNDEFINED) };
+        let found = match entry {
+            Some((t, seq)) => store!(self, |s| s.read(t, seq, Some(1)))
+                .map_err(js_err)?
+                .into_iter()
+                .find(|(n, _)| *n == seq)
+                .map(|(_, e)| e),
+            None => store!(self, mut |s| s.entry_in(table.unwrap_or(0), key)).map_err(js_err)?,
+        };
+        let Some(entry) = found else { return Ok(JsValue::UNDEFINED) };
         let (chunks, size) = (entry.chunks.clone(), entry.size);
         store!(self, mut |s| s.pin(&chunks));
         let id = self.next_reader;
@@ -602,7 +744,7 @@ impl WalnutStore {
     /// Keys in bytewise order, packed into one buffer (one object and one buffer per key cost
     /// more than the scan): for each key, `key_len` (u32 LE), `flags` (u8, bit 0: the key was
     /// written as a string), `size` (the value's length in bytes, f64 LE), then the key bytes.
-    pub fn keys(&mut self, options: JsValue) -> JsResult<js_sys::Uint8Array> {
+    pub fn keys(&mut self, options: JsValue, table: Option<u32>) -> JsResult<js_sys::Uint8Array> {
         self.settle();
         let o: KeysOptions = if options.is_undefined() || options.is_null() {
             KeysOptions::default()
@@ -616,7 +758,7 @@ impl WalnutStore {
             limit: o.limit,
             reverse: o.reverse.unwrap_or(false),
         };
-        let keys = store!(self, mut |s| s.keys(&range)).map_err(js_err)?;
+        let keys = store!(self, mut |s| s.keys_in(table.unwrap_or(0), &range)).map_err(js_err)?;
         let mut out = Vec::with_capacity(keys.iter().map(|k| 13 + k.key.len()).sum());
         for k in keys {
             // Keys are at most MAX_KEY_LEN (65535) bytes.

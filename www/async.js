@@ -8,11 +8,14 @@
  * @module walnut-kv/async
  */
 
+import { NO_TABLE } from './engine.js';
 import {
   checkForm,
   checkOperation,
   checkOptions,
   checkRange,
+  checkSeq,
+  checkTableName,
   checkWriteOptions,
   describe,
   encodeKey,
@@ -52,10 +55,140 @@ export class AsyncStore {
    * @param {import('./engine.js').Engine} engine
    * @param {'strict' | 'relaxed'} durability
    */
-  constructor(token, engine, durability) {
+  /** This view's table name, or undefined for the store's default table. */
+  #table;
+  /** The store this is a table view of (its group commit and close are the store's). */
+  #root;
+
+  constructor(token, engine, durability, table, root) {
     if (token !== TOKEN) throw new TypeError('use open() to open a store');
     this.#engine = engine;
     this.#durability = durability;
+    this.#table = table;
+    this.#root = root ?? this;
+  }
+
+  #tid(create) {
+    return this.#engine.tid(this.#table, create);
+  }
+
+  /**
+   * Table `name` of this store: a namespace with the store's whole API, its own sequence
+   * numbers and a queue (see SyncStore.table). Created by its first write.
+   * @param {string} name
+   * @returns {AsyncStore}
+   */
+  table(name) {
+    return new AsyncStore(TOKEN, this.#engine, this.#durability, checkTableName(name), this.#root);
+  }
+
+  /** This view's table name (undefined for the store itself). */
+  get tableName() {
+    return this.#table;
+  }
+
+  /** The store's named tables: `[{ name, lastSeq, flushedSeq, deletedUpTo }]`. */
+  async tables() {
+    this.#live();
+    return this.#engine
+      .tables()
+      .filter((t) => t.id !== 0)
+      .map(({ name, lastSeq, flushedSeq, deletedUpTo }) => ({ name, lastSeq, flushedSeq, deletedUpTo }));
+  }
+
+  /** Drops table `name` at once; resolves to whether it existed. */
+  async dropTable(name) {
+    this.#live();
+    return this.#engine.dropTable(checkTableName(name));
+  }
+
+  /** Resolves to the last sequence number a committed write to this table took. */
+  get lastSeq() {
+    return this.#infoOf('lastSeq');
+  }
+
+  /** Resolves to the flushed sequence number last persisted. */
+  get flushedSeq() {
+    return this.#infoOf('flushedSeq');
+  }
+
+  /** Resolves to the deleted-up-to mark of this table's queue. */
+  get deletedUpTo() {
+    return this.#infoOf('deletedUpTo');
+  }
+
+  async #infoOf(field) {
+    this.#live();
+    return this.#engine.tableInfo(this.#table)[field];
+  }
+
+  #namedTable(call) {
+    if (this.#table === undefined) throw invalid(`${call}() needs a table: db.table(name).${call}(...)`);
+    return this.#tid(true);
+  }
+
+  /**
+   * Stores `value` (bytes, a string, a Blob, a stream) as this table's next queue entry.
+   * @returns {Promise<number>} its sequence number
+   */
+  async append(value, options) {
+    this.#live();
+    if (this.#table === undefined) throw invalid('append() needs a table: db.table(name).append(...)');
+    const seqs = await this.#write([{ type: 'append', table: this.#table, value }], options, undefined);
+    return seqs.find((x) => x.table === this.#table)?.last ?? 0;
+  }
+
+  /**
+   * This table's queue entries from `from`, at most `limit`: `[{ seq, size, value }]`, values
+   * as `as` (default 'blob').
+   */
+  async read(options) {
+    this.#live();
+    const { from = 0, limit, as } = checkOptions(options, 'options');
+    checkSeq(from, 'options.from');
+    if (limit !== undefined && !(Number.isInteger(limit) && limit >= 0 && limit <= 0xffffffff)) {
+      throw invalid(`options.limit must be a whole number, got ${describe(limit)}`);
+    }
+    const form = checkForm(as, 'blob');
+    if (form === 'stream') throw invalid("options.as cannot be 'stream' for read(); use stream()");
+    const tid = this.#tid(false) ?? 0;
+    return this.#engine.readQueue(tid, from, limit).map(({ seq, size }) => {
+      const value = this.#engine.entryValue(tid, seq);
+      return { seq, size, value: value === undefined ? undefined : valueAs(value, form) };
+    });
+  }
+
+  /** This table's queue entries from `from` on, each value a stream. */
+  async *stream(options) {
+    const { from = 0 } = checkOptions(options, 'options');
+    let next = checkSeq(from, 'options.from');
+    for (;;) {
+      this.#live();
+      const tid = this.#tid(false) ?? 0;
+      const [entry] = this.#engine.readQueue(tid, next, 1);
+      if (entry === undefined) return;
+      const value = this.#engine.stream(undefined, undefined, { table: tid, seq: entry.seq });
+      if (value !== undefined) yield { seq: entry.seq, size: entry.size, value };
+      next = entry.seq + 1;
+    }
+  }
+
+  /** Persists `seq` as this table's flushed sequence number. */
+  async markFlushed(seq, options) {
+    this.#live();
+    const { durability } = checkOptions(options, 'options');
+    const { strict } = checkWriteOptions({ durability }, this.#durability);
+    checkSeq(seq);
+    await this.#durable(this.#engine.markFlushed(this.#namedTable('markFlushed'), seq, strict), strict);
+  }
+
+  /** Deletes this table's queue entries at or below `seq`, at once. */
+  async deleteUpTo(seq, options) {
+    this.#live();
+    const { durability } = checkOptions(options, 'options');
+    const { strict } = checkWriteOptions({ durability }, this.#durability);
+    checkSeq(seq);
+    await this.#durable(this.#engine.deleteUpTo(this.#namedTable('deleteUpTo'), seq, strict), strict);
   }
 
   /** The store's directory (Node) or name. */
@@ -74,17 +207,18 @@ export class AsyncStore {
   }
 
   #live() {
-    if (this.#closing) throw new WalnutClosedError(`store ${this.name} is closed`);
+    if (this.#root.#closing) throw new WalnutClosedError(`store ${this.name} is closed`);
   }
 
   /** Resolves once the commit `ticket` is durable (group commit), or rejects with its failure. */
   #durable(ticket, strict) {
     if (!strict || ticket === 0) return Promise.resolve();
+    const root = this.#root;
     return new Promise((resolve, reject) => {
-      this.#waiting.push({ ticket, resolve, reject });
-      if (!this.#scheduled) {
-        this.#scheduled = true;
-        later(() => this.#commitGroup());
+      root.#waiting.push({ ticket, resolve, reject });
+      if (!root.#scheduled) {
+        root.#scheduled = true;
+        later(() => root.#commitGroup());
       }
     });
   }
@@ -121,26 +255,32 @@ export class AsyncStore {
         return { value: bytes ?? value, size: bytes?.length };
       }),
     );
-    if (ops.length === 0) return;
+    if (ops.length === 0) return [];
     let ticket;
+    const names = this.#engine.resolveOps(ops, this.#tid(true), this.#table);
     const [op] = ops;
+    let seqs;
     if (ops.length === 1 && op.type === 'put' && op.value instanceof Uint8Array && !signal) {
-      ticket = this.#engine.put({ bytes: op.key, isString: op.isString }, op.value, strict);
+      ticket = this.#engine.put({ bytes: op.key, isString: op.isString }, op.value, strict, op.table);
+      seqs = this.#engine.namedSeqs(names);
       onProgress?.(op.value.length, op.value.length);
     } else {
       const controller = new AbortController();
       const aborted = signal ? AbortSignal.any([signal, controller.signal]) : controller.signal;
-      this.#controllers.add(controller);
+      const controllers = this.#root.#controllers;
+      controllers.add(controller);
       try {
         ticket = await this.#engine.transaction(
-          ops.map((o) => ({ type: o.type, key: o.key, isString: o.isString, value: o.value })),
+          ops.map((o) => ({ type: o.type, key: o.key, isString: o.isString, value: o.value, table: o.table })),
           { strict, onProgress, signal: aborted },
         );
+        seqs = this.#engine.namedSeqs(names);
       } finally {
-        this.#controllers.delete(controller);
+        controllers.delete(controller);
       }
     }
     await this.#durable(ticket, strict);
+    return seqs;
   }
 
   /**
@@ -151,18 +291,22 @@ export class AsyncStore {
    * @param {{ onProgress?: (bytesWritten: number, totalBytes?: number) => void, signal?: AbortSignal, durability?: 'strict' | 'relaxed' }} [options]
    */
   async put(key, value, options) {
-    await this.#write([{ type: 'put', key, value }], options, undefined);
+    const seqs = await this.#write([{ type: 'put', key, value }], options, undefined);
+    return seqs.find((x) => x.table === (this.#table ?? ''))?.last ?? 0;
   }
 
   /** Stores several values in one commit (see SyncStore.putMany). */
   async putMany(entries, options) {
-    await this.#write(putOperations(entries), options, 'entries');
+    return this.#write(putOperations(entries), options, 'entries');
   }
 
-  /** Applies puts and deletes atomically. */
+  /**
+   * Applies puts, deletes and appends atomically, across tables (an operation may name its
+   * `table`); resolves to the sequence numbers taken per table.
+   */
   async batch(operations, options) {
     if (!Array.isArray(operations)) throw invalid(`operations must be an array, got ${describe(operations)}`);
-    await this.#write(operations, options, 'operations');
+    return this.#write(operations, options, 'operations');
   }
 
   /**
@@ -173,7 +317,10 @@ export class AsyncStore {
     this.#live();
     const { durability } = checkOptions(options, 'options');
     const { strict } = checkWriteOptions({ durability }, this.#durability);
-    const { existed, ticket } = this.#engine.delete(encodeKey(key), strict);
+    const k = encodeKey(key);
+    const tid = this.#tid(false);
+    if (tid === NO_TABLE) return false;
+    const { existed, ticket } = this.#engine.delete(k, strict, tid);
     await this.#durable(ticket, strict);
     return existed;
   }
@@ -188,11 +335,12 @@ export class AsyncStore {
     const { strict } = checkWriteOptions({ durability }, this.#durability);
     const seen = new Set();
     const ops = [];
+    const tid = this.#tid(false);
     for (const key of encodeKeys(keys)) {
       const id = key.bytes.join(',');
-      if (seen.has(id) || !this.#engine.has(key.bytes)) continue;
+      if (seen.has(id) || !this.#engine.has(key.bytes, tid)) continue;
       seen.add(id);
-      ops.push({ type: 'delete', key: key.bytes, isString: key.isString });
+      ops.push({ type: 'delete', key: key.bytes, isString: key.isString, table: tid });
     }
     if (ops.length > 0) await this.#durable(this.#engine.batch(ops, strict), strict);
     return ops.length;
@@ -206,6 +354,18 @@ export class AsyncStore {
     this.#live();
     const { durability } = checkOptions(options, 'options');
     const { strict } = checkWriteOptions({ durability }, this.#durability);
+    if (this.#table !== undefined) {
+      const tid = this.#tid(false);
+      if (tid === NO_TABLE) return 0;
+      const ops = this.#engine.scan({}, tid).map(({ bytes, key }) => ({
+        type: 'delete',
+        key: bytes,
+        isString: typeof key === 'string',
+        table: tid,
+      }));
+      if (ops.length > 0) await this.#durable(this.#engine.batch(ops, strict), strict);
+      return ops.length;
+    }
     const { count, ticket } = this.#engine.clear(strict);
     await this.#durable(ticket, strict);
     return count;
@@ -219,8 +379,9 @@ export class AsyncStore {
     this.#live();
     const as = checkForm(checkOptions(options, 'options').as, 'blob');
     const { bytes } = encodeKey(key);
-    if (as === 'stream') return this.#engine.stream(bytes);
-    const value = this.#engine.get(bytes);
+    const tid = this.#tid(false);
+    if (as === 'stream') return this.#engine.stream(bytes, tid);
+    const value = this.#engine.get(bytes, tid);
     return value === undefined ? undefined : valueAs(value, as);
   }
 
@@ -239,8 +400,9 @@ export class AsyncStore {
     this.#live();
     const as = checkForm(checkOptions(options, 'options').as, 'blob');
     if (as === 'stream') throw invalid("options.as cannot be 'stream' for getMany(); use getStream() per key");
+    const tid = this.#tid(false);
     return encodeKeys(keys).map(({ bytes }) => {
-      const value = this.#engine.get(bytes);
+      const value = this.#engine.get(bytes, tid);
       return value === undefined ? undefined : valueAs(value, as);
     });
   }
@@ -248,13 +410,13 @@ export class AsyncStore {
   /** Whether `key` has a committed value. */
   async has(key) {
     this.#live();
-    return this.#engine.has(encodeKey(key).bytes);
+    return this.#engine.has(encodeKey(key).bytes, this.#tid(false));
   }
 
   /** Keys in bytewise order. */
   async keys(options) {
     this.#live();
-    return this.#engine.scan(checkRange(options).range).map(({ key }) => key);
+    return this.#engine.scan(checkRange(options).range, this.#tid(false)).map(({ key }) => key);
   }
 
   /**
@@ -269,10 +431,11 @@ export class AsyncStore {
     if (form === 'stream') throw invalid("options.as cannot be 'stream' for entries(); use getStream() per key");
     const page = (r, withValues) => {
       this.#live();
-      const listed = this.#engine.scan(r);
+      const tid = this.#tid(false);
+      const listed = this.#engine.scan(r, tid);
       const items = [];
       for (const { key, bytes, size } of listed) {
-        const value = withValues ? this.#engine.get(bytes) : undefined;
+        const value = withValues ? this.#engine.get(bytes, tid) : undefined;
         if (!withValues) items.push(new Entry(key, size));
         else if (value !== undefined) items.push(new Entry(key, size, valueAs(value, form)));
       }
@@ -315,7 +478,7 @@ export class AsyncStore {
   /** Makes every write so far durable, relaxed ones too. */
   async flush() {
     this.#live();
-    this.#commitGroup();
+    this.#root.#commitGroup();
     this.#engine.flush();
   }
 
@@ -326,6 +489,7 @@ export class AsyncStore {
    * @returns {Promise<void>}
    */
   close() {
+    if (this.#root !== this) return this.#root.close();
     this.#closing ??= (async () => {
       const closed = new WalnutClosedError(`store ${this.name} was closed`);
       for (const controller of this.#controllers) controller.abort(closed);

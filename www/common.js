@@ -292,13 +292,47 @@ export function checkOperation(operation, index, list, encode) {
   if (operation === null || typeof operation !== 'object') {
     throw invalid(`${list}[${index}] must be an operation object, got ${describe(operation)}`);
   }
+  const table = operation.table === undefined ? undefined : checkTableName(operation.table, param('table'));
+  if (operation.type === 'append') {
+    if (table === undefined) throw invalid(`${param('table')} must name the table an append goes to`);
+    const encoded = encode(operation.value, param('value'));
+    return { type: 'append', table, value: encoded.value, size: encoded.size };
+  }
   const { bytes, isString } = encodeKey(operation.key, param('key'));
-  if (operation.type === 'delete') return { type: 'delete', key: bytes, isString };
+  if (operation.type === 'delete') return { type: 'delete', key: bytes, isString, table };
   if (operation.type !== 'put') {
-    throw invalid(`${param('type')} must be 'put' or 'delete', got ${String(operation.type)}`);
+    throw invalid(`${param('type')} must be 'put', 'delete' or 'append', got ${String(operation.type)}`);
   }
   const encoded = encode(operation.value, param('value'));
-  return { type: 'put', key: bytes, isString, value: encoded.value, size: encoded.size };
+  return { type: 'put', key: bytes, isString, value: encoded.value, size: encoded.size, table };
+}
+
+const utf8 = new TextEncoder();
+
+/**
+ * Checks a table name: a string of 1 to 255 bytes of UTF-8.
+ * @param {unknown} name
+ * @param {string} [param]
+ * @returns {string}
+ */
+export function checkTableName(name, param = 'name') {
+  if (typeof name !== 'string' || name.length === 0 || utf8.encode(name).length > 255) {
+    throw invalid(`${param} must be a table name (1 to 255 bytes of UTF-8), got ${describe(name)}`);
+  }
+  return name;
+}
+
+/**
+ * Checks a sequence number: a whole number from 0 to 2^53 - 1.
+ * @param {unknown} seq
+ * @param {string} [param]
+ * @returns {number}
+ */
+export function checkSeq(seq, param = 'seq') {
+  if (!Number.isSafeInteger(seq) || seq < 0) {
+    throw invalid(`${param} must be a sequence number (a whole number >= 0), got ${describe(seq)}`);
+  }
+  return seq;
 }
 
 /**

@@ -16,6 +16,8 @@ import {
   checkOperation,
   checkOptions,
   checkRange,
+  checkSeq,
+  checkTableName,
   checkWriteOptions,
   describe,
   encodeKey,
@@ -35,6 +37,9 @@ import {
 
 /** Guards the constructors: stores come from the open functions. */
 const TOKEN = Symbol('walnut.sync');
+
+/** A table id no table has: reads of a table not created yet find nothing. */
+export const NO_TABLE = 0xffffffff;
 
 /** Set once the core trapped (a bug in walnut): no call into this instance is safe after it. */
 let trapped;
@@ -158,14 +163,144 @@ export class Engine {
     this.#flushTimer?.unref?.();
   }
 
-  /** @returns {number} the put's ticket */
-  put(key, bytes, strict) {
-    return this.#write(strict, (core) => core.put(key.bytes, key.isString, bytes, strict));
+  /**
+   * In table `table` (an id; undefined: the default table).
+   * @returns {number} the put's ticket
+   */
+  put(key, bytes, strict, table) {
+    return this.#write(strict, (core) => core.put(key.bytes, key.isString, bytes, strict, table));
   }
 
   /** @returns {{ existed: boolean, ticket: number }} */
-  delete(key, strict) {
-    return this.#write(strict, (core) => core.delete(key.bytes, strict));
+  delete(key, strict, table) {
+    return this.#write(strict, (core) => core.delete(key.bytes, strict, table));
+  }
+
+  /** Appends to table `table`'s queue. @returns {number} the ticket */
+  append(table, bytes, strict) {
+    return this.#write(strict, (core) => core.append(table, bytes, strict));
+  }
+
+  /**
+   * The sequence numbers the last write took: `[{ table, first, last }]` (table ids).
+   * @returns {Array<{ table: number, first: number, last: number }>}
+   */
+  lastSeqs() {
+    const flat = this.#live().lastSeqs();
+    const out = [];
+    for (let i = 0; i + 2 < flat.length; i += 3) out.push({ table: flat[i], first: flat[i + 1], last: flat[i + 2] });
+    return out;
+  }
+
+  /** The last sequence number the last write took in table `table` (0 if none). */
+  lastSeqOf(table) {
+    return this.lastSeqs().find((s) => s.table === table)?.last ?? 0;
+  }
+
+  /** The id of table `name`, or undefined. */
+  tableId(name) {
+    return this.#live().tableId(name);
+  }
+
+  /**
+   * The id a call on table `name` uses: undefined for the default table (`name` undefined);
+   * for a named one, created if `create` (a write), else NO_TABLE while it does not exist.
+   */
+  tid(name, create) {
+    if (name === undefined) return undefined;
+    const id = this.tableId(name);
+    if (id !== undefined) return id;
+    return create ? this.createTable(name) : NO_TABLE;
+  }
+
+  /** Table `name`'s (or the default table's) sequence marks, zeros if it does not exist. */
+  tableInfo(name) {
+    const id = name === undefined ? 0 : this.tableId(name);
+    const t = this.tables().find((x) => x.id === id);
+    return { lastSeq: t?.lastSeq ?? 0, flushedSeq: t?.flushedSeq ?? 0, deletedUpTo: t?.deletedUpTo ?? 0 };
+  }
+
+  /**
+   * Resolves the table names of batch operations to ids (creating tables), the others to
+   * `own`; returns a map from id to name for reporting sequence numbers.
+   */
+  resolveOps(ops, own, ownName) {
+    const names = new Map([[0, '']]);
+    if (own !== undefined) names.set(own, ownName);
+    for (const op of ops) {
+      if (op.table === undefined) {
+        op.table = own;
+        continue;
+      }
+      const id = this.tid(op.table, true);
+      names.set(id, op.table);
+      op.table = id;
+    }
+    return names;
+  }
+
+  /** The last write's sequence numbers, with table names from `names`. */
+  namedSeqs(names) {
+    return this.lastSeqs().map(({ table, first, last }) => ({ table: names.get(table) ?? '', first, last }));
+  }
+
+  /** Creates table `name` (flushed) or finds it. @returns {number} its id */
+  createTable(name) {
+    const core = this.#live();
+    return call(() => core.createTable(name));
+  }
+
+  /** Drops table `name` (flushed). @returns {boolean} whether it existed */
+  dropTable(name) {
+    const core = this.#live();
+    return call(() => core.dropTable(name));
+  }
+
+  /** @returns {Array<{ id: number, name: string, lastSeq: number, flushedSeq: number, deletedUpTo: number }>} */
+  tables() {
+    const core = this.#live();
+    return call(() => core.tables());
+  }
+
+  /** @returns {number} the ticket */
+  markFlushed(table, seq, strict) {
+    return this.#write(strict, (core) => core.markFlushed(table, seq, strict));
+  }
+
+  /** @returns {number} the ticket (0: nothing written) */
+  deleteUpTo(table, seq, strict) {
+    return this.#write(strict, (core) => core.deleteUpTo(table, seq, strict));
+  }
+
+  /**
+   * Table `table`'s queue entries from `from`: `[{ seq, size }]`, at most `limit`.
+   * @returns {Array<{ seq: number, size: number }>}
+   */
+  readQueue(table, from, limit) {
+    const core = this.#live();
+    const flat = call(() => core.readQueue(table, from, limit));
+    const out = [];
+    for (let i = 0; i + 1 < flat.length; i += 2) out.push({ seq: flat[i], size: flat[i + 1] });
+    return out;
+  }
+
+  /** The whole value of queue entry `seq` of `table`, or undefined. */
+  entryValue(table, seq) {
+    const core = this.#live();
+    const opened = call(() => core.openEntry(table, seq));
+    if (opened === undefined) return undefined;
+    const out = new Uint8Array(opened.size);
+    let at = 0;
+    try {
+      for (let chunk; (chunk = call(() => core.readNext(opened.id))) !== undefined; ) {
+        out.set(chunk, at);
+        at += chunk.length;
+      }
+    } catch (error) {
+      core.closeReader(opened.id);
+      throw error;
+    }
+    return out;
   }
 
   /** @returns {{ count: number, ticket: number }} */
@@ -184,9 +319,10 @@ export class Engine {
       try {
         for (const op of ops) {
           if (op.type === 'delete') {
-            core.txnDelete(txn, op.key);
+            core.txnDelete(txn, op.key, op.table);
           } else {
-            core.txnPut(txn, op.key, op.isString);
+            if (op.type === 'append') core.txnAppend(txn, op.table);
+            else core.txnPut(txn, op.key, op.isString, op.table);
             if (op.value.length > 0) core.txnChunk(txn, op.value);
           }
         }
@@ -230,10 +366,11 @@ export class Engine {
       txn = call(() => core.begin());
       for (const op of ops) {
         if (op.type === 'delete') {
-          call(() => core.txnDelete(txn, op.key));
+          call(() => core.txnDelete(txn, op.key, op.table));
           continue;
         }
-        call(() => core.txnPut(txn, op.key, op.isString));
+        if (op.type === 'append') call(() => core.txnAppend(txn, op.table));
+        else call(() => core.txnPut(txn, op.key, op.isString, op.table));
         if (op.value instanceof Uint8Array) {
           if (op.value.length > 0) call(() => core.txnChunk(txn, op.value));
           written += op.value.length;
@@ -299,20 +436,20 @@ export class Engine {
   }
 
   /** @returns {Uint8Array | undefined} the whole value */
-  get(key) {
+  get(key, table) {
     const core = this.#live();
-    return call(() => core.get(key));
+    return call(() => core.get(key, table));
   }
 
-  has(key) {
+  has(key, table) {
     const core = this.#live();
-    return call(() => core.has(key));
+    return call(() => core.has(key, table));
   }
 
   /** @returns {Array<{ key: string | Uint8Array, bytes: Uint8Array, size: number }>} */
-  scan(range) {
+  scan(range, table) {
     const core = this.#live();
-    return unpackKeys(call(() => core.keys(range)));
+    return unpackKeys(call(() => core.keys(range, table)));
   }
 
   /**
@@ -320,9 +457,9 @@ export class Engine {
    * chunks are pinned (compaction leaves them) until the stream ends or is cancelled.
    * @returns {ReadableStream<Uint8Array> | undefined}
    */
-  stream(key) {
+  stream(key, table, entry) {
     const core = this.#live();
-    const opened = call(() => core.openReader(key));
+    const opened = call(() => (entry ? core.openEntry(entry.table, entry.seq) : core.openReader(key, table)));
     if (opened === undefined) return undefined;
     const { id } = opened;
     this.#readers.add(id);
@@ -395,6 +532,16 @@ export class Engine {
   }
 }
 
+function checkSource(source) {
+  const streamable =
+    source instanceof ReadableStream ||
+    source instanceof Blob ||
+    (source !== null && typeof source === 'object' && typeof source[Symbol.asyncIterator] === 'function');
+  if (!streamable) {
+    throw invalid(`source must be a ReadableStream, a Blob or an async iterable, got ${describe(source)}`);
+  }
+}
+
 function abortQuietly(core, txn) {
   try {
     core.abort(txn);
@@ -410,16 +557,187 @@ function abortQuietly(core, txn) {
 export class SyncStore {
   #engine;
   #durability;
+  /** The table this view writes to (a name), or undefined for the store's default table. */
+  #table;
 
   /**
    * @param {symbol} token
    * @param {Engine} engine
    * @param {'strict' | 'relaxed'} durability the default of writes
+   * @param {string} [table]
    */
-  constructor(token, engine, durability) {
+  constructor(token, engine, durability, table) {
     if (token !== TOKEN) throw new TypeError('use openSync() to open a store');
     this.#engine = engine;
     this.#durability = durability;
+    this.#table = table;
+  }
+
+  /**
+   * The id of this view's table: undefined for the default table; for a named one, created on
+   * the first write (`create`), else NO_TABLE while it does not exist.
+   */
+  #tid(create) {
+    return this.#engine.tid(this.#table, create);
+  }
+
+  /** The sequence number the last write took in this view's table. */
+  #seq(tid) {
+    return this.#engine.lastSeqOf(tid ?? 0);
+  }
+
+  /**
+   * Table `name` of this store: a namespace with its own ordered keys and the store's whole
+   * API (get, put, delete, keys, entries, batch, putStream, getStream...), its own sequence
+   * numbers (every committed write takes the next, from 1), and a queue (`append`, `read`,
+   * `deleteUpTo`). Created by its first write. (HoraeDB's table units in one shared log.)
+   * @param {string} name 1 to 255 bytes of UTF-8
+   * @returns {SyncStore}
+   */
+  table(name) {
+    return new SyncStore(TOKEN, this.#engine, this.#durability, checkTableName(name));
+  }
+
+  /** This view's table name (undefined for the store itself). */
+  get tableName() {
+    return this.#table;
+  }
+
+  /**
+   * The store's named tables: `[{ name, lastSeq, flushedSeq, deletedUpTo }]`, by creation.
+   * @returns {Array<{ name: string, lastSeq: number, flushedSeq: number, deletedUpTo: number }>}
+   */
+  tables() {
+    return this.#engine
+      .tables()
+      .filter((t) => t.id !== 0)
+      .map(({ name, lastSeq, flushedSeq, deletedUpTo }) => ({ name, lastSeq, flushedSeq, deletedUpTo }));
+  }
+
+  /**
+   * Drops table `name` at once (one flushed record): its keys, queue and marks are gone; its
+   * space is reclaimed by compaction. A table of the same name created later starts afresh.
+   * @returns {boolean} whether it existed
+   */
+  dropTable(name) {
+    return this.#engine.dropTable(checkTableName(name));
+  }
+
+  /** The last sequence number a committed write to this table took (0: none yet). */
+  get lastSeq() {
+    return this.#engine.tableInfo(this.#table).lastSeq;
+  }
+
+  /** The flushed sequence number last persisted with markFlushed() (0: none). */
+  get flushedSeq() {
+    return this.#engine.tableInfo(this.#table).flushedSeq;
+  }
+
+  /** Queue entries at or below this sequence number are deleted (deleteUpTo()). */
+  get deletedUpTo() {
+    return this.#engine.tableInfo(this.#table).deletedUpTo;
+  }
+
+  /**
+   * Stores `value` as this table's next queue entry.
+   * @param {string | ArrayBuffer | ArrayBufferView} value
+   * @param {{ durability?: 'strict' | 'relaxed' }} [options]
+   * @returns {number} its sequence number
+   */
+  append(value, options) {
+    const strict = this.#strict(options);
+    const bytes = valueBytes(value, 'value');
+    if (bytes === undefined) {
+      throw invalid(`value is a ${describe(value)}: a synchronous append takes bytes or a string; use appendStream()`);
+    }
+    const tid = this.#namedTable('append');
+    this.#settle(this.#engine.append(tid, bytes, strict), strict);
+    return this.#seq(tid);
+  }
+
+  /**
+   * Streams a value in as this table's next queue entry (one transaction, as putStream()).
+   * @returns {Promise<number>} its sequence number
+   */
+  async appendStream(source, options) {
+    const { onProgress, signal, strict } = checkWriteOptions(options, this.#durability);
+    checkSource(source);
+    const tid = this.#namedTable('appendStream');
+    const ticket = await this.#engine.transaction([{ type: 'append', table: tid, value: source, param: 'source' }], {
+      strict,
+      onProgress,
+      signal,
+    });
+    const seq = this.#seq(tid);
+    this.#settle(ticket, strict);
+    return seq;
+  }
+
+  #namedTable(call) {
+    if (this.#table === undefined) throw invalid(`${call}() needs a table: db.table(name).${call}(...)`);
+    return this.#tid(true);
+  }
+
+  /**
+   * This table's queue entries from sequence number `from` (default 1), at most `limit`, in
+   * sequence order: `[{ seq, size, value }]`, values in the form `as` (default 'bytes').
+   * @param {{ from?: number, limit?: number, as?: 'bytes' | 'text' | 'json' | 'blob' }} [options]
+   */
+  read(options) {
+    const { from = 0, limit, as } = checkOptions(options, 'options');
+    checkSeq(from, 'options.from');
+    if (limit !== undefined && !(Number.isInteger(limit) && limit >= 0 && limit <= 0xffffffff)) {
+      throw invalid(`options.limit must be a whole number, got ${describe(limit)}`);
+    }
+    const form = checkForm(as, 'bytes');
+    if (form === 'stream') throw invalid("options.as cannot be 'stream' for read(); use stream()");
+    const tid = this.#tid(false) ?? 0;
+    return this.#engine.readQueue(tid, from, limit).map(({ seq, size }) => {
+      const value = this.#engine.entryValue(tid, seq);
+      return { seq, size, value: value === undefined ? undefined : valueAs(value, form) };
+    });
+  }
+
+  /**
+   * This table's queue entries from `from` on, one at a time, each value as a stream (large
+   * values stay out of memory): `for await (const { seq, size, value } of table.stream())`.
+   * @param {{ from?: number }} [options]
+   */
+  async *stream(options) {
+    const { from = 0 } = checkOptions(options, 'options');
+    let next = checkSeq(from, 'options.from');
+    for (;;) {
+      const tid = this.#tid(false) ?? 0;
+      const [entry] = this.#engine.readQueue(tid, next, 1);
+      if (entry === undefined) return;
+      const value = this.#engine.stream(undefined, undefined, { table: tid, seq: entry.seq });
+      if (value !== undefined) yield { seq: entry.seq, size: entry.size, value };
+      next = entry.seq + 1;
+    }
+  }
+
+  /**
+   * Persists `seq` as this table's flushed sequence number (HoraeDB's MaxSeq): after a crash
+   * `flushedSeq` is the last one acknowledged. It never goes back.
+   * @param {number} seq
+   */
+  markFlushed(seq, options) {
+    const strict = this.#strict(options);
+    checkSeq(seq);
+    const tid = this.#namedTable('markFlushed');
+    this.#settle(this.#engine.markFlushed(tid, seq, strict), strict);
+  }
+
+  /**
+   * Deletes this table's queue entries at or below `seq`, at once (one record); sequence
+   * numbers go on above every number handed out.
+   * @param {number} seq
+   */
+  deleteUpTo(seq, options) {
+    const strict = this.#strict(options);
+    checkSeq(seq);
+    const tid = this.#namedTable('deleteUpTo');
+    this.#settle(this.#engine.deleteUpTo(tid, seq, strict), strict);
   }
 
   /** The store's name (OPFS) or directory (Node). */
@@ -454,8 +772,9 @@ export class SyncStore {
   get(key, options) {
     const as = checkForm(checkOptions(options, 'options').as, 'bytes');
     const { bytes } = encodeKey(key);
-    if (as === 'stream') return this.#engine.stream(bytes);
-    const value = this.#engine.get(bytes);
+    const tid = this.#tid(false);
+    if (as === 'stream') return this.#engine.stream(bytes, tid);
+    const value = this.#engine.get(bytes, tid);
     return value === undefined ? undefined : valueAs(value, as);
   }
 
@@ -467,15 +786,16 @@ export class SyncStore {
   getMany(keys, options) {
     const as = checkForm(checkOptions(options, 'options').as, 'bytes');
     if (as === 'stream') throw invalid("options.as cannot be 'stream' for getMany(); use get() per key");
+    const tid = this.#tid(false);
     return encodeKeys(keys).map(({ bytes }) => {
-      const value = this.#engine.get(bytes);
+      const value = this.#engine.get(bytes, tid);
       return value === undefined ? undefined : valueAs(value, as);
     });
   }
 
   /** Whether `key` has a committed value. */
   has(key) {
-    return this.#engine.has(encodeKey(key).bytes);
+    return this.#engine.has(encodeKey(key).bytes, this.#tid(false));
   }
 
   /**
@@ -483,6 +803,7 @@ export class SyncStore {
    * @param {string | Uint8Array} key
    * @param {string | ArrayBuffer | ArrayBufferView} value
    * @param {{ durability?: 'strict' | 'relaxed' }} [options]
+   * @returns {number} the sequence number the put took in its table
    */
   put(key, value, options) {
     const strict = this.#strict(options);
@@ -491,7 +812,9 @@ export class SyncStore {
     if (bytes === undefined) {
       throw invalid(`value is a ${describe(value)}: a synchronous put takes bytes or a string; use putStream()`);
     }
-    this.#settle(this.#engine.put(k, bytes, strict), strict);
+    const tid = this.#tid(true);
+    this.#settle(this.#engine.put(k, bytes, strict, tid), strict);
+    return this.#seq(tid);
   }
 
   /**
@@ -500,7 +823,7 @@ export class SyncStore {
    * @param {{ durability?: 'strict' | 'relaxed' }} [options]
    */
   putMany(entries, options) {
-    this.#batch(putOperations(entries), options, 'entries');
+    return this.#batch(putOperations(entries), options, 'entries');
   }
 
   /**
@@ -509,7 +832,9 @@ export class SyncStore {
    */
   delete(key, options) {
     const strict = this.#strict(options);
-    const { existed, ticket } = this.#engine.delete(encodeKey(key), strict);
+    const tid = this.#tid(false);
+    if (tid === NO_TABLE) return false;
+    const { existed, ticket } = this.#engine.delete(encodeKey(key), strict, tid);
     this.#settle(ticket, strict);
     return existed;
   }
@@ -522,11 +847,12 @@ export class SyncStore {
     const strict = this.#strict(options);
     const seen = new Set();
     const ops = [];
+    const tid = this.#tid(false);
     for (const key of encodeKeys(keys)) {
       const id = key.bytes.join(',');
-      if (seen.has(id) || !this.#engine.has(key.bytes)) continue;
+      if (seen.has(id) || !this.#engine.has(key.bytes, tid)) continue;
       seen.add(id);
-      ops.push({ type: 'delete', key: key.bytes, isString: key.isString });
+      ops.push({ type: 'delete', key: key.bytes, isString: key.isString, table: tid });
     }
     if (ops.length > 0) this.#settle(this.#engine.batch(ops, strict), strict);
     return ops.length;
@@ -537,9 +863,15 @@ export class SyncStore {
    * @param {Array<{ type: 'put', key: string | Uint8Array, value: string | ArrayBuffer | ArrayBufferView } | { type: 'delete', key: string | Uint8Array }>} operations
    * @param {{ durability?: 'strict' | 'relaxed' }} [options]
    */
+  /**
+   * An operation may name another `table` (created by the write), and `{ type: 'append',
+   * table, value }` appends to a table's queue: one commit across tables.
+   * @returns {Array<{ table: string, first: number, last: number }>} the sequence numbers the
+   *   commit took, per table ('' is the store's default table)
+   */
   batch(operations, options) {
     if (!Array.isArray(operations)) throw invalid(`operations must be an array, got ${describe(operations)}`);
-    this.#batch(operations, options, 'operations');
+    return this.#batch(operations, options, 'operations');
   }
 
   #batch(operations, options, list) {
@@ -553,15 +885,33 @@ export class SyncStore {
         return { value: bytes, size: bytes.length };
       }),
     );
-    if (ops.length > 0) this.#settle(this.#engine.batch(ops, strict), strict);
+    if (ops.length === 0) return [];
+    const names = this.#engine.resolveOps(ops, this.#tid(true), this.#table);
+    const ticket = this.#engine.batch(ops, strict);
+    const seqs = this.#engine.namedSeqs(names);
+    this.#settle(ticket, strict);
+    return seqs;
   }
 
   /**
-   * Deletes every key in one commit (the Durable Objects API's deleteAll).
+   * Deletes every key of this table (the store's default table: the Durable Objects API's
+   * deleteAll) in one commit; a table's queue and marks stay.
    * @returns {number} how many keys it deleted
    */
   clear(options) {
     const strict = this.#strict(options);
+    if (this.#table !== undefined) {
+      const tid = this.#tid(false);
+      if (tid === NO_TABLE) return 0;
+      const ops = this.#engine.scan({}, tid).map(({ bytes, key }) => ({
+        type: 'delete',
+        key: bytes,
+        isString: typeof key === 'string',
+        table: tid,
+      }));
+      if (ops.length > 0) this.#settle(this.#engine.batch(ops, strict), strict);
+      return ops.length;
+    }
     const { count, ticket } = this.#engine.clear(strict);
     this.#settle(ticket, strict);
     return count;
@@ -572,7 +922,7 @@ export class SyncStore {
    * @param {{ prefix?: string | Uint8Array, start?: string | Uint8Array, end?: string | Uint8Array, limit?: number, reverse?: boolean }} [options]
    */
   keys(options) {
-    return this.#engine.scan(checkRange(options).range).map(({ key }) => key);
+    return this.#engine.scan(checkRange(options).range, this.#tid(false)).map(({ key }) => key);
   }
 
   /**
@@ -586,9 +936,10 @@ export class SyncStore {
     const { range, values = true, as } = checkRange(options);
     const form = checkForm(as, 'bytes');
     if (form === 'stream') throw invalid("options.as cannot be 'stream' for entries(); use get() per key");
-    return this.#engine.scan(range).map(({ key, bytes, size }) => {
+    const tid = this.#tid(false);
+    return this.#engine.scan(range, tid).map(({ key, bytes, size }) => {
       if (!values) return new Entry(key, size);
-      const value = this.#engine.get(bytes);
+      const value = this.#engine.get(bytes, tid);
       // A value read back is there: this store is the only writer, and nothing ran in between.
       return new Entry(key, size, value === undefined ? undefined : valueAs(value, form));
     });
@@ -605,18 +956,15 @@ export class SyncStore {
   async putStream(key, source, options) {
     const { onProgress, signal, strict } = checkWriteOptions(options, this.#durability);
     const k = encodeKey(key);
-    const streamable =
-      source instanceof ReadableStream ||
-      source instanceof Blob ||
-      (source !== null && typeof source === 'object' && typeof source[Symbol.asyncIterator] === 'function');
-    if (!streamable) {
-      throw invalid(`source must be a ReadableStream, a Blob or an async iterable, got ${describe(source)}`);
-    }
+    checkSource(source);
+    const tid = this.#tid(true);
     const ticket = await this.#engine.transaction(
-      [{ type: 'put', key: k.bytes, isString: k.isString, value: source, param: 'source' }],
+      [{ type: 'put', key: k.bytes, isString: k.isString, value: source, param: 'source', table: tid }],
       { strict, onProgress, signal },
     );
+    const seq = this.#seq(tid);
     this.#settle(ticket, strict);
+    return seq;
   }
 
   /**
@@ -624,7 +972,7 @@ export class SyncStore {
    * @returns {ReadableStream<Uint8Array> | undefined}
    */
   getStream(key) {
-    return this.#engine.stream(encodeKey(key).bytes);
+    return this.#engine.stream(encodeKey(key).bytes, this.#tid(false));
   }
 
   /** Counters of the store and its log (see Stats in walnut.d.ts). */

@@ -14,13 +14,32 @@ import type {
   KeysOptions,
   ListForm,
   OpenOptions,
+  QueueEntry,
+  ReadOptions,
   RecoveryReport,
+  SeqRange,
   Stats,
+  TableInfo,
   ValueForms,
   WriteOptions,
 } from './walnut.js';
 
-export type { Durability, EntriesOptions, Key, KeysOptions, ListForm, OpenOptions, RecoveryReport, Stats, ValueForms, WriteOptions };
+export type {
+  Durability,
+  EntriesOptions,
+  Key,
+  KeysOptions,
+  ListForm,
+  OpenOptions,
+  QueueEntry,
+  ReadOptions,
+  RecoveryReport,
+  SeqRange,
+  Stats,
+  TableInfo,
+  ValueForms,
+  WriteOptions,
+};
 export {
   Entry,
   WalnutError,
@@ -39,7 +58,10 @@ export {
 /** What a synchronous write takes: strings (stored as UTF-8) and bytes. Blobs and streams go through putStream(). */
 export type SyncValue = string | ArrayBuffer | ArrayBufferView;
 
-export type SyncBatchOperation = { type: 'put'; key: Key; value: SyncValue } | { type: 'delete'; key: Key };
+export type SyncBatchOperation =
+  | { type: 'put'; key: Key; value: SyncValue; table?: string }
+  | { type: 'delete'; key: Key; table?: string }
+  | { type: 'append'; table: string; value: SyncValue };
 
 export interface SyncOpenOptions extends OpenOptions {
   /** A relaxed write is flushed within this many ms (or by the next strict write, flush() or close()). Default 1000; Infinity: only then. */
@@ -71,16 +93,48 @@ export class SyncStore {
   getMany<A extends ListForm = 'bytes'>(keys: Key[], options?: { as?: A }): Array<ValueForms[A] | undefined>;
   /** Whether `key` has a committed value. */
   has(key: Key): boolean;
-  /** Stores `value` under `key` in one commit. */
-  put(key: Key, value: SyncValue, options?: Pick<WriteOptions, 'durability'>): void;
+  /** Stores `value` under `key` in one commit; returns the sequence number it took in its table. */
+  put(key: Key, value: SyncValue, options?: Pick<WriteOptions, 'durability'>): number;
   /** Stores several values in one commit: all or none survive a crash. */
-  putMany(entries: Iterable<readonly [Key, SyncValue]> | Record<string, SyncValue>, options?: Pick<WriteOptions, 'durability'>): void;
+  putMany(entries: Iterable<readonly [Key, SyncValue]> | Record<string, SyncValue>, options?: Pick<WriteOptions, 'durability'>): SeqRange[];
+  /**
+   * Table `name` of this store: a namespace with this whole API over its own keys, its own
+   * sequence numbers and a queue (see StoreApi.table in walnut.d.ts). Created by its first write.
+   */
+  table(name: string): SyncStore;
+  /** This view's table name (undefined for the store itself). */
+  readonly tableName: string | undefined;
+  /** The store's named tables and their marks. */
+  tables(): TableInfo[];
+  /** Drops table `name` at once; returns whether it existed. */
+  dropTable(name: string): boolean;
+  /** The last sequence number a committed write to this table took (0: none yet). */
+  readonly lastSeq: number;
+  /** This table's flushed sequence number. */
+  readonly flushedSeq: number;
+  /** This table's queue entries at or below this are deleted. */
+  readonly deletedUpTo: number;
+  /** Stores `value` as this table's next queue entry; returns its sequence number. */
+  append(value: SyncValue, options?: Pick<WriteOptions, 'durability'>): number;
+  /** Streams a value in as this table's next queue entry (one transaction, as putStream()). */
+  appendStream(
+    source: ReadableStream<Uint8Array> | Blob | AsyncIterable<Uint8Array | ArrayBuffer | string>,
+    options?: WriteOptions,
+  ): Promise<number>;
+  /** This table's queue entries from `from`, at most `limit`, in sequence order. */
+  read<A extends ListForm = 'bytes'>(options?: ReadOptions<A>): Array<QueueEntry<ValueForms[A]>>;
+  /** This table's queue entries from `from` on, one at a time, each value a stream. */
+  stream(options?: { from?: number }): AsyncIterable<QueueEntry<ReadableStream<Uint8Array>>>;
+  /** Persists `seq` as this table's flushed sequence number; it never goes back. */
+  markFlushed(seq: number, options?: Pick<WriteOptions, 'durability'>): void;
+  /** Deletes this table's queue entries at or below `seq`, at once. */
+  deleteUpTo(seq: number, options?: Pick<WriteOptions, 'durability'>): void;
   /** Deletes `key`; returns whether it existed. */
   delete(key: Key, options?: Pick<WriteOptions, 'durability'>): boolean;
   /** Deletes `keys` in one commit; returns how many of them existed. */
   deleteMany(keys: Key[], options?: Pick<WriteOptions, 'durability'>): number;
-  /** Puts and deletes in one commit: after a crash, all of them or none are visible. */
-  batch(operations: SyncBatchOperation[], options?: Pick<WriteOptions, 'durability'>): void;
+  /** Puts, deletes and appends in one commit, across tables; returns the sequence numbers it took, per table. */
+  batch(operations: SyncBatchOperation[], options?: Pick<WriteOptions, 'durability'>): SeqRange[];
   /** Deletes every key in one commit (the Durable Objects API's deleteAll); returns how many. */
   clear(options?: Pick<WriteOptions, 'durability'>): number;
   /** Keys in bytewise order, each in the form it was put with. */
@@ -95,7 +149,7 @@ export class SyncStore {
     key: Key,
     source: ReadableStream<Uint8Array> | Blob | AsyncIterable<Uint8Array | ArrayBuffer | string>,
     options?: WriteOptions,
-  ): Promise<void>;
+  ): Promise<number>;
   /** The value as a stream, one chunk per pull, or undefined. Cancel it if you stop early. */
   getStream(key: Key): ReadableStream<Uint8Array> | undefined;
   /** Counters of the store and its log. */

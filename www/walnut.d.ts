@@ -69,7 +69,50 @@ export interface KeysOptions {
   reverse?: boolean;
 }
 
-export type BatchOperation = { type: 'put'; key: Key; value: Value } | { type: 'delete'; key: Key };
+/**
+ * One operation of a batch. `table` names another table of the store than the one the batch is
+ * called on (created by the write); an `append` adds an entry to a table's queue.
+ */
+export type BatchOperation =
+  | { type: 'put'; key: Key; value: Value; table?: string }
+  | { type: 'delete'; key: Key; table?: string }
+  | { type: 'append'; table: string; value: Value };
+
+/**
+ * The sequence numbers a commit took in one table: `first` to `last` (table '' is the store's
+ * default table). Every committed write to a table (put, delete, append) takes its next number,
+ * from 1, in commit order, never reused (HoraeDB's per-table sequence numbers).
+ */
+export interface SeqRange {
+  table: string;
+  first: number;
+  last: number;
+}
+
+/** A table of a store, as `tables()` lists it. */
+export interface TableInfo {
+  name: string;
+  /** The last sequence number a committed write to it took (0: none yet). */
+  lastSeq: number;
+  /** The flushed sequence number last persisted with markFlushed() (HoraeDB's MaxSeq). */
+  flushedSeq: number;
+  /** Its queue entries at or below this are deleted (deleteUpTo()). */
+  deletedUpTo: number;
+}
+
+/** A queue entry: its sequence number, its value's size in bytes, and the value. */
+export interface QueueEntry<V> {
+  seq: number;
+  size: number;
+  value: V;
+}
+
+/** Options of a queue read: entries from sequence number `from` (default: the first), at most `limit`. */
+export interface ReadOptions<A extends ListForm = ListForm> {
+  from?: number;
+  limit?: number;
+  as?: A;
+}
 
 /** The forms a value can be read in (`get(key, { as })`), and what each gives. */
 export interface ValueForms {
@@ -235,7 +278,45 @@ export interface StoreApi {
    * chunk, if chunkSize is larger); past that they wait their turn. Other requests keep being
    * served meanwhile. Writes to the same key apply in call order.
    */
-  put(key: Key, value: Value, options?: WriteOptions): Promise<void>;
+  put(key: Key, value: Value, options?: WriteOptions): Promise<number>;
+  /**
+   * Table `name` of this store (1 to 255 bytes of UTF-8): a namespace with this whole API over its
+   * own ordered keys, its own sequence numbers (put() and append() resolve to the number they
+   * took) and a queue. Created by its first write; reads of a table not yet written find
+   * nothing. Served by the same worker and log: a batch may span tables and stays atomic.
+   */
+  table(name: string): this;
+  /** This view's table name (undefined for the store itself). */
+  readonly tableName: string | undefined;
+  /** The store's named tables and their marks. */
+  tables(): Promise<TableInfo[]>;
+  /** Drops table `name` at once (one flushed record); resolves to whether it existed. */
+  dropTable(name: string): Promise<boolean>;
+  /** The last sequence number a committed write to this table took (0: none yet). */
+  readonly lastSeq: Promise<number>;
+  /** This table's flushed sequence number (markFlushed()). */
+  readonly flushedSeq: Promise<number>;
+  /** This table's queue entries at or below this are deleted (deleteUpTo()). */
+  readonly deletedUpTo: Promise<number>;
+  /**
+   * Stores `value` as this table's next queue entry (values of any size, streamed as put()
+   * streams them); resolves to its sequence number. Only on a table: `db.table(name).append()`.
+   */
+  append(value: Value, options?: WriteOptions): Promise<number>;
+  /** This table's queue entries from `from`, at most `limit`, in sequence order. */
+  read<A extends ListForm = 'blob'>(options?: ReadOptions<A>): Promise<Array<QueueEntry<ValueForms[A]>>>;
+  /** This table's queue entries from `from` on, one at a time, each value a stream. */
+  stream(options?: { from?: number }): AsyncIterable<QueueEntry<ReadableStream<Uint8Array>>>;
+  /**
+   * Persists `seq` as this table's flushed sequence number (atomically with the log): after a
+   * crash it reads back as the last one acknowledged. It never goes back (WalnutInvalidArgumentError).
+   */
+  markFlushed(seq: number, options?: Pick<WriteOptions, 'durability'>): Promise<void>;
+  /**
+   * Deletes this table's queue entries at or below `seq`, at once (one record; their space is
+   * reclaimed by compaction). Sequence numbers go on above every number handed out.
+   */
+  deleteUpTo(seq: number, options?: Pick<WriteOptions, 'durability'>): Promise<void>;
   /**
    * Reads a whole value, or undefined when the key is absent, as a Blob or in the form `as`.
    * Reads do not wait for writes still streaming in: they see the last committed value. Use
@@ -270,8 +351,11 @@ export interface StoreApi {
    * or iterate it with `for await (const [key, value] of db.entries())`, page by page.
    */
   entries<A extends ListForm = 'blob'>(options?: EntriesOptions<A>): EntryQuery<Entry<ValueForms[A]>>;
-  /** Puts and deletes in one transaction: after a crash, all of them or none are visible. */
-  batch(operations: BatchOperation[], options?: WriteOptions): Promise<void>;
+  /**
+   * Puts, deletes and appends in one transaction, across tables: after a crash, all of them or
+   * none are visible. Resolves to the sequence numbers it took, per table.
+   */
+  batch(operations: BatchOperation[], options?: WriteOptions): Promise<SeqRange[] | undefined>;
   /**
    * Stores several values in one transaction: `[key, value]` pairs (an array, a Map) or a plain
    * object's own properties. All or none survive a crash.

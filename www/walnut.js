@@ -21,6 +21,8 @@ import {
   checkOperation,
   checkOptions,
   checkRange,
+  checkSeq,
+  checkTableName,
   checkWriteOptions,
   describe,
   encodeBound,
@@ -121,13 +123,26 @@ export class WalnutStore extends EventTarget {
   #unclean = null;
   /** Closes worker-side readers of getStream() streams that were dropped without cancel(). */
   #abandonedStreams = new FinalizationRegistry((reader) => {
-    if (!this.#closedError) this.#post({ op: 'closeReader', reader });
+    if (!this.#root.#closedError) this.#post({ op: 'closeReader', reader });
   });
+  /** The store whose worker serves this one: itself, or for a table view the store it is of. */
+  #root = this;
+  /** This view's table name; undefined for the store's default table. */
+  #table;
 
   /** @internal */
-  constructor(token, started, name, opened, durability) {
+  constructor(token, started, name, opened, durability, view) {
     if (token !== INTERNAL) throw new TypeError('use open() to get a WalnutStore');
     super();
+    if (view) {
+      this.#root = view.root;
+      this.#table = view.table;
+      this.#name = name;
+      this.#recovery = opened.recovery;
+      this.#chunkSize = opened.chunkSize;
+      this.#durability = durability;
+      return;
+    }
     const { worker } = started;
     this.#worker = worker;
     this.#started = started;
@@ -158,6 +173,10 @@ export class WalnutStore extends EventTarget {
    * @param {boolean | AddEventListenerOptions} [options]
    */
   addEventListener(type, listener, options) {
+    if (this.#root !== this) {
+      this.#root.addEventListener(type, listener, options);
+      return;
+    }
     if ((type === 'change' || type === 'resync') && !this.#listening && !this.#closedError) {
       this.#listening = true;
       this.#post({ op: 'listen' });
@@ -194,6 +213,140 @@ export class WalnutStore extends EventTarget {
   }
 
   /**
+   * Table `name` of this store: a namespace with the store's whole API (its own ordered keys),
+   * its own sequence numbers (every committed write to it takes the next, from 1: put() and
+   * append() resolve to theirs) and a queue (append, read, stream, markFlushed, deleteUpTo).
+   * Created by its first write; served by the same worker. (HoraeDB's table units in one log.)
+   * @param {string} name 1 to 255 bytes of UTF-8
+   * @returns {WalnutStore}
+   */
+  table(name) {
+    const root = this.#root;
+    return new WalnutStore(INTERNAL, null, root.#name, { recovery: root.#recovery, chunkSize: root.#chunkSize }, root.#durability, {
+      root,
+      table: checkTableName(name),
+    });
+  }
+
+  /** This view's table name (undefined for the store itself). */
+  get tableName() {
+    return this.#table;
+  }
+
+  /**
+   * The store's named tables: `[{ name, lastSeq, flushedSeq, deletedUpTo }]`.
+   * @returns {Promise<Array<{ name: string, lastSeq: number, flushedSeq: number, deletedUpTo: number }>>}
+   */
+  async tables() {
+    const all = await this.#request({ op: 'tables' });
+    return all.filter((t) => t.id !== 0).map(({ name, lastSeq, flushedSeq, deletedUpTo }) => ({ name, lastSeq, flushedSeq, deletedUpTo }));
+  }
+
+  /**
+   * Drops table `name` at once (one flushed record): its keys, queue and marks are gone, its
+   * space reclaimed by compaction.
+   * @returns {Promise<boolean>} whether it existed
+   */
+  async dropTable(name) {
+    return this.#request({ op: 'dropTable', name: checkTableName(name) });
+  }
+
+  async #info(field) {
+    const all = await this.#request({ op: 'tables' });
+    const t = all.find((x) => (this.#table === undefined ? x.id === 0 : x.id !== 0 && x.name === this.#table));
+    return t?.[field] ?? 0;
+  }
+
+  /** Resolves to the last sequence number a committed write to this table took (0: none). */
+  get lastSeq() {
+    return this.#info('lastSeq');
+  }
+
+  /** Resolves to the flushed sequence number last persisted with markFlushed(). */
+  get flushedSeq() {
+    return this.#info('flushedSeq');
+  }
+
+  /** Resolves to the mark at or below which this table's queue entries are deleted. */
+  get deletedUpTo() {
+    return this.#info('deletedUpTo');
+  }
+
+  #named(call) {
+    if (this.#table === undefined) throw invalid(`${call}() needs a table: db.table(name).${call}(...)`);
+    return this.#table;
+  }
+
+  /**
+   * Stores `value` (bytes, a string, a Blob, a ReadableStream: streamed as put() streams) as this
+   * table's next queue entry.
+   * @param {unknown} value
+   * @param {{ onProgress?: (bytesWritten: number, totalBytes?: number) => void, signal?: AbortSignal, durability?: 'strict' | 'relaxed' }} [options]
+   * @returns {Promise<number>} its sequence number
+   */
+  async append(value, options) {
+    return this.#write([{ type: 'append', table: this.#named('append'), value }], options);
+  }
+
+  /**
+   * This table's queue entries from sequence number `from`, at most `limit`, in order:
+   * `[{ seq, size, value }]`, values as `as` (default a Blob).
+   * @param {{ from?: number, limit?: number, as?: 'blob' | 'bytes' | 'text' | 'json' }} [options]
+   */
+  async read(options) {
+    const { from = 0, limit, as } = checkOptions(options, 'options');
+    checkSeq(from, 'options.from');
+    if (limit !== undefined && !(Number.isInteger(limit) && limit >= 0 && limit <= 0xffffffff)) {
+      throw invalid(`options.limit must be a whole number, got ${describe(limit)}`);
+    }
+    const form = checkForm(as, 'blob');
+    if (form === 'stream') throw invalid("options.as cannot be 'stream' for read(); use stream()");
+    const entries = await this.#request({ op: 'readQueue', from, limit });
+    return entries.map(({ seq, size, value }) => ({ seq, size, value: value === undefined ? undefined : form === 'blob' ? new Blob([value]) : valueAs(value, form) }));
+  }
+
+  /**
+   * This table's queue entries from `from` on, one at a time, each value a stream:
+   * `for await (const { seq, size, value } of table.stream({ from }))`.
+   * @param {{ from?: number }} [options]
+   */
+  async *stream(options) {
+    const { from = 0 } = checkOptions(options, 'options');
+    let next = checkSeq(from, 'options.from');
+    for (;;) {
+      const [entry] = await this.#request({ op: 'readQueue', from: next, limit: 1, sizes: true });
+      if (entry === undefined) return;
+      const value = await this.#stream(undefined, entry.seq);
+      if (value !== undefined) yield { seq: entry.seq, size: entry.size, value };
+      next = entry.seq + 1;
+    }
+  }
+
+  /**
+   * Persists `seq` as this table's flushed sequence number (HoraeDB's MaxSeq); it never goes
+   * back, and after a crash reads back as the last one acknowledged.
+   * @param {number} seq
+   * @param {{ durability?: 'strict' | 'relaxed' }} [options]
+   */
+  async markFlushed(seq, options) {
+    const { durability } = checkOptions(options, 'options');
+    const { strict } = checkWriteOptions({ durability }, this.#durability);
+    await this.#request({ op: 'mark', what: 'flushed', seq: checkSeq(seq), table: this.#named('markFlushed'), strict });
+  }
+
+  /**
+   * Deletes this table's queue entries at or below `seq` at once (one record); sequence numbers
+   * go on above every number handed out.
+   * @param {number} seq
+   * @param {{ durability?: 'strict' | 'relaxed' }} [options]
+   */
+  async deleteUpTo(seq, options) {
+    const { durability } = checkOptions(options, 'options');
+    const { strict } = checkWriteOptions({ durability }, this.#durability);
+    await this.#request({ op: 'mark', what: 'deleted', seq: checkSeq(seq), table: this.#named('deleteUpTo'), strict });
+  }
+
+  /**
    * Deletes `key`.
    * @param {string | Uint8Array} key
    * @param {{ durability?: 'strict' | 'relaxed' }} [options]
@@ -219,8 +372,8 @@ export class WalnutStore extends EventTarget {
       this.#ensureOpen();
       return undefined;
     }
-    await this.#write(operations, options, 'operations');
-    return undefined; // a one-operation batch must not leak delete()'s boolean
+    const result = await this.#write(operations, options, 'operations', true);
+    return Array.isArray(result) ? result : undefined; // never delete()'s boolean
   }
 
   /**
@@ -335,9 +488,9 @@ export class WalnutStore extends EventTarget {
     return this.#stream(encodeKey(key).bytes);
   }
 
-  /** @param {Uint8Array} key */
-  async #stream(key) {
-    const opened = await this.#request({ op: 'openReader', key });
+  /** @param {Uint8Array | undefined} key @param {number} [seq] a queue entry instead */
+  async #stream(key, seq) {
+    const opened = await this.#request({ op: 'openReader', key, seq });
     if (opened === undefined) return undefined;
     const { reader } = opened;
     let finished = false;
@@ -364,7 +517,7 @@ export class WalnutStore extends EventTarget {
       cancel: () => {
         if (finished) return;
         finish();
-        if (!this.#closedError) this.#post({ op: 'closeReader', reader });
+        if (!this.#root.#closedError) this.#post({ op: 'closeReader', reader });
       },
     });
     this.#abandonedStreams.register(stream, reader, stream);
@@ -486,6 +639,7 @@ export class WalnutStore extends EventTarget {
    * @returns {Promise<void>}
    */
   close() {
+    if (this.#root !== this) return this.#root.close();
     if (this.#closing) return this.#closing;
     if (this.#unclean) {
       this.#closing = Promise.reject(this.#unclean);
@@ -504,6 +658,10 @@ export class WalnutStore extends EventTarget {
    * WalnutClosedError. Recovery on the next open() sorts out the log.
    */
   terminate() {
+    if (this.#root !== this) {
+      this.#root.terminate();
+      return;
+    }
     this.#fail(new WalnutClosedError(`store "${this.#name}" was terminated`));
   }
 
@@ -513,10 +671,10 @@ export class WalnutStore extends EventTarget {
    * @param {unknown} options
    * @param {string} [list] the parameter holding the operations (batch), for error messages
    */
-  #write(operations, options, list) {
+  #write(operations, options, list, seqs) {
     const streams = operations.map((operation) => operation?.value).filter((value) => value instanceof ReadableStream);
     try {
-      return this.#sendWrite(operations, options, list, streams);
+      return this.#sendWrite(operations, options, list, streams, seqs);
     } catch (error) {
       cancelUnsent(streams, error); // refused: nothing will read them
       throw error;
@@ -530,7 +688,7 @@ export class WalnutStore extends EventTarget {
    * @param {string | undefined} list
    * @param {ReadableStream[]} streams the operations' stream values
    */
-  #sendWrite(operations, options, list, streams) {
+  #sendWrite(operations, options, list, streams, seqs) {
     const { onProgress, signal, strict } = checkWriteOptions(options, this.#durability);
     const transfer = [];
     let total = 0;
@@ -538,9 +696,9 @@ export class WalnutStore extends EventTarget {
       const op = checkOperation(operation, index, list, (value, param) => encodeValue(value, param, transfer));
       if (op.type === 'delete') return op;
       total = total === undefined || op.size === undefined ? undefined : total + op.size;
-      return { type: 'put', key: op.key, isString: op.isString, value: op.value };
+      return { type: op.type, key: op.key, isString: op.isString, value: op.value, table: op.table };
     });
-    return this.#request({ op: 'write', ops, strict, progress: Boolean(onProgress) }, transfer, {
+    return this.#request({ op: 'write', ops, strict, seqs: Boolean(seqs), progress: Boolean(onProgress) }, transfer, {
       onProgress,
       signal,
       total,
@@ -549,7 +707,8 @@ export class WalnutStore extends EventTarget {
   }
 
   #ensureOpen() {
-    if (this.#closedError) throw this.#closedError;
+    const root = this.#root;
+    if (root.#closedError) throw root.#closedError;
   }
 
   /**
@@ -559,7 +718,11 @@ export class WalnutStore extends EventTarget {
    * @param {{ onProgress?: Function, signal?: AbortSignal, total?: number, streams?: ReadableStream[] }} [extra]
    *   `streams`: the write's stream values, cancelled if it fails before sending them
    */
-  #request(message, transfer = [], { onProgress, signal, total, streams } = {}) {
+  #request(message, transfer = [], extra = {}) {
+    if (this.#root !== this) {
+      return this.#root.#request({ ...message, table: message.table ?? this.#table }, transfer, extra);
+    }
+    const { onProgress, signal, total, streams } = extra;
     this.#ensureOpen();
     if (signal?.aborted) {
       cancelUnsent(streams ?? [], signal.reason);
@@ -579,6 +742,10 @@ export class WalnutStore extends EventTarget {
 
   /** Queues a message; everything queued in one microtask goes to the worker as one message. */
   #post(message, transfer = []) {
+    if (this.#root !== this) {
+      this.#root.#post(message, transfer);
+      return;
+    }
     if (this.#outbox.length === 0) queueMicrotask(() => this.#flush());
     this.#outbox.push(message);
     this.#outboxTransfers.push(transfer);

@@ -779,10 +779,12 @@ function clientGone(ctx) {
  */
 function changeOf(ops) {
   const form = (op) => (op.isString ? utf8.decode(op.key) : op.key);
+  // Change events are the default table's (a table's writes are not listed).
+  const own = ops.filter((op) => !op.table);
   return {
     lsn: store.lastLsn,
-    puts: ops.filter((op) => op.type === 'put').map(form),
-    deletes: ops.filter((op) => op.type === 'delete').map(form),
+    puts: own.filter((op) => op.type === 'put').map(form),
+    deletes: own.filter((op) => op.type === 'delete').map(form),
   };
 }
 
@@ -828,6 +830,96 @@ function guarded(core) {
   });
 }
 
+/** A table id no table has: reads of a table not created yet find nothing. */
+const NO_TABLE = 0xffffffff;
+
+/**
+ * The id a request on table `name` uses: undefined for the default table; for a named one,
+ * created if `create` (a write), else NO_TABLE while it does not exist.
+ * @param {string | undefined} name
+ * @param {boolean} create
+ */
+function tableOf(name, create) {
+  if (name === undefined) return undefined;
+  const id = store.tableId(name);
+  if (id !== undefined) return id;
+  return create ? store.createTable(name) : NO_TABLE;
+}
+
+/**
+ * Turns the table names of a write's operations into ids (creating the tables): an operation
+ * without one is the request's table's. Returns the names by id, for the sequence numbers.
+ */
+function resolveTables(request) {
+  const names = new Map([[0, '']]);
+  const own = tableOf(request.table, true);
+  if (own !== undefined) names.set(own, request.table);
+  for (const op of request.ops) {
+    if (typeof op.table === 'number') continue; // resolved already (a retried task)
+    if (op.table === undefined) {
+      op.table = own;
+      continue;
+    }
+    const id = tableOf(op.table, true);
+    names.set(id, op.table);
+    op.table = id;
+  }
+  request.tableNames = names;
+}
+
+/** The sequence numbers the last write took: `[{ table, first, last }]`, tables by name. */
+function seqsOf(names) {
+  const flat = store.lastSeqs();
+  const out = [];
+  for (let i = 0; i + 2 < flat.length; i += 3) {
+    out.push({ table: names?.get(flat[i]) ?? '', first: flat[i + 1], last: flat[i + 2] });
+  }
+  return out;
+}
+
+/** What a write resolves to: a batch, its sequence numbers; a lone put or append, its number. */
+function writeValue_(request, fallback) {
+  const seqs = seqsOf(request.tableNames);
+  if (request.seqs) return seqs;
+  const [op] = request.ops;
+  if (request.ops.length === 1 && (op.type === 'put' || op.type === 'append')) {
+    const name = request.tableNames?.get(op.table ?? 0) ?? '';
+    return seqs.find((x) => x.table === name)?.last ?? 0;
+  }
+  return fallback;
+}
+
+/**
+ * A table's queue entries from `from`, at most `limit`: `[{ seq, size, value }]` (values read
+ * whole unless `sizes`).
+ */
+function readQueue(id, { table, from, limit, sizes }) {
+  const tid = tableOf(table, false) ?? 0;
+  const flat = store.readQueue(tid, from, limit);
+  const entries = [];
+  const transfer = [];
+  for (let i = 0; i + 1 < flat.length; i += 2) {
+    const entry = { seq: flat[i], size: flat[i + 1] };
+    if (!sizes) {
+      const opened = store.openEntry(tid, entry.seq);
+      if (!opened) continue;
+      const bytes = new Uint8Array(opened.size);
+      try {
+        for (let offset = 0, chunk; (chunk = store.readNext(opened.id)) !== undefined; ) {
+          bytes.set(chunk, offset);
+          offset += chunk.length;
+        }
+      } finally {
+        store.closeReader(opened.id);
+      }
+      entry.value = bytes;
+      transfer.push(bytes.buffer);
+    }
+    entries.push(entry);
+  }
+  reply(id, entries, transfer);
+}
+
 /** @param {{ id: number, op: string } & Record<string, any>} request */
 function dispatch(request) {
   const { id } = request;
@@ -850,10 +942,12 @@ function dispatch(request) {
         write(request);
         return;
       case 'get':
-        getValue(id, request.key);
+        getValue(id, request.key, tableOf(request.table, false));
         return;
       case 'openReader': {
-        const opened = store.openReader(request.key);
+        const table = tableOf(request.table, false);
+        const opened =
+          request.seq === undefined ? store.openReader(request.key, table) : store.openEntry(table ?? 0, request.seq);
         if (opened) readers.add(opened.id);
         // Another context's (negative id) gets the id, its worker makes the handle.
         reply(id, opened && { reader: id > 0 ? readerHandle(member.ctx, opened.id) : opened.id, size: opened.size });
@@ -863,11 +957,27 @@ function dispatch(request) {
         readChunk(id, request.reader);
         return;
       case 'has':
-        reply(id, store.has(request.key));
+        reply(id, store.has(request.key, tableOf(request.table, false)));
         return;
       case 'keys': {
-        const packed = store.keys(request.options);
+        const packed = store.keys(request.options, tableOf(request.table, false));
         reply(id, packed, [packed.buffer]);
+        return;
+      }
+      case 'tables':
+        reply(id, store.tables());
+        return;
+      case 'dropTable':
+        reply(id, store.dropTable(request.name));
+        return;
+      case 'readQueue':
+        readQueue(id, request);
+        return;
+      case 'mark': {
+        const table = tableOf(request.table, true);
+        const { seq, strict } = request;
+        const ticket = request.what === 'flushed' ? store.markFlushed(table, seq, strict) : store.deleteUpTo(table, seq, strict);
+        acknowledge(request, { value: undefined, ticket, change: null });
         return;
       }
       case 'stats':
@@ -896,17 +1006,20 @@ function dispatch(request) {
  */
 function write(request) {
   if (request.rid && answeredBefore(request)) return;
+  resolveTables(request);
   if (request.clear || request.existing) {
     writeComputed(request);
     return;
   }
   const [first] = request.ops;
-  // Another context's writes go as transactions, under their request ids.
-  // Another context's small put goes in one call too, under its request id (putWithId); its
-  // other writes go as transactions under their request ids.
+  // Another context's small put goes in one call too, under its request id (putWithId, the
+  // default table's); its other writes go as transactions under their request ids. Appends
+  // go as transactions (their COMMIT numbers them).
   const single =
     request.ops.length === 1 &&
-    ((first.type === 'delete' && !request.rid) || (first.value instanceof Uint8Array && first.value.length <= chunkSize));
+    first.type !== 'append' &&
+    ((first.type === 'delete' && !request.rid) ||
+      (first.value instanceof Uint8Array && first.value.length <= chunkSize && !(request.rid && first.table)));
   const keys = single && keyTails.size === 0 ? [] : request.ops.map((op) => keyIds.decode(op.key));
   const earlier = keys.map((key) => keyTails.get(key)).filter(Boolean);
   if (barrier) earlier.push(barrier);
@@ -954,7 +1067,8 @@ function writeComputed(request) {
   tasks.set(request.id, task);
   const applied = (async () => {
     await unlessStopped(task, Promise.all(earlier));
-    const ops = request.clear ? everyKey() : existingOnce(request.ops);
+    const own = tableOf(request.table, false);
+    const ops = request.clear ? everyKey(own) : existingOnce(request.ops);
     if (ops.length === 0) return { value: 0, ticket: 0, change: null };
     return { ...(await writeTransaction({ ...request, ops }, task)), value: ops.length };
   })();
@@ -979,12 +1093,14 @@ function writeComputed(request) {
   });
 }
 
-/** A delete of every key of the store, as write operations. */
-function everyKey() {
-  return unpackKeys(store.keys(undefined)).map(({ bytes, key }) => ({
+/** A delete of every key of the store's table `table` (undefined: the default), as write operations. */
+function everyKey(table) {
+  if (table === NO_TABLE) return [];
+  return unpackKeys(store.keys(undefined, table)).map(({ bytes, key }) => ({
     type: 'delete',
     key: bytes,
     isString: typeof key === 'string',
+    table,
   }));
 }
 
@@ -998,7 +1114,7 @@ function existingOnce(ops) {
     const id = keyIds.decode(op.key);
     if (seen.has(id)) return false;
     seen.add(id);
-    return store.has(op.key);
+    return store.has(op.key, op.table);
   });
 }
 
@@ -1082,20 +1198,22 @@ function cancelStreams(ops) {
  * @returns {{ value: boolean | undefined, ticket: number }} for a delete, whether the key
  *   existed; the commit's ticket (0 when nothing was written)
  */
-function applySingle({ id, ops, strict, progress, rid }) {
+function applySingle(request) {
+  const { id, ops, strict, progress, rid } = request;
   const [op] = ops;
   if (op.type === 'delete') {
-    const { existed, ticket } = store.delete(op.key, strict);
+    const { existed, ticket } = store.delete(op.key, strict, op.table);
     return { value: existed, ticket, change: existed ? changeOf(ops) : null };
   }
   if (rid) {
     const { committed, ticket } = store.putWithId(op.key, op.isString, op.value, strict, utf8Encoder.encode(rid));
     if (progress) send({ id, progress: op.value.length });
-    return { value: undefined, ticket: committed ? 0 : ticket, change: committed ? null : changeOf(ops) };
+    const value = committed ? undefined : writeValue_(request, undefined);
+    return { value, ticket: committed ? 0 : ticket, change: committed ? null : changeOf(ops) };
   }
-  const ticket = store.put(op.key, op.isString, op.value, strict);
+  const ticket = store.put(op.key, op.isString, op.value, strict, op.table);
   if (progress) send({ id, progress: op.value.length });
-  return { value: undefined, ticket, change: changeOf(ops) };
+  return { value: writeValue_(request, undefined), ticket, change: changeOf(ops) };
 }
 
 /**
@@ -1105,9 +1223,10 @@ function applySingle({ id, ops, strict, progress, rid }) {
  * @param {{ id: number, ops: Array<any>, strict: boolean, progress: boolean }} request
  * @param {ReturnType<typeof newTask>} task
  */
-async function writeTransaction({ id, ops, strict, progress, rid }, task) {
+async function writeTransaction(request, task) {
+  const { id, ops, strict, progress, rid } = request;
   // Another context's lone delete answers whether the key existed, as delete() does.
-  if (rid && isLoneDelete(ops) && !store.has(ops[0].key)) return { value: false, ticket: 0, change: null };
+  if (rid && isLoneDelete(ops) && !store.has(ops[0].key, ops[0].table)) return { value: false, ticket: 0, change: null };
   const txn = store.begin();
   let written = 0;
   let reported = -1;
@@ -1124,18 +1243,26 @@ async function writeTransaction({ id, ops, strict, progress, rid }, task) {
   try {
     for (const op of ops) {
       if (op.type === 'delete') {
-        store.txnDelete(txn, op.key);
+        store.txnDelete(txn, op.key, op.table);
       } else {
-        store.txnPut(txn, op.key, op.isString);
+        if (op.type === 'append') store.txnAppend(txn, op.table);
+        else store.txnPut(txn, op.key, op.isString, op.table);
         await writeValue(op.value, task, writeChunk);
       }
     }
     throwIfStopped(task);
     report(); // values without any chunk (empty ones) get their one report here
     const value = rid && isLoneDelete(ops) ? true : undefined;
-    if (!rid) return { value, ticket: store.commit(txn, strict), change: changeOf(ops) };
+    if (!rid) {
+      const ticket = store.commit(txn, strict);
+      return { value: writeValue_(request, value), ticket, change: changeOf(ops) };
+    }
     const { committed, ticket } = store.commitWithId(txn, strict, utf8Encoder.encode(rid));
-    return { value, ticket: committed ? 0 : ticket, change: committed ? null : changeOf(ops) };
+    return {
+      value: committed ? value : writeValue_(request, value),
+      ticket: committed ? 0 : ticket,
+      change: committed ? null : changeOf(ops),
+    };
   } catch (error) {
     abortQuietly(txn);
     throw error;
@@ -1293,8 +1420,8 @@ function asBytes(part) {
  * @param {number} id
  * @param {Uint8Array} key
  */
-function getValue(id, key) {
-  const opened = store.openReader(key);
+function getValue(id, key, table) {
+  const opened = store.openReader(key, table);
   if (!opened) {
     reply(id, undefined);
     return;

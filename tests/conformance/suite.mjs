@@ -232,6 +232,75 @@ export const cases = [
     },
   },
   {
+    name: 'tables: namespaces with their own sequence numbers, queues, marks and drop, across reopens',
+    async run(home) {
+      const name = unique('tables');
+      let db = await openSmall(home, name);
+      const t = db.table('outbox');
+      equal(await t.keys(), [], 'a table not written yet is empty');
+      equal(await db.tables(), [], 'and not listed');
+      await db.put('k', 'default');
+      equal(await t.put('k', 'in outbox'), 1, "a table's first write takes 1");
+      equal(await t.append('e1'), 2, 'an append takes the next number');
+      equal(await t.append(bytes(CHUNK * 2 + 3, 5)), 3, 'an append of several chunks too');
+      const seqs = await db.batch([
+        { type: 'append', table: 'outbox', value: 'e3' },
+        { type: 'put', table: 'other', key: 'x', value: 'y' },
+        { type: 'delete', key: 'k' },
+      ]);
+      equal(
+        [...seqs].sort((a, b) => (a.table < b.table ? -1 : 1)),
+        [
+          { table: '', first: 2, last: 2 },
+          { table: 'other', first: 1, last: 1 },
+          { table: 'outbox', first: 4, last: 4 },
+        ],
+        'a batch across tables: the numbers it took, per table',
+      );
+      equal(await db.get('k', { as: 'text' }), undefined, "the default table's k is deleted");
+      equal(await t.get('k', { as: 'text' }), 'in outbox', "the table's k is its own");
+      equal(await db.keys(), [], 'the default table lists none of the tables keys');
+      equal((await t.read({ from: 2, limit: 1, as: 'text' })).map((e) => [e.seq, e.value]), [[2, 'e1']], 'read from, limit');
+      const all = await t.read({ as: 'bytes' });
+      equal(all.map((e) => e.seq), [2, 3, 4], 'the queue in sequence order (the put is not in it)');
+      equal(all[1].value, bytes(CHUNK * 2 + 3, 5), 'a queue value of several chunks');
+      await t.markFlushed(3);
+      await t.deleteUpTo(3);
+      equal([await t.lastSeq, await t.flushedSeq, await t.deletedUpTo], [4, 3, 3], 'the marks');
+      equal((await t.read({ as: 'text' })).map((e) => [e.seq, e.value]), [[4, 'e3']], 'entries at or below the mark are gone');
+      const streamed = [];
+      for await (const { seq, value } of t.stream({ from: 1 })) streamed.push([seq, await new Response(value).text()]);
+      equal(streamed, [[4, 'e3']], 'stream() yields each entry with its value as a stream');
+      await fails(() => t.markFlushed(2), 'WalnutInvalidArgumentError', /seq/, 'the flushed mark never goes back');
+      await fails(() => t.deleteUpTo(99), 'WalnutInvalidArgumentError', /seq/, 'no delete past the last number');
+      await fails(() => db.table(''), 'WalnutInvalidArgumentError', /name/, 'an empty table name');
+      await db.close();
+      db = await openSmall(home, name);
+      let t2 = db.table('outbox');
+      equal(
+        await db.tables(),
+        [
+          { name: 'outbox', lastSeq: 4, flushedSeq: 3, deletedUpTo: 3 },
+          { name: 'other', lastSeq: 1, flushedSeq: 0, deletedUpTo: 0 },
+        ],
+        'tables and their marks after a reopen',
+      );
+      equal(await t2.append('e5'), 5, 'numbers go on after a reopen');
+      await t2.deleteUpTo(5);
+      await db.close();
+      db = await openSmall(home, name);
+      t2 = db.table('outbox');
+      equal(await t2.read({ as: 'text' }), [], 'a queue deleted up to its last number stays empty');
+      equal(await t2.append('e6'), 6, 'and its next append takes the next number');
+      equal(await db.dropTable('other'), true, 'drop an existing table');
+      equal(await db.dropTable('other'), false, 'drop it again');
+      equal((await db.tables()).map((x) => x.name), ['outbox'], 'what is left');
+      equal(await db.table('other').keys(), [], 'a dropped table is empty');
+      equal(await db.table('other').put('x', 'new'), 1, 'a table created again starts from 1');
+      await db.close();
+    },
+  },
+  {
     name: 'bad input fails with WalnutInvalidArgumentError naming the parameter, and changes nothing',
     async run(home) {
       const db = await openSmall(home, unique('invalid'));

@@ -365,3 +365,58 @@ test('change events: once in every page; a leader change and a gap in the events
   }
   for (const page of rest) await page.close();
 });
+
+test('tables from a follower and the leader: one sequence per table, queues, marks, across a leader change', async () => {
+  const [leader, follower] = await pagesWith('tables-multitab', 2);
+  const fromLeader = await leader.evaluate(async () => {
+    const t = window.db.table('outbox');
+    return [await t.append('L1'), await t.put('k', 'leader')];
+  });
+  const fromFollower = await follower.evaluate(async () => {
+    const { db, harness } = window;
+    const t = db.table('outbox');
+    const seqs = [await t.append('F1'), await t.append(harness.streamOf(harness.pattern(300_000, 3)))];
+    const batch = await db.batch([
+      { type: 'append', table: 'outbox', value: 'F3' },
+      { type: 'put', table: 'other', key: 'x', value: 'y' },
+    ]);
+    await t.markFlushed(2);
+    return { seqs, batch, last: await t.lastSeq, flushed: await t.flushedSeq };
+  });
+  assert.deepEqual(fromLeader, [1, 2]);
+  assert.deepEqual(fromFollower.seqs, [3, 4], "the follower's appends continue the table's one sequence");
+  assert.deepEqual(
+    [...fromFollower.batch].sort((a, b) => (a.table < b.table ? -1 : 1)),
+    [
+      { table: 'other', first: 1, last: 1 },
+      { table: 'outbox', first: 5, last: 5 },
+    ],
+  );
+  assert.deepEqual([fromFollower.last, fromFollower.flushed], [5, 2]);
+  await leader.close(); // the follower takes over, recovering the log
+  const after = await follower.evaluate(async () => {
+    const { db, harness } = window;
+    const t = db.table('outbox');
+    const read = await t.read({ as: 'bytes' });
+    await t.deleteUpTo(3);
+    return {
+      seqs: read.map((e) => e.seq),
+      streamed: harness.firstDifference(read.find((e) => e.seq === 4).value, harness.pattern(300_000, 3)),
+      next: await t.append('after'),
+      left: (await t.read({ as: 'text' })).map((e) => [e.seq, e.value]),
+      marks: [await t.flushedSeq, await t.deletedUpTo],
+      tables: (await db.tables()).map((x) => x.name),
+    };
+  });
+  assert.deepEqual(after.seqs, [1, 3, 4, 5], 'every acknowledged entry (the put took 2, and is not in the queue)');
+  assert.equal(after.streamed, -1, 'the streamed entry is whole');
+  assert.equal(after.next, 6, 'numbers go on under the new leader');
+  assert.deepEqual(after.left.map(([seq]) => seq), [4, 5, 6], 'deleteUpTo(3) left the entries above it');
+  assert.deepEqual(after.left.slice(1), [
+    [5, 'F3'],
+    [6, 'after'],
+  ]);
+  assert.deepEqual(after.marks, [2, 3]);
+  assert.deepEqual(after.tables, ['outbox', 'other']);
+  await follower.close();
+});

@@ -6,6 +6,12 @@ import { openDurableObject, type DurableObjectStorageLike } from '../../../pkg/c
 
 export async function worker(file: File): Promise<void> {
   const db: SyncStore = await openSync('cache', { relaxedFlushMs: 250, durability: 'strict' });
+  const queue: SyncStore = db.table('queue');
+  const n: number = queue.append('job');
+  const jobs = queue.read({ from: n, as: 'json' });
+  queue.markFlushed(queue.lastSeq);
+  queue.deleteUpTo(n);
+  console.log(jobs.map((j) => j.seq), db.batch([{ type: 'append', table: 'queue', value: 'x' }])[0]?.last, await queue.appendStream(new Blob(['b'])));
   db.put('k', 'v', { durability: 'relaxed' });
   const bytes: Uint8Array | undefined = db.get('k');
   const text: string | undefined = db.get('k', { as: 'text' });

@@ -101,4 +101,23 @@ export async function usage(file: File, stream: ReadableStream<Uint8Array>): Pro
   await db.batch([{ key: 'k', value: 'v' }]);
   // @ts-expect-error stores come from open()
   new WalnutStore();
+
+  // Tables: namespaces with sequence numbers and a queue.
+  const outbox = db.table('outbox');
+  const seq: number = await outbox.append(new Blob(['change']));
+  const putSeq: number = await outbox.put('k', 'v');
+  const queued = await outbox.read({ from: seq, limit: 10, as: 'text' });
+  for (const entry of queued) console.log(entry.seq satisfies number, entry.value satisfies string);
+  for await (const { seq: s, value } of outbox.stream({ from: 1 })) console.log(s, value satisfies ReadableStream<Uint8Array>);
+  await outbox.markFlushed(await outbox.lastSeq);
+  await outbox.deleteUpTo(await outbox.flushedSeq);
+  const ranges = await db.batch([
+    { type: 'append', table: 'outbox', value: 'x' },
+    { type: 'put', table: 'other', key: 'k', value: 'v' },
+  ]);
+  console.log(putSeq, ranges?.map((r) => r.first + r.last), (await db.tables()).map((t) => t.deletedUpTo), await db.dropTable('other'));
+  // @ts-expect-error an append names its table
+  await db.batch([{ type: 'append', value: 'x' }]);
+  // @ts-expect-error sequence numbers are numbers
+  await outbox.deleteUpTo('3');
 }
