@@ -451,6 +451,28 @@ impl WalnutStore {
         Ok(entries.iter().flat_map(|(seq, e)| [*seq as f64, e.size as f64]).collect())
     }
 
+    /// Table `table`'s queue from `from`, at most `limit` entries, with their values, packed in
+    /// one buffer (one call and one copy for a page of entries): per entry `seq` (f64 LE),
+    /// `size` (f64 LE, bytes), then the value's bytes. Values are read whole: bound the memory
+    /// with `limit` (or read large entries with `openEntry`).
+    #[wasm_bindgen(js_name = readQueueValues)]
+    pub fn read_queue_values(&mut self, table: u32, from: f64, limit: Option<u32>) -> JsResult<js_sys::Uint8Array> {
+        self.settle();
+        let from = if from <= 0.0 { 0 } else { seq_arg(from).map_err(js_err)? };
+        let entries = store!(self, |s| s.read(table, from, limit.map(|l| l as usize))).map_err(js_err)?;
+        let total: u64 = entries.iter().map(|(_, e)| 16 + e.size).sum();
+        let mut out = Vec::with_capacity(usize::try_from(total).unwrap_or(0));
+        for (seq, e) in &entries {
+            out.extend_from_slice(&(*seq as f64).to_le_bytes());
+            out.extend_from_slice(&(e.size as f64).to_le_bytes());
+            for loc in &e.chunks {
+                store!(self, |s| s.read_chunk(loc, &mut self.buf)).map_err(js_err)?;
+                out.extend_from_slice(&self.buf);
+            }
+        }
+        Ok(js_sys::Uint8Array::from(&out[..]))
+    }
+
     /// Opens a reader on table `table`'s queue entry `seq` (as `openReader`), or `undefined`.
     #[wasm_bindgen(js_name = openEntry)]
     pub fn open_entry(&mut self, table: u32, seq: f64) -> JsResult<JsValue> {

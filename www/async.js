@@ -152,10 +152,7 @@ export class AsyncStore {
     const form = checkForm(as, 'blob');
     if (form === 'stream') throw invalid("options.as cannot be 'stream' for read(); use stream()");
     const tid = this.#tid(false) ?? 0;
-    return this.#engine.readQueue(tid, from, limit).map(({ seq, size }) => {
-      const value = this.#engine.entryValue(tid, seq);
-      return { seq, size, value: value === undefined ? undefined : valueAs(value, form) };
-    });
+    return this.#engine.readQueueValues(tid, from, limit).map(({ seq, size, value }) => ({ seq, size, value: valueAs(value, form) }));
   }
 
   /** This table's queue entries from `from` on, each value a stream. */

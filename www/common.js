@@ -310,6 +310,24 @@ export function checkOperation(operation, index, list, encode) {
 const utf8 = new TextEncoder();
 
 /**
+ * Unpacks readQueueValues()'s buffer: per entry seq (f64 LE), size (f64 LE), then the value.
+ * @param {Uint8Array} packed
+ * @returns {Array<{ seq: number, size: number, value: Uint8Array }>}
+ */
+export function unpackQueue(packed) {
+  const view = new DataView(packed.buffer, packed.byteOffset, packed.byteLength);
+  const out = [];
+  for (let at = 0; at + 16 <= packed.length; ) {
+    const seq = view.getFloat64(at, true);
+    const size = view.getFloat64(at + 8, true);
+    at += 16;
+    out.push({ seq, size, value: packed.subarray(at, at + size) });
+    at += size;
+  }
+  return out;
+}
+
+/**
  * Checks a table name: a string of 1 to 255 bytes of UTF-8.
  * @param {unknown} name
  * @param {string} [param]

@@ -28,6 +28,7 @@ import {
   putOperations,
   toError,
   unpackKeys,
+  unpackQueue,
   valueAs,
   valueBytes,
   WalnutClosedError,
@@ -284,23 +285,10 @@ export class Engine {
     return out;
   }
 
-  /** The whole value of queue entry `seq` of `table`, or undefined. */
-  entryValue(table, seq) {
+  /** Table `table`'s queue entries from `from` with their values: `[{ seq, size, value }]`. */
+  readQueueValues(table, from, limit) {
     const core = this.#live();
-    const opened = call(() => core.openEntry(table, seq));
-    if (opened === undefined) return undefined;
-    const out = new Uint8Array(opened.size);
-    let at = 0;
-    try {
-      for (let chunk; (chunk = call(() => core.readNext(opened.id))) !== undefined; ) {
-        out.set(chunk, at);
-        at += chunk.length;
-      }
-    } catch (error) {
-      core.closeReader(opened.id);
-      throw error;
-    }
-    return out;
+    return unpackQueue(call(() => core.readQueueValues(table, from, limit)));
   }
 
   /** @returns {{ count: number, ticket: number }} */
@@ -692,10 +680,7 @@ export class SyncStore {
     const form = checkForm(as, 'bytes');
     if (form === 'stream') throw invalid("options.as cannot be 'stream' for read(); use stream()");
     const tid = this.#tid(false) ?? 0;
-    return this.#engine.readQueue(tid, from, limit).map(({ seq, size }) => {
-      const value = this.#engine.entryValue(tid, seq);
-      return { seq, size, value: value === undefined ? undefined : valueAs(value, form) };
-    });
+    return this.#engine.readQueueValues(tid, from, limit).map(({ seq, size, value }) => ({ seq, size, value: valueAs(value, form) }));
   }
 
   /**

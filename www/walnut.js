@@ -33,6 +33,7 @@ import {
   invalid,
   toError,
   unpackKeys,
+  unpackQueue,
   WalnutClosedError,
   WalnutIoError,
   WalnutLockedError,
@@ -301,8 +302,8 @@ export class WalnutStore extends EventTarget {
     }
     const form = checkForm(as, 'blob');
     if (form === 'stream') throw invalid("options.as cannot be 'stream' for read(); use stream()");
-    const entries = await this.#request({ op: 'readQueue', from, limit });
-    return entries.map(({ seq, size, value }) => ({ seq, size, value: value === undefined ? undefined : form === 'blob' ? new Blob([value]) : valueAs(value, form) }));
+    const entries = unpackQueue(await this.#request({ op: 'readQueue', from, limit }));
+    return entries.map(({ seq, size, value }) => ({ seq, size, value: form === 'blob' ? new Blob([value]) : valueAs(value, form) }));
   }
 
   /**

@@ -895,29 +895,16 @@ function writeValue_(request, fallback) {
  */
 function readQueue(id, { table, from, limit, sizes }) {
   const tid = tableOf(table, false) ?? 0;
-  const flat = store.readQueue(tid, from, limit);
-  const entries = [];
-  const transfer = [];
-  for (let i = 0; i + 1 < flat.length; i += 2) {
-    const entry = { seq: flat[i], size: flat[i + 1] };
-    if (!sizes) {
-      const opened = store.openEntry(tid, entry.seq);
-      if (!opened) continue;
-      const bytes = new Uint8Array(opened.size);
-      try {
-        for (let offset = 0, chunk; (chunk = store.readNext(opened.id)) !== undefined; ) {
-          bytes.set(chunk, offset);
-          offset += chunk.length;
-        }
-      } finally {
-        store.closeReader(opened.id);
-      }
-      entry.value = bytes;
-      transfer.push(bytes.buffer);
-    }
-    entries.push(entry);
+  if (sizes) {
+    const flat = store.readQueue(tid, from, limit);
+    const entries = [];
+    for (let i = 0; i + 1 < flat.length; i += 2) entries.push({ seq: flat[i], size: flat[i + 1] });
+    reply(id, entries);
+    return;
   }
-  reply(id, entries, transfer);
+  // One buffer for the page of entries and their values, unpacked on the page.
+  const packed = store.readQueueValues(tid, from, limit);
+  reply(id, packed, [packed.buffer]);
 }
 
 /** @param {{ id: number, op: string } & Record<string, any>} request */
@@ -1203,7 +1190,9 @@ function applySingle(request) {
   const [op] = ops;
   if (op.type === 'delete') {
     const { existed, ticket } = store.delete(op.key, strict, op.table);
-    return { value: existed, ticket, change: existed ? changeOf(ops) : null };
+    // A batch of one delete resolves to its numbers (none when the key was absent).
+    const value = request.seqs ? (existed ? seqsOf(request.tableNames) : []) : existed;
+    return { value, ticket, change: existed ? changeOf(ops) : null };
   }
   if (rid) {
     const { committed, ticket } = store.putWithId(op.key, op.isString, op.value, strict, utf8Encoder.encode(rid));

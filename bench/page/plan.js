@@ -39,6 +39,8 @@ export const SCALES = {
 
 const ALL = CONTENDERS.map((c) => c.id).filter((id) => id !== 'walnut-pre');
 const PER_CALL = ALL.filter((id) => id !== 'idb-batch');
+/** Who keeps a queue (tables with sequence numbers; an autoIncrement store; an INTEGER PRIMARY KEY table). */
+const QUEUES = ['walnut', 'walnut-sync', 'idb-keyval', 'sqlite'];
 
 /** @param {number} bytes */
 export function formatBytes(bytes) {
@@ -98,6 +100,24 @@ export function workloadsAt(scale) {
       contenders: ALL,
       params: { count: scale.small },
       metrics: latencies('concurrent', `${small} × 128 B durable puts issued at once`),
+    },
+    {
+      id: 'qseq',
+      contenders: QUEUES,
+      params: { count: scale.small },
+      metrics: latencies('qseq', `${small} × 128 B queue appends, one after another`),
+    },
+    {
+      id: 'qconc',
+      contenders: QUEUES,
+      params: { count: scale.small },
+      metrics: latencies('qconc', `${small} × 128 B queue appends issued at once`),
+    },
+    {
+      id: 'qread',
+      contenders: QUEUES,
+      params: { count: scale.small },
+      metrics: [{ id: 'qread.entries', label: `read ${small} queue entries from a sequence number`, unit: 'entries/s', better: 'higher' }],
     },
     {
       id: 'gets',

@@ -122,6 +122,61 @@ export async function seq(contender, { name, count }) {
   return latencyMetrics(latencies, elapsed);
 }
 
+/** Queue appends of 128 bytes, each awaited before the next (an outbox filled offline). */
+export async function qseq(contender, { name, count }) {
+  const [[, value]] = smallEntries(1);
+  const store = await contender.open(name);
+  const latencies = [];
+  const started = now();
+  let last = 0;
+  for (let i = 0; i < count; i++) {
+    const issued = now();
+    const seq = await store.append(value);
+    latencies.push(now() - issued);
+    if (!(seq > last)) throw new Error(`append returned ${seq} after ${last}`);
+    last = seq;
+  }
+  const elapsed = now() - started;
+  await store.close();
+  return latencyMetrics(latencies, elapsed);
+}
+
+/** Queue appends of 128 bytes all issued at once; each one's latency runs from the common start. */
+export async function qconc(contender, { name, count }) {
+  const [[, value]] = smallEntries(1);
+  const store = await contender.open(name);
+  const started = now();
+  const acknowledged = await Promise.all(Array.from({ length: count }, () => store.append(value).then(() => now())));
+  const elapsed = Math.max(...acknowledged) - started;
+  await store.close();
+  return latencyMetrics(
+    acknowledged.map((at) => at - started),
+    elapsed,
+  );
+}
+
+/** Reads a queue of `count` entries from its first sequence number, in pages of 1,000. */
+export async function qread(contender, { name, count }) {
+  const [[, value]] = smallEntries(1);
+  const store = await contender.open(name);
+  let first;
+  for (let i = 0; i < count; i += 1000) {
+    const seqs = await Promise.all(Array.from({ length: Math.min(1000, count - i) }, () => store.append(value)));
+    first ??= Math.min(...seqs);
+  }
+  const started = now();
+  let read = 0;
+  for (let from = first; read < count; from += 1000) {
+    const n = await store.readFrom(from, 1000);
+    if (n === 0) break;
+    read += n;
+  }
+  const elapsed = now() - started;
+  await store.close();
+  if (read !== count) throw new Error(`read ${read} queue entries of ${count}`);
+  return { entries: count / (elapsed / 1000) };
+}
+
 /** Small durable puts all issued at once; each one's latency runs from the common start. */
 export async function concurrent(contender, { name, count, batches }) {
   const entries = smallEntries(count);

@@ -55,3 +55,32 @@ test('the demo stores a file, downloads it with the same SHA-256, and survives a
   assert.deepEqual(errors, []);
   await page.close();
 });
+
+test('the demo outbox: changes queued offline survive a reload, sync once online, nothing lost or sent twice', async () => {
+  const page = await env.context.newPage();
+  const errors = [];
+  page.on('pageerror', (error) => errors.push(error.message));
+  await page.goto(env.url);
+  await page.evaluate(() => localStorage.removeItem('walnut-demo-server'));
+  await page.waitForFunction(() => !document.querySelector('#file').disabled);
+  const queue = async (text) => {
+    await page.fill('#outbox-text', text);
+    await page.click('#outbox-form button');
+    await page.waitForFunction((text) => document.querySelector('#outbox').textContent.includes(text), text);
+  };
+  for (const change of ['first', 'second', 'third']) await queue(change);
+  assert.match(await page.textContent('#outbox-marks'), /last sequence number 3, flushed up to 0, 3 queued/);
+  await page.reload();
+  await page.waitForFunction(() => /3 queued/.test(document.querySelector('#outbox-marks').textContent));
+  assert.match(await page.textContent('#outbox'), /first[\s\S]*second[\s\S]*third/);
+  await page.check('#online');
+  await page.waitForFunction(() => /flushed up to 3, 0 queued/.test(document.querySelector('#outbox-marks').textContent));
+  assert.match(await page.textContent('#server'), /received 3 change\(s\) \(seq 1 to 3\), 0 duplicate/);
+  await queue('fourth');
+  await page.waitForFunction(() => /received 4 change/.test(document.querySelector('#server').textContent));
+  await page.reload();
+  await page.waitForFunction(() => /last sequence number 4, flushed up to 4, 0 queued/.test(document.querySelector('#outbox-marks').textContent));
+  assert.match(await page.textContent('#server'), /received 4 change\(s\) \(seq 1 to 4\), 0 duplicate/);
+  assert.deepEqual(errors, []);
+  await page.close();
+});

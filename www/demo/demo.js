@@ -1,5 +1,6 @@
 // walnut demo: stream files into a store, list them, download them back with their SHA-256,
-// and kill the worker mid-upload to watch recovery put the log right.
+// and kill the worker mid-upload to watch recovery put the log right; and an outbox (a table's
+// queue) that a sync loop drains to a simulated server, surviving reloads.
 import { open } from '/pkg/walnut.js';
 import { sha256 } from '@noble/hashes/sha2.js';
 import { bytesToHex } from '@noble/hashes/utils.js';
@@ -67,6 +68,7 @@ async function openStore() {
   store = opened;
   $('file').disabled = false;
   await refresh();
+  await showOutbox();
   return opened;
 }
 
@@ -221,6 +223,84 @@ async function kill() {
     say(error);
   }
 }
+
+// ----- the outbox: a table's queue, a sync loop, a simulated server -----
+
+/** The simulated server: the changes it received, by sequence number, in localStorage. */
+const server = {
+  load() {
+    return JSON.parse(localStorage.getItem('walnut-demo-server') ?? '{"received":{},"duplicates":0}');
+  },
+  /** Stores a batch (idempotently: a seq seen before counts as a duplicate); returns the highest seq. */
+  receive(changes) {
+    const state = server.load();
+    for (const { seq, value } of changes) {
+      if (state.received[seq] !== undefined) state.duplicates += 1;
+      state.received[seq] = value;
+    }
+    localStorage.setItem('walnut-demo-server', JSON.stringify(state));
+    return Math.max(...changes.map((c) => c.seq));
+  },
+};
+
+let syncing = false;
+
+/** One round of the sync loop: send what lies above the flushed mark, then mark and trim. */
+async function syncOutbox() {
+  if (!store || syncing || !$('online').checked) return;
+  syncing = true;
+  try {
+    const outbox = store.table('outbox');
+    const from = (await outbox.flushedSeq) + 1;
+    const pending = await outbox.read({ from, limit: 100, as: 'text' });
+    if (pending.length > 0) {
+      const acknowledged = server.receive(pending.map(({ seq, value }) => ({ seq, value })));
+      await outbox.markFlushed(acknowledged);
+      await outbox.deleteUpTo(acknowledged);
+    }
+  } finally {
+    syncing = false;
+  }
+  await showOutbox();
+}
+
+async function showOutbox() {
+  if (!store) return;
+  const outbox = store.table('outbox');
+  const [queued, last, flushed] = await Promise.all([outbox.read({ as: 'text' }), outbox.lastSeq, outbox.flushedSeq]);
+  $('outbox').replaceChildren(
+    ...queued.map(({ seq, value }) => {
+      const tr = document.createElement('tr');
+      tr.insertCell().textContent = String(seq);
+      tr.insertCell().textContent = value;
+      return tr;
+    }),
+  );
+  $('outbox-marks').textContent = `last sequence number ${last}, flushed up to ${flushed}, ${queued.length} queued`;
+  const state = server.load();
+  const seqs = Object.keys(state.received).map(Number);
+  $('server').textContent =
+    `server received ${seqs.length} change(s)` +
+    (seqs.length ? ` (seq ${Math.min(...seqs)} to ${Math.max(...seqs)})` : '') +
+    `, ${state.duplicates} duplicate(s)`;
+}
+
+$('outbox-form').addEventListener('submit', (event) => {
+  event.preventDefault();
+  const text = $('outbox-text').value;
+  if (!store || !text) return;
+  store
+    .table('outbox')
+    .append(text)
+    .then((seq) => {
+      $('outbox-text').value = '';
+      say(`Queued "${text}" as change ${seq}.`);
+      return showOutbox();
+    })
+    .catch(say);
+});
+$('online').addEventListener('change', () => syncOutbox().catch(say));
+setInterval(() => syncOutbox().catch(say), 1000);
 
 $('file').addEventListener('change', (event) => {
   const files = [...event.target.files];

@@ -4,10 +4,18 @@
 import { createStore, get, keys, promisifyRequest, set, setMany } from '/vendor/idb-keyval/index.js';
 import { drain } from './drain.js';
 
+/** The database of a queue: one autoIncrement object store `q`. */
+function openQueue(name) {
+  const request = indexedDB.open(`bench-q-${name}`, 1);
+  request.onupgradeneeded = () => request.result.createObjectStore('q', { autoIncrement: true });
+  return promisifyRequest(request);
+}
+
 /** @param {string} name */
 export async function open(name) {
   // idb-keyval opens the database at the first call on the store, so open() timings include it.
   const store = createStore(`bench-${name}`, 'kv');
+  let queue;
   return {
     put: (key, value) => set(key, value, store),
     batch: (entries) => setMany(entries, store),
@@ -18,7 +26,23 @@ export async function open(name) {
       store('readonly', (kv) => promisifyRequest(kv.getAllKeys(IDBKeyRange.bound(prefix, `${prefix}\uffff`)))).then(
         (listed) => listed.length,
       ),
+    // A queue as IndexedDB apps keep one: an autoIncrement object store (raw IndexedDB: idb-keyval
+    // has no such store); add() resolves to the generated key.
+    append: async (value) => {
+      const db = await (queue ??= openQueue(name));
+      const tx = db.transaction('q', 'readwrite');
+      const key = promisifyRequest(tx.objectStore('q').add(value));
+      await promisifyRequest(tx);
+      return key;
+    },
+    readFrom: async (seq, limit) => {
+      const db = await (queue ??= openQueue(name));
+      const store = db.transaction('q', 'readonly').objectStore('q');
+      return (await promisifyRequest(store.getAll(IDBKeyRange.lowerBound(seq), limit))).length;
+    },
     // idb-keyval keeps its connection; the page deletes the database after the worker ends.
-    close: async () => {},
+    close: async () => {
+      (await queue)?.close();
+    },
   };
 }

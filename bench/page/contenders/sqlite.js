@@ -21,6 +21,10 @@ export async function open(name) {
   const insert = db.prepare('INSERT OR REPLACE INTO kv(key, value) VALUES (?, ?)');
   const select = db.prepare('SELECT value FROM kv WHERE key = ?');
   const range = db.prepare('SELECT key FROM kv WHERE key >= ? AND key < ?');
+  // A queue as SQLite apps keep one: an INTEGER PRIMARY KEY (rowid) table.
+  db.exec('CREATE TABLE IF NOT EXISTS q(seq INTEGER PRIMARY KEY, value BLOB)');
+  const enqueue = db.prepare('INSERT INTO q(value) VALUES (?) RETURNING seq');
+  const readQ = db.prepare('SELECT seq, value FROM q WHERE seq >= ? ORDER BY seq LIMIT ?');
   // reset(true) also drops the bound value, so that a large one does not stay in wasm memory.
   const write = (key, bytes) => {
     try {
@@ -53,8 +57,30 @@ export async function open(name) {
       range.reset(true);
       return listed.length;
     },
+    append: async (value) => {
+      const bytes = await bytesOf(value);
+      try {
+        enqueue.bind([bytes]).step();
+        return enqueue.get(0);
+      } finally {
+        enqueue.reset(true);
+      }
+    },
+    readFrom: async (seq, limit) => {
+      let n = 0;
+      try {
+        readQ.bind([seq, limit]);
+        while (readQ.step()) {
+          readQ.get(1);
+          n += 1;
+        }
+      } finally {
+        readQ.reset(true);
+      }
+      return n;
+    },
     close: async () => {
-      for (const statement of [insert, select, range]) statement.finalize();
+      for (const statement of [insert, select, range, enqueue, readQ]) statement.finalize();
       db.close();
       pool.pauseVfs(); // releases the pool's access handles, for the next worker and the page
     },

@@ -20,6 +20,8 @@ export async function open(name) {
     get: async (key) => db.get(key),
     readLarge: async (key) => drain(db.getStream(key)),
     scan: async (prefix) => db.keys({ prefix }).length,
+    append: async (value) => db.table('queue').append(value),
+    readFrom: async (seq, limit) => db.table('queue').read({ from: seq, limit }).length,
     close: async () => db.close(),
   };
 }

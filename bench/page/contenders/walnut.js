@@ -14,6 +14,9 @@ export async function open(name) {
     // getStream() is walnut's bounded-memory way to read a large value.
     readLarge: async (key) => drain(await db.getStream(key)),
     scan: async (prefix) => (await db.keys({ prefix })).length,
+    // A queue: a table of the store (db.table(name).append, resolving to the sequence number).
+    append: (value) => db.table('queue').append(value),
+    readFrom: async (seq, limit) => (await db.table('queue').read({ from: seq, limit, as: 'bytes' })).length,
     close: () => db.close(),
   };
 }
