@@ -87,6 +87,15 @@ pub const TABLE_TAG: u8 = 0xFF;
 pub const NS_KEYS: u8 = 0;
 /// Namespace byte of a table's queue: the key is the entry's sequence number, u64 big-endian.
 pub const NS_QUEUE: u8 = 1;
+/// Namespace byte of a table's change feed: `seq (u64 BE) | kind (u8) | size (u64 BE) | key`,
+/// one entry per put or delete of a named table, kept until `deleteUpTo` passes it.
+pub const NS_FEED: u8 = 2;
+/// Change feed kind: a put.
+pub const FEED_PUT: u8 = 1;
+/// Change feed kind: a delete.
+pub const FEED_DELETE: u8 = 2;
+/// Bytes of a feed key between the table prefix and the user key: seq, kind, size.
+pub const FEED_FIXED_LEN: usize = 17;
 /// Bytes before the user key in a table-space key: tag, table id (u32 big-endian), namespace.
 pub const TABLE_PREFIX_LEN: usize = 6;
 /// Largest key of a named table (and of a default-table key starting with [`TABLE_TAG`]), bytes.
@@ -127,6 +136,27 @@ pub fn queue_key(table: u32, seq: u64) -> Vec<u8> {
     k
 }
 
+/// The internal key of table `table`'s change feed entry `seq`: a put (`FEED_PUT`) of a value
+/// of `size` bytes, or a delete, of `key`.
+pub fn feed_key(table: u32, seq: u64, kind: u8, size: u64, key: &[u8]) -> Vec<u8> {
+    let mut k = Vec::with_capacity(TABLE_PREFIX_LEN + FEED_FIXED_LEN + key.len());
+    k.extend_from_slice(&table_prefix(table, NS_FEED));
+    k.extend_from_slice(&seq.to_be_bytes());
+    k.push(kind);
+    k.extend_from_slice(&size.to_be_bytes());
+    k.extend_from_slice(key);
+    k
+}
+
+/// A feed key's rest (after the table prefix): `(seq, kind, size, key)`, or `None` if malformed.
+pub fn split_feed(rest: &[u8]) -> Option<(u64, u8, u64, &[u8])> {
+    let seq = u64::from_be_bytes(rest.get(..8)?.try_into().ok()?);
+    let kind = *rest.get(8)?;
+    let size = u64::from_be_bytes(rest.get(9..17)?.try_into().ok()?);
+    let key = rest.get(FEED_FIXED_LEN..)?;
+    (!key.is_empty() && (kind == FEED_PUT || kind == FEED_DELETE)).then_some((seq, kind, size, key))
+}
+
 /// An internal key's table, namespace and the rest (the user key, or a queue entry's
 /// big-endian sequence number; empty for an append whose number its COMMIT gives).
 pub fn split_ikey(ik: &[u8]) -> (u32, u8, &[u8]) {
@@ -159,6 +189,9 @@ pub fn ikey_from_record(flags: u8, key: &[u8]) -> Option<Vec<u8>> {
             (split_ikey(key).0 != 0 || rest.first() == Some(&TABLE_TAG)).then(|| key.to_vec())
         }
         (_, NS_QUEUE, rest) if key.first() == Some(&TABLE_TAG) && (rest.is_empty() || rest.len() == 8) => {
+            Some(key.to_vec())
+        }
+        (t, NS_FEED, rest) if t != 0 && key.first() == Some(&TABLE_TAG) && split_feed(rest).is_some() => {
             Some(key.to_vec())
         }
         _ => None,

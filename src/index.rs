@@ -8,8 +8,8 @@ use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::ops::Bound;
 
 use crate::format::{
-    loc_segment, queue_key, split_ikey, table_prefix, TableRecord, NS_KEYS, NS_QUEUE, RECORD_HEADER_LEN, TABLE_OP_DROP,
-    TABLE_OP_STATE,
+    ikey, loc_segment, queue_key, split_feed, split_ikey, table_prefix, TableRecord, FEED_DELETE, NS_FEED, NS_KEYS,
+    NS_QUEUE, RECORD_HEADER_LEN, TABLE_OP_DROP, TABLE_OP_STATE,
 };
 use crate::wal::checkpoint::Run;
 
@@ -62,6 +62,12 @@ pub enum Op {
     Seq { table: u32, last: u64 },
     /// A TABLE record: a table's state (created, or its marks moved), or its drop.
     Table(TableRecord),
+}
+
+/// Whether internal key `key` is a change feed entry of a delete.
+fn is_feed_delete(key: &[u8]) -> bool {
+    let (table, ns, rest) = split_ikey(key);
+    table != 0 && ns == NS_FEED && split_feed(rest).is_some_and(|(_, kind, ..)| kind == FEED_DELETE)
 }
 
 /// One table's state: HoraeDB's table unit, within walnut's one log and key space.
@@ -409,6 +415,7 @@ impl Index {
         match ns {
             NS_KEYS => true,
             NS_QUEUE => rest.try_into().map(u64::from_be_bytes).is_ok_and(|seq| seq > meta.deleted_upto),
+            NS_FEED => split_feed(rest).is_some_and(|(seq, ..)| seq > meta.deleted_upto),
             _ => false,
         }
     }
@@ -416,6 +423,16 @@ impl Index {
     pub fn apply(&mut self, op: Op) {
         match op {
             Op::Put { key, .. } | Op::Delete { key } if !self.lands(&key) => {}
+            Op::Put { key, mut entry } if is_feed_delete(&key) => {
+                // A delete's change: the key given as the removed value's was (string or bytes).
+                let (table, _, rest) = split_ikey(&key);
+                if let Some((_, _, _, user_key)) = split_feed(rest) {
+                    if let Some(e) = self.get(&ikey(table, user_key)) {
+                        entry.string_key = e.string_key;
+                    }
+                }
+                self.apply_unchecked(Op::Put { key, entry });
+            }
             Op::Seq { table, last } => {
                 if let Some(m) = self.tables.metas.get_mut(&table) {
                     m.next_seq = m.next_seq.max(last.saturating_add(1));
@@ -441,6 +458,9 @@ impl Index {
                     m.deleted_upto = upto;
                     let end = queue_key(r.table, upto.saturating_add(1));
                     self.remove_prefix(&table_prefix(r.table, NS_QUEUE), Some(&end));
+                    let mut end = table_prefix(r.table, NS_FEED).to_vec();
+                    end.extend_from_slice(&upto.saturating_add(1).to_be_bytes());
+                    self.remove_prefix(&table_prefix(r.table, NS_FEED), Some(&end));
                 }
             }
             op => self.apply_unchecked(op),

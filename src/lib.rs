@@ -36,5 +36,7 @@ pub use lifecycle::CompactStep;
 #[cfg(not(target_arch = "wasm32"))]
 pub use storage::{DirVolume, FileStorage};
 pub use storage::{MemoryStorage, MemoryVolume, Storage, Volume};
-pub use store::{BatchOp, Durability, IdCommit, IdStatus, Options, Outcome, Stats, Store, TableInfo, Ticket, TxnId};
+pub use store::{
+    BatchOp, Change, Durability, IdCommit, IdStatus, Options, Outcome, Stats, Store, TableInfo, Ticket, TxnId,
+};
 pub use wal::recovery::{DiscardReason, Discarded, RecoveryMode, RecoveryReport};

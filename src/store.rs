@@ -10,8 +10,9 @@
 use crate::error::{Error, Result};
 use crate::format::MAX_COMMIT_ID_LEN;
 use crate::format::{
-    ikey, loc_offset, loc_segment, queue_key, table_prefix, TableRecord, MAX_CHUNK_LEN, MAX_KEY_LEN, MAX_SEGMENT_LEN,
-    MAX_TABLE_KEY_LEN, MAX_TABLE_NAME_LEN, NS_KEYS, NS_QUEUE, TABLE_OP_DROP, TABLE_PREFIX_LEN, TABLE_TAG,
+    feed_key, ikey, loc_offset, loc_segment, queue_key, split_feed, table_prefix, TableRecord, FEED_DELETE,
+    MAX_CHUNK_LEN, MAX_KEY_LEN, MAX_SEGMENT_LEN, MAX_TABLE_KEY_LEN, MAX_TABLE_NAME_LEN, NS_FEED, NS_KEYS, NS_QUEUE,
+    TABLE_OP_DROP, TABLE_PREFIX_LEN, TABLE_TAG,
 };
 use crate::index::{ChunkLoc, Entry, Index, KeyInfo, KeyRange, TableMeta, DEFAULT_ID_RETENTION};
 use crate::lifecycle::{dead_ratio, CompactStep, Lifecycle, Settings};
@@ -96,7 +97,7 @@ impl Options {
 /// Counters for `stats()`.
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct Stats {
-    /// Live keys, in every table, queue entries included.
+    /// Live index entries: the keys of every table, their queue entries and change feed entries.
     pub keys: u64,
     /// Sum of live value lengths, bytes.
     pub live_bytes: u64,
@@ -705,6 +706,43 @@ impl<V: Volume> Store<V> {
         Ok(out)
     }
 
+    /// Table `table`'s change feed after sequence number `since`, at most `limit` changes, in
+    /// sequence order: every put and delete of its keys (not its queue appends), with its
+    /// number, its key and the value's size, kept until [`Store::delete_up_to`] passes it. A
+    /// change is `current` when it made the key's present state (its value, or its absence): a
+    /// later change to the key, or a later clear, makes it not current. Finding that out reads the
+    /// feed from `since` to its end (cheap for a reader that keeps up).
+    pub fn changes(&self, table: u32, since: u64, limit: Option<usize>) -> Result<Vec<Change>> {
+        self.live()?;
+        let prefix = table_prefix(table, NS_FEED);
+        let r = KeyRange {
+            prefix: Some(prefix.to_vec()),
+            start: Some(feed_key(table, since.saturating_add(1), 0, 0, &[])),
+            ..KeyRange::default()
+        };
+        let mut tail: Vec<Change> = Vec::new();
+        for info in self.index.scan(&r) {
+            let Some((seq, kind, size, key)) = info.key.get(TABLE_PREFIX_LEN..).and_then(split_feed) else { continue };
+            tail.push(Change {
+                seq,
+                delete: kind == FEED_DELETE,
+                key: key.to_vec(),
+                string_key: info.string_key,
+                size,
+                current: false,
+            });
+        }
+        // From the end: the first change met for each key is its latest.
+        let mut seen = std::collections::HashSet::new();
+        for c in tail.iter_mut().rev() {
+            if seen.insert(c.key.clone()) {
+                c.current = self.index.contains(&ikey(table, &c.key)) != c.delete;
+            }
+        }
+        tail.truncate(limit.unwrap_or(usize::MAX));
+        Ok(tail)
+    }
+
     /// The internal key of `key` in `table`, checked: the table exists, the key is not empty
     /// and fits.
     fn ik(&self, table: u32, key: &[u8]) -> Result<Vec<u8>> {
@@ -1027,6 +1065,23 @@ pub enum BatchOp<'a> {
         table: u32,
         value: &'a [u8],
     },
+}
+
+/// A change of a table's change feed ([`Store::changes`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Change {
+    /// The sequence number the write took.
+    pub seq: u64,
+    /// A delete (else a put).
+    pub delete: bool,
+    /// The key, as given.
+    pub key: Vec<u8>,
+    /// Whether the key was given as a string.
+    pub string_key: bool,
+    /// The value's size, bytes (0 for a delete).
+    pub size: u64,
+    /// Whether this change made the key's present state (no later change to it).
+    pub current: bool,
 }
 
 /// A table as [`Store::tables`] lists it.

@@ -473,6 +473,24 @@ impl WalnutStore {
         Ok(js_sys::Uint8Array::from(&out[..]))
     }
 
+    /// Table `table`'s change feed after `since`, at most `limit` changes, packed: per change
+    /// `seq` (f64 LE), `flags` (u8: bit 0 a delete, bit 1 current, bit 2 the key was a string),
+    /// `size` (f64 LE), `key_len` (u32 LE), the key.
+    pub fn changes(&mut self, table: u32, since: f64, limit: Option<u32>) -> JsResult<js_sys::Uint8Array> {
+        self.settle();
+        let since = if since <= 0.0 { 0 } else { seq_arg(since).map_err(js_err)? };
+        let changes = store!(self, |s| s.changes(table, since, limit.map(|l| l as usize))).map_err(js_err)?;
+        let mut out = Vec::with_capacity(changes.iter().map(|c| 21 + c.key.len()).sum());
+        for c in changes {
+            out.extend_from_slice(&(c.seq as f64).to_le_bytes());
+            out.push(u8::from(c.delete) | u8::from(c.current) << 1 | u8::from(c.string_key) << 2);
+            out.extend_from_slice(&(c.size as f64).to_le_bytes());
+            out.extend_from_slice(&(c.key.len() as u32).to_le_bytes());
+            out.extend_from_slice(&c.key);
+        }
+        Ok(js_sys::Uint8Array::from(&out[..]))
+    }
+
     /// Opens a reader on table `table`'s queue entry `seq` (as `openReader`), or `undefined`.
     #[wasm_bindgen(js_name = openEntry)]
     pub fn open_entry(&mut self, table: u32, seq: f64) -> JsResult<JsValue> {

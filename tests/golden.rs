@@ -353,6 +353,9 @@ fn the_tables_fixture_recovers_as_recorded() {
         ];
         assert_eq!(queue, want, "{version}");
         assert_eq!(s.get_in(q, b"state").unwrap().as_deref(), Some(&b"kept"[..]));
+        let feed: Vec<(u64, bool, Vec<u8>, u64, bool)> =
+            s.changes(q, 0, None).unwrap().into_iter().map(|c| (c.seq, c.delete, c.key, c.size, c.current)).collect();
+        assert_eq!(feed, [(6, false, b"state".to_vec(), 4, true)], "{version}: the change feed");
         assert_eq!(s.get(&[0xFF, 1]).unwrap().as_deref(), Some(&b"tagged default key"[..]));
         assert!(s.table("gone").is_none());
         assert_eq!(s.append(q, b"next", Durability::Strict).unwrap(), 8, "{version}: numbers go on");

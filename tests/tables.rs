@@ -22,8 +22,10 @@ fn reopen(s: Store<MemoryVolume>, opts: &Options) -> Store<MemoryVolume> {
     Store::open(v, opts.clone()).unwrap()
 }
 
-/// Everything a table holds: (name, last seq, flushed, deleted up to, keys and values, queue).
-type TableState = (String, u64, u64, u64, Vec<(Vec<u8>, Vec<u8>)>, Vec<(u64, Vec<u8>)>);
+/// Everything a table holds: (name, last seq, flushed, deleted up to, keys and values, queue,
+/// change feed as (seq, delete, key, size, current)).
+type TableState = (String, u64, u64, u64, Vec<(Vec<u8>, Vec<u8>)>, Vec<(u64, Vec<u8>)>, Vec<Feed>);
+type Feed = (u64, bool, Vec<u8>, u64, bool);
 
 fn state<V: Volume>(s: &Store<V>) -> Vec<TableState> {
     s.tables()
@@ -40,7 +42,13 @@ fn state<V: Volume>(s: &Store<V>) -> Vec<TableState> {
                 .collect();
             let queue =
                 s.read(t.id, 0, None).unwrap().into_iter().map(|(seq, e)| (seq, s.value_of(&e).unwrap())).collect();
-            (t.name, t.last_seq, t.flushed_seq, t.deleted_upto, keys, queue)
+            let feed = s
+                .changes(t.id, 0, None)
+                .unwrap()
+                .into_iter()
+                .map(|c| (c.seq, c.delete, c.key, c.size, c.current))
+                .collect();
+            (t.name, t.last_seq, t.flushed_seq, t.deleted_upto, keys, queue, feed)
         })
         .collect()
 }
@@ -339,4 +347,52 @@ fn a_version_4_store_opens_with_its_tagged_keys_in_the_default_table() {
         })
         .collect();
     assert_eq!(got, model);
+}
+
+#[test]
+fn the_change_feed_lists_every_put_and_delete_until_delete_up_to_passes_it() {
+    let opts = Options { compaction_ratio: 0.2, ..small() };
+    let mut s = Store::open(MemoryVolume::default(), opts.clone()).unwrap();
+    let t = s.create_table("docs").unwrap();
+    s.put_in(t, b"a", true, b"one", S).unwrap(); // 1
+    s.put_in(t, b"b", false, &pattern(700, 1), S).unwrap(); // 2, streamed
+    s.append(t, b"queued", S).unwrap(); // 3, not in the feed
+    s.put_in(t, b"a", true, b"two!", S).unwrap(); // 4
+    s.delete_in(t, b"b", S).unwrap(); // 5
+    s.batch(&[BatchOp::PutIn { table: t, key: b"c", value: b"3" }, BatchOp::DeleteIn { table: t, key: b"a" }], S)
+        .unwrap(); // 6, 7
+    let feed = |s: &Store<MemoryVolume>, since| -> Vec<(u64, bool, Vec<u8>, u64, bool)> {
+        s.changes(t, since, None).unwrap().into_iter().map(|c| (c.seq, c.delete, c.key, c.size, c.current)).collect()
+    };
+    let want = vec![
+        (1, false, b"a".to_vec(), 3, false),
+        (2, false, b"b".to_vec(), 700, false),
+        (4, false, b"a".to_vec(), 4, false),
+        (5, true, b"b".to_vec(), 0, true),
+        (6, false, b"c".to_vec(), 1, true),
+        (7, true, b"a".to_vec(), 0, true),
+    ];
+    assert_eq!(feed(&s, 0), want);
+    assert_eq!(feed(&s, 4), want[3..].to_vec(), "since is exclusive");
+    assert_eq!(s.changes(t, 0, Some(2)).unwrap().len(), 2);
+    assert!(s.changes(0, 0, None).unwrap().is_empty(), "the default table keeps no feed");
+    assert!(s.changes(t, 0, None).unwrap()[0].string_key);
+    let s = reopen(s, &opts);
+    assert_eq!(feed(&s, 0), want, "replayed");
+    let mut s = s;
+    s.checkpoint().unwrap();
+    let mut s = reopen(s, &opts);
+    assert_eq!(feed(&s, 0), want, "from a checkpoint");
+    s.delete_up_to(t, 4, S).unwrap();
+    assert_eq!(feed(&s, 0), want[3..].to_vec(), "delete_up_to trims the feed");
+    for i in 0..40u64 {
+        s.put_in(t, b"c", false, &pattern(300, i), S).unwrap();
+    }
+    s.compact().unwrap();
+    let before = feed(&s, 0);
+    assert_eq!(before.len(), 3 + 40);
+    let s = reopen(s, &opts);
+    assert_eq!(feed(&s, 0), before, "compaction keeps the feed");
+    let s = Store::open(without_checkpoints(s.into_volume()), opts.clone()).unwrap();
+    assert_eq!(feed(&s, 0), before, "and a full scan finds it");
 }

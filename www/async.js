@@ -13,6 +13,7 @@ import {
   checkForm,
   checkOperation,
   checkOptions,
+  checkChangesOptions,
   checkRange,
   checkSeq,
   checkTableName,
@@ -167,6 +168,29 @@ export class AsyncStore {
       const value = this.#engine.stream(undefined, undefined, { table: tid, seq: entry.seq });
       if (value !== undefined) yield { seq: entry.seq, size: entry.size, value };
       next = entry.seq + 1;
+    }
+  }
+
+  /** This table's change feed after `since` (see SyncStore.changes). */
+  async changes(options) {
+    this.#live();
+    const { since, limit } = checkChangesOptions(options);
+    if (this.#table === undefined) return [];
+    return this.#engine.changes(this.#tid(false), since, limit);
+  }
+
+  /** Follows this table's change feed from `since` (see SyncStore.follow). */
+  async *follow(options) {
+    const { signal, interval = 100, ...rest } = checkOptions(options, 'options');
+    let { since } = checkChangesOptions(rest);
+    for (;;) {
+      if (signal?.aborted) return;
+      const page = await this.changes({ since, limit: 1000 });
+      for (const change of page) {
+        yield change;
+        since = change.seq;
+      }
+      if (page.length === 0) await this.#engine.changed(interval, signal);
     }
   }
 

@@ -328,6 +328,41 @@ export function unpackQueue(packed) {
 }
 
 /**
+ * Unpacks changes()'s buffer into `[{ seq, type, key, size, current }]`.
+ * @param {Uint8Array} packed
+ */
+export function unpackChanges(packed) {
+  const view = new DataView(packed.buffer, packed.byteOffset, packed.byteLength);
+  const out = [];
+  for (let at = 0; at + 21 <= packed.length; ) {
+    const seq = view.getFloat64(at, true);
+    const flags = packed[at + 8];
+    const size = view.getFloat64(at + 9, true);
+    const len = view.getUint32(at + 17, true);
+    const bytes = packed.slice(at + 21, at + 21 + len);
+    at += 21 + len;
+    const key = flags & 4 ? utf8Decoder.decode(bytes) : bytes;
+    out.push({ seq, type: flags & 1 ? 'delete' : 'put', key, size, current: Boolean(flags & 2) });
+  }
+  return out;
+}
+
+const utf8Decoder = new TextDecoder();
+
+/**
+ * Checks changes()' and follow()'s options.
+ * @returns {{ since: number, limit: number | undefined }}
+ */
+export function checkChangesOptions(options) {
+  const { since = 0, limit } = checkOptions(options, 'options');
+  checkSeq(since, 'options.since');
+  if (limit !== undefined && !(Number.isInteger(limit) && limit >= 0 && limit <= 0xffffffff)) {
+    throw invalid(`options.limit must be a whole number, got ${describe(limit)}`);
+  }
+  return { since, limit };
+}
+
+/**
  * Checks a table name: a string of 1 to 255 bytes of UTF-8.
  * @param {unknown} name
  * @param {string} [param]

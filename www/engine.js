@@ -15,6 +15,7 @@ import {
   checkOpenOptions,
   checkOperation,
   checkOptions,
+  checkChangesOptions,
   checkRange,
   checkSeq,
   checkTableName,
@@ -27,6 +28,7 @@ import {
   invalid,
   putOperations,
   toError,
+  unpackChanges,
   unpackKeys,
   unpackQueue,
   valueAs,
@@ -146,7 +148,35 @@ export class Engine {
     const core = this.#live();
     const result = call(() => fn(core));
     if (!strict) this.#armFlush();
+    this.#notify();
     return result;
+  }
+
+  /** Waiters of changed(): woken after every write. */
+  #waiters = new Set();
+
+  #notify() {
+    for (const wake of this.#waiters) wake();
+    this.#waiters.clear();
+  }
+
+  /**
+   * Resolves after the next write through this engine, or after `ms`, or when `signal` aborts.
+   * @param {number} ms
+   * @param {AbortSignal} [signal]
+   */
+  changed(ms, signal) {
+    return new Promise((resolve) => {
+      const done = () => {
+        clearTimeout(timer);
+        signal?.removeEventListener('abort', done);
+        this.#waiters.delete(done);
+        resolve();
+      };
+      const timer = setTimeout(done, ms);
+      signal?.addEventListener('abort', done, { once: true });
+      this.#waiters.add(done);
+    });
   }
 
   #armFlush() {
@@ -283,6 +313,12 @@ export class Engine {
     const out = [];
     for (let i = 0; i + 1 < flat.length; i += 2) out.push({ seq: flat[i], size: flat[i + 1] });
     return out;
+  }
+
+  /** Table `table`'s change feed after `since`: `[{ seq, type, key, size, current }]`. */
+  changes(table, since, limit) {
+    const core = this.#live();
+    return unpackChanges(call(() => core.changes(table, since, limit)));
   }
 
   /** Table `table`'s queue entries from `from` with their values: `[{ seq, size, value }]`. */
@@ -698,6 +734,40 @@ export class SyncStore {
       const value = this.#engine.stream(undefined, undefined, { table: tid, seq: entry.seq });
       if (value !== undefined) yield { seq: entry.seq, size: entry.size, value };
       next = entry.seq + 1;
+    }
+  }
+
+  /**
+   * This table's change feed after sequence number `since` (default 0: from the start), at
+   * most `limit` changes: `[{ seq, type: 'put' | 'delete', key, size, current }]` in sequence
+   * order, every put and delete of its keys (not its queue appends) until deleteUpTo() passes
+   * it; `current` says whether the change made the key's present state (values are not kept
+   * for the feed: read the key for it).
+   * @param {{ since?: number, limit?: number }} [options]
+   */
+  changes(options) {
+    const { since, limit } = checkChangesOptions(options);
+    if (this.#table === undefined) return [];
+    return this.#engine.changes(this.#tid(false), since, limit);
+  }
+
+  /**
+   * Follows this table's change feed: replays the changes after `since`, then waits for new
+   * ones (checked every `interval` ms, default 100, and after each write through this store),
+   * until `signal` aborts: `for await (const change of table.follow({ since }))`.
+   * @param {{ since?: number, signal?: AbortSignal, interval?: number }} [options]
+   */
+  async *follow(options) {
+    const { signal, interval = 100, ...rest } = checkOptions(options, 'options');
+    let { since } = checkChangesOptions(rest);
+    for (;;) {
+      if (signal?.aborted) return;
+      const page = this.changes({ since, limit: 1000 });
+      for (const change of page) {
+        yield change;
+        since = change.seq;
+      }
+      if (page.length === 0) await this.#engine.changed(interval, signal);
     }
   }
 

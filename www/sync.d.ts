@@ -22,9 +22,11 @@ import type {
   TableInfo,
   ValueForms,
   WriteOptions,
+  Change,
 } from './walnut.js';
 
 export type {
+  Change,
   Durability,
   EntriesOptions,
   Key,
@@ -125,6 +127,10 @@ export class SyncStore {
   read<A extends ListForm = 'bytes'>(options?: ReadOptions<A>): Array<QueueEntry<ValueForms[A]>>;
   /** This table's queue entries from `from` on, one at a time, each value a stream. */
   stream(options?: { from?: number }): AsyncIterable<QueueEntry<ReadableStream<Uint8Array>>>;
+  /** This table's change feed after `since` (exclusive), at most `limit` (see walnut.d.ts). */
+  changes(options?: { since?: number; limit?: number }): Change[];
+  /** Follows this table's change feed from `since`, until `signal` aborts. */
+  follow(options?: { since?: number; signal?: AbortSignal; interval?: number }): AsyncIterable<Change>;
   /** Persists `seq` as this table's flushed sequence number; it never goes back. */
   markFlushed(seq: number, options?: Pick<WriteOptions, 'durability'>): void;
   /** Deletes this table's queue entries at or below `seq`, at once. */

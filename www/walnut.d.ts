@@ -107,6 +107,17 @@ export interface QueueEntry<V> {
   value: V;
 }
 
+/** A change of a table's change feed: a put or delete of one of its keys. */
+export interface Change {
+  seq: number;
+  type: 'put' | 'delete';
+  key: Key;
+  /** The value's size, bytes (0 for a delete). Values are not kept for the feed. */
+  size: number;
+  /** Whether this change made the key's present state (no later change to the key). */
+  current: boolean;
+}
+
 /** Options of a queue read: entries from sequence number `from` (default: the first), at most `limit`. */
 export interface ReadOptions<A extends ListForm = ListForm> {
   from?: number;
@@ -307,6 +318,16 @@ export interface StoreApi {
   read<A extends ListForm = 'blob'>(options?: ReadOptions<A>): Promise<Array<QueueEntry<ValueForms[A]>>>;
   /** This table's queue entries from `from` on, one at a time, each value a stream. */
   stream(options?: { from?: number }): AsyncIterable<QueueEntry<ReadableStream<Uint8Array>>>;
+  /**
+   * This table's change feed after `since` (exclusive; default 0), at most `limit`: every put
+   * and delete of its keys (not its queue appends), kept until deleteUpTo() passes it.
+   */
+  changes(options?: { since?: number; limit?: number }): Promise<Change[]>;
+  /**
+   * Follows this table's change feed: replays the changes after `since`, then waits for new
+   * ones (checked every `interval` ms, default 100), until `signal` aborts.
+   */
+  follow(options?: { since?: number; signal?: AbortSignal; interval?: number }): AsyncIterable<Change>;
   /**
    * Persists `seq` as this table's flushed sequence number (atomically with the log): after a
    * crash it reads back as the last one acknowledged. It never goes back (WalnutInvalidArgumentError).

@@ -20,6 +20,7 @@ import {
   checkOpenOptions,
   checkOperation,
   checkOptions,
+  checkChangesOptions,
   checkRange,
   checkSeq,
   checkTableName,
@@ -32,6 +33,7 @@ import {
   Entry,
   invalid,
   toError,
+  unpackChanges,
   unpackKeys,
   unpackQueue,
   WalnutClosedError,
@@ -320,6 +322,44 @@ export class WalnutStore extends EventTarget {
       const value = await this.#stream(undefined, entry.seq);
       if (value !== undefined) yield { seq: entry.seq, size: entry.size, value };
       next = entry.seq + 1;
+    }
+  }
+
+  /**
+   * This table's change feed after sequence number `since` (default 0), at most `limit`:
+   * `[{ seq, type: 'put' | 'delete', key, size, current }]` in sequence order: every put and
+   * delete of its keys (not its queue appends), kept until deleteUpTo() passes it; `current`
+   * says whether the change made the key's present state.
+   * @param {{ since?: number, limit?: number }} [options]
+   */
+  async changes(options) {
+    const { since, limit } = checkChangesOptions(options);
+    return unpackChanges(await this.#request({ op: 'changes', since, limit }));
+  }
+
+  /**
+   * Follows this table's change feed: replays the changes after `since`, then waits for new
+   * ones (written by any tab: checked every `interval` ms, default 100), until `signal`
+   * aborts: `for await (const change of table.follow({ since }))`.
+   * @param {{ since?: number, signal?: AbortSignal, interval?: number }} [options]
+   */
+  async *follow(options) {
+    const { signal, interval = 100, ...rest } = checkOptions(options, 'options');
+    let { since } = checkChangesOptions(rest);
+    if (!(Number.isFinite(interval) && interval >= 0)) throw invalid(`options.interval must be ms >= 0, got ${describe(interval)}`);
+    for (;;) {
+      if (signal?.aborted) return;
+      const page = await this.changes({ since, limit: 1000 });
+      for (const change of page) {
+        yield change;
+        since = change.seq;
+      }
+      if (page.length === 0) {
+        await new Promise((resolve) => {
+          const timer = setTimeout(resolve, interval);
+          signal?.addEventListener('abort', () => (clearTimeout(timer), resolve()), { once: true });
+        });
+      }
     }
   }
 

@@ -960,6 +960,12 @@ function dispatch(request) {
       case 'readQueue':
         readQueue(id, request);
         return;
+      case 'changes': {
+        const table = tableOf(request.table, false);
+        const packed = table === undefined ? new Uint8Array(0) : store.changes(table, request.since, request.limit);
+        reply(id, packed, [packed.buffer]);
+        return;
+      }
       case 'mark': {
         const table = tableOf(request.table, true);
         const { seq, strict } = request;

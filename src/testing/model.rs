@@ -14,10 +14,10 @@
 //!
 //! Tables (HoraeDB's half): the model keeps each table `tN` as marker keys beside the default
 //! table's (`k...`): `[1, N, key]` its keys, `[2, N, seq]` its queue entries, `[3, N]` its last,
-//! flushed and deleted-up-to sequence numbers. So every check above covers them too (after a
-//! crash, numbers never go back, acknowledged entries above the deleted mark are there, nothing
-//! at or below it reappears), and each write's number is checked: the next of its table,
-//! gapless.
+//! flushed and deleted-up-to sequence numbers, `[4, N, seq]` its change feed. So every check
+//! above covers them too (after a crash, numbers never go back, acknowledged entries above the
+//! deleted mark are there, nothing at or below it reappears, the feed is the model's), and each
+//! write's number is checked: the next of its table, gapless.
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,
@@ -52,6 +52,20 @@ fn qkey(n: u8, seq: u64) -> Vec<u8> {
 
 fn mkey(n: u8) -> Vec<u8> {
     vec![3, n]
+}
+
+/// A change feed entry of table `n`: `[4, n, seq]` -> `delete | size | key`.
+fn fkey(n: u8, seq: u64) -> Vec<u8> {
+    let mut k = vec![4, n];
+    k.extend_from_slice(&seq.to_be_bytes());
+    k
+}
+
+fn feed_value(delete: bool, size: u64, key: &[u8]) -> Vec<u8> {
+    let mut v = vec![u8::from(delete)];
+    v.extend_from_slice(&size.to_be_bytes());
+    v.extend_from_slice(key);
+    v
 }
 
 /// A table's (last, flushed, deleted-up-to) in model `m`, if it exists there.
@@ -254,6 +268,9 @@ fn state(s: &Store<CrashVolume>) -> Model {
         }
         for (seq, e) in s.read(t.id, 0, None).unwrap() {
             m.insert(qkey(n, seq), s.value_of(&e).unwrap());
+        }
+        for c in s.changes(t.id, 0, None).unwrap() {
+            m.insert(fkey(n, c.seq), feed_value(c.delete, c.size, &c.key));
         }
     }
     m
@@ -570,7 +587,7 @@ impl Harness {
                         let gone: Effect = self
                             .with_queued()
                             .into_keys()
-                            .filter(|k| matches!(k.as_slice(), [1..=3, t, ..] if *t == n))
+                            .filter(|k| matches!(k.as_slice(), [1..=4, t, ..] if *t == n))
                             .map(|k| (k, None))
                             .collect();
                         if dropped {
@@ -583,7 +600,8 @@ impl Harness {
                 let v = self.value(len);
                 if let Some(id) = self.store.table(&tname(n)).map(|t| t.id) {
                     if let Ok(seq) = self.store.put_in(id, &[b'k', k], false, &v, durability) {
-                        let effect = self.numbered(n, seq, 1, vec![(tkey(n, k), Some(v))]);
+                        let change = (fkey(n, seq), Some(feed_value(false, v.len() as u64, &[b'k', k])));
+                        let effect = self.numbered(n, seq, 1, vec![(tkey(n, k), Some(v)), change]);
                         self.committed(effect, durability, queue_was_empty);
                     }
                 }
@@ -597,7 +615,8 @@ impl Harness {
                         }
                         if existed {
                             let seq = self.store.last_seqs().first().map_or(0, |s| s.2);
-                            let effect = self.numbered(n, seq, 1, vec![(tkey(n, k), None)]);
+                            let change = (fkey(n, seq), Some(feed_value(true, 0, &[b'k', k])));
+                            let effect = self.numbered(n, seq, 1, vec![(tkey(n, k), None), change]);
                             self.committed(effect, durability, queue_was_empty || flushes_first);
                         }
                     }
@@ -649,7 +668,12 @@ impl Harness {
                             taken.push((n, first + k));
                             let seq = first + k;
                             match key {
-                                Some(key) => effect.push((tkey(n, key), values[i].clone())),
+                                Some(key) => {
+                                    effect.push((tkey(n, key), values[i].clone()));
+                                    let size = values[i].as_ref().map_or(0, |v| v.len() as u64);
+                                    let change = feed_value(values[i].is_none(), size, &[b'k', key]);
+                                    effect.push((fkey(n, seq), Some(change)));
+                                }
                                 None => effect.push((qkey(n, seq), Some(values[i].clone().unwrap_or_default()))),
                             }
                         }
@@ -697,7 +721,7 @@ impl Harness {
                             let mut effect: Effect = model
                                 .keys()
                                 .filter(|k| {
-                                    matches!(k.as_slice(), [2, t, ..] if *t == n)
+                                    matches!(k.as_slice(), [2 | 4, t, ..] if *t == n)
                                         && u64::from_be_bytes(k[2..10].try_into().unwrap()) <= seq
                                 })
                                 .map(|k| (k.clone(), None))

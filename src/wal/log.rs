@@ -25,8 +25,8 @@ use crc32fast::Hasher;
 
 use crate::error::{Error, Result};
 use crate::format::{
-    loc_segment, queue_key, record_key, split_ikey, CommitPayload, Kind, TableRecord, FLAG_SEQ, FLAG_STRING_KEY,
-    MAX_COMMIT_TABLES, MAX_KEY_LEN, NS_QUEUE,
+    feed_key, loc_segment, queue_key, record_key, split_ikey, CommitPayload, Kind, TableRecord, FEED_DELETE, FEED_PUT,
+    FLAG_SEQ, FLAG_STRING_KEY, MAX_COMMIT_TABLES, MAX_KEY_LEN, NS_KEYS, NS_QUEUE,
 };
 use crate::index::{ChunkLoc, Entry, Index, Op};
 use crate::storage::Volume;
@@ -245,10 +245,20 @@ pub(crate) struct Log<V: Volume> {
 /// A numbered commit (`numbered`: written with [`FLAG_SEQ`]) states a base for every table
 /// that existed when it was written: its writes to any other table (dropped meanwhile) are
 /// left out. An unnumbered one (before version 5, or compaction's copies) keeps every write.
-pub(crate) fn assign_seqs(ops: Vec<Op>, bases: &[(u32, u64)], numbered: bool) -> (Vec<Op>, Vec<(u32, u64, u64)>) {
+///
+/// Each numbered put or delete of a named table's key also gets its change feed entry, written
+/// by the commit at `lsn` whose records span segments `span`.
+pub(crate) fn assign_seqs(
+    ops: Vec<Op>,
+    bases: &[(u32, u64)],
+    numbered: bool,
+    lsn: u64,
+    span: (u32, u32),
+) -> (Vec<Op>, Vec<(u32, u64, u64)>) {
     let mut next: Vec<(u32, u64, u64)> = bases.iter().map(|&(t, first)| (t, first, first)).collect();
     let mut out = Vec::with_capacity(ops.len() + bases.len());
     for mut op in ops {
+        let mut feed = None;
         if let Op::Put { key, .. } | Op::Delete { key } = &mut op {
             let (table, ns, rest) = split_ikey(key);
             let append = ns == NS_QUEUE && rest.is_empty();
@@ -257,13 +267,22 @@ pub(crate) fn assign_seqs(ops: Vec<Op>, bases: &[(u32, u64)], numbered: bool) ->
                     if append {
                         *key = queue_key(table, slot.2);
                     }
+                    feed = Some(slot.2);
                     slot.2 += 1;
                 }
                 None if numbered => continue,
                 None => {}
             }
         }
-        out.push(op);
+        // A delete's feed entry goes first: it takes the string-key flag of the entry it removes.
+        let change = feed.and_then(|seq| feed_op(&op, seq, lsn, span));
+        if matches!(op, Op::Delete { .. }) {
+            out.extend(change);
+            out.push(op);
+        } else {
+            out.push(op);
+            out.extend(change);
+        }
     }
     let mut taken = Vec::new();
     for (table, first, end) in next {
@@ -273,6 +292,22 @@ pub(crate) fn assign_seqs(ops: Vec<Op>, bases: &[(u32, u64)], numbered: bool) ->
         }
     }
     (out, taken)
+}
+
+/// The change feed entry of `op` (a put or delete of a named table's key) numbered `seq`,
+/// committed at `lsn` in segments `span`; `None` for any other op.
+pub(crate) fn feed_op(op: &Op, seq: u64, lsn: u64, span: (u32, u32)) -> Option<Op> {
+    let (key, kind, size, string_key) = match op {
+        Op::Put { key, entry } => (key, FEED_PUT, entry.size, entry.string_key),
+        Op::Delete { key } => (key, FEED_DELETE, 0, false),
+        _ => return None,
+    };
+    let (table, ns, user_key) = split_ikey(key);
+    if table == 0 || ns != NS_KEYS {
+        return None;
+    }
+    let entry = Entry { chunks: Vec::new(), size: 0, string_key, lsn, span };
+    Some(Op::Put { key: feed_key(table, seq, kind, size, user_key), entry })
 }
 
 impl<V: Volume> Log<V> {
@@ -585,7 +620,7 @@ impl<V: Volume> Log<V> {
                 entry.lsn = lsn;
             }
         }
-        let (mut ops, taken) = assign_seqs(std::mem::take(&mut t.ops), &bases, seqs);
+        let (mut ops, taken) = assign_seqs(std::mem::take(&mut t.ops), &bases, seqs, lsn, span);
         self.take_seqs(&taken);
         if seqs {
             // (A copy's commit, made by maintenance inside a caller's call, must not hide the
@@ -650,14 +685,22 @@ impl<V: Volume> Log<V> {
         let seg = loc_segment(at);
         let entry = Entry { chunks, size: value.len() as u64, string_key, lsn, span: (seg, seg) };
         let mut ops = vec![Op::Put { key: key.to_vec(), entry }];
-        self.one_seq(table, seq, &mut ops);
+        self.one_seq(table, seq, &mut ops, lsn, (seg, seg));
         self.settle(lsn, ops, durability, index)
     }
 
     /// Records that a one-record commit took `seq` (if any) of `table`.
-    fn one_seq(&mut self, table: u32, seq: Option<u64>, ops: &mut Vec<Op>) {
+    fn one_seq(&mut self, table: u32, seq: Option<u64>, ops: &mut Vec<Op>, lsn: u64, span: (u32, u32)) {
         self.last_seqs.clear();
         if let Some(seq) = seq {
+            if let Some(change) = ops.first().and_then(|op| feed_op(op, seq, lsn, span)) {
+                // A delete's feed entry goes first (see assign_seqs).
+                if matches!(ops.first(), Some(Op::Delete { .. })) {
+                    ops.insert(0, change);
+                } else {
+                    ops.push(change);
+                }
+            }
             ops.push(Op::Seq { table, last: seq });
             self.take_seqs(&[(table, seq, seq)]);
             self.last_seqs.push((table, seq, seq));
@@ -672,10 +715,11 @@ impl<V: Volume> Log<V> {
         let txn = self.next_txn;
         let seq_bytes = seq.unwrap_or(0).to_le_bytes();
         let (flags, head): (u8, &[u8]) = if seq.is_some() { (FLAG_SEQ, &seq_bytes) } else { (0, &[]) };
-        let (_, lsn, _) = self.append(Kind::DeleteOne, flags | record_key(key), txn, 0, &[head, key])?;
+        let (at, lsn, _) = self.append(Kind::DeleteOne, flags | record_key(key), txn, 0, &[head, key])?;
         self.next_txn += 1;
         let mut ops = vec![Op::Delete { key: key.to_vec() }];
-        self.one_seq(table, seq, &mut ops);
+        let seg = loc_segment(at);
+        self.one_seq(table, seq, &mut ops, lsn, (seg, seg));
         self.settle(lsn, ops, durability, index)
     }
 

@@ -421,7 +421,13 @@ impl Replay {
                         if seq > 0 && table != 0 {
                             self.index.apply(implied_table(table));
                         }
-                        self.index.apply(Op::Put { key: ik, entry });
+                        let put = Op::Put { key: ik, entry };
+                        let change =
+                            (seq > 0).then(|| crate::wal::log::feed_op(&put, seq, h.lsn, (seg, seg))).flatten();
+                        self.index.apply(put);
+                        if let Some(change) = change {
+                            self.index.apply(change);
+                        }
                         if seq > 0 {
                             self.index.apply(Op::Seq { table, last: seq });
                         }
@@ -439,7 +445,14 @@ impl Replay {
                         if seq > 0 && table != 0 {
                             self.index.apply(implied_table(table));
                         }
-                        self.index.apply(Op::Delete { key: ik });
+                        let delete = Op::Delete { key: ik };
+                        let seg = loc_segment(at);
+                        let change =
+                            (seq > 0).then(|| crate::wal::log::feed_op(&delete, seq, h.lsn, (seg, seg))).flatten();
+                        if let Some(change) = change {
+                            self.index.apply(change); // first: it takes the removed entry's string-key flag
+                        }
+                        self.index.apply(delete);
                         if seq > 0 {
                             self.index.apply(Op::Seq { table, last: seq });
                         }
@@ -837,7 +850,8 @@ fn prove_chain(t: &ScanTxn, commit_at: u64, h: &RecordHeader, payload: &[u8]) ->
         return Err(format!("value checksum {computed:#010x}, COMMIT states {:#010x}", c.value_crc));
     }
     let numbered = h.flags & crate::format::FLAG_SEQ != 0;
-    let (ops, _) = crate::wal::log::assign_seqs(ops, &bases, numbered);
+    let span = (loc_segment(t.begin), loc_segment(commit_at));
+    let (ops, _) = crate::wal::log::assign_seqs(ops, &bases, numbered, h.lsn, span);
     // The tables this commit proves existed: those it numbers, or (a copy, unnumbered) those
     // it copies into. A full scan may meet them before their state record (released with
     // compaction's victims and restated later): they are implied here, named later.

@@ -264,8 +264,14 @@ export const cases = [
       const all = await t.read({ as: 'bytes' });
       equal(all.map((e) => e.seq), [2, 3, 4], 'the queue in sequence order (the put is not in it)');
       equal(all[1].value, bytes(CHUNK * 2 + 3, 5), 'a queue value of several chunks');
+      equal(
+        (await t.changes()).map((c) => [c.seq, c.type, c.key, c.size, c.current]),
+        [[1, 'put', 'k', 9, true]],
+        'the change feed lists puts and deletes (not appends)',
+      );
       await t.markFlushed(3);
       await t.deleteUpTo(3);
+      equal(await t.changes(), [], 'deleteUpTo trims the feed too');
       equal([await t.lastSeq, await t.flushedSeq, await t.deletedUpTo], [4, 3, 3], 'the marks');
       equal((await t.read({ as: 'text' })).map((e) => [e.seq, e.value]), [[4, 'e3']], 'entries at or below the mark are gone');
       const streamed = [];
@@ -297,6 +303,29 @@ export const cases = [
       equal((await db.tables()).map((x) => x.name), ['outbox'], 'what is left');
       equal(await db.table('other').keys(), [], 'a dropped table is empty');
       equal(await db.table('other').put('x', 'new'), 1, 'a table created again starts from 1');
+      const f = db.table('feed');
+      await f.put('a', '1');
+      await f.put('b', '22');
+      await f.delete('a');
+      equal(
+        (await f.changes()).map((c) => [c.seq, c.type, c.key, c.size, c.current]),
+        [
+          [1, 'put', 'a', 1, false],
+          [2, 'put', 'b', 2, true],
+          [3, 'delete', 'a', 0, true],
+        ],
+        'a change is current until a later one to its key',
+      );
+      equal((await f.changes({ since: 1, limit: 1 })).map((c) => c.seq), [2], 'since is exclusive; limit');
+      const stop = new AbortController();
+      const seen = [];
+      for await (const c of f.follow({ since: 0, signal: stop.signal, interval: 20 })) {
+        seen.push([c.seq, c.key]);
+        if (c.seq === 3) await f.put('c', '333');
+        if (c.seq === 4) stop.abort();
+      }
+      equal(seen, [[1, 'a'], [2, 'b'], [3, 'a'], [4, 'c']], 'follow replays from since, then follows new commits');
+      await fails(() => f.changes({ since: -1 }), 'WalnutInvalidArgumentError', /options\.since/, 'a bad since');
       await db.close();
     },
   },

@@ -11,6 +11,7 @@ export async function worker(file: File): Promise<void> {
   const jobs = queue.read({ from: n, as: 'json' });
   queue.markFlushed(queue.lastSeq);
   queue.deleteUpTo(n);
+  console.log(queue.changes({ since: n }).map((c) => c.key));
   console.log(jobs.map((j) => j.seq), db.batch([{ type: 'append', table: 'queue', value: 'x' }])[0]?.last, await queue.appendStream(new Blob(['b'])));
   db.put('k', 'v', { durability: 'relaxed' });
   const bytes: Uint8Array | undefined = db.get('k');

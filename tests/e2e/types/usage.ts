@@ -116,6 +116,8 @@ export async function usage(file: File, stream: ReadableStream<Uint8Array>): Pro
     { type: 'put', table: 'other', key: 'k', value: 'v' },
   ]);
   console.log(putSeq, ranges?.map((r) => r.first + r.last), (await db.tables()).map((t) => t.deletedUpTo), await db.dropTable('other'));
+  for (const change of await outbox.changes({ since: 0, limit: 10 })) console.log(change.type satisfies 'put' | 'delete', change.current);
+  for await (const change of outbox.follow({ since: 3, signal: stop.signal })) console.log(change.seq satisfies number);
   // @ts-expect-error an append names its table
   await db.batch([{ type: 'append', value: 'x' }]);
   // @ts-expect-error sequence numbers are numbers
