@@ -10,7 +10,12 @@ const { openSync } = await import(`${pkg}node.js`);
 const { initSync, WalnutStore: Core } = await import(`${pkg}walnut_core.js`);
 const { NodeVolume } = await import(`${pkg}volume-node.js`);
 
-const fixture = `${repo}tests/fixtures/v4/store`;
+// The store fixture of the newest format version (tests/golden.rs writes one per version).
+const newest = readdirSync(`${repo}tests/fixtures`)
+  .filter((d) => /^v\d+$/.test(d))
+  .map((d) => Number(d.slice(1)))
+  .sort((a, b) => b - a)[0];
+const fixture = `${repo}tests/fixtures/v${newest}/store`;
 const enc = new TextEncoder();
 
 /** The state tests/golden.rs `store()` leaves: every key and value. */
