@@ -727,8 +727,17 @@ impl WalnutStore {
     /// ones with `openReader`.
     pub fn get(&mut self, key: &[u8], table: Option<u32>) -> JsResult<Option<js_sys::Uint8Array>> {
         self.settle();
-        let value = store!(self, |s| s.get_in(table.unwrap_or(0), key)).map_err(js_err)?;
-        Ok(value.map(|v| js_sys::Uint8Array::from(&v[..])))
+        let Some(entry) = store!(self, |s| s.entry_in(table.unwrap_or(0), key)).map_err(js_err)? else {
+            return Ok(None);
+        };
+        // A value of one chunk (every small value) is read into the reused buffer and copied
+        // out once; longer ones are gathered first.
+        if let [loc] = entry.chunks[..] {
+            store!(self, |s| s.read_chunk(&loc, &mut self.buf)).map_err(js_err)?;
+            return Ok(Some(js_sys::Uint8Array::from(&self.buf[..])));
+        }
+        let value = store!(self, |s| s.value_of(&entry)).map_err(js_err)?;
+        Ok(Some(js_sys::Uint8Array::from(&value[..])))
     }
 
     /// Snapshots the value's chunk locations: `{ id, size }`, or `undefined` if absent.

@@ -462,7 +462,13 @@ export class Engine {
   /** @returns {Uint8Array | undefined} the whole value */
   get(key, table) {
     const core = this.#live();
-    return call(() => core.get(key, table));
+    if (trapped) return call(() => undefined); // throws
+    // The hot path of small reads: no closure per call.
+    try {
+      return core.get(key, table);
+    } catch (error) {
+      throw fromCore(error);
+    }
   }
 
   has(key, table) {
@@ -825,7 +831,7 @@ export class SyncStore {
    * @param {{ as?: 'bytes' | 'text' | 'json' | 'blob' | 'stream' }} [options] the form, default 'bytes'
    */
   get(key, options) {
-    const as = checkForm(checkOptions(options, 'options').as, 'bytes');
+    const as = options === undefined ? 'bytes' : checkForm(checkOptions(options, 'options').as, 'bytes');
     const { bytes } = encodeKey(key);
     const tid = this.#tid(false);
     if (as === 'stream') return this.#engine.stream(bytes, tid);

@@ -9,7 +9,8 @@
 //! never be a torn tail) and starts the next from a new file, whose header names its segment
 //! number and base LSN. A record is never split across segments.
 
-use std::collections::BTreeMap;
+use std::cell::RefCell;
+use std::collections::{BTreeMap, HashMap, VecDeque};
 
 use crc32fast::Hasher;
 
@@ -20,6 +21,45 @@ use crate::format::{
 };
 use crate::index::ChunkLoc;
 use crate::storage::{read_exact_at, write_all_at, FileId, Storage, Volume};
+
+/// Bytes of a block of the read cache: reads of small values load the aligned block holding
+/// the record, so that values written together are read with one storage read (as SQLite's
+/// page cache serves rows of one page), not two per value (header, then payload).
+pub(crate) const READ_BLOCK: u64 = 16 << 10;
+/// Bytes the read cache holds at most (FIFO eviction).
+pub(crate) const READ_CACHE_BYTES: usize = 8 << 20;
+
+/// Blocks of the log that no write will change again: whole blocks of sealed segments (the
+/// last one possibly short), and whole blocks of the tail segment below the bytes known
+/// written (`buf_start`; a rollback only cuts from there on). Segment numbers are never
+/// reused, so a cached block never goes stale; a released segment's blocks are dropped.
+#[derive(Default)]
+struct ReadCache {
+    blocks: HashMap<(u32, u64), Vec<u8>>,
+    order: VecDeque<(u32, u64)>,
+    bytes: usize,
+}
+
+impl ReadCache {
+    fn insert(&mut self, key: (u32, u64), block: Vec<u8>) {
+        self.bytes += block.len();
+        if self.blocks.insert(key, block).is_none() {
+            self.order.push_back(key);
+        }
+        while self.bytes > READ_CACHE_BYTES {
+            let Some(old) = self.order.pop_front() else { break };
+            if let Some(b) = self.blocks.remove(&old) {
+                self.bytes -= b.len();
+            }
+        }
+    }
+
+    fn forget_segment(&mut self, seg: u32) {
+        self.blocks.retain(|&(s, _), _| s != seg);
+        self.order.retain(|&(s, _)| s != seg);
+        self.bytes = self.blocks.values().map(Vec::len).sum();
+    }
+}
 
 /// Where an appended record landed.
 pub(crate) struct Appended {
@@ -58,6 +98,8 @@ pub(crate) struct Writer<V: Volume> {
     /// Total size of the sealed segments, bytes (they no longer change).
     sealed_bytes: u64,
     poisoned: Option<Poison>,
+    /// Blocks of the log read for small values (see [`ReadCache`]).
+    cache: RefCell<ReadCache>,
 }
 
 /// The first storage failure, and whether the store may recover from it in place.
@@ -99,6 +141,7 @@ impl<V: Volume> Writer<V> {
             appended: 0,
             sealed_bytes: 0,
             poisoned: None,
+            cache: RefCell::new(ReadCache::default()),
         };
         w.recompute_sealed();
         w
@@ -152,6 +195,7 @@ impl<V: Volume> Writer<V> {
             return Ok(());
         }
         if let Some(id) = self.segments.remove(&seg) {
+            self.cache.borrow_mut().forget_segment(seg);
             let size = self.volume.file(id).and_then(|f| f.size()).unwrap_or(0);
             self.volume.release(id)?;
             self.sealed_bytes = self.sealed_bytes.saturating_sub(size);
@@ -373,6 +417,10 @@ impl<V: Volume> Writer<V> {
             detail: format!("index points into segment {seg}, which is gone"),
         })?;
         let file = self.volume.file(id)?;
+        let small = RECORD_HEADER_LEN as u64 + u64::from(loc.skip) + u64::from(loc.len) <= READ_BLOCK / 2;
+        if small && self.read_cached(loc, seg, file, out)? {
+            return Ok(());
+        }
         let mut hdr = [0u8; RECORD_HEADER_LEN];
         if !read_exact_at(file, &mut hdr, offset)? {
             return Err(Error::Corruption { at: loc.record, detail: "record past end of log".into() });
@@ -397,6 +445,59 @@ impl<V: Volume> Writer<V> {
         out.truncate((u64::from(loc.skip) + u64::from(loc.len)) as usize);
         out.drain(..loc.skip as usize);
         Ok(())
+    }
+
+    /// Reads the record of `loc` from the cached block that holds it whole, loading that block
+    /// if it may be cached. Returns `false` (nothing read) when the record is not in one
+    /// cacheable block: the caller reads it directly. Checks as [`Writer::read_chunk`] does.
+    fn read_cached(&self, loc: &ChunkLoc, seg: u32, file: &V::File, out: &mut Vec<u8>) -> Result<bool> {
+        let offset = loc_offset(loc.record);
+        let index = offset / READ_BLOCK;
+        let start = index * READ_BLOCK;
+        let mut cache = self.cache.borrow_mut();
+        if !cache.blocks.contains_key(&(seg, index)) {
+            // Stable bytes only: the tail segment's whole blocks below what is known written.
+            let end = if seg == self.tail_seg {
+                if start + READ_BLOCK > self.buf_start {
+                    return Ok(false);
+                }
+                start + READ_BLOCK
+            } else {
+                (start + READ_BLOCK).min(file.size()?)
+            };
+            if end <= start {
+                return Ok(false);
+            }
+            let mut block = vec![0u8; (end - start) as usize];
+            if !read_exact_at(file, &mut block, start)? {
+                return Ok(false);
+            }
+            cache.insert((seg, index), block);
+        }
+        let Some(block) = cache.blocks.get(&(seg, index)) else { return Ok(false) };
+        let rel = (offset - start) as usize;
+        let Some(hdr) =
+            block.get(rel..rel + RECORD_HEADER_LEN).and_then(|b| <[u8; RECORD_HEADER_LEN]>::try_from(b).ok())
+        else {
+            return Ok(false);
+        };
+        let h = RecordHeader::decode(&hdr)
+            .map_err(|e| Error::Corruption { at: loc.record, detail: format!("bad record header: {e:?}") })?;
+        let need = u64::from(loc.skip) + u64::from(loc.len);
+        if need > u64::from(h.len) || !matches!(h.kind, Kind::Chunk | Kind::PutOne) {
+            return Err(Error::Corruption { at: loc.record, detail: "index points at the wrong record".into() });
+        }
+        let from = rel + RECORD_HEADER_LEN;
+        let Some(payload) = block.get(from..from + h.len as usize) else { return Ok(false) };
+        let mut pcrc = Hasher::new();
+        pcrc.update(payload);
+        let computed = record_crc(&hdr, &pcrc);
+        if computed != h.crc {
+            return Err(Error::ChecksumMismatch { at: loc.record, stored: h.crc, computed });
+        }
+        out.clear();
+        out.extend_from_slice(payload.get(loc.skip as usize..need as usize).unwrap_or_default());
+        Ok(true)
     }
 
     pub fn volume(&self) -> &V {
