@@ -194,6 +194,18 @@ export class AsyncStore {
     }
   }
 
+  /**
+   * Calls `callback` with each change of this table's feed after `since`, then with each new
+   * one, until `signal` aborts (follow() as a callback). Resolves when it stops; rejects with
+   * what stopped it otherwise (the store closed).
+   * @param {{ since?: number, signal?: AbortSignal, interval?: number }} options
+   * @param {(change: { seq: number, type: 'put' | 'delete', key: string | Uint8Array, size: number, current: boolean }) => void} callback
+   */
+  async watch(options, callback) {
+    if (typeof callback !== 'function') throw invalid(`callback must be a function, got ${describe(callback)}`);
+    for await (const change of this.follow(options)) callback(change);
+  }
+
   /** Persists `seq` as this table's flushed sequence number. */
   async markFlushed(seq, options) {
     this.#live();

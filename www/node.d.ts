@@ -4,7 +4,7 @@
  * writes and fdatasync, and locked by a `LOCK` file naming its process.
  * @module walnut-kv/node
  */
-import type { OpenOptions, StoreApi } from './walnut.js';
+import type { Change, OpenOptions, StoreApi } from './walnut.js';
 import type { SyncOpenOptions, SyncStore } from './sync.js';
 
 export type {
@@ -52,6 +52,8 @@ export class WalnutStore {
   private constructor();
   /** Makes every write so far durable, relaxed ones too. (Also `Symbol.asyncDispose`-able.) */
   flush(): Promise<void>;
+  /** On a table: calls `callback` with each change after `since`, then each new one, until `signal` aborts. */
+  watch(options: { since?: number; signal?: AbortSignal; interval?: number }, callback: (change: Change) => void): Promise<void>;
 }
 
 /**

@@ -131,6 +131,8 @@ export class SyncStore {
   changes(options?: { since?: number; limit?: number }): Change[];
   /** Follows this table's change feed from `since`, until `signal` aborts. */
   follow(options?: { since?: number; signal?: AbortSignal; interval?: number }): AsyncIterable<Change>;
+  /** Calls `callback` with each change after `since`, then each new one, until `signal` aborts. */
+  watch(options: { since?: number; signal?: AbortSignal; interval?: number }, callback: (change: Change) => void): Promise<void>;
   /** Persists `seq` as this table's flushed sequence number; it never goes back. */
   markFlushed(seq: number, options?: Pick<WriteOptions, 'durability'>): void;
   /** Deletes this table's queue entries at or below `seq`, at once. */

@@ -448,6 +448,11 @@ export class WalnutStore extends EventTarget {
     callback: (event: WalnutChangeEvent | WalnutResyncEvent) => void,
   ): void;
   /**
+   * On a table (`db.table(name)`): calls `callback` with each change of its feed after
+   * `since`, then with each new one, until `signal` aborts (follow() as a callback).
+   */
+  watch(options: { since?: number; signal?: AbortSignal; interval?: number }, callback: (change: Change) => void): void;
+  /**
    * Kills the worker at once, as a crash would: writes not yet flushed may be lost and pending
    * calls reject with WalnutClosedError. The next open() recovers the log.
    */

@@ -649,6 +649,15 @@ export class WalnutStore extends EventTarget {
    * @param {(event: WalnutChangeEvent | WalnutResyncEvent) => void} callback
    */
   watch(options, callback) {
+    if (this.#table !== undefined) {
+      // A table's watch follows its change feed (see follow()); it stops when `signal` aborts.
+      if (typeof callback !== 'function') throw invalid(`callback must be a function, got ${describe(callback)}`);
+      const done = (async () => {
+        for await (const change of this.follow(options)) callback(change);
+      })();
+      done.catch(() => {}); // a closed store ends it; follow() callers see the error
+      return;
+    }
     const { prefix, signal } = checkOptions(options, 'options');
     if (typeof callback !== 'function') throw invalid(`callback must be a function, got ${describe(callback)}`);
     if (signal !== undefined && !(signal instanceof AbortSignal)) {

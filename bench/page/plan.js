@@ -120,6 +120,12 @@ export function workloadsAt(scale) {
       metrics: [{ id: 'qread.entries', label: `read ${small} queue entries from a sequence number`, unit: 'entries/s', better: 'higher' }],
     },
     {
+      id: 'fread',
+      contenders: QUEUES,
+      params: { count: scale.small },
+      metrics: [{ id: 'fread.entries', label: `read a change feed of ${small} puts from a sequence number`, unit: 'entries/s', better: 'higher' }],
+    },
+    {
       id: 'gets',
       contenders: PER_CALL,
       params: { count: scale.small },

@@ -177,6 +177,29 @@ export async function qread(contender, { name, count }) {
   return { entries: count / (elapsed / 1000) };
 }
 
+/**
+ * Reads the change feed of `count` puts to a table from its start, in pages of 1,000 (the
+ * peers: a change log they append to beside each write, read from a sequence number).
+ */
+export async function fread(contender, { name, count }) {
+  const store = await contender.open(name);
+  const entries = smallEntries(count);
+  for (let i = 0; i < count; i += FILL_BATCH) await store.feedFill(entries.slice(i, i + FILL_BATCH));
+  const started = now();
+  let read = 0;
+  let since = 0;
+  while (read < count) {
+    const { count: n, last } = await store.feedRead(since, 1000);
+    if (n === 0) break;
+    read += n;
+    since = last;
+  }
+  const elapsed = now() - started;
+  await store.close();
+  if (read !== count) throw new Error(`read ${read} changes of ${count}`);
+  return { entries: count / (elapsed / 1000) };
+}
+
 /** Small durable puts all issued at once; each one's latency runs from the common start. */
 export async function concurrent(contender, { name, count, batches }) {
   const entries = smallEntries(count);

@@ -325,6 +325,16 @@ export const cases = [
         if (c.seq === 4) stop.abort();
       }
       equal(seen, [[1, 'a'], [2, 'b'], [3, 'a'], [4, 'c']], 'follow replays from since, then follows new commits');
+      const watched = [];
+      const quit = new AbortController();
+      const watching = f.watch({ since: 2, signal: quit.signal, interval: 20 }, (c) => {
+        watched.push(c.seq);
+        if (c.seq === 5) quit.abort();
+      });
+      await f.put('d', '4');
+      for (let i = 0; i < 100 && watched.length < 3; i++) await new Promise((resolve) => setTimeout(resolve, 20));
+      await watching;
+      equal(watched, [3, 4, 5], 'watch calls back with each change after since, then with new ones');
       await fails(() => f.changes({ since: -1 }), 'WalnutInvalidArgumentError', /options\.since/, 'a bad since');
       await db.close();
     },

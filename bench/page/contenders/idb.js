@@ -41,6 +41,18 @@ export async function open(name) {
       return (await promisifyRequest(store.getAll(IDBKeyRange.lowerBound(seq), limit))).length;
     },
     // idb-keyval keeps its connection; the page deletes the database after the worker ends.
+    // A change feed as these stores keep one: each write also appends {key, size} to a log
+    // (the queue above); reading the feed reads that log from a sequence number.
+    async feedFill(entries) {
+      const db = await (queue ??= openQueue(name));
+      const tx = db.transaction('q', 'readwrite');
+      for (const [key, value] of entries) tx.objectStore('q').add(`${key}:${value.length}`);
+      await promisifyRequest(tx);
+    },
+    async feedRead(since, limit) {
+      const count = await this.readFrom(since + 1, limit);
+      return { count, last: since + count };
+    },
     close: async () => {
       (await queue)?.close();
     },

@@ -79,6 +79,23 @@ export async function open(name) {
       }
       return n;
     },
+    // A change feed as these stores keep one: each write also appends {key, size} to a log
+    // (the queue above); reading the feed reads that log from a sequence number.
+    async feedFill(entries) {
+      db.transaction(() => {
+        for (const [key, value] of entries) {
+          try {
+            enqueue.bind([new TextEncoder().encode(`${key}:${value.length}`)]).step();
+          } finally {
+            enqueue.reset(true);
+          }
+        }
+      });
+    },
+    async feedRead(since, limit) {
+      const count = await this.readFrom(since + 1, limit);
+      return { count, last: since + count };
+    },
     close: async () => {
       for (const statement of [insert, select, range, enqueue, readQ]) statement.finalize();
       db.close();

@@ -22,6 +22,11 @@ export async function open(name) {
     scan: async (prefix) => db.keys({ prefix }).length,
     append: async (value) => db.table('queue').append(value),
     readFrom: async (seq, limit) => db.table('queue').read({ from: seq, limit }).length,
+    feedFill: async (entries) => db.table('docs').putMany(entries),
+    feedRead: async (since, limit) => {
+      const page = db.table('docs').changes({ since, limit });
+      return { count: page.length, last: page.at(-1)?.seq ?? since };
+    },
     close: async () => db.close(),
   };
 }

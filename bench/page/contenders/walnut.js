@@ -17,6 +17,12 @@ export async function open(name) {
     // A queue: a table of the store (db.table(name).append, resolving to the sequence number).
     append: (value) => db.table('queue').append(value),
     readFrom: async (seq, limit) => (await db.table('queue').read({ from: seq, limit, as: 'bytes' })).length,
+    // A change feed: every put to a table is in its feed (table.changes).
+    feedFill: (entries) => db.table('docs').putMany(entries),
+    feedRead: async (since, limit) => {
+      const page = await db.table('docs').changes({ since, limit });
+      return { count: page.length, last: page.at(-1)?.seq ?? since };
+    },
     close: () => db.close(),
   };
 }
