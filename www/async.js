@@ -23,7 +23,9 @@ import {
   encodeKeys,
   Entry,
   EntryQuery,
+  followFeed,
   invalid,
+  watchFeed,
   paged,
   putOperations,
   valueAs,
@@ -180,30 +182,13 @@ export class AsyncStore {
   }
 
   /** Follows this table's change feed from `since` (see SyncStore.follow). */
-  async *follow(options) {
-    const { signal, interval = 100, ...rest } = checkOptions(options, 'options');
-    let { since } = checkChangesOptions(rest);
-    for (;;) {
-      if (signal?.aborted) return;
-      const page = await this.changes({ since, limit: 1000 });
-      for (const change of page) {
-        yield change;
-        since = change.seq;
-      }
-      if (page.length === 0) await this.#engine.changed(interval, signal);
-    }
+  follow(options) {
+    return followFeed((o) => this.changes(o), (ms, signal) => this.#engine.changed(ms, signal), options);
   }
 
-  /**
-   * Calls `callback` with each change of this table's feed after `since`, then with each new
-   * one, until `signal` aborts (follow() as a callback). Resolves when it stops; rejects with
-   * what stopped it otherwise (the store closed).
-   * @param {{ since?: number, signal?: AbortSignal, interval?: number }} options
-   * @param {(change: { seq: number, type: 'put' | 'delete', key: string | Uint8Array, size: number, current: boolean }) => void} callback
-   */
-  async watch(options, callback) {
-    if (typeof callback !== 'function') throw invalid(`callback must be a function, got ${describe(callback)}`);
-    for await (const change of this.follow(options)) callback(change);
+  /** Calls `callback` with each change after `since`, then each new one (see SyncStore.watch). */
+  watch(options, callback) {
+    return watchFeed(this.follow(options), callback);
   }
 
   /** Persists `seq` as this table's flushed sequence number. */

@@ -363,6 +363,50 @@ export function checkChangesOptions(options) {
 }
 
 /**
+ * Follows a table's change feed (the body of every home's `follow()`): pages it with
+ * `changes({ since, limit })` (a value or a promise), yields each change, and once caught up
+ * waits with `wait(interval, signal)` before looking again, until `signal` aborts.
+ * @param {(options: { since: number, limit: number }) => unknown} changes
+ * @param {(ms: number, signal?: AbortSignal) => Promise<void>} wait
+ * @param {unknown} options `{ since, signal, interval }`
+ */
+export async function* followFeed(changes, wait, options) {
+  const { signal, interval = 100, ...rest } = checkOptions(options, 'options');
+  if (signal !== undefined && !(signal instanceof AbortSignal)) {
+    throw invalid(`options.signal must be an AbortSignal, got ${describe(signal)}`);
+  }
+  if (!(Number.isFinite(interval) && interval >= 0)) throw invalid(`options.interval must be ms >= 0, got ${describe(interval)}`);
+  let { since } = checkChangesOptions(rest);
+  for (;;) {
+    if (signal?.aborted) return;
+    const page = await changes({ since, limit: 1000 });
+    for (const change of page) {
+      yield change;
+      since = change.seq;
+    }
+    if (page.length === 0) await wait(interval, signal);
+  }
+}
+
+/**
+ * Calls `callback` with every change `feed` (a followFeed) yields; resolves when it stops.
+ * @param {AsyncIterable<unknown>} feed
+ * @param {unknown} callback
+ */
+export async function watchFeed(feed, callback) {
+  if (typeof callback !== 'function') throw invalid(`callback must be a function, got ${describe(callback)}`);
+  for await (const change of feed) callback(change);
+}
+
+/** Resolves after `ms`, or at once when `signal` aborts. */
+export function sleep(ms, signal) {
+  return new Promise((resolve) => {
+    const timer = setTimeout(resolve, ms);
+    signal?.addEventListener('abort', () => (clearTimeout(timer), resolve()), { once: true });
+  });
+}
+
+/**
  * Checks a table name: a string of 1 to 255 bytes of UTF-8.
  * @param {unknown} name
  * @param {string} [param]

@@ -25,6 +25,8 @@ import {
   encodeKeys,
   Entry,
   ERROR_CLASSES,
+  followFeed,
+  watchFeed,
   invalid,
   putOperations,
   toError,
@@ -763,30 +765,18 @@ export class SyncStore {
    * until `signal` aborts: `for await (const change of table.follow({ since }))`.
    * @param {{ since?: number, signal?: AbortSignal, interval?: number }} [options]
    */
-  async *follow(options) {
-    const { signal, interval = 100, ...rest } = checkOptions(options, 'options');
-    let { since } = checkChangesOptions(rest);
-    for (;;) {
-      if (signal?.aborted) return;
-      const page = this.changes({ since, limit: 1000 });
-      for (const change of page) {
-        yield change;
-        since = change.seq;
-      }
-      if (page.length === 0) await this.#engine.changed(interval, signal);
-    }
+  follow(options) {
+    return followFeed((o) => this.changes(o), (ms, signal) => this.#engine.changed(ms, signal), options);
   }
 
   /**
    * Calls `callback` with each change of this table's feed after `since`, then with each new
-   * one, until `signal` aborts (follow() as a callback). Resolves when it stops; rejects with
-   * what stopped it otherwise (the store closed).
+   * one, until `signal` aborts (follow() as a callback); resolves when it stops.
    * @param {{ since?: number, signal?: AbortSignal, interval?: number }} options
    * @param {(change: { seq: number, type: 'put' | 'delete', key: string | Uint8Array, size: number, current: boolean }) => void} callback
    */
-  async watch(options, callback) {
-    if (typeof callback !== 'function') throw invalid(`callback must be a function, got ${describe(callback)}`);
-    for await (const change of this.follow(options)) callback(change);
+  watch(options, callback) {
+    return watchFeed(this.follow(options), callback);
   }
 
   /**

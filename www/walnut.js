@@ -14,7 +14,10 @@ import {
   checkForm,
   encodeKeys,
   EntryQuery,
+  followFeed,
   paged,
+  sleep,
+  watchFeed,
   putOperations,
   valueAs,
   checkOpenOptions,
@@ -343,24 +346,8 @@ export class WalnutStore extends EventTarget {
    * aborts: `for await (const change of table.follow({ since }))`.
    * @param {{ since?: number, signal?: AbortSignal, interval?: number }} [options]
    */
-  async *follow(options) {
-    const { signal, interval = 100, ...rest } = checkOptions(options, 'options');
-    let { since } = checkChangesOptions(rest);
-    if (!(Number.isFinite(interval) && interval >= 0)) throw invalid(`options.interval must be ms >= 0, got ${describe(interval)}`);
-    for (;;) {
-      if (signal?.aborted) return;
-      const page = await this.changes({ since, limit: 1000 });
-      for (const change of page) {
-        yield change;
-        since = change.seq;
-      }
-      if (page.length === 0) {
-        await new Promise((resolve) => {
-          const timer = setTimeout(resolve, interval);
-          signal?.addEventListener('abort', () => (clearTimeout(timer), resolve()), { once: true });
-        });
-      }
-    }
+  follow(options) {
+    return followFeed((o) => this.changes(o), sleep, options);
   }
 
   /**
@@ -652,10 +639,7 @@ export class WalnutStore extends EventTarget {
     if (this.#table !== undefined) {
       // A table's watch follows its change feed (see follow()); it stops when `signal` aborts.
       if (typeof callback !== 'function') throw invalid(`callback must be a function, got ${describe(callback)}`);
-      const done = (async () => {
-        for await (const change of this.follow(options)) callback(change);
-      })();
-      done.catch(() => {}); // a closed store ends it; follow() callers see the error
+      watchFeed(this.follow(options), callback).catch(() => {}); // a closed store ends it
       return;
     }
     const { prefix, signal } = checkOptions(options, 'options');
