@@ -97,10 +97,32 @@ fn tables_are_namespaces_with_their_own_ordered_keys() {
     }
 }
 
+/// Runs generic `body` on each backend (okaywal's habit): a store in memory, and one in a
+/// directory (the native `DirVolume`). The body gets `reopen`: `None` opens the store (empty
+/// the first time), `Some(s)` closes `s` and opens its files again.
+macro_rules! on_every_backend {
+    ($body:ident) => {{
+        let opts = small();
+        $body::<MemoryVolume>(&mut |s: Option<Store<MemoryVolume>>| {
+            let v = s.map(Store::into_volume).unwrap_or_default();
+            Store::open(v, opts.clone()).unwrap()
+        });
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("store");
+        $body::<walnut::DirVolume>(&mut |s: Option<Store<walnut::DirVolume>>| {
+            drop(s);
+            Store::open(walnut::DirVolume::open(&dir).unwrap(), opts.clone()).unwrap()
+        });
+    }};
+}
+
 #[test]
 fn every_write_takes_the_next_sequence_number_of_its_table() {
-    let opts = small();
-    let mut s = Store::open(MemoryVolume::default(), opts.clone()).unwrap();
+    on_every_backend!(numbers_body);
+}
+
+fn numbers_body<V: Volume>(reopen: &mut dyn FnMut(Option<Store<V>>) -> Store<V>) {
+    let mut s = reopen(None);
     let t = s.create_table("t").unwrap();
     let u = s.create_table("u").unwrap();
     assert_eq!(s.put_in(t, b"a", false, b"1", S).unwrap(), 1);
@@ -120,7 +142,7 @@ fn every_write_takes_the_next_sequence_number_of_its_table() {
     .unwrap();
     assert_eq!(s.last_seqs(), &[(t, 4, 5), (u, 2, 3)], "a batch spanning tables: per table, in order");
     let before = state(&s);
-    let s = reopen(s, &opts);
+    let s = reopen(Some(s));
     assert_eq!(state(&s), before, "replay numbers every write as the live store did");
     let info: Vec<(String, u64)> = s.tables().into_iter().map(|t| (t.name, t.last_seq)).collect();
     assert_eq!(info, [("".to_string(), 0), ("t".into(), 5), ("u".into(), 3)]);
@@ -130,10 +152,14 @@ fn every_write_takes_the_next_sequence_number_of_its_table() {
 
 #[test]
 fn a_queue_emptied_by_delete_up_to_goes_on_above_every_number_after_reopen() {
-    let opts = small();
+    on_every_backend!(emptied_body);
+}
+
+fn emptied_body<V: Volume>(reopen: &mut dyn FnMut(Option<Store<V>>) -> Store<V>) {
     for checkpoint in [false, true] {
-        let mut s = Store::open(MemoryVolume::default(), opts.clone()).unwrap();
-        let q = s.create_table("outbox").unwrap();
+        let mut s = reopen(None);
+        let name = if checkpoint { "outbox2" } else { "outbox" };
+        let q = s.create_table(name).unwrap();
         for i in 0..5u64 {
             assert_eq!(s.append(q, &pattern(50, i), S).unwrap(), i + 1);
         }
@@ -143,8 +169,8 @@ fn a_queue_emptied_by_delete_up_to_goes_on_above_every_number_after_reopen() {
         if checkpoint {
             s.checkpoint().unwrap();
         }
-        let mut s = reopen(s, &opts);
-        let t = s.table("outbox").unwrap();
+        let mut s = reopen(Some(s));
+        let t = s.table(name).unwrap();
         assert_eq!((t.last_seq, t.flushed_seq, t.deleted_upto), (5, 5, 5), "checkpoint: {checkpoint}");
         assert!(s.read(q, 0, None).unwrap().is_empty(), "nothing at or below the mark comes back");
         assert_eq!(s.append(q, b"next", S).unwrap(), 6);
