@@ -98,8 +98,12 @@ pub const FEED_DELETE: u8 = 2;
 pub const FEED_FIXED_LEN: usize = 17;
 /// Bytes before the user key in a table-space key: tag, table id (u32 big-endian), namespace.
 pub const TABLE_PREFIX_LEN: usize = 6;
-/// Largest key of a named table (and of a default-table key starting with [`TABLE_TAG`]), bytes.
-pub const MAX_TABLE_KEY_LEN: usize = MAX_KEY_LEN - TABLE_PREFIX_LEN;
+/// Largest key of a named table, bytes: its change feed key (prefix, seq, kind, size and the
+/// key) must fit in [`MAX_KEY_LEN`], as every index key must (a checkpoint stores key lengths
+/// as u16).
+pub const MAX_TABLE_KEY_LEN: usize = MAX_KEY_LEN - TABLE_PREFIX_LEN - FEED_FIXED_LEN;
+/// Largest default-table key that starts with [`TABLE_TAG`] (kept escaped), bytes.
+pub const MAX_ESCAPED_KEY_LEN: usize = MAX_KEY_LEN - TABLE_PREFIX_LEN;
 /// Largest table name, bytes of UTF-8.
 pub const MAX_TABLE_NAME_LEN: usize = 255;
 /// Size of a TABLE payload before the name, bytes.

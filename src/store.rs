@@ -11,8 +11,8 @@ use crate::error::{Error, Result};
 use crate::format::MAX_COMMIT_ID_LEN;
 use crate::format::{
     feed_key, ikey, loc_offset, loc_segment, queue_key, split_feed, table_prefix, TableRecord, FEED_DELETE,
-    MAX_CHUNK_LEN, MAX_KEY_LEN, MAX_SEGMENT_LEN, MAX_TABLE_KEY_LEN, MAX_TABLE_NAME_LEN, NS_FEED, NS_KEYS, NS_QUEUE,
-    TABLE_OP_DROP, TABLE_PREFIX_LEN, TABLE_TAG,
+    MAX_CHUNK_LEN, MAX_ESCAPED_KEY_LEN, MAX_KEY_LEN, MAX_SEGMENT_LEN, MAX_TABLE_KEY_LEN, MAX_TABLE_NAME_LEN, NS_FEED,
+    NS_KEYS, NS_QUEUE, TABLE_OP_DROP, TABLE_PREFIX_LEN, TABLE_TAG,
 };
 use crate::index::{ChunkLoc, Entry, Index, KeyInfo, KeyRange, TableMeta, DEFAULT_ID_RETENTION};
 use crate::lifecycle::{dead_ratio, CompactStep, Lifecycle, Settings};
@@ -751,8 +751,14 @@ impl<V: Volume> Store<V> {
         if key.is_empty() {
             return Err(Error::invalid("key", "must not be empty"));
         }
-        if k.len() > MAX_KEY_LEN {
-            let limit = if k.len() == key.len() { MAX_KEY_LEN } else { MAX_TABLE_KEY_LEN };
+        let limit = if table != 0 {
+            MAX_TABLE_KEY_LEN
+        } else if k.len() != key.len() {
+            MAX_ESCAPED_KEY_LEN
+        } else {
+            MAX_KEY_LEN
+        };
+        if key.len() > limit {
             return Err(Error::invalid("key", format!("is {} bytes; the limit is {limit}", key.len())));
         }
         Ok(k)

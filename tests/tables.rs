@@ -422,3 +422,23 @@ fn the_change_feed_lists_every_put_and_delete_until_delete_up_to_passes_it() {
     let s = Store::open(without_checkpoints(s.into_volume()), opts.clone()).unwrap();
     assert_eq!(feed(&s, 0), before, "and a full scan finds it");
 }
+
+#[test]
+fn a_named_table_refuses_keys_whose_change_feed_entry_would_not_fit_and_checkpoints_stay_readable() {
+    // A table key's feed key is 23 bytes longer; every index key must fit a u16 length (the
+    // checkpoint's). A review found a 65,529-byte table key made every later checkpoint
+    // unreadable, so a reopen fell back to a full scan.
+    let opts = small();
+    let mut s = Store::open(MemoryVolume::default(), opts.clone()).unwrap();
+    let t = s.create_table("t").unwrap();
+    let max = walnut::format::MAX_TABLE_KEY_LEN;
+    let r = s.put_in(t, &vec![b'k'; max + 1], false, b"v", S);
+    assert!(matches!(r, Err(walnut::Error::InvalidArgument { param, .. }) if param == "key"), "{r:?}");
+    s.put_in(t, &vec![b'k'; max], false, b"v", S).unwrap();
+    s.put(&vec![0xFF; walnut::format::MAX_ESCAPED_KEY_LEN], b"tagged", S).unwrap();
+    s.checkpoint().unwrap();
+    let s = reopen(s, &opts);
+    assert!(s.recovery().checkpoint.is_some(), "the checkpoint is readable: {:?}", s.recovery());
+    assert_eq!(s.get_in(t, &vec![b'k'; max]).unwrap().as_deref(), Some(&b"v"[..]));
+    assert_eq!(s.changes(t, 0, None).unwrap().len(), 1);
+}
