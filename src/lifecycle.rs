@@ -100,6 +100,9 @@ pub(crate) struct Lifecycle {
     pub compactions: u64,
     /// Segments open readers still read from, with their reader counts: never released.
     pins: BTreeMap<u32, usize>,
+    /// Segment holding the last restatement of every table's state (see
+    /// `restate_tables_before_release`); `None` since open.
+    stated_segment: Option<u32>,
 }
 
 impl Lifecycle {
@@ -179,6 +182,9 @@ impl Lifecycle {
         releasing: &BTreeSet<u32>,
     ) -> Result<bool> {
         log.flush(index)?;
+        if releasing.is_empty() {
+            self.restate_tables_before_release(log, index)?;
+        }
         let w = log.writer();
         let index_lsn = w.next_lsn();
         let (replay_from, replay_lsn) = log.oldest_open().unwrap_or((w.tail(), index_lsn));
@@ -238,6 +244,31 @@ impl Lifecycle {
             log.writer_mut().release_segment(seg)?;
         }
         Ok(true)
+    }
+
+    /// Before a checkpoint that lets the log's prefix go (segments below the oldest live value
+    /// and the replay point): the TABLE records there may be the only statement of a table's
+    /// name, marks and next sequence number, and a full scan of what remains (the fallback
+    /// when no checkpoint reads) must still find them. So every table's state is restated in
+    /// the tail first, unless the last restatement still lies in what is kept. Costs one
+    /// small record per table (a record header, [`crate::format::TABLE_PAYLOAD_LEN`] bytes and its name) each
+    /// time the prefix moves past it; nothing for a store without named tables.
+    fn restate_tables_before_release<V: Volume>(&mut self, log: &mut Log<V>, index: &mut Index) -> Result<()> {
+        let w = log.writer();
+        let from_seg = log.oldest_open().map_or(w.tail_segment(), |(at, _)| loc_segment(at));
+        let keep_from = index.first_live_segment().map_or(from_seg, |s| s.min(from_seg));
+        let releases_prefix = w.segments().keys().next().is_some_and(|&s| s < keep_from);
+        let stated_in_kept = self.stated_segment.is_some_and(|s| s >= keep_from);
+        let named = index.tables().iter().any(|m| m.id != 0);
+        if !releases_prefix || stated_in_kept || !named {
+            return Ok(());
+        }
+        let states: Vec<_> = index.tables().iter().filter(|m| m.id != 0).map(|m| m.record()).collect();
+        for r in &states {
+            log.table_copy(r)?;
+        }
+        self.stated_segment = Some(log.writer().tail_segment());
+        log.flush(index)
     }
 
     /// After a commit: one compaction step if compaction is under way or due (never more than
@@ -316,7 +347,10 @@ impl Lifecycle {
             // Every table's state, restated before the first copy: a full scan of what remains
             // after the victims go finds every table's name, marks and next sequence number
             // ahead of the copies of its values (copies take no numbers, and a write to a
-            // table not yet stated would not land).
+            // table not yet stated would not land). Queued group commits first: a mark still
+            // in the committer's queue is not in the index yet, and a statement without it,
+            // written after it, would outlive it once the victims go.
+            log.flush(index)?;
             let states: Vec<_> = index.tables().iter().map(|m| m.record()).collect();
             for r in &states {
                 log.table_copy(r)?;
