@@ -467,6 +467,52 @@ impl<V: Volume> Store<V> {
         self.log.last_seqs()
     }
 
+    /// The sequence numbers the commit at `lsn` took, per table: `(table, first, last)`, found
+    /// from its queue and change-feed entries (the answer to a write retried under a commit id
+    /// that was made already, [`Store::id_status`]). Tables whose entries of that commit were
+    /// deleted ([`Store::delete_up_to`]) or that it left unnumbered are absent. Reads each
+    /// table's queue and feed backwards from their ends to the commit (cheap for a recent one).
+    pub fn commit_seqs(&self, lsn: u64) -> Vec<(u32, u64, u64)> {
+        const PAGE: usize = 256;
+        let mut out = Vec::new();
+        for meta in self.index.tables().iter() {
+            let mut seqs: Vec<u64> = Vec::new();
+            for ns in [NS_QUEUE, NS_FEED] {
+                let prefix = table_prefix(meta.id, ns).to_vec();
+                // The first key past the namespace (its tag byte + 1): the walk starts there.
+                let mut end = Some(table_prefix(meta.id, ns + 1).to_vec());
+                'pages: loop {
+                    let r = KeyRange {
+                        prefix: Some(prefix.clone()),
+                        end: end.clone(),
+                        limit: Some(PAGE),
+                        reverse: true,
+                        ..KeyRange::default()
+                    };
+                    let page = self.index.scan(&r);
+                    for info in &page {
+                        let Some(e) = self.index.get(&info.key) else { continue };
+                        if e.lsn < lsn {
+                            break 'pages; // numbers only grow with LSNs: the commit is passed
+                        }
+                        let seq = info.key.get(TABLE_PREFIX_LEN..TABLE_PREFIX_LEN + 8).and_then(|b| b.try_into().ok());
+                        if let (true, Some(seq)) = (e.lsn == lsn, seq) {
+                            seqs.push(u64::from_be_bytes(seq));
+                        }
+                    }
+                    match page.last() {
+                        Some(last) if page.len() == PAGE => end = Some(last.key.clone()),
+                        _ => break,
+                    }
+                }
+            }
+            if let (Some(&first), Some(&last)) = (seqs.iter().min(), seqs.iter().max()) {
+                out.push((meta.id, first, last));
+            }
+        }
+        out
+    }
+
     /// Deletes `key` with one self-committed record; returns whether it existed, counting
     /// queued group commits. A key that does not exist writes nothing. When a queued commit
     /// decides the answer, a strict or relaxed delete first asks the committer to flush it (so

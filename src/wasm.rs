@@ -193,12 +193,14 @@ struct JsStats {
 struct JsIdStatus {
     committed: bool,
     ticket: f64,
+    /// The COMMIT's LSN once committed (0 while queued).
+    lsn: f64,
 }
 
 fn id_status_js(status: IdStatus) -> JsIdStatus {
     match status {
-        IdStatus::Committed { .. } => JsIdStatus { committed: true, ticket: 0.0 },
-        IdStatus::Queued(t) => JsIdStatus { committed: false, ticket: ticket_js(t) },
+        IdStatus::Committed { lsn } => JsIdStatus { committed: true, ticket: 0.0, lsn: lsn as f64 },
+        IdStatus::Queued(t) => JsIdStatus { committed: false, ticket: ticket_js(t), lsn: 0.0 },
     }
 }
 
@@ -374,6 +376,17 @@ impl WalnutStore {
         let r = store!(self, mut |s| s.append(table, value, durability(strict)));
         let ticket = store!(self, |s| s.last_ticket());
         self.written(r.map(|_| ticket_js(ticket)))
+    }
+
+    /// The sequence numbers the commit at LSN `lsn` took, per table: `[table, first, last, ...]`
+    /// (see `Store::commit_seqs`; `idStatus()` gives a remembered commit's LSN).
+    #[wasm_bindgen(js_name = commitSeqs)]
+    pub fn commit_seqs(&self, lsn: f64) -> Vec<f64> {
+        store!(self, |s| s
+            .commit_seqs(lsn as u64)
+            .iter()
+            .flat_map(|&(t, a, b)| [f64::from(t), a as f64, b as f64])
+            .collect())
     }
 
     /// The sequence numbers the last write took, per table: `[table, first, last, ...]`.
@@ -621,7 +634,7 @@ impl WalnutStore {
     pub fn commit_with_id(&mut self, txn: f64, strict: bool, id: &[u8]) -> JsResult<JsValue> {
         let r = txn_id(txn).and_then(|txn| store!(self, mut |s| s.commit_with_id(txn, id, durability(strict))));
         let status = match self.written(r)? {
-            IdCommit::Applied(t) => JsIdStatus { committed: false, ticket: ticket_js(t) },
+            IdCommit::Applied(t) => JsIdStatus { committed: false, ticket: ticket_js(t), lsn: 0.0 },
             IdCommit::Duplicate(status) => id_status_js(status),
         };
         to_js(&status)
@@ -640,7 +653,7 @@ impl WalnutStore {
     ) -> JsResult<JsValue> {
         let r = store!(self, mut |s| s.put_with_id(key, key_is_string, value, id, durability(strict)));
         let status = match self.written(r)? {
-            IdCommit::Applied(t) => JsIdStatus { committed: false, ticket: ticket_js(t) },
+            IdCommit::Applied(t) => JsIdStatus { committed: false, ticket: ticket_js(t), lsn: 0.0 },
             IdCommit::Duplicate(status) => id_status_js(status),
         };
         to_js(&status)

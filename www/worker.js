@@ -28,7 +28,7 @@
  */
 import init, { WalnutStore } from './walnut_core.js';
 import { LEADER_CHANGED, Member } from './multitab.js';
-import { unpackKeys } from './common.js';
+import { absentMark, unpackKeys } from './common.js';
 
 /** A write task gives way to other requests after running this long, ms. */
 const SLICE_MS = 2;
@@ -852,11 +852,15 @@ function tableOf(name, create) {
  */
 function resolveTables(request) {
   const names = new Map([[0, '']]);
-  const own = tableOf(request.table, true);
-  if (own !== undefined) names.set(own, request.table);
+  let own;
   for (const op of request.ops) {
     if (typeof op.table === 'number') continue; // resolved already (a retried task)
     if (op.table === undefined) {
+      // The request's own table, created only when an operation writes to it.
+      if (own === undefined && request.table !== undefined) {
+        own = tableOf(request.table, true);
+        names.set(own, request.table);
+      }
       op.table = own;
       continue;
     }
@@ -967,9 +971,14 @@ function dispatch(request) {
         return;
       }
       case 'mark': {
-        const table = tableOf(request.table, true);
+        const table = tableOf(request.table, false);
         const { seq, strict } = request;
-        const ticket = request.what === 'flushed' ? store.markFlushed(table, seq, strict) : store.deleteUpTo(table, seq, strict);
+        const ticket =
+          table === NO_TABLE
+            ? absentMark(seq)
+            : request.what === 'flushed'
+              ? store.markFlushed(table, seq, strict)
+              : store.deleteUpTo(table, seq, strict);
         acknowledge(request, { value: undefined, ticket, change: null });
         return;
       }
@@ -1122,10 +1131,34 @@ function answeredBefore(request) {
   if (!status && !request.recheck) return false;
   cancelStreams(request.ops);
   // A clear() or deleteMany() committed by the last leader: how many keys it deleted is gone.
-  const value = request.clear || request.existing ? NaN : isLoneDelete(request.ops) ? true : undefined;
+  const value =
+    request.clear || request.existing ? NaN : isLoneDelete(request.ops) ? true : () => retriedValue(request);
   if (status) acknowledge(request, { value, ticket: status.committed ? 0 : status.ticket, change: null });
   else fail(request.id, named(LEADER_CHANGED, "the leader changed after this put's stream was read; it was not committed: try again"));
   return true;
+}
+
+/**
+ * What a write answered from its request id resolves to, as writeValue_ would have answered the
+ * first attempt: the sequence numbers its commit took, read back by the commit's LSN (called
+ * once the commit is durable, so a queued one is applied by then). Numbers deleted by
+ * deleteUpTo() since are gone: such a put resolves to 0.
+ */
+function retriedValue(request) {
+  const status = store.idStatus(utf8Encoder.encode(request.rid));
+  const flat = status?.committed ? store.commitSeqs(status.lsn) : [];
+  const names = new Map(store.tables().map((t) => [t.id, t.name]));
+  const seqs = [];
+  for (let i = 0; i + 2 < flat.length; i += 3) {
+    seqs.push({ table: names.get(flat[i]) ?? '', first: flat[i + 1], last: flat[i + 2] });
+  }
+  if (request.seqs) return seqs;
+  const [op] = request.ops;
+  if (request.ops.length === 1 && (op.type === 'put' || op.type === 'append')) {
+    const name = (typeof op.table === 'string' ? op.table : request.table) ?? '';
+    return seqs.find((x) => x.table === name)?.last ?? 0;
+  }
+  return undefined;
 }
 
 /** @param {Array<{ type: string }>} ops */
@@ -1538,7 +1571,7 @@ async function closeStore() {
  */
 function acknowledge({ id, strict }, { value, ticket, change }) {
   if (!strict) {
-    reply(id, value);
+    reply(id, typeof value === 'function' ? value() : value);
     if (change) {
       undurableChanges.push(change);
       // Relaxed writes are flushed for their events within a second, with the next group or alone.
@@ -1592,7 +1625,8 @@ function commitGroup() {
     if (failure) {
       fail(waiter.id, failure);
     } else {
-      reply(waiter.id, waiter.value);
+      // A retried write's answer is read once its commit is durable (see retriedValue).
+      reply(waiter.id, typeof waiter.value === 'function' ? waiter.value() : waiter.value);
       if (waiter.change) changes.push(waiter.change);
     }
   }

@@ -227,6 +227,68 @@ test('calls queued on a follower when the leader closes are all answered by the 
   await follower.close();
 });
 
+test('appends queued on a follower when the leader closes resolve to the numbers they took, retried or not', async () => {
+  const [leader, follower] = await pagesWith('failover-appends', 2);
+  const appends = follower.evaluate(async () => {
+    const { db, harness } = window;
+    const t = db.table('outbox');
+    const calls = [];
+    for (let i = 0; i < 200; i++) calls.push(t.append(`a${i}`));
+    const outcomes = await Promise.all(calls.map((c) => harness.settled(c, 20_000)));
+    const seqs = await Promise.all(calls.map((c) => c.catch(() => null)));
+    const queue = new Map((await t.read({ as: 'text' })).map((e) => [e.seq, e.value]));
+    return { outcomes, seqs, found: seqs.map((seq) => queue.get(seq)) };
+  });
+  await leader.close();
+  const r = await appends;
+  assert.deepEqual(r.outcomes, Array(200).fill('resolved'));
+  assert.ok(r.seqs.every((x) => Number.isInteger(x) && x > 0), `every append resolved to its number: ${r.seqs}`);
+  assert.equal(new Set(r.seqs).size, 200, 'no number twice');
+  assert.deepEqual(r.found, Array.from({ length: 200 }, (_, i) => `a${i}`), 'each number holds its own value');
+  await follower.close();
+});
+
+test("a follower's writes that a silent leader committed resolve to the numbers they took once the next leader answers them", async () => {
+  const [leader, follower] = await pagesWith('retried-seqs', 2);
+  assert.equal(await follower.evaluate(() => window.db.table('outbox').append('first')), 1);
+  // The leader goes silent: it still commits what followers send, but no answer leaves it.
+  const workers = leader.workers();
+  assert.ok(workers.length > 0, "the leader page's worker");
+  for (const w of workers) await w.evaluate(() => (BroadcastChannel.prototype.postMessage = () => {}));
+  await follower.evaluate(() => {
+    const { db } = window;
+    const t = db.table('outbox');
+    window.calls = [
+      t.append('a'),
+      t.put('k', 'v'),
+      db.batch([
+        { type: 'append', table: 'outbox', value: 'b' },
+        { type: 'put', table: 'other', key: 'x', value: 'y' },
+      ]),
+    ];
+  });
+  // Committed by the leader (its own page reads its store directly), answered to nobody.
+  await leader.waitForFunction(async () => (await window.db.table('outbox').lastSeq) >= 4, null, { timeout: 10_000 });
+  await leader.close(); // the follower leads next and finds the three commits by their request ids
+  const got = await follower.evaluate(async () => {
+    const [append, put, batch] = await Promise.all(window.calls);
+    const t = window.db.table('outbox');
+    const queue = (await t.read({ as: 'text' })).map((e) => [e.seq, e.value]);
+    const feed = (await t.changes()).map((c) => [c.seq, c.key]);
+    return { append, put, batch: [...batch].sort((a, b) => (a.table < b.table ? -1 : 1)), queue, feed };
+  });
+  const seqOf = (value) => got.queue.find(([, v]) => v === value)?.[0];
+  assert.equal(got.queue.length, 3, `each committed once: ${JSON.stringify(got.queue)}`);
+  assert.equal(got.append, seqOf('a'), 'the append resolves to the number its entry holds');
+  assert.deepEqual(got.feed, [[got.put, 'k']], 'the put resolves to the number its change took');
+  assert.deepEqual(got.batch, [
+    { table: 'other', first: 1, last: 1 },
+    { table: 'outbox', first: seqOf('b'), last: seqOf('b') },
+  ]);
+  assert.deepEqual([got.append, got.put, seqOf('b')].sort(), [2, 3, 4]);
+  await follower.close();
+});
+
 test('a leader page reloaded 10 times while two followers write: every resolved write stays, no call hangs', async () => {
   const [leader, ...followers] = await pagesWith('reloads', 3);
   const writers = followers.map((page, f) =>
