@@ -125,9 +125,10 @@ export class AsyncStore {
     return this.#engine.tableInfo(this.#table)[field];
   }
 
-  #namedTable(call) {
+  /** This view's table id for `call`, which only a named table has (created if `create`). */
+  #namedTable(call, create = true) {
     if (this.#table === undefined) throw invalid(`${call}() needs a table: db.table(name).${call}(...)`);
-    return this.#tid(true);
+    return this.#tid(create);
   }
 
   /**
@@ -197,7 +198,7 @@ export class AsyncStore {
     const { durability } = checkOptions(options, 'options');
     const { strict } = checkWriteOptions({ durability }, this.#durability);
     checkSeq(seq);
-    await this.#durable(this.#engine.markFlushed(this.#namedTable('markFlushed'), seq, strict), strict);
+    await this.#durable(this.#engine.markFlushed(this.#namedTable('markFlushed', false), seq, strict), strict);
   }
 
   /** Deletes this table's queue entries at or below `seq`, at once. */
@@ -206,7 +207,7 @@ export class AsyncStore {
     const { durability } = checkOptions(options, 'options');
     const { strict } = checkWriteOptions({ durability }, this.#durability);
     checkSeq(seq);
-    await this.#durable(this.#engine.deleteUpTo(this.#namedTable('deleteUpTo'), seq, strict), strict);
+    await this.#durable(this.#engine.deleteUpTo(this.#namedTable('deleteUpTo', false), seq, strict), strict);
   }
 
   /** The store's directory (Node) or name. */
@@ -275,7 +276,7 @@ export class AsyncStore {
     );
     if (ops.length === 0) return [];
     let ticket;
-    const names = this.#engine.resolveOps(ops, this.#tid(true), this.#table);
+    const names = this.#engine.resolveOps(ops, this.#table);
     const [op] = ops;
     let seqs;
     if (ops.length === 1 && op.type === 'put' && op.value instanceof Uint8Array && !signal) {

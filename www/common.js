@@ -11,6 +11,17 @@ export const MAX_KEY_BYTES = 65535;
 /** The largest `lockTimeout` and `directWriteThreshold`: the core holds them as 32-bit integers. */
 export const MAX_U32 = 2 ** 32 - 1;
 
+/**
+ * markFlushed()/deleteUpTo() on a table nothing was written to: its last sequence number is 0,
+ * so 0 is a mark already in place (nothing is written, and the table is not created) and
+ * anything above is refused as the core refuses it on an existing table.
+ * @returns {number} ticket 0 (nothing written)
+ */
+export function absentMark(seq) {
+  if (seq === 0) return 0;
+  throw invalid(`seq: ${seq} is above the table's last sequence number 0 (nothing was ever written to it)`);
+}
+
 export const encoder = new TextEncoder();
 export const decoder = new TextDecoder();
 

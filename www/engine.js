@@ -28,6 +28,7 @@ import {
   followFeed,
   watchFeed,
   invalid,
+  absentMark,
   putOperations,
   toError,
   unpackChanges,
@@ -45,6 +46,7 @@ const TOKEN = Symbol('walnut.sync');
 
 /** A table id no table has: reads of a table not created yet find nothing. */
 export const NO_TABLE = 0xffffffff;
+
 
 /** Set once the core trapped (a bug in walnut): no call into this instance is safe after it. */
 let trapped;
@@ -254,14 +256,20 @@ export class Engine {
   }
 
   /**
-   * Resolves the table names of batch operations to ids (creating tables), the others to
-   * `own`; returns a map from id to name for reporting sequence numbers.
+   * Resolves the table names of batch operations to ids (creating the tables they write), the
+   * others to the view's table `ownName` (undefined: the default table); returns a map from id
+   * to name for reporting sequence numbers.
    */
-  resolveOps(ops, own, ownName) {
+  resolveOps(ops, ownName) {
     const names = new Map([[0, '']]);
-    if (own !== undefined) names.set(own, ownName);
+    let own;
     for (const op of ops) {
       if (op.table === undefined) {
+        // The view's own table, created only when an operation writes to it.
+        if (own === undefined && ownName !== undefined) {
+          own = this.tid(ownName, true);
+          names.set(own, ownName);
+        }
         op.table = own;
         continue;
       }
@@ -297,11 +305,13 @@ export class Engine {
 
   /** @returns {number} the ticket */
   markFlushed(table, seq, strict) {
+    if (table === NO_TABLE) return absentMark(seq);
     return this.#write(strict, (core) => core.markFlushed(table, seq, strict));
   }
 
   /** @returns {number} the ticket (0: nothing written) */
   deleteUpTo(table, seq, strict) {
+    if (table === NO_TABLE) return absentMark(seq);
     return this.#write(strict, (core) => core.deleteUpTo(table, seq, strict));
   }
 
@@ -705,9 +715,10 @@ export class SyncStore {
     return seq;
   }
 
-  #namedTable(call) {
+  /** This view's table id for `call`, which only a named table has (created if `create`). */
+  #namedTable(call, create = true) {
     if (this.#table === undefined) throw invalid(`${call}() needs a table: db.table(name).${call}(...)`);
-    return this.#tid(true);
+    return this.#tid(create);
   }
 
   /**
@@ -787,7 +798,7 @@ export class SyncStore {
   markFlushed(seq, options) {
     const strict = this.#strict(options);
     checkSeq(seq);
-    const tid = this.#namedTable('markFlushed');
+    const tid = this.#namedTable('markFlushed', false);
     this.#settle(this.#engine.markFlushed(tid, seq, strict), strict);
   }
 
@@ -799,7 +810,7 @@ export class SyncStore {
   deleteUpTo(seq, options) {
     const strict = this.#strict(options);
     checkSeq(seq);
-    const tid = this.#namedTable('deleteUpTo');
+    const tid = this.#namedTable('deleteUpTo', false);
     this.#settle(this.#engine.deleteUpTo(tid, seq, strict), strict);
   }
 
@@ -949,7 +960,7 @@ export class SyncStore {
       }),
     );
     if (ops.length === 0) return [];
-    const names = this.#engine.resolveOps(ops, this.#tid(true), this.#table);
+    const names = this.#engine.resolveOps(ops, this.#table);
     const ticket = this.#engine.batch(ops, strict);
     const seqs = this.#engine.namedSeqs(names);
     this.#settle(ticket, strict);

@@ -301,6 +301,16 @@ export const cases = [
       equal(await db.dropTable('other'), true, 'drop an existing table');
       equal(await db.dropTable('other'), false, 'drop it again');
       equal((await db.tables()).map((x) => x.name), ['outbox'], 'what is left');
+      const ghost = db.table('ghost');
+      await ghost.markFlushed(0);
+      await ghost.deleteUpTo(0);
+      await fails(() => ghost.markFlushed(1), 'WalnutInvalidArgumentError', /seq/, 'a mark above a new table\'s 0');
+      await fails(() => ghost.deleteUpTo(1), 'WalnutInvalidArgumentError', /seq/, 'a delete above a new table\'s 0');
+      equal(await ghost.batch([{ type: 'put', table: 'outbox', key: 'via-ghost', value: 'x' }]), [
+        { table: 'outbox', first: 7, last: 7 },
+      ]);
+      equal((await db.tables()).map((x) => x.name), ['outbox'], 'marks and batches of other tables create no table');
+      await db.table('outbox').delete('via-ghost');
       equal(await db.table('other').keys(), [], 'a dropped table is empty');
       equal(await db.table('other').put('x', 'new'), 1, 'a table created again starts from 1');
       const f = db.table('feed');
