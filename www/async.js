@@ -13,7 +13,6 @@ import {
   checkForm,
   checkOperation,
   checkOptions,
-  checkChangesOptions,
   checkRange,
   checkSeq,
   checkTableName,
@@ -148,38 +147,18 @@ export class AsyncStore {
    */
   async read(options) {
     this.#live();
-    const { from = 0, limit, as } = checkOptions(options, 'options');
-    checkSeq(from, 'options.from');
-    if (limit !== undefined && !(Number.isInteger(limit) && limit >= 0 && limit <= 0xffffffff)) {
-      throw invalid(`options.limit must be a whole number, got ${describe(limit)}`);
-    }
-    const form = checkForm(as, 'blob');
-    if (form === 'stream') throw invalid("options.as cannot be 'stream' for read(); use stream()");
-    const tid = this.#tid(false) ?? 0;
-    return this.#engine.readQueueValues(tid, from, limit).map(({ seq, size, value }) => ({ seq, size, value: valueAs(value, form) }));
+    return this.#engine.readOf(this.#table, options, 'blob');
   }
 
   /** This table's queue entries from `from` on, each value a stream. */
-  async *stream(options) {
-    const { from = 0 } = checkOptions(options, 'options');
-    let next = checkSeq(from, 'options.from');
-    for (;;) {
-      this.#live();
-      const tid = this.#tid(false) ?? 0;
-      const [entry] = this.#engine.readQueue(tid, next, 1);
-      if (entry === undefined) return;
-      const value = this.#engine.stream(undefined, undefined, { table: tid, seq: entry.seq });
-      if (value !== undefined) yield { seq: entry.seq, size: entry.size, value };
-      next = entry.seq + 1;
-    }
+  stream(options) {
+    return this.#engine.streamOf(this.#table, options, () => this.#live());
   }
 
   /** This table's change feed after `since` (see SyncStore.changes). */
   async changes(options) {
     this.#live();
-    const { since, limit } = checkChangesOptions(options);
-    if (this.#table === undefined) return [];
-    return this.#engine.changes(this.#tid(false), since, limit);
+    return this.#engine.changesOf(this.#table, options);
   }
 
   /** Follows this table's change feed from `since` (see SyncStore.follow). */

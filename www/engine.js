@@ -256,6 +256,49 @@ export class Engine {
   }
 
   /**
+   * A table view's read(): table `name`'s queue entries from `options.from`, at most
+   * `options.limit`, values in the form `options.as` (default `form`). A table that does not
+   * exist reads as empty.
+   * @returns {Array<{ seq: number, size: number, value: unknown }>}
+   */
+  readOf(name, options, form) {
+    const { from = 0, limit, as } = checkOptions(options, 'options');
+    checkSeq(from, 'options.from');
+    if (limit !== undefined && !(Number.isInteger(limit) && limit >= 0 && limit <= 0xffffffff)) {
+      throw invalid(`options.limit must be a whole number, got ${describe(limit)}`);
+    }
+    const shape = checkForm(as, form);
+    if (shape === 'stream') throw invalid("options.as cannot be 'stream' for read(); use stream()");
+    const tid = this.tid(name, false) ?? 0;
+    return this.readQueueValues(tid, from, limit).map(({ seq, size, value }) => ({ seq, size, value: valueAs(value, shape) }));
+  }
+
+  /**
+   * A table view's stream(): table `name`'s queue entries from `options.from` on, one at a time,
+   * each value a stream; `live()` throws once the view's store is closed.
+   */
+  async *streamOf(name, options, live) {
+    const { from = 0 } = checkOptions(options, 'options');
+    let next = checkSeq(from, 'options.from');
+    for (;;) {
+      live();
+      const tid = this.tid(name, false) ?? 0;
+      const [entry] = this.readQueue(tid, next, 1);
+      if (entry === undefined) return;
+      const value = this.stream(undefined, undefined, { table: tid, seq: entry.seq });
+      if (value !== undefined) yield { seq: entry.seq, size: entry.size, value };
+      next = entry.seq + 1;
+    }
+  }
+
+  /** A table view's changes(): table `name`'s change feed (none for the default table). */
+  changesOf(name, options) {
+    const { since, limit } = checkChangesOptions(options);
+    if (name === undefined) return [];
+    return this.changes(this.tid(name, false), since, limit);
+  }
+
+  /**
    * Resolves the table names of batch operations to ids (creating the tables they write), the
    * others to the view's table `ownName` (undefined: the default table); returns a map from id
    * to name for reporting sequence numbers.
@@ -727,15 +770,7 @@ export class SyncStore {
    * @param {{ from?: number, limit?: number, as?: 'bytes' | 'text' | 'json' | 'blob' }} [options]
    */
   read(options) {
-    const { from = 0, limit, as } = checkOptions(options, 'options');
-    checkSeq(from, 'options.from');
-    if (limit !== undefined && !(Number.isInteger(limit) && limit >= 0 && limit <= 0xffffffff)) {
-      throw invalid(`options.limit must be a whole number, got ${describe(limit)}`);
-    }
-    const form = checkForm(as, 'bytes');
-    if (form === 'stream') throw invalid("options.as cannot be 'stream' for read(); use stream()");
-    const tid = this.#tid(false) ?? 0;
-    return this.#engine.readQueueValues(tid, from, limit).map(({ seq, size, value }) => ({ seq, size, value: valueAs(value, form) }));
+    return this.#engine.readOf(this.#table, options, 'bytes');
   }
 
   /**
@@ -743,17 +778,8 @@ export class SyncStore {
    * values stay out of memory): `for await (const { seq, size, value } of table.stream())`.
    * @param {{ from?: number }} [options]
    */
-  async *stream(options) {
-    const { from = 0 } = checkOptions(options, 'options');
-    let next = checkSeq(from, 'options.from');
-    for (;;) {
-      const tid = this.#tid(false) ?? 0;
-      const [entry] = this.#engine.readQueue(tid, next, 1);
-      if (entry === undefined) return;
-      const value = this.#engine.stream(undefined, undefined, { table: tid, seq: entry.seq });
-      if (value !== undefined) yield { seq: entry.seq, size: entry.size, value };
-      next = entry.seq + 1;
-    }
+  stream(options) {
+    return this.#engine.streamOf(this.#table, options, () => {});
   }
 
   /**
@@ -765,9 +791,7 @@ export class SyncStore {
    * @param {{ since?: number, limit?: number }} [options]
    */
   changes(options) {
-    const { since, limit } = checkChangesOptions(options);
-    if (this.#table === undefined) return [];
-    return this.#engine.changes(this.#tid(false), since, limit);
+    return this.#engine.changesOf(this.#table, options);
   }
 
   /**
