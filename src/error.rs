@@ -48,6 +48,10 @@ pub enum Error {
     Transaction { txn: u64, detail: String },
     /// The environment cannot host the store (e.g. OPFS outside a dedicated worker).
     Unsupported { detail: String },
+    /// An optimistic transaction or a conditional write lost a race: a key or range it read
+    /// (or a version it was given) changed before it could commit. Nothing was written; read
+    /// again and retry. `detail` names the key's table and says what changed.
+    Conflict { detail: String },
 }
 
 impl Error {
@@ -80,6 +84,7 @@ impl Error {
             Error::Closed => "WalnutClosedError",
             Error::Transaction { .. } => "WalnutTransactionError",
             Error::Unsupported { .. } => "WalnutUnsupportedError",
+            Error::Conflict { .. } => "WalnutConflictError",
         }
     }
 
@@ -110,6 +115,7 @@ impl fmt::Display for Error {
             Error::Closed => write!(f, "store is closed"),
             Error::Transaction { txn, detail } => write!(f, "transaction {txn}: {detail}"),
             Error::Unsupported { detail } => write!(f, "unsupported environment: {detail}"),
+            Error::Conflict { detail } => write!(f, "conflict: {detail}; nothing was written"),
         }
     }
 }

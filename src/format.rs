@@ -16,8 +16,9 @@ pub const MAGIC: [u8; 8] = *b"WALNUTLG";
 /// header (replay from a checkpoint re-applies nothing it holds); version 4 lets a COMMIT carry
 /// an id, remembered in checkpoints (a commit with a known id is not made again); version 5
 /// adds tables (keys of named tables and queues in the [`TABLE_TAG`] key space, TABLE records)
-/// and per-table sequence numbers (COMMIT, PUT_ONE and DELETE_ONE with [`FLAG_SEQ`]).
-pub const FORMAT_VERSION: u16 = 5;
+/// and per-table sequence numbers (COMMIT, PUT_ONE and DELETE_ONE with [`FLAG_SEQ`]); version 6
+/// adds ROLLBACK records (a nested transaction's abort: its records leave the chain).
+pub const FORMAT_VERSION: u16 = 6;
 /// Oldest format version this build reads: a version 1 log is segment 0 of a version 2 store,
 /// and a version 2 store opens as version 3 (its checkpoints replay as version 2 did).
 pub const MIN_READ_VERSION: u16 = 1;
@@ -307,7 +308,17 @@ pub enum Kind {
     DeleteOne = 0x08,
     /// A table's state or drop, self-committed (version 5). Payload = [`TableRecord`].
     Table = 0x09,
+    /// Rolls an open transaction back to an earlier record of it (version 6: the abort of a
+    /// nested transaction, SynapseDB's inner ABORT). Payload = `to u64` ([`ROLLBACK_PAYLOAD_LEN`]
+    /// bytes): the offset of the record the chain resumes from (BEGIN's, or a record of the
+    /// transaction before the nested one began). `prev` = the transaction's last record. The
+    /// records after `to` up to this one, and this one, are off the chain: the transaction's
+    /// next record links to `to`.
+    Rollback = 0x0A,
 }
+
+/// Size of a ROLLBACK payload, bytes.
+pub const ROLLBACK_PAYLOAD_LEN: usize = 8;
 
 impl Kind {
     /// Decodes a type byte.
@@ -322,6 +333,7 @@ impl Kind {
             0x07 => Kind::PutOne,
             0x08 => Kind::DeleteOne,
             0x09 => Kind::Table,
+            0x0A => Kind::Rollback,
             _ => return None,
         })
     }
@@ -486,6 +498,7 @@ impl RecordHeader {
         let l = len as usize;
         let len_ok = match kind {
             Kind::Begin | Kind::Abort | Kind::Chunk if flags & (FLAG_SEQ | FLAG_IKEY) != 0 => false,
+            Kind::Rollback => flags == 0 && l == ROLLBACK_PAYLOAD_LEN,
             Kind::Put | Kind::Delete if flags & FLAG_SEQ != 0 => false,
             Kind::Commit | Kind::Table if flags & (FLAG_IKEY | FLAG_STRING_KEY) != 0 => false,
             Kind::Table if flags != 0 => false,
@@ -610,13 +623,13 @@ impl CheckpointHeader {
         b
     }
 
-    /// Decodes and validates magic, version (2 to 5), header length, CRC and ranges from the
+    /// Decodes and validates magic, version (2 to 6), header length, CRC and ranges from the
     /// first bytes of a checkpoint file (at least the header's length); `None` if any fails.
     pub fn decode(b: &[u8]) -> Option<CheckpointHeader> {
         let version = u16_at(b, FH_VERSION)?;
         let (len, crc_at) = match version {
             2 => (CHECKPOINT_HEADER_LEN_V2, CK2_CRC),
-            3..=5 => (CHECKPOINT_HEADER_LEN, CK_CRC),
+            3..=6 => (CHECKPOINT_HEADER_LEN, CK_CRC),
             _ => return None,
         };
         // Version 2's reserved field, and version 3's (where version 4 counts ids), are 0.
@@ -861,8 +874,8 @@ mod tests {
         bad[0] = b'X';
         assert_eq!(FileHeader::decode(&bad), Err(HeaderError::BadMagic));
         let mut bad = b;
-        bad[8] = 6;
-        assert_eq!(FileHeader::decode(&bad), Err(HeaderError::UnsupportedVersion(6)));
+        bad[8] = 7;
+        assert_eq!(FileHeader::decode(&bad), Err(HeaderError::UnsupportedVersion(7)));
         for (base_lsn, segment) in [(0, 0), (MAX_ID + 1, 0), (1, MAX_SEGMENT + 1)] {
             let out_of_range = FileHeader { base_lsn, segment }.encode();
             assert!(

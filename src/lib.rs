@@ -25,6 +25,7 @@ pub mod storage;
 pub mod store;
 #[cfg(feature = "testing")]
 pub mod testing;
+pub mod txn;
 pub mod wal;
 
 #[cfg(target_arch = "wasm32")]
@@ -39,4 +40,5 @@ pub use storage::{MemoryStorage, MemoryVolume, Storage, Volume};
 pub use store::{
     BatchOp, Change, Durability, IdCommit, IdStatus, Options, Outcome, Stats, Store, TableInfo, Ticket, TxnId,
 };
+pub use txn::{TxCommit, TxRead, MAX_TX_DEPTH};
 pub use wal::recovery::{DiscardReason, Discarded, RecoveryMode, RecoveryReport};

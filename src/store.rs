@@ -129,10 +129,10 @@ pub struct Stats {
 /// A durable, ordered key-value store on a [`Volume`] of files, or on one
 /// [`crate::Storage`] (a one-file volume: a single segment, no checkpoints).
 pub struct Store<V: Volume> {
-    log: Log<V>,
-    index: Index,
+    pub(crate) log: Log<V>,
+    pub(crate) index: Index,
     life: Lifecycle,
-    options: Options,
+    pub(crate) options: Options,
     report: RecoveryReport,
     closed: bool,
     /// What the closing checkpoint did (see [`Store::closing_checkpoint`]).
@@ -141,6 +141,8 @@ pub struct Store<V: Volume> {
     last_ticket: Ticket,
     /// The LSN of the last commit made (see [`Store::last_lsn`]).
     last_lsn: u64,
+    /// Interactive transactions under way, by their log transaction id (see `txn.rs`).
+    pub(crate) txs: std::collections::HashMap<TxnId, crate::txn::Tx>,
 }
 
 impl<V: Volume> Store<V> {
@@ -184,6 +186,7 @@ impl<V: Volume> Store<V> {
             close_checkpoint: None,
             last_ticket: Ticket(0),
             last_lsn: 0,
+            txs: std::collections::HashMap::new(),
         })
     }
 
@@ -205,7 +208,7 @@ impl<V: Volume> Store<V> {
         }
     }
 
-    fn live(&self) -> Result<()> {
+    pub(crate) fn live(&self) -> Result<()> {
         if self.closed {
             Err(Error::Closed)
         } else {
@@ -216,7 +219,7 @@ impl<V: Volume> Store<V> {
     /// After a commit: due maintenance (a compaction step, a checkpoint) takes its turn.
     /// Its failures are its own: a flush it asked for settles the commits it carried, under
     /// their tickets.
-    fn maintain(&mut self) {
+    pub(crate) fn maintain(&mut self) {
         let settings = self.settings();
         self.life.maintain(&mut self.log, &mut self.index, &settings);
     }
@@ -377,7 +380,7 @@ impl<V: Volume> Store<V> {
     }
 
     /// Notes the commit just appended (the writer's last record) as the last one.
-    fn committed(&mut self, ticket: Ticket) {
+    pub(crate) fn committed(&mut self, ticket: Ticket) {
         self.last_ticket = ticket;
         self.last_lsn = self.log.writer().next_lsn().saturating_sub(1);
     }
@@ -791,7 +794,7 @@ impl<V: Volume> Store<V> {
 
     /// The internal key of `key` in `table`, checked: the table exists, the key is not empty
     /// and fits.
-    fn ik(&self, table: u32, key: &[u8]) -> Result<Vec<u8>> {
+    pub(crate) fn ik(&self, table: u32, key: &[u8]) -> Result<Vec<u8>> {
         self.table_meta(table)?;
         let k = ikey(table, key);
         if key.is_empty() {
@@ -810,7 +813,7 @@ impl<V: Volume> Store<V> {
         Ok(k)
     }
 
-    fn table_meta(&self, table: u32) -> Result<&TableMeta> {
+    pub(crate) fn table_meta(&self, table: u32) -> Result<&TableMeta> {
         self.index
             .tables()
             .get(table)
@@ -820,7 +823,7 @@ impl<V: Volume> Store<V> {
     /// The keys of table `table` that `range` selects, as the caller gave them. The default
     /// table's keys lie in two parts of the key space: as they are, and (those starting with
     /// the table tag) escaped; a scan walks both in order.
-    fn scan_table(&self, table: u32, range: &KeyRange) -> Vec<KeyInfo> {
+    pub(crate) fn scan_table(&self, table: u32, range: &KeyRange) -> Vec<KeyInfo> {
         let strip = |mut v: Vec<KeyInfo>| {
             for i in &mut v {
                 i.key.drain(..TABLE_PREFIX_LEN.min(i.key.len()));
@@ -1067,7 +1070,7 @@ impl<V: Volume> Store<V> {
 }
 
 /// Checks a commit id's length; the error names the parameter `id`.
-fn check_id(id: &[u8]) -> Result<()> {
+pub(crate) fn check_id(id: &[u8]) -> Result<()> {
     if (1..=MAX_COMMIT_ID_LEN).contains(&id.len()) {
         Ok(())
     } else {

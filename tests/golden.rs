@@ -127,7 +127,7 @@ fn fixtures() -> Vec<Fixture> {
 
 /// Fixture directories of older format versions, which every build must still read. Their
 /// logs were written by the same scenarios as today's, so the same expectations hold.
-const LEGACY: &[&str] = &["v1", "v2", "v3", "v4"];
+const LEGACY: &[&str] = &["v1", "v2", "v3", "v4", "v5"];
 
 /// Every (key, value) the store holds, in key order.
 fn contents<V: Volume>(s: &Store<V>) -> Vec<(Vec<u8>, Vec<u8>)> {
@@ -247,6 +247,13 @@ fn store_fixture(dir: &std::path::Path, v: &MemoryVolume) -> MemoryVolume {
     fixture
 }
 
+/// The committed store fixture in `dir`, as a volume.
+fn committed_volume(dir: &std::path::Path) -> MemoryVolume {
+    let mut v = MemoryVolume::default();
+    v.set_files(read_store(dir).into_iter().map(|(id, b)| (id, MemoryStorage::from_bytes(b))).collect());
+    v
+}
+
 #[test]
 fn the_store_fixture_is_what_this_build_writes() {
     let (v, _) = store();
@@ -286,20 +293,25 @@ fn commit_ids_survive_in_the_checkpoint_and_in_the_log() {
         drop(s); // no closing checkpoint: batch 2's id is only in the log
         v
     };
-    let v = store_fixture(&dir, &build());
-    let mut s = Store::open(v, store_options()).unwrap();
-    assert!(s.recovery().checkpoint.is_some());
-    for id in [&b"sync-batch-1"[..], b"sync-batch-2"] {
-        assert!(
-            matches!(s.id_status(id), Some(walnut::IdStatus::Committed { .. })),
-            "{:?}",
-            String::from_utf8_lossy(id)
+    let fixtures = [store_fixture(&dir, &build()), committed_volume(&dir_of("v4").join("ids"))];
+    for v in fixtures {
+        let mut s = Store::open(v, store_options()).unwrap();
+        assert!(s.recovery().checkpoint.is_some());
+        for id in [&b"sync-batch-1"[..], b"sync-batch-2"] {
+            assert!(
+                matches!(s.id_status(id), Some(walnut::IdStatus::Committed { .. })),
+                "{:?}",
+                String::from_utf8_lossy(id)
+            );
+        }
+        let again = s.batch_with_id(
+            &[walnut::BatchOp::Put { key: b"counter", value: b"1" }],
+            b"sync-batch-1",
+            Durability::Strict,
         );
+        assert!(matches!(again, Ok(walnut::IdCommit::Duplicate(_))), "{again:?}");
+        assert_eq!(s.get(b"counter").unwrap().as_deref(), Some(&b"2"[..]), "the retried batch was not applied again");
     }
-    let again =
-        s.batch_with_id(&[walnut::BatchOp::Put { key: b"counter", value: b"1" }], b"sync-batch-1", Durability::Strict);
-    assert!(matches!(again, Ok(walnut::IdCommit::Duplicate(_))), "{again:?}");
-    assert_eq!(s.get(b"counter").unwrap().as_deref(), Some(&b"2"[..]), "the retried batch was not applied again");
 }
 
 /// Version 5: tables with sequence numbers. A store with two tables, keys in each, a queue with
@@ -332,11 +344,13 @@ fn the_tables_fixture_recovers_as_recorded() {
         drop(s); // no closing checkpoint: the last writes are only in the log
         v
     };
-    // Later versions add their own directory here, as committed_store_fixtures does.
-    {
-        let version = format!("v{}", walnut::format::FORMAT_VERSION);
-        let dir = dir_of(&version).join("tables");
-        let v = store_fixture(&dir, &build());
+    // This build's own directory, and every older one that has the fixture.
+    let current = format!("v{}", walnut::format::FORMAT_VERSION);
+    let fixtures = [
+        (current.clone(), store_fixture(&dir_of(&current).join("tables"), &build())),
+        ("v5".to_string(), committed_volume(&dir_of("v5").join("tables"))),
+    ];
+    for (version, v) in fixtures {
         let mut s = Store::open(v, store_options()).unwrap();
         assert!(s.recovery().checkpoint.is_some(), "{version}");
         let tables: Vec<(String, u64, u64, u64)> =
@@ -363,6 +377,48 @@ fn the_tables_fixture_recovers_as_recorded() {
     }
 }
 
+/// Version 6: a nested transaction rolled back inside a committed one (a ROLLBACK record,
+/// with a streamed value and a write of another table in the rolled-back part), under a commit
+/// id; then a transaction left open with a rollback of its own. Every later build reads it to
+/// the committed part only, with the id remembered.
+#[test]
+fn the_nested_transaction_fixture_recovers_as_recorded() {
+    let build = || {
+        let mut s = Store::open(MemoryVolume::default(), store_options()).unwrap();
+        let t1 = s.create_table("t1").unwrap();
+        let t = s.tx_begin().unwrap();
+        s.tx_put(t, 0, b"kept", false, b"outer").unwrap();
+        s.tx_nest(t).unwrap();
+        s.txn_put_in(t, 0, b"rolled-back", false).unwrap();
+        s.txn_chunk(t, &pattern(2500, 4)).unwrap();
+        s.tx_put(t, t1, b"k", false, b"rolled back too").unwrap();
+        s.tx_rollback(t).unwrap();
+        s.tx_nest(t).unwrap();
+        s.tx_put(t, t1, b"k", false, b"inner, kept").unwrap();
+        s.tx_release(t).unwrap();
+        s.tx_commit(t, Some(b"nested-1"), Durability::Strict).unwrap();
+        let open = s.tx_begin().unwrap();
+        s.tx_nest(open).unwrap();
+        s.tx_put(open, 0, b"never", false, b"x").unwrap();
+        s.tx_rollback(open).unwrap();
+        s.tx_put(open, 0, b"never", false, b"y").unwrap();
+        s.sync().unwrap();
+        let v = s.volume().clone();
+        drop(s);
+        v
+    };
+    let current = format!("v{}", walnut::format::FORMAT_VERSION);
+    let v = store_fixture(&dir_of(&current).join("nested"), &build());
+    let s = Store::open(v, store_options()).unwrap();
+    assert_eq!(contents(&s), vec![(b"kept".to_vec(), b"outer".to_vec())], "{current}");
+    let t1 = s.table("t1").unwrap();
+    assert_eq!(s.get_in(t1.id, b"k").unwrap().as_deref(), Some(&b"inner, kept"[..]), "{current}");
+    assert_eq!(t1.last_seq, 1, "{current}: the rolled-back write took no number");
+    assert!(matches!(s.id_status(b"nested-1"), Some(walnut::IdStatus::Committed { .. })));
+    let discarded: Vec<_> = s.recovery().discarded.iter().map(|d| d.reason.clone()).collect();
+    assert_eq!(discarded, [walnut::DiscardReason::Incomplete], "{current}: only the open transaction");
+}
+
 /// docs/FORMAT.md section 8 lists, byte for byte, the log of a few calls and the checkpoint
 /// `close()` writes: every line of those listings must be what this build writes
 /// (`WALNUT_PRINT_EXAMPLE=1` prints them).
@@ -383,7 +439,8 @@ fn the_worked_example_in_format_md_is_what_this_build_writes() {
     let log = files.iter().find(|f| f.starts_with(b"WALNUTLG")).unwrap();
     let ck = files.iter().find(|f| f.starts_with(b"WALNUTCK")).unwrap();
     let mut lines = vec![format!("  0 header   {}", hex(&log[..32]))];
-    let names = ["", "BEGIN", "PUT", "CHUNK", "DELETE", "COMMIT", "ABORT", "PUT_ONE", "DELETE_ONE", "TABLE"];
+    let names =
+        ["", "BEGIN", "PUT", "CHUNK", "DELETE", "COMMIT", "ABORT", "PUT_ONE", "DELETE_ONE", "TABLE", "ROLLBACK"];
     for (at, end) in record_spans(log) {
         let (at, end) = (at as usize, end as usize);
         let h = &log[at..at + 36];

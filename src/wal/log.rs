@@ -199,6 +199,15 @@ pub(crate) struct OpenTxn {
     ops: Vec<Op>,
 }
 
+/// An open transaction's state at a point: what [`Log::rollback_to`] returns it to.
+#[derive(Debug, Clone)]
+pub struct Savepoint {
+    last: u64,
+    commit: CommitPayload,
+    value_crc: Hasher,
+    ops: usize,
+}
+
 /// Checks a key's length; the error names the parameter `key`.
 pub(crate) fn check_key(key: &[u8]) -> Result<()> {
     if key.is_empty() {
@@ -559,6 +568,42 @@ impl<V: Volume> Log<V> {
         self.txn_append(txn, Kind::Delete, record_key(key), &[key])?;
         self.open_txn(txn)?.ops.push(Op::Delete { key: key.to_vec() });
         Ok(())
+    }
+
+    /// Where `txn` stands now, to roll back to later ([`Log::rollback_to`]): a nested
+    /// transaction's start (SynapseDB's layer stack).
+    pub fn savepoint(&mut self, txn: TxnId) -> Result<Savepoint> {
+        let t = self.open_txn(txn)?;
+        Ok(Savepoint { last: t.last, commit: t.commit, value_crc: t.value_crc.clone(), ops: t.ops.len() })
+    }
+
+    /// Rolls `txn` back to `sp`: writes a ROLLBACK (version 6) naming the record the chain
+    /// resumes from, so every record written since `sp` leaves the chain, and forgets their
+    /// effects. Nothing is written if nothing was written since. The records stay in the log
+    /// (off the chain) until compaction or a release takes their segment.
+    pub fn rollback_to(&mut self, txn: TxnId, sp: &Savepoint) -> Result<()> {
+        let last = self.open_txn(txn)?.last;
+        if last == sp.last {
+            return Ok(());
+        }
+        self.append(Kind::Rollback, 0, txn, last, &[&sp.last.to_le_bytes()])?;
+        let t = self.open_txn(txn)?;
+        t.last = sp.last;
+        t.commit = sp.commit;
+        t.value_crc = sp.value_crc.clone();
+        t.ops.truncate(sp.ops);
+        Ok(())
+    }
+
+    /// Writes the batch buffer out (no flush), so that records still in it can be read back.
+    pub fn write_out(&mut self) -> Result<()> {
+        let r = self.writer.write_buffer();
+        self.io(r)
+    }
+
+    /// The effects `txn` has written so far, in order (a transaction reading its own writes).
+    pub fn pending(&self, txn: TxnId) -> Option<&[Op]> {
+        self.txns.get(&txn).map(|t| t.ops.as_slice())
     }
 
     /// Writes `txn`'s COMMIT (carrying `id`, if given: the caller checked it is new) and

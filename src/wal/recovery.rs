@@ -336,7 +336,7 @@ impl Replay {
                     return;
                 }
                 Kind::PutOne | Kind::DeleteOne | Kind::Table => return,
-                Kind::Begin | Kind::Put | Kind::Chunk | Kind::Delete => {}
+                Kind::Begin | Kind::Put | Kind::Chunk | Kind::Delete | Kind::Rollback => {}
             }
         }
         match h.kind {
@@ -393,6 +393,25 @@ impl Replay {
                 },
                 None => self.discard(h.txn, h.lsn, DiscardReason::BrokenChain("COMMIT without BEGIN".into())),
             },
+            Kind::Rollback => {
+                // A nested transaction's abort: the records after `to` leave the chain (they
+                // are dropped here, so the COMMIT's chain must hold exactly the rest).
+                if let Some(t) = self.open.get_mut(&h.txn) {
+                    let last = t.records.last().map_or(t.begin, |r| r.offset);
+                    let to = payload.get(..8).and_then(|b| b.try_into().ok()).map(u64::from_le_bytes);
+                    match to {
+                        Some(to)
+                            if h.prev == last
+                                && (to == t.begin || t.records.binary_search_by_key(&to, |r| r.offset).is_ok()) =>
+                        {
+                            t.records.retain(|r| r.offset <= to);
+                        }
+                        _ => {
+                            t.broken.get_or_insert_with(|| format!("ROLLBACK at offset {at} does not fit its chain"));
+                        }
+                    }
+                }
+            }
             Kind::Abort => {
                 if let Some(t) = self.open.remove(&h.txn) {
                     self.discard(h.txn, t.lsn, DiscardReason::Aborted);

@@ -1,0 +1,312 @@
+//! Interactive transactions (SynapseDB's half of the design): optimistic and serializable,
+//! nested (a stack of layers), conditional writes and commit ids, through reopens and power
+//! cuts at every operation.
+#![cfg(not(target_arch = "wasm32"))]
+
+mod common;
+
+use std::collections::BTreeMap;
+
+use common::{crash_seeds, pattern, CrashVolume};
+use walnut::storage::{MemoryVolume, Volume};
+use walnut::{Durability, Error, IdStatus, KeyRange, Options, Store, TxCommit, MAX_TX_DEPTH};
+
+const S: Durability = Durability::Strict;
+
+fn small() -> Options {
+    Options { chunk_size: 256, segment_size: 4096, checkpoint_bytes: 0, compaction_ratio: 1.0, ..Options::default() }
+}
+
+/// Runs generic `body` on each backend (okaywal's habit): memory and a directory.
+macro_rules! on_every_backend {
+    ($body:ident) => {{
+        let opts = small();
+        $body::<MemoryVolume>(&mut |s: Option<Store<MemoryVolume>>| {
+            let v = s.map(Store::into_volume).unwrap_or_default();
+            Store::open(v, opts.clone()).unwrap()
+        });
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("store");
+        $body::<walnut::DirVolume>(&mut |s: Option<Store<walnut::DirVolume>>| {
+            drop(s);
+            Store::open(walnut::DirVolume::open(&dir).unwrap(), opts.clone()).unwrap()
+        });
+    }};
+}
+
+fn conflict<T: std::fmt::Debug>(r: walnut::Result<T>) -> bool {
+    matches!(r, Err(Error::Conflict { .. }))
+}
+
+fn num<V: Volume>(s: &Store<V>, key: &[u8]) -> u64 {
+    s.get(key).unwrap().map_or(0, |v| String::from_utf8(v).unwrap().parse().unwrap())
+}
+
+#[test]
+fn reads_see_own_writes_and_nothing_is_visible_before_commit() {
+    on_every_backend!(visibility_body);
+}
+
+fn visibility_body<V: Volume>(reopen: &mut dyn FnMut(Option<Store<V>>) -> Store<V>) {
+    let mut s = reopen(None);
+    s.put(b"a", b"old", S).unwrap();
+    let big = pattern(2000, 7); // several chunks, read back from the log before commit
+    let t = s.tx_begin().unwrap();
+    assert_eq!(s.tx_get(t, 0, b"a").unwrap().as_deref(), Some(&b"old"[..]));
+    s.tx_put(t, 0, b"a", false, b"new").unwrap();
+    s.tx_put(t, 0, b"big", false, &big).unwrap();
+    s.tx_delete(t, 0, b"gone").unwrap();
+    assert_eq!(s.tx_get(t, 0, b"a").unwrap().as_deref(), Some(&b"new"[..]), "its own write");
+    assert_eq!(s.tx_get(t, 0, b"big").unwrap(), Some(big.clone()));
+    // Nobody else sees it (no dirty read), not even after the store syncs.
+    s.sync().unwrap();
+    assert_eq!(s.get(b"a").unwrap().as_deref(), Some(&b"old"[..]));
+    assert_eq!(s.get(b"big").unwrap(), None);
+    let keys: Vec<_> = s.tx_keys(t, 0, &KeyRange::default()).unwrap().into_iter().map(|k| k.key).collect();
+    assert_eq!(keys, vec![b"a".to_vec(), b"big".to_vec()]);
+    let TxCommit::Applied { lsn, .. } = s.tx_commit(t, None, S).unwrap() else { panic!("not applied") };
+    assert_eq!(s.version_of(0, b"a").unwrap(), Some(lsn), "every value it wrote has its COMMIT's version");
+    assert_eq!(s.get(b"big").unwrap(), Some(big.clone()));
+    // An aborted one leaves nothing, across a reopen too.
+    let t = s.tx_begin().unwrap();
+    s.tx_put(t, 0, b"a", false, b"aborted").unwrap();
+    s.tx_abort(t).unwrap();
+    let s = reopen(Some(s));
+    assert_eq!(s.get(b"a").unwrap().as_deref(), Some(&b"new"[..]));
+    assert_eq!(s.get(b"big").unwrap(), Some(big));
+    drop(s);
+}
+
+#[test]
+fn lost_update_cannot_happen() {
+    let mut s = Store::open(MemoryVolume::default(), small()).unwrap();
+    s.put(b"n", b"0", S).unwrap();
+    // Two read-increment-write transactions interleaved: the second to commit conflicts.
+    let t1 = s.tx_begin().unwrap();
+    let t2 = s.tx_begin().unwrap();
+    let v1 = num_in(&mut s, t1, b"n");
+    let v2 = num_in(&mut s, t2, b"n");
+    s.tx_put(t1, 0, b"n", false, (v1 + 1).to_string().as_bytes()).unwrap();
+    s.tx_put(t2, 0, b"n", false, (v2 + 1).to_string().as_bytes()).unwrap();
+    assert!(matches!(s.tx_commit(t1, None, S), Ok(TxCommit::Applied { .. })));
+    assert!(conflict(s.tx_commit(t2, None, S)), "the second increment read a value that changed");
+    assert!(!s.tx_open(t2), "a conflicting transaction is aborted");
+    // Run again, it sees 1 and makes 2.
+    let t2 = s.tx_begin().unwrap();
+    let v2 = num_in(&mut s, t2, b"n");
+    s.tx_put(t2, 0, b"n", false, (v2 + 1).to_string().as_bytes()).unwrap();
+    s.tx_commit(t2, None, S).unwrap();
+    assert_eq!(num(&s, b"n"), 2);
+}
+
+fn num_in<V: Volume>(s: &mut Store<V>, t: walnut::TxnId, key: &[u8]) -> u64 {
+    s.tx_get(t, 0, key).unwrap().map_or(0, |v| String::from_utf8(v).unwrap().parse().unwrap())
+}
+
+#[test]
+fn write_skew_cannot_happen() {
+    // Invariant: x + y >= 1 (two doctors on call; each may leave if the other stays).
+    let mut s = Store::open(MemoryVolume::default(), small()).unwrap();
+    s.put(b"x", b"1", S).unwrap();
+    s.put(b"y", b"1", S).unwrap();
+    let t1 = s.tx_begin().unwrap();
+    let t2 = s.tx_begin().unwrap();
+    let sum1 = num_in(&mut s, t1, b"x") + num_in(&mut s, t1, b"y");
+    let sum2 = num_in(&mut s, t2, b"x") + num_in(&mut s, t2, b"y");
+    assert_eq!((sum1, sum2), (2, 2));
+    s.tx_put(t1, 0, b"x", false, b"0").unwrap();
+    s.tx_put(t2, 0, b"y", false, b"0").unwrap();
+    s.tx_commit(t1, None, S).unwrap();
+    assert!(conflict(s.tx_commit(t2, None, S)), "t2 read x, which t1 changed");
+    assert!(num(&s, b"x") + num(&s, b"y") >= 1);
+}
+
+#[test]
+fn a_key_added_to_a_range_read_is_a_conflict_and_reads_never_mix_two_states() {
+    let mut s = Store::open(MemoryVolume::default(), small()).unwrap();
+    s.put(b"p/1", b"a", S).unwrap();
+    let t = s.tx_begin().unwrap();
+    let r = KeyRange { prefix: Some(b"p/".to_vec()), ..KeyRange::default() };
+    assert_eq!(s.tx_keys(t, 0, &r).unwrap().len(), 1);
+    s.put(b"p/2", b"b", S).unwrap(); // a phantom
+    s.tx_put(t, 0, b"count", false, b"1").unwrap();
+    assert!(conflict(s.tx_commit(t, None, S)));
+    // A read after something the transaction read changed fails at once: it never goes on
+    // with one value from before and one from after.
+    let t = s.tx_begin().unwrap();
+    s.tx_get(t, 0, b"p/1").unwrap();
+    s.put(b"p/1", b"changed", S).unwrap();
+    assert!(conflict(s.tx_get(t, 0, b"p/2")));
+    s.tx_abort(t).unwrap();
+    // Writes elsewhere do not disturb it.
+    let t = s.tx_begin().unwrap();
+    s.tx_get(t, 0, b"p/1").unwrap();
+    s.put(b"elsewhere", b"x", S).unwrap();
+    assert!(s.tx_get(t, 0, b"p/2").is_ok());
+    s.tx_put(t, 0, b"q", false, b"1").unwrap();
+    assert!(matches!(s.tx_commit(t, None, S), Ok(TxCommit::Applied { .. })));
+}
+
+#[test]
+fn nested_transactions_merge_on_commit_and_vanish_on_abort() {
+    on_every_backend!(nested_body);
+}
+
+fn nested_body<V: Volume>(reopen: &mut dyn FnMut(Option<Store<V>>) -> Store<V>) {
+    let mut s = reopen(None);
+    let t1 = s.create_table("t1").unwrap();
+    let big = pattern(1500, 3);
+    let t = s.tx_begin().unwrap();
+    s.tx_put(t, 0, b"outer", false, b"1").unwrap();
+    assert_eq!(s.tx_nest(t).unwrap(), 2);
+    s.tx_put(t, 0, b"inner-kept", false, b"2").unwrap();
+    s.tx_put(t, t1, b"k", false, b"in t1").unwrap();
+    assert_eq!(s.tx_nest(t).unwrap(), 3);
+    // A streamed value inside the innermost one, then it aborts.
+    s.txn_put_in(t, 0, b"streamed", false).unwrap();
+    for piece in big.chunks(400) {
+        s.txn_chunk(t, piece).unwrap();
+    }
+    s.tx_put(t, 0, b"outer", false, b"overwritten inside").unwrap();
+    assert_eq!(s.tx_get(t, 0, b"streamed").unwrap(), Some(big.clone()));
+    assert_eq!(s.tx_rollback(t).unwrap(), 2);
+    assert_eq!(s.tx_get(t, 0, b"streamed").unwrap(), None, "the aborted layer's writes are gone");
+    assert_eq!(s.tx_get(t, 0, b"outer").unwrap().as_deref(), Some(&b"1"[..]), "the parent's value is back");
+    assert_eq!(s.tx_release(t).unwrap(), 1);
+    // Another nested one with a streamed value, kept.
+    s.tx_nest(t).unwrap();
+    s.txn_put_in(t, 0, b"streamed", false).unwrap();
+    s.txn_chunk(t, &big).unwrap();
+    s.tx_release(t).unwrap();
+    assert!(matches!(s.tx_release(t), Err(Error::Transaction { .. })), "no nested transaction left");
+    s.tx_commit(t, None, S).unwrap();
+    let check = |s: &Store<V>| {
+        assert_eq!(s.get(b"outer").unwrap().as_deref(), Some(&b"1"[..]));
+        assert_eq!(s.get(b"inner-kept").unwrap().as_deref(), Some(&b"2"[..]));
+        assert_eq!(s.get_in(t1, b"k").unwrap().as_deref(), Some(&b"in t1"[..]));
+        assert_eq!(s.get(b"streamed").unwrap(), Some(big.clone()));
+        assert_eq!(s.table("t1").unwrap().last_seq, 1, "one number for the one write to t1");
+    };
+    check(&s);
+    let s = reopen(Some(s));
+    check(&s);
+    assert_eq!(s.recovery().discarded_total, 0, "recovery applies the commit, rollback and all");
+    drop(s);
+}
+
+#[test]
+fn nesting_is_bounded() {
+    let mut s = Store::open(MemoryVolume::default(), small()).unwrap();
+    let t = s.tx_begin().unwrap();
+    for depth in 2..=MAX_TX_DEPTH {
+        assert_eq!(s.tx_nest(t).unwrap(), depth);
+    }
+    let e = s.tx_nest(t).unwrap_err();
+    assert!(matches!(e, Error::InvalidArgument { param: "depth", .. }), "{e}");
+    s.tx_abort(t).unwrap();
+}
+
+#[test]
+fn a_transaction_id_is_applied_once_across_reopens() {
+    on_every_backend!(ids_body);
+}
+
+fn ids_body<V: Volume>(reopen: &mut dyn FnMut(Option<Store<V>>) -> Store<V>) {
+    let mut s = reopen(None);
+    let run = |s: &mut Store<V>| {
+        let t = s.tx_begin().unwrap();
+        let n = s.tx_get(t, 0, b"n").unwrap().map_or(0, |v| v[0]);
+        s.tx_put(t, 0, b"n", false, &[n + 1]).unwrap();
+        s.tx_commit(t, Some(b"server-batch-17"), S).unwrap()
+    };
+    let TxCommit::Applied { lsn, .. } = run(&mut s) else { panic!("first run not applied") };
+    assert_eq!(run(&mut s), TxCommit::Duplicate(IdStatus::Committed { lsn }));
+    let mut s = reopen(Some(s));
+    assert_eq!(run(&mut s), TxCommit::Duplicate(IdStatus::Committed { lsn }), "after a reopen");
+    s.checkpoint().unwrap();
+    let mut s = reopen(Some(s));
+    assert_eq!(run(&mut s), TxCommit::Duplicate(IdStatus::Committed { lsn }), "from a checkpoint");
+    assert_eq!(s.get(b"n").unwrap(), Some(vec![1]));
+    drop(s);
+}
+
+#[test]
+fn conditional_writes_check_versions() {
+    let mut s = Store::open(MemoryVolume::default(), small()).unwrap();
+    assert_eq!(s.version_of(0, b"k").unwrap(), None);
+    s.check_versions(&[(0, b"k", None)]).unwrap();
+    s.put(b"k", b"v1", S).unwrap();
+    let v1 = s.version_of(0, b"k").unwrap().unwrap();
+    assert!(conflict(s.check_versions(&[(0, b"k", None)])), "absent expected, present found");
+    s.check_versions(&[(0, b"k", Some(v1))]).unwrap();
+    s.put(b"k", b"v2", Durability::Group).unwrap(); // queued: checks see it
+    let e = s.check_versions(&[(0, b"k", Some(v1))]).unwrap_err();
+    assert!(e.to_string().contains("\"k\""), "the error names the key: {e}");
+    assert_eq!(e.js_name(), "WalnutConflictError");
+}
+
+/// A power cut at every operation of a nested transaction holding a streamed value, an inner
+/// abort, an inner commit and an id: after recovery the store holds either nothing of it or
+/// all of its committed part, never a piece; the id is remembered exactly when it committed.
+#[test]
+fn a_crash_at_every_operation_of_a_nested_transaction_with_a_streamed_value() {
+    // A small batch buffer: nearly every record is its own write, so its own crash point.
+    let opts = Options { batch_bytes: 64, ..small() };
+    let big = pattern(3000, 9);
+    let run = |cut: Option<u64>| -> (Store<CrashVolume>, u64) {
+        let mut s = Store::open(CrashVolume::default(), opts.clone()).unwrap();
+        s.put(b"a", b"before", S).unwrap();
+        let before = s.volume().cut.used();
+        if let Some(n) = cut {
+            s.volume().cut.after(n);
+        }
+        let r = (|| -> walnut::Result<TxCommit> {
+            let t = s.tx_begin()?;
+            s.tx_put(t, 0, b"a", false, b"after")?;
+            s.tx_nest(t)?;
+            s.txn_put_in(t, 0, b"streamed", false)?;
+            for piece in big.chunks(700) {
+                s.txn_chunk(t, piece)?;
+            }
+            s.tx_nest(t)?;
+            s.tx_put(t, 0, b"dropped", false, &pattern(600, 1))?;
+            s.tx_rollback(t)?;
+            s.tx_release(t)?;
+            s.tx_delete(t, 0, b"nothing")?;
+            s.tx_commit(t, Some(b"crash-id"), S)
+        })();
+        if cut.is_none() {
+            assert!(matches!(r, Ok(TxCommit::Applied { .. })), "{r:?}");
+        }
+        let used = s.volume().cut.used() - before;
+        (s, used)
+    };
+    let (_, total) = run(None);
+    let mut tried = 0;
+    let seeds = crash_seeds(&[1, 2]);
+    for cut in 0..=total {
+        let (s, _) = run(Some(cut));
+        for &seed in &seeds {
+            let image = s.volume().crash_image(seed);
+            let r = Store::open(CrashVolume::from_image(image.clone()), opts.clone())
+                .unwrap_or_else(|e| panic!("cut at op {cut}, seed {seed}: {e}"));
+            let state = (r.get(b"a").unwrap(), r.get(b"streamed").unwrap(), r.get(b"dropped").unwrap());
+            let committed = r.id_status(b"crash-id").is_some();
+            if committed {
+                assert_eq!(state, (Some(b"after".to_vec()), Some(big.clone()), None), "cut {cut} seed {seed}");
+            } else {
+                assert_eq!(state, (Some(b"before".to_vec()), None, None), "cut {cut} seed {seed}");
+            }
+            if cut >= total {
+                assert!(committed, "the transaction was acknowledged: it must survive");
+            }
+            // And a full scan (no checkpoints) agrees.
+            let scanned: BTreeMap<u32, Vec<u8>> =
+                image.into_iter().filter(|(_, f)| !f.starts_with(&walnut::format::CHECKPOINT_MAGIC)).collect();
+            let full = Store::open(CrashVolume::from_image(scanned), opts.clone()).unwrap();
+            assert_eq!((full.get(b"a").unwrap(), full.get(b"streamed").unwrap(), full.get(b"dropped").unwrap()), state);
+            tried += 1;
+        }
+    }
+    println!("crash points: nested transaction: {tried} ({} ops x {} seeds)", total + 1, seeds.len());
+}
