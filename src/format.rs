@@ -504,7 +504,9 @@ impl RecordHeader {
             Kind::Table if flags != 0 => false,
             Kind::Begin | Kind::Abort => len == 0,
             Kind::Commit => {
-                let base = COMMIT_PAYLOAD_LEN + if seq > 0 { 1 + 12 } else { 0 };
+                // A sequence block may be empty (n = 0: a commit that writes nothing, or only
+                // to tables that are gone), as FORMAT.md section 6 allows.
+                let base = COMMIT_PAYLOAD_LEN + if seq > 0 { 1 } else { 0 };
                 let most = COMMIT_PAYLOAD_LEN + if seq > 0 { 1 + 12 * MAX_COMMIT_TABLES } else { 0 };
                 (base..=most + 1 + MAX_COMMIT_ID_LEN).contains(&l)
             }
