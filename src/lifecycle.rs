@@ -98,6 +98,8 @@ pub(crate) struct Lifecycle {
     compaction: Option<Compaction>,
     /// Compaction rounds finished since open.
     pub compactions: u64,
+    /// Values copied and committed by compaction since open.
+    pub moved: u64,
     /// Segments open readers still read from, with their reader counts: never released.
     pins: BTreeMap<u32, usize>,
     /// Segment holding the last restatement of every table's state (see
@@ -375,6 +377,7 @@ impl Lifecycle {
                     // Relaxed: the round's flush makes every copy durable before any victim
                     // is released.
                     log.commit(copy.txn, Durability::Relaxed, None, false, index)?;
+                    self.moved += 1;
                 } else {
                     log.abort(copy.txn)?; // overwritten or deleted meanwhile: the copy is stale
                 }

@@ -124,6 +124,9 @@ pub struct Stats {
     pub checkpoints: u64,
     /// Compaction rounds finished since open.
     pub compactions: u64,
+    /// Values compaction moved (copied and committed) since open: each move gives the value a
+    /// new version, so a transaction or conditional write that read the old one conflicts.
+    pub values_moved: u64,
 }
 
 /// A durable, ordered key-value store on a [`Volume`] of files, or on one
@@ -992,6 +995,7 @@ impl<V: Volume> Store<V> {
             last_checkpoint_lsn: self.life.last_checkpoint_lsn,
             checkpoints: self.life.checkpoints,
             compactions: self.life.compactions,
+            values_moved: self.life.moved,
         }
     }
 

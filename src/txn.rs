@@ -43,7 +43,7 @@ pub(crate) struct Tx {
     reads: Vec<(Vec<u8>, Option<u64>)>,
     /// Ranges scanned: the table, the range as asked (without its limit) and what it held.
     ranges: Vec<(u32, KeyRange, Versions)>,
-    /// `Store::last_lsn` when the reads were last checked.
+    /// `Log::applied` when the reads were last checked.
     checked_at: u64,
 }
 
@@ -78,7 +78,7 @@ impl<V: Volume> Store<V> {
         self.live()?;
         self.settle()?;
         let txn = self.begin()?;
-        let checked_at = self.last_lsn();
+        let checked_at = self.log.applied();
         self.txs.insert(txn, Tx { checked_at, ..Tx::default() });
         Ok(txn)
     }
@@ -96,7 +96,7 @@ impl<V: Volume> Store<V> {
     /// Checks what `txn` read against the committed state (every queued commit applied).
     fn tx_validate(&mut self, txn: TxnId) -> Result<()> {
         self.settle()?;
-        let now = self.last_lsn();
+        let now = self.log.applied();
         let tx = self.txs.remove(&txn).ok_or_else(|| Error::Transaction { txn, detail: "is not open".into() })?;
         let r = self.check_reads(&tx);
         self.txs.insert(txn, Tx { checked_at: now, ..tx });
@@ -138,8 +138,10 @@ impl<V: Volume> Store<V> {
     /// Before a read: if anything committed since the last check, what was read must still hold.
     fn tx_before_read(&mut self, txn: TxnId) -> Result<()> {
         self.live()?;
+        // A transaction a quota rollback dropped has lost its writes: it cannot read on.
+        self.log.txn_alive(txn)?;
         self.settle()?;
-        if self.tx(txn)?.checked_at != self.last_lsn() {
+        if self.tx(txn)?.checked_at != self.log.applied() {
             self.tx_validate(txn)?;
         }
         Ok(())

@@ -290,7 +290,7 @@ mod on_a_volume {
     use std::cell::RefCell;
 
     use proptest::prelude::*;
-    use walnut::testing::model::{options, Counts, Harness, Op, IDS, SLOTS, TABLES};
+    use walnut::testing::model::{options, Counts, Harness, Op, IDS, SLOTS, TABLES, TX_SLOTS};
     use walnut::Durability;
 
     fn durability() -> impl Strategy<Value = Durability> {
@@ -330,6 +330,17 @@ mod on_a_volume {
             4 => (0..SLOTS, 1usize..200).prop_map(|(slot, len)| Op::Chunk { slot, len }),
             3 => (0..SLOTS, durability()).prop_map(|(slot, durability)| Op::Commit { slot, durability }),
             1 => (0..SLOTS).prop_map(|slot| Op::Abort { slot }),
+            3 => (0..TX_SLOTS).prop_map(|slot| Op::TxBegin { slot }),
+            4 => (0..TX_SLOTS, key.clone()).prop_map(|(slot, key)| Op::TxGet { slot, key }),
+            4 => (0..TX_SLOTS, key.clone(), proptest::option::of(0usize..150))
+                .prop_map(|(slot, key, len)| Op::TxWrite { slot, key, len }),
+            2 => (0..TX_SLOTS).prop_map(|slot| Op::TxNest { slot }),
+            2 => (0..TX_SLOTS, any::<bool>()).prop_map(|(slot, keep)| Op::TxEnd { slot, keep }),
+            3 => (0..TX_SLOTS, proptest::option::of(0..IDS), durability())
+                .prop_map(|(slot, id, durability)| Op::TxCommit { slot, id, durability }),
+            1 => (0..TX_SLOTS).prop_map(|slot| Op::TxAbort { slot }),
+            2 => (key.clone(), 0usize..150, any::<bool>(), durability())
+                .prop_map(|(key, len, stale, durability)| Op::PutIf { key, len, stale, durability }),
             3 => Just(Op::Sync),
             2 => key.prop_map(|key| Op::Read { key }),
             3 => Just(Op::Checkpoint),

@@ -30,8 +30,10 @@ use std::collections::BTreeMap;
 use std::rc::Rc;
 
 use super::{pattern, CrashVolume};
+use crate::error::Error;
 use crate::index::KeyRange;
 use crate::store::{BatchOp, Durability, IdCommit, IdStatus, Options, Outcome, Store, Ticket};
+use crate::txn::TxCommit;
 
 /// Tables the harness uses: `t0`..`t2`.
 pub const TABLES: u8 = 3;
@@ -95,6 +97,28 @@ fn apply(model: &mut Model, effect: &Effect) {
 
 /// Streamed transactions the harness keeps open at once, at most.
 pub const SLOTS: usize = 4;
+
+/// Interactive transactions the harness keeps open at once, at most.
+pub const TX_SLOTS: usize = 2;
+
+/// An interactive transaction of the harness, as the model sees it.
+#[derive(Debug)]
+struct ModelTx {
+    txn: crate::store::TxnId,
+    /// Its writes, per layer (the outermost first).
+    layers: Vec<Effect>,
+    /// Committed values it read (a key's own write excluded), in order.
+    reads: Vec<(Vec<u8>, Option<Vec<u8>>)>,
+    /// `Stats::values_moved` when it began: a move since may make it conflict spuriously.
+    moved: u64,
+}
+
+impl ModelTx {
+    /// Its own last write to `k`, if it made one: `Some(None)` a delete.
+    fn own(&self, k: &[u8]) -> Option<Option<Vec<u8>>> {
+        self.layers.iter().flatten().rev().find(|(ek, _)| ek == k).map(|(_, v)| v.clone())
+    }
+}
 
 /// Commit ids the harness uses: few, so that batches retry ids often.
 pub const IDS: u8 = 4;
@@ -210,6 +234,46 @@ pub enum Op {
     Abort {
         slot: usize,
     },
+    /// Begins an interactive transaction in `slot` (below [`TX_SLOTS`]) if the slot is free.
+    TxBegin {
+        slot: usize,
+    },
+    /// Reads `key` in the slot's transaction: its own write, else the committed value.
+    TxGet {
+        slot: usize,
+        key: u8,
+    },
+    /// Puts (`len` Some) or deletes `key` in the slot's transaction.
+    TxWrite {
+        slot: usize,
+        key: u8,
+        len: Option<usize>,
+    },
+    /// Opens a nested transaction in the slot's transaction.
+    TxNest {
+        slot: usize,
+    },
+    /// Ends the innermost nested transaction: commits it into its parent (`keep`) or aborts it.
+    TxEnd {
+        slot: usize,
+        keep: bool,
+    },
+    /// Commits the slot's transaction (under commit id `id` below [`IDS`], if given).
+    TxCommit {
+        slot: usize,
+        id: Option<u8>,
+        durability: Durability,
+    },
+    TxAbort {
+        slot: usize,
+    },
+    /// Puts `key` if its version is the one just read (`stale`: one that is not).
+    PutIf {
+        key: u8,
+        len: usize,
+        stale: bool,
+        durability: Durability,
+    },
     Sync,
     /// A read that must see queued commits (the page's read path): settle, then get.
     Read {
@@ -316,6 +380,7 @@ pub struct Harness {
     /// A group commit failed and no `sync()` has reported it yet.
     unreported: bool,
     slots: [Option<Streaming>; SLOTS],
+    txs: [Option<ModelTx>; TX_SLOTS],
     counter: u64,
     lsn_floor: u64,
     counts: Counts,
@@ -334,6 +399,7 @@ impl Harness {
             unflushed: Vec::new(),
             unreported: false,
             slots: Default::default(),
+            txs: Default::default(),
             counter: 0,
             lsn_floor: 0,
             counts: Counts::default(),
@@ -457,6 +523,7 @@ impl Harness {
         self.unflushed.clear();
         self.unreported = false;
         self.slots = Default::default();
+        self.txs = Default::default();
         self.lsn_floor = self.store.stats().next_lsn;
     }
 
@@ -791,6 +858,150 @@ impl Harness {
                     let _ = self.store.abort(t);
                 }
             }
+            Op::TxBegin { slot } => {
+                if self.txs[slot].is_none() {
+                    if let Ok(txn) = self.store.tx_begin() {
+                        self.poll(); // beginning settles queued commits
+                        let moved = self.store.stats().values_moved;
+                        self.txs[slot] = Some(ModelTx { txn, layers: vec![Vec::new()], reads: Vec::new(), moved });
+                    }
+                }
+            }
+            Op::TxGet { slot, key: k } => {
+                let Some(tx) = self.txs[slot].take() else { return self.after(op) };
+                let got = self.store.tx_get(tx.txn, 0, &key(k));
+                self.poll();
+                let now = self.visible();
+                // What it read before must still stand, else the read fails (a move may too).
+                let stale = tx.reads.iter().any(|(rk, rv)| now.get(rk) != rv.as_ref());
+                let moved = self.store.stats().values_moved != tx.moved;
+                match got {
+                    Ok(v) => {
+                        assert!(!stale, "a transaction read on after a value it read changed");
+                        let mut tx = tx;
+                        match tx.own(&key(k)) {
+                            Some(own) => assert_eq!(v, own, "a transaction reads its own write of {k}"),
+                            None => {
+                                assert_eq!(v, now.get(&key(k)).cloned(), "a transaction reads the committed {k}");
+                                tx.reads.push((key(k), v));
+                            }
+                        }
+                        self.txs[slot] = Some(tx);
+                    }
+                    Err(Error::Conflict { .. }) => {
+                        assert!(stale || moved, "a read conflicted although nothing it read changed");
+                        let _ = self.store.tx_abort(tx.txn);
+                    }
+                    Err(_) => {
+                        let _ = self.store.tx_abort(tx.txn);
+                    }
+                }
+            }
+            Op::TxWrite { slot, key: k, len } => {
+                let v = len.map(|l| self.value(l));
+                let Some(mut tx) = self.txs[slot].take() else { return self.after(op) };
+                let r = match &v {
+                    Some(v) => self.store.tx_put(tx.txn, 0, &key(k), false, v),
+                    None => self.store.tx_delete(tx.txn, 0, &key(k)),
+                };
+                if r.is_ok() {
+                    if let Some(layer) = tx.layers.last_mut() {
+                        layer.push((key(k), v));
+                    }
+                    self.txs[slot] = Some(tx);
+                } else {
+                    let _ = self.store.tx_abort(tx.txn);
+                }
+            }
+            Op::TxNest { slot } => {
+                let Some(mut tx) = self.txs[slot].take() else { return self.after(op) };
+                match self.store.tx_nest(tx.txn) {
+                    Ok(depth) => {
+                        tx.layers.push(Vec::new());
+                        assert_eq!(depth, tx.layers.len());
+                        self.txs[slot] = Some(tx);
+                    }
+                    Err(Error::InvalidArgument { .. }) => self.txs[slot] = Some(tx),
+                    Err(_) => {
+                        let _ = self.store.tx_abort(tx.txn);
+                    }
+                }
+            }
+            Op::TxEnd { slot, keep } => {
+                let Some(mut tx) = self.txs[slot].take() else { return self.after(op) };
+                if tx.layers.len() > 1 {
+                    let r = if keep { self.store.tx_release(tx.txn) } else { self.store.tx_rollback(tx.txn) };
+                    match r {
+                        Ok(depth) => {
+                            let inner = tx.layers.pop().unwrap_or_default();
+                            if keep {
+                                if let Some(parent) = tx.layers.last_mut() {
+                                    parent.extend(inner);
+                                }
+                            }
+                            assert_eq!(depth, tx.layers.len());
+                            self.txs[slot] = Some(tx);
+                        }
+                        Err(_) => {
+                            let _ = self.store.tx_abort(tx.txn);
+                        }
+                    }
+                } else {
+                    self.txs[slot] = Some(tx);
+                }
+            }
+            Op::TxCommit { slot, id, durability } => {
+                let Some(tx) = self.txs[slot].take() else { return self.after(op) };
+                let r = self.store.tx_commit(tx.txn, id.map(id_bytes).as_deref(), durability);
+                // The check ran with every queued commit applied (a failed one is gone).
+                self.poll();
+                let now = self.visible();
+                let stale = tx.reads.iter().any(|(rk, rv)| now.get(rk) != rv.as_ref());
+                let moved = self.store.stats().values_moved != tx.moved;
+                let known = id.is_some_and(|i| now.contains_key(&id_marker(i)));
+                match r {
+                    Ok(TxCommit::Applied { .. }) => {
+                        assert!(!stale, "a transaction committed although a value it read had changed");
+                        assert!(!known, "transaction id {id:?} was committed before, yet applied again");
+                        let mut effect: Effect = tx.layers.into_iter().flatten().collect();
+                        if let Some(i) = id {
+                            effect.push((id_marker(i), Some(Vec::new())));
+                        }
+                        self.committed(effect, durability, true);
+                    }
+                    Ok(TxCommit::Duplicate(_)) => {
+                        assert!(!stale, "validation comes before the id check");
+                        assert!(known, "transaction id {id:?} is new, yet reported as a duplicate");
+                    }
+                    Err(Error::Conflict { .. }) => {
+                        assert!(stale || moved, "a transaction conflicted although nothing it read changed");
+                    }
+                    Err(_) => {}
+                }
+            }
+            Op::TxAbort { slot } => {
+                if let Some(tx) = self.txs[slot].take() {
+                    let _ = self.store.tx_abort(tx.txn);
+                }
+            }
+            Op::PutIf { key: k, len, stale, durability } => {
+                let v = self.value(len);
+                if let Ok(version) = self.store.version_of(0, &key(k)) {
+                    self.poll();
+                    let asked = if stale { Some(version.map_or(1, |x| x + 1)) } else { version };
+                    let checks = [(0, &key(k)[..], asked)];
+                    match self.store.check_versions(&checks) {
+                        Ok(()) => {
+                            assert!(!stale, "a check of a version the key does not have passed");
+                            if self.store.put(&key(k), &v, durability).is_ok() {
+                                self.committed(vec![(key(k), Some(v))], durability, true);
+                            }
+                        }
+                        Err(Error::Conflict { .. }) => assert!(stale, "the key's own version failed its check"),
+                        Err(_) => {}
+                    }
+                }
+            }
             Op::Sync => match self.store.sync() {
                 Ok(()) => {
                     self.poll();
@@ -877,6 +1088,11 @@ impl Harness {
                 return;
             }
         }
+        self.after(op);
+    }
+
+    /// The check after every operation: the store holds what the model says is visible.
+    fn after(&mut self, op: &Op) {
         self.poll();
         assert_eq!(state(&self.store), self.visible(), "after {op:?}");
     }

@@ -238,6 +238,9 @@ pub(crate) struct Log<V: Volume> {
     committer: Committer,
     /// Rollbacks after quota failures since open.
     rollbacks: u64,
+    /// Commits applied to the index since open (a generation: it changes whenever what is
+    /// visible may have; LSNs cannot serve, as a quota rollback hands cut LSNs out again).
+    applied: u64,
     /// The sequence number each table's next commit takes, for tables that queued commits
     /// took numbers from (the others: the index's). Emptied when the queue is applied;
     /// rebuilt after a rollback failed queued commits (their numbers are handed out again).
@@ -336,6 +339,7 @@ impl<V: Volume> Log<V> {
                 unreported: None,
             },
             rollbacks: 0,
+            applied: 0,
             next_seq: HashMap::new(),
             last_seqs: Vec::new(),
         }
@@ -376,6 +380,7 @@ impl<V: Volume> Log<V> {
     fn apply_queue(&mut self, index: &mut Index) {
         for q in self.committer.take_all() {
             q.ops.into_iter().for_each(|op| index.apply(op));
+            self.applied += 1;
         }
         self.next_seq.clear();
     }
@@ -394,6 +399,11 @@ impl<V: Volume> Log<V> {
 
     pub fn next_txn(&self) -> TxnId {
         self.next_txn
+    }
+
+    /// Commits applied to the index since open.
+    pub fn applied(&self) -> u64 {
+        self.applied
     }
 
     pub fn open_transactions(&self) -> usize {
@@ -599,6 +609,12 @@ impl<V: Volume> Log<V> {
     pub fn write_out(&mut self) -> Result<()> {
         let r = self.writer.write_buffer();
         self.io(r)
+    }
+
+    /// Whether `txn` is still open: the error it was dropped with (a quota rollback took its
+    /// records), or [`Error::Transaction`] if it is not open.
+    pub fn txn_alive(&mut self, txn: TxnId) -> Result<()> {
+        self.open_txn(txn).map(drop)
     }
 
     /// The effects `txn` has written so far, in order (a transaction reading its own writes).
