@@ -9,10 +9,11 @@ use wasm_bindgen::prelude::*;
 
 use crate::error::Error;
 use crate::format::{loc_offset, loc_segment};
-use crate::index::{ChunkLoc, KeyRange};
+use crate::index::{ChunkLoc, KeyInfo, KeyRange};
 use crate::storage::host::{check_host, close_host, HostVolume};
 use crate::storage::opfs::OpfsVolume;
 use crate::store::{Durability, IdCommit, IdStatus, Options, Outcome, Store, Ticket, TxnId};
+use crate::txn::TxCommit;
 
 fn js_err(e: Error) -> JsValue {
     let err = js_sys::Error::new(&e.to_string());
@@ -249,6 +250,39 @@ macro_rules! store {
             Backend::Host($s) => $e,
         }
     };
+}
+
+/// A scan's range from JS options (`{ prefix, start, end, limit, reverse }`, all optional).
+fn key_range(options: JsValue) -> JsResult<KeyRange> {
+    let o: KeysOptions = if options.is_undefined() || options.is_null() {
+        KeysOptions::default()
+    } else {
+        serde_wasm_bindgen::from_value(options).map_err(|e| js_err(Error::invalid("options", e.to_string())))?
+    };
+    Ok(KeyRange { prefix: o.prefix, start: o.start, end: o.end, limit: o.limit, reverse: o.reverse.unwrap_or(false) })
+}
+
+/// Keys packed into one buffer (one object and one buffer per key cost more than the scan):
+/// for each key, `key_len` (u32 LE), `flags` (u8, bit 0: the key was written as a string),
+/// `size` (the value's length in bytes, f64 LE), then the key bytes.
+fn pack_keys(keys: Vec<KeyInfo>) -> js_sys::Uint8Array {
+    let mut out = Vec::with_capacity(keys.iter().map(|k| 13 + k.key.len()).sum());
+    for k in keys {
+        // Keys are at most MAX_KEY_LEN (65535) bytes.
+        out.extend_from_slice(&(k.key.len() as u32).to_le_bytes());
+        out.push(u8::from(k.string_key));
+        out.extend_from_slice(&(k.size as f64).to_le_bytes());
+        out.extend_from_slice(&k.key);
+    }
+    js_sys::Uint8Array::from(&out[..])
+}
+
+/// How a transaction's commit ended, for JS.
+#[derive(Serialize)]
+struct JsTxCommit {
+    applied: bool,
+    ticket: f64,
+    lsn: f64,
 }
 
 /// A store, for the dedicated worker (on OPFS) or a host's volume. See `docs/WORKER_API.md`.
@@ -659,6 +693,126 @@ impl WalnutStore {
         to_js(&status)
     }
 
+    /// Begins an interactive transaction (see `txn.rs`); returns its id. Its streamed puts use
+    /// `txnPut`/`txnChunk` with the same id.
+    #[wasm_bindgen(js_name = txBegin)]
+    pub fn tx_begin(&mut self) -> JsResult<f64> {
+        let r = store!(self, mut |s| s.tx_begin());
+        self.written(r.map(|t| t as f64))
+    }
+
+    /// The value of `key` as transaction `txn` sees it (its own write, else the committed
+    /// value, remembered for the commit's check), or `undefined`. Throws `WalnutConflictError`
+    /// if something it read before changed.
+    #[wasm_bindgen(js_name = txGet)]
+    pub fn tx_get(&mut self, txn: f64, key: &[u8], table: Option<u32>) -> JsResult<Option<js_sys::Uint8Array>> {
+        let r = txn_id(txn).and_then(|txn| store!(self, mut |s| s.tx_get(txn, table.unwrap_or(0), key)));
+        Ok(self.written(r)?.map(|v| js_sys::Uint8Array::from(&v[..])))
+    }
+
+    /// Keys of transaction `txn`'s view, packed as `keys` packs them; the range is remembered
+    /// for the commit's check.
+    #[wasm_bindgen(js_name = txKeys)]
+    pub fn tx_keys(&mut self, txn: f64, options: JsValue, table: Option<u32>) -> JsResult<js_sys::Uint8Array> {
+        let range = key_range(options)?;
+        let r = txn_id(txn).and_then(|txn| store!(self, mut |s| s.tx_keys(txn, table.unwrap_or(0), &range)));
+        Ok(pack_keys(self.written(r)?))
+    }
+
+    /// Puts a whole value in transaction `txn`.
+    #[wasm_bindgen(js_name = txPut)]
+    pub fn tx_put(
+        &mut self,
+        txn: f64,
+        key: &[u8],
+        key_is_string: bool,
+        value: &[u8],
+        table: Option<u32>,
+    ) -> JsResult<()> {
+        let r = txn_id(txn)
+            .and_then(|txn| store!(self, mut |s| s.tx_put(txn, table.unwrap_or(0), key, key_is_string, value)));
+        self.written(r)
+    }
+
+    /// Opens a nested transaction in `txn`; returns the depth.
+    #[wasm_bindgen(js_name = txNest)]
+    pub fn tx_nest(&mut self, txn: f64) -> JsResult<u32> {
+        let r = txn_id(txn).and_then(|txn| store!(self, mut |s| s.tx_nest(txn)));
+        self.written(r.map(|d| d as u32))
+    }
+
+    /// Ends the innermost nested transaction of `txn`: commits it into its parent (`keep`) or
+    /// rolls it back. Returns the depth left.
+    #[wasm_bindgen(js_name = txEnd)]
+    pub fn tx_end(&mut self, txn: f64, keep: bool) -> JsResult<u32> {
+        let r =
+            txn_id(txn).and_then(|txn| store!(self, mut |s| if keep { s.tx_release(txn) } else { s.tx_rollback(txn) }));
+        self.written(r.map(|d| d as u32))
+    }
+
+    /// Commits transaction `txn` (under commit id `id` if not empty): `{ applied, ticket, lsn }`.
+    /// Applied: `ticket` to settle and `lsn` its version. A duplicate id: `applied` false,
+    /// nothing written, `lsn` the earlier commit's (0 while it is queued, under `ticket`).
+    /// Throws `WalnutConflictError` (the transaction is aborted) if something it read changed.
+    #[wasm_bindgen(js_name = txCommit)]
+    pub fn tx_commit(&mut self, txn: f64, strict: bool, id: &[u8]) -> JsResult<JsValue> {
+        let id = (!id.is_empty()).then_some(id);
+        let r = txn_id(txn).and_then(|txn| store!(self, mut |s| s.tx_commit(txn, id, durability(strict))));
+        let out = match self.written(r)? {
+            TxCommit::Applied { lsn, ticket } => {
+                JsTxCommit { applied: true, ticket: ticket_js(ticket), lsn: lsn as f64 }
+            }
+            TxCommit::Duplicate(IdStatus::Committed { lsn }) => {
+                JsTxCommit { applied: false, ticket: 0.0, lsn: lsn as f64 }
+            }
+            TxCommit::Duplicate(IdStatus::Queued(t)) => JsTxCommit { applied: false, ticket: ticket_js(t), lsn: 0.0 },
+        };
+        to_js(&out)
+    }
+
+    /// Aborts transaction `txn` and everything nested in it.
+    #[wasm_bindgen(js_name = txAbort)]
+    pub fn tx_abort(&mut self, txn: f64) -> JsResult<()> {
+        let r = txn_id(txn).and_then(|txn| store!(self, mut |s| s.tx_abort(txn)));
+        self.written(r)
+    }
+
+    /// The version of `key` (the LSN of the record that made its value), or `undefined` if
+    /// absent. Settled first.
+    #[wasm_bindgen(js_name = versionOf)]
+    pub fn version_of(&mut self, key: &[u8], table: Option<u32>) -> JsResult<Option<f64>> {
+        let r = store!(self, mut |s| s.version_of(table.unwrap_or(0), key));
+        Ok(self.written(r)?.map(|v| v as f64))
+    }
+
+    /// Checks versions: `checks` is `[table, key, version]` triples flattened into an array
+    /// (`version` -1: the key must be absent). Throws `WalnutConflictError` naming the first
+    /// key that differs. Settled first.
+    #[wasm_bindgen(js_name = checkVersions)]
+    pub fn check_versions(&mut self, checks: js_sys::Array) -> JsResult<()> {
+        let mut owned: Vec<(u32, Vec<u8>, Option<u64>)> = Vec::new();
+        let n = checks.length();
+        let mut i = 0;
+        while i + 2 < n {
+            let table = checks.get(i).as_f64().unwrap_or(-1.0);
+            let key = js_sys::Uint8Array::new(&checks.get(i + 1)).to_vec();
+            let version = checks.get(i + 2).as_f64().unwrap_or(-2.0);
+            if !(0.0..=f64::from(u32::MAX)).contains(&table) || table.fract() != 0.0 {
+                return Err(js_err(Error::invalid("checks", "a table id is not a whole number")));
+            }
+            let version = match version {
+                -1.0 => None,
+                v if v >= 0.0 && v.fract() == 0.0 && v <= 9_007_199_254_740_991.0 => Some(v as u64),
+                _ => return Err(js_err(Error::invalid("checks", "a version must be a whole number or null"))),
+            };
+            owned.push((table as u32, key, version));
+            i += 3;
+        }
+        let borrowed: Vec<(u32, &[u8], Option<u64>)> = owned.iter().map(|(t, k, v)| (*t, &k[..], *v)).collect();
+        let r = store!(self, mut |s| s.check_versions(&borrowed));
+        self.written(r)
+    }
+
     /// Where the commit with id `id` stands: `undefined` if unknown, else `{ committed, ticket }`
     /// as [`WalnutStore::commit_with_id`] answers for a duplicate.
     #[wasm_bindgen(js_name = idStatus)]
@@ -808,28 +962,9 @@ impl WalnutStore {
     /// written as a string), `size` (the value's length in bytes, f64 LE), then the key bytes.
     pub fn keys(&mut self, options: JsValue, table: Option<u32>) -> JsResult<js_sys::Uint8Array> {
         self.settle();
-        let o: KeysOptions = if options.is_undefined() || options.is_null() {
-            KeysOptions::default()
-        } else {
-            serde_wasm_bindgen::from_value(options).map_err(|e| js_err(Error::invalid("options", e.to_string())))?
-        };
-        let range = KeyRange {
-            prefix: o.prefix,
-            start: o.start,
-            end: o.end,
-            limit: o.limit,
-            reverse: o.reverse.unwrap_or(false),
-        };
+        let range = key_range(options)?;
         let keys = store!(self, mut |s| s.keys_in(table.unwrap_or(0), &range)).map_err(js_err)?;
-        let mut out = Vec::with_capacity(keys.iter().map(|k| 13 + k.key.len()).sum());
-        for k in keys {
-            // Keys are at most MAX_KEY_LEN (65535) bytes.
-            out.extend_from_slice(&(k.key.len() as u32).to_le_bytes());
-            out.push(u8::from(k.string_key));
-            out.extend_from_slice(&(k.size as f64).to_le_bytes());
-            out.extend_from_slice(&k.key);
-        }
-        Ok(js_sys::Uint8Array::from(&out[..]))
+        Ok(pack_keys(keys))
     }
 
     /// Syncs queued commits and releases the OPFS handle.

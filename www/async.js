@@ -30,6 +30,8 @@ import {
   valueAs,
   valueBytes,
   WalnutClosedError,
+  runTransaction,
+  writeConditions,
 } from './common.js';
 
 /** Guards the constructor: stores come from open(). */
@@ -244,6 +246,7 @@ export class AsyncStore {
   async #write(operations, options, list) {
     this.#live();
     const { onProgress, signal, strict } = checkWriteOptions(options, this.#durability);
+    const { checks, txId } = writeConditions(operations, options, list, this.#table);
     const ops = operations.map((operation, index) =>
       checkOperation(operation, index, list, (value, param) => {
         const bytes = valueBytes(value, param);
@@ -258,7 +261,9 @@ export class AsyncStore {
     const names = this.#engine.resolveOps(ops, this.#table);
     const [op] = ops;
     let seqs;
-    if (ops.length === 1 && op.type === 'put' && op.value instanceof Uint8Array && !signal) {
+    let outcome;
+    if (ops.length === 1 && op.type === 'put' && op.value instanceof Uint8Array && !signal && txId === undefined) {
+      if (checks) this.#engine.checkVersions(checks); // in the same turn as the put
       ticket = this.#engine.put({ bytes: op.key, isString: op.isString }, op.value, strict, op.table);
       seqs = this.#engine.namedSeqs(names);
       onProgress?.(op.value.length, op.value.length);
@@ -270,15 +275,19 @@ export class AsyncStore {
       try {
         ticket = await this.#engine.transaction(
           ops.map((o) => ({ type: o.type, key: o.key, isString: o.isString, value: o.value, table: o.table })),
-          { strict, onProgress, signal: aborted },
+          { strict, onProgress, signal: aborted, checks, txId },
         );
         seqs = this.#engine.namedSeqs(names);
+        if (txId !== undefined) {
+          outcome = { applied: ticket.applied, version: ticket.version, seqs: ticket.applied ? seqs : [] };
+          ticket = ticket.ticket;
+        }
       } finally {
         controllers.delete(controller);
       }
     }
     await this.#durable(ticket, strict);
-    return seqs;
+    return outcome ?? seqs;
   }
 
   /**
@@ -291,6 +300,31 @@ export class AsyncStore {
   async put(key, value, options) {
     const seqs = await this.#write([{ type: 'put', key, value }], options, undefined);
     return seqs.find((x) => x.table === (this.#table ?? ''))?.last ?? 0;
+  }
+
+  /**
+   * Runs `fn(tx)` as an optimistic, serializable transaction (see SyncStore.transaction; here
+   * `fn` may be async and `tx`'s calls return promises, values may be streams).
+   * @returns {Promise<{ applied: boolean, version: number, value?: unknown }>}
+   */
+  async transaction(fn, options) {
+    this.#live();
+    const driver = this.#engine.txDriver((ticket, strict) => this.#durable(ticket, strict));
+    return runTransaction(driver, fn, options, this.#durability, this.#table);
+  }
+
+  /** The version of `key`: the LSN of its value's commit, or null if absent. */
+  async versionOf(key) {
+    this.#live();
+    return this.#engine.versionOf(encodeKey(key).bytes, this.#tid(false));
+  }
+
+  /** `{ value, version }` of `key` (value in the form `as`, default a Blob), or undefined. */
+  async getWithVersion(key, options) {
+    this.#live();
+    const version = this.#engine.versionOf(encodeKey(key).bytes, this.#tid(false));
+    const value = await this.get(key, options);
+    return value === undefined || version === null ? undefined : { value, version };
   }
 
   /** Stores several values in one commit (see SyncStore.putMany). */
@@ -313,9 +347,11 @@ export class AsyncStore {
    */
   async delete(key, options) {
     this.#live();
-    const { durability } = checkOptions(options, 'options');
+    const { durability, ifVersion } = checkOptions(options, 'options');
     const { strict } = checkWriteOptions({ durability }, this.#durability);
+    const { checks } = writeConditions([{ key }], { ifVersion }, undefined, this.#table);
     const k = encodeKey(key);
+    if (checks) this.#engine.checkVersions(checks); // in the same turn as the delete
     const tid = this.#tid(false);
     if (tid === NO_TABLE) return false;
     const { existed, ticket } = this.#engine.delete(k, strict, tid);

@@ -30,6 +30,7 @@ export {
   WalnutClosedError,
   WalnutUnsupportedError,
   WalnutTransactionError,
+  WalnutConflictError,
 } from './walnut.js';
 
 /** The storage of a SQLite-backed Durable Object (`ctx.storage`), as far as walnut uses it. */

@@ -50,6 +50,7 @@ export {
   WalnutClosedError,
   WalnutUnsupportedError,
   WalnutTransactionError,
+  WalnutConflictError,
 } from './common.js';
 export { SyncStore } from './engine.js';
 export { DurableObjectVolume } from './volume-do.js';

@@ -68,6 +68,12 @@ export const WalnutTransactionError = errorClass('WalnutTransactionError');
  * whose stream was partly read, a read of a stream opened on the old leader.
  */
 export const WalnutLeaderChangedError = errorClass('WalnutLeaderChangedError');
+/**
+ * An optimistic transaction or a conditional write lost a race: a key or range it read, or the
+ * version it was given, changed before it could commit. Nothing was written. transaction()
+ * runs its callback again first (up to `retries` times) and rejects with it only then.
+ */
+export const WalnutConflictError = errorClass('WalnutConflictError');
 
 export const ERROR_CLASSES = new Map(
   [
@@ -82,6 +88,7 @@ export const ERROR_CLASSES = new Map(
     WalnutUnsupportedError,
     WalnutTransactionError,
     WalnutLeaderChangedError,
+    WalnutConflictError,
   ].map((cls) => [cls.name, cls]),
 );
 
@@ -677,4 +684,339 @@ export async function* paged(range, fetchPage) {
       next.start = after;
     }
   }
+}
+
+// ----- transactions -----
+
+/** Longest commit id, bytes of UTF-8 (the core's MAX_COMMIT_ID_LEN). */
+export const MAX_ID_BYTES = 128;
+/** Deepest nesting of transactions (the core's MAX_TX_DEPTH): the outermost is depth 1. */
+export const MAX_TX_DEPTH = 32;
+/** Default of transaction()'s `retries`: runs after the first, on conflicts. */
+export const DEFAULT_TX_RETRIES = 10;
+
+/**
+ * Validates transaction()'s options.
+ * @returns {{ id?: string, strict: boolean, signal?: AbortSignal, retries: number }}
+ */
+export function checkTransactionOptions(options, storeDurability) {
+  const { id, durability, signal, retries } = checkOptions(options, 'options');
+  const { strict } = checkWriteOptions({ durability, signal }, storeDurability);
+  return { id: checkId(id, 'options.id'), strict, signal, retries: retries === undefined ? DEFAULT_TX_RETRIES : checkInteger(retries, 'options.retries', 0, 1000) };
+}
+
+/** Validates a commit id: a string of 1 to MAX_ID_BYTES bytes of UTF-8, or undefined. */
+export function checkId(id, param) {
+  if (id === undefined) return undefined;
+  if (typeof id !== 'string') throw invalid(`${param} must be a string, got ${describe(id)}`);
+  const n = encoder.encode(id).length;
+  if (n < 1 || n > MAX_ID_BYTES) throw invalid(`${param} must be 1 to ${MAX_ID_BYTES} bytes of UTF-8, got ${n}`);
+  return id;
+}
+
+/**
+ * Validates a version for a conditional write or check: a whole number (a version read with
+ * versionOf() or getWithVersion()), or null for "absent".
+ * @returns {number} the version, -1 for null (the core's form)
+ */
+export function checkVersion(version, param) {
+  if (version === null) return -1;
+  if (!Number.isSafeInteger(version) || version < 1) {
+    throw invalid(`${param} must be a version (a whole number from versionOf()) or null for "absent", got ${String(version)}`);
+  }
+  return version;
+}
+
+/** Whether a run of a transaction should be tried again: it lost a race, or its leader went. */
+function retryable(error) {
+  return (
+    error instanceof WalnutConflictError ||
+    error instanceof WalnutLeaderChangedError ||
+    (error instanceof WalnutTransactionError && /not an open transaction|not open/.test(error.message))
+  );
+}
+
+/**
+ * Runs `fn(tx)` as an optimistic transaction on `driver` (the store's transaction calls), again
+ * on a conflict, up to `retries` more times: SynapseDB's BEGIN/COMMIT/ABORT with a layer stack
+ * for nested transactions and idempotent ids. Resolves to `{ applied: true, version, value }`
+ * (`value`: what `fn` returned), or `{ applied: false, version }` if a commit with `id` was made
+ * before (then `fn` does not run, or its writes are dropped).
+ * @param {object} driver begin(id), get(txn, key, table), keys(txn, range, table),
+ *   put(txn, key, value, table), delete(txn, key, table), nest(txn), end(txn, keep),
+ *   commit(txn, id, strict), abort(txn): each a value or a promise of one
+ */
+export async function runTransaction(driver, fn, options, storeDurability, table) {
+  if (typeof fn !== 'function') throw invalid(`callback must be a function, got ${describe(fn)}`);
+  const { id, strict, signal, retries } = checkTransactionOptions(options, storeDurability);
+  for (let attempt = 0; ; attempt++) {
+    signal?.throwIfAborted();
+    const begun = await driver.begin(id);
+    if (begun.duplicate) return { applied: false, version: begun.version };
+    const tx = new Transaction(driver, begun.txn, table, 1, signal, false);
+    let value;
+    try {
+      value = await fn(tx);
+      await tx.finish();
+      signal?.throwIfAborted();
+    } catch (error) {
+      await tx.finish().catch(() => {});
+      await Promise.resolve()
+        .then(() => driver.abort(begun.txn))
+        .catch(() => {});
+      if (retryable(error) && attempt < retries && !signal?.aborted) continue;
+      throw error;
+    }
+    try {
+      const done = await driver.commit(begun.txn, id, strict);
+      return done.applied ? { applied: true, version: done.version, value } : { applied: false, version: done.version };
+    } catch (error) {
+      if (retryable(error) && attempt < retries && !signal?.aborted) continue;
+      throw error;
+    }
+  }
+}
+
+/**
+ * runTransaction for a synchronous store (SyncStore): `fn(tx)` runs synchronously, `tx`'s calls
+ * return values, and so does this.
+ */
+export function runTransactionSync(driver, fn, options, storeDurability, table) {
+  if (typeof fn !== 'function') throw invalid(`callback must be a function, got ${describe(fn)}`);
+  const { id, strict, retries } = checkTransactionOptions(options, storeDurability);
+  for (let attempt = 0; ; attempt++) {
+    const begun = driver.begin(id);
+    if (begun.duplicate) return { applied: false, version: begun.version };
+    const tx = new Transaction(driver, begun.txn, table, 1, undefined, true);
+    let value;
+    try {
+      value = fn(tx);
+      tx.finish();
+      if (typeof value?.then === 'function') {
+        throw invalid("a synchronous store's transaction callback must not be async (use the async store)");
+      }
+      const done = driver.commit(begun.txn, id, strict);
+      return done.applied ? { applied: true, version: done.version, value } : { applied: false, version: done.version };
+    } catch (error) {
+      tx.finish();
+      try {
+        driver.abort(begun.txn);
+      } catch {
+        // aborted already (a conflict at commit), or the store closed
+      }
+      if (retryable(error) && attempt < retries) continue;
+      throw error;
+    }
+  }
+}
+
+/**
+ * A transaction (or a nested one) as its callback sees it: reads of a consistent state with its
+ * own writes, writes visible to others only at the outermost commit. An async store's calls
+ * return promises and run one at a time in call order; a synchronous store's return values.
+ * Not usable once its callback has settled, nor while a transaction nested in it runs.
+ */
+export class Transaction {
+  #driver;
+  #txn;
+  #table;
+  #depth;
+  #signal;
+  #sync;
+  /** The last call's promise: calls run one after another. */
+  #queue = Promise.resolve();
+  #ended = false;
+  #nested = false;
+
+  constructor(driver, txn, table, depth, signal, sync) {
+    this.#driver = driver;
+    this.#txn = txn;
+    this.#table = table;
+    this.#depth = depth;
+    this.#signal = signal;
+    this.#sync = sync;
+  }
+
+  /** Nesting depth: 1 for the outermost transaction. */
+  get depth() {
+    return this.#depth;
+  }
+
+  #run(call, work) {
+    if (this.#ended) throw new WalnutTransactionError(`tx.${call}() after the transaction's callback settled`);
+    if (this.#nested) throw new WalnutTransactionError(`tx.${call}() while a nested transaction runs: use the inner one`);
+    this.#signal?.throwIfAborted();
+    if (this.#sync) return work();
+    const next = this.#queue.then(work);
+    this.#queue = next.catch(() => {});
+    return next;
+  }
+
+  /** `f(result)`, now for a synchronous store, once `result` settles for an async one. */
+  #then(result, f) {
+    return this.#sync ? f(result) : Promise.resolve(result).then(f);
+  }
+
+  /** Waits for its calls and closes it (the runner, after the callback). */
+  finish() {
+    this.#ended = true;
+    return this.#sync ? undefined : this.#queue;
+  }
+
+  #tableOf(options) {
+    const { table } = checkOptions(options, 'options');
+    if (table !== undefined && (typeof table !== 'string' || table === '')) throw invalid('options.table must be a table name');
+    return table ?? this.#table;
+  }
+
+  /** The value of `key` in the form `as` (default 'bytes'), or undefined. Option `table`: another table. */
+  get(key, options) {
+    const { as } = checkOptions(options, 'options');
+    const form = checkForm(as, 'bytes');
+    if (form === 'stream' || (this.#sync && form === 'blob')) throw invalid(`options.as cannot be '${form}' in this transaction`);
+    const k = encodeKey(key);
+    const table = this.#tableOf(options);
+    return this.#run('get', () =>
+      this.#then(this.#driver.get(this.#txn, k.bytes, table), (bytes) => (bytes === undefined ? undefined : valueAs(bytes, form))),
+    );
+  }
+
+  /** The value of `key` as bytes, or undefined. */
+  getBytes(key, options) {
+    return this.get(key, { ...checkOptions(options, 'options'), as: 'bytes' });
+  }
+
+  /** Whether `key` has a value (a read, as get()). */
+  has(key, options) {
+    return this.#then(this.get(key, options), (v) => v !== undefined);
+  }
+
+  /** Keys with sizes, `[{ key, size }]`, as keys() selects them; the whole range is read (no phantoms). */
+  entries(options) {
+    const { range } = checkRange(options);
+    const table = this.#tableOf(options);
+    return this.#run('entries', () =>
+      this.#then(this.#driver.keys(this.#txn, range, table), (keys) => keys.map(({ key, size }) => new Entry(key, size))),
+    );
+  }
+
+  /** Keys in bytewise order (see entries()). */
+  keys(options) {
+    return this.#then(this.entries(options), (entries) => entries.map((e) => e.key));
+  }
+
+  /** Puts `value` under `key` (bytes, a string; an async store's also a Blob, a stream...): visible at the commit. */
+  put(key, value, options) {
+    const k = encodeKey(key);
+    const table = this.#tableOf(options);
+    const bytes = valueBytes(value, 'value')?.slice(); // the caller may reuse its buffer
+    if (bytes === undefined && this.#sync) throw invalid(`value is a ${describe(value)}: a synchronous store's transaction takes bytes or a string`);
+    return this.#run('put', () => this.#driver.put(this.#txn, k, bytes ?? value, table));
+  }
+
+  /** Deletes `key`: visible at the commit. */
+  delete(key, options) {
+    const k = encodeKey(key);
+    const table = this.#tableOf(options);
+    return this.#run('delete', () => this.#driver.delete(this.#txn, k.bytes, table));
+  }
+
+  /**
+   * Runs `fn(inner)` as a nested transaction: a throw discards its writes only and rethrows to
+   * this one, which may catch it and go on; its success merges its writes into this one.
+   * Nothing nested is visible before the outermost commit. Returns (resolves to) what `fn` returned.
+   */
+  transaction(fn) {
+    if (typeof fn !== 'function') throw invalid(`callback must be a function, got ${describe(fn)}`);
+    if (this.#depth >= MAX_TX_DEPTH) throw invalid(`transactions nest at most ${MAX_TX_DEPTH} deep`);
+    const inner = () => new Transaction(this.#driver, this.#txn, this.#table, this.#depth + 1, this.#signal, this.#sync);
+    const failed = (tx, error) => {
+      this.#nested = false;
+      if (!retryable(error)) return this.#then(this.#driver.end(this.#txn, false), () => Promise.reject(error));
+      throw error;
+    };
+    if (this.#sync) {
+      return this.#run('transaction', () => {
+        this.#driver.nest(this.#txn);
+        this.#nested = true;
+        const tx = inner();
+        let value;
+        try {
+          value = fn(tx);
+          tx.finish();
+          if (typeof value?.then === 'function') throw invalid("a synchronous store's transaction callback must not be async");
+        } catch (error) {
+          tx.finish();
+          this.#nested = false;
+          if (!retryable(error)) this.#driver.end(this.#txn, false);
+          throw error;
+        }
+        this.#nested = false;
+        this.#driver.end(this.#txn, true);
+        return value;
+      });
+    }
+    return this.#run('transaction', async () => {
+      await this.#driver.nest(this.#txn);
+      this.#nested = true;
+      const tx = inner();
+      let value;
+      try {
+        value = await fn(tx);
+        await tx.finish();
+      } catch (error) {
+        await tx.finish().catch(() => {});
+        return failed(tx, error);
+      }
+      this.#nested = false;
+      await this.#driver.end(this.#txn, true);
+      return value;
+    });
+  }
+}
+
+/**
+ * A write's conditions: `ifVersion` (put, delete: a check on its one key), batch's `checks`
+ * (`[{ key, version, table? }]`) and `id` (batch only).
+ * @returns {{ checks?: Array<{ key: Uint8Array, table?: string, version: number }>, txId?: string }}
+ */
+export function writeConditions(operations, options, list, table) {
+  const { ifVersion, checks, id } = checkOptions(options, 'options');
+  const out = {};
+  if (ifVersion !== undefined) {
+    if (list !== undefined) throw invalid('options.ifVersion is for put() and delete(); a batch takes options.checks');
+    const [op] = operations;
+    out.checks = [{ key: encodeKey(op.key).bytes, table, version: checkVersion(ifVersion, 'options.ifVersion') }];
+  }
+  if (checks !== undefined) {
+    if (list === undefined) throw invalid('options.checks is for batch(); put() and delete() take options.ifVersion');
+    if (!Array.isArray(checks)) throw invalid(`options.checks must be an array, got ${describe(checks)}`);
+    out.checks = checks.map((c, i) => {
+      const { key, version, table: t } = checkOptions(c, `options.checks[${i}]`);
+      if (t !== undefined && (typeof t !== 'string' || t === '')) throw invalid(`options.checks[${i}].table must be a table name`);
+      if (version === undefined) throw invalid(`options.checks[${i}].version is required (null: the key must be absent)`);
+      return { key: encodeKey(key, `options.checks[${i}].key`).bytes, table: t ?? table, version: checkVersion(version, `options.checks[${i}].version`) };
+    });
+  }
+  if (id !== undefined) {
+    if (list === undefined) throw invalid('options.id is for batch() and transaction()');
+    out.txId = checkId(id, 'options.id');
+  }
+  return out;
+}
+
+/** A transaction's streamed value as a Blob (sent to the worker, which streams it into the log). */
+export async function toBlob(value, param) {
+  if (value instanceof Blob) return value;
+  if (value instanceof ReadableStream) return new Response(value).blob();
+  if (value && typeof value[Symbol.asyncIterator] === 'function') {
+    const parts = [];
+    for await (const chunk of value) {
+      const bytes = valueBytes(chunk, `${param} chunks`);
+      if (bytes === undefined) throw invalid(`${param} chunks must be bytes or strings, got ${describe(chunk)}`);
+      parts.push(bytes.slice());
+    }
+    return new Blob(parts);
+  }
+  throw invalid(`${param} must be bytes, a string, a Blob, a ReadableStream or an async iterable, got ${describe(value)}`);
 }

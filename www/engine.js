@@ -29,6 +29,7 @@ import {
   watchFeed,
   invalid,
   absentMark,
+  encoder,
   putOperations,
   toError,
   unpackChanges,
@@ -39,6 +40,10 @@ import {
   WalnutClosedError,
   WalnutError,
   WalnutPoisonedError,
+  WalnutConflictError,
+  runTransaction,
+  runTransactionSync,
+  writeConditions,
 } from './common.js';
 
 /** Guards the constructors: stores come from the open functions. */
@@ -392,7 +397,9 @@ export class Engine {
    * @param {Array<{ type: 'put' | 'delete', key: Uint8Array, isString: boolean, value?: Uint8Array }>} ops
    * @returns {number} the commit's ticket
    */
-  batch(ops, strict) {
+  batch(ops, strict, conditions = {}) {
+    const { checks, txId } = conditions;
+    if (checks) this.checkVersions(checks); // in the same turn as the commit
     return this.#write(strict, (core) => {
       const txn = core.begin();
       try {
@@ -405,12 +412,27 @@ export class Engine {
             if (op.value.length > 0) core.txnChunk(txn, op.value);
           }
         }
-        return core.commit(txn, strict);
+        return txId === undefined ? core.commit(txn, strict) : this.#commitWithId(core, txn, strict, txId);
       } catch (error) {
         abortQuietly(core, txn);
         throw error;
       }
     });
+  }
+
+  /**
+   * Commits `txn` under the caller's id `txId`: `{ applied, ticket, version }`; a commit made
+   * before under that id (committed or queued) leaves this one aborted, `applied` false.
+   */
+  #commitWithId(core, txn, strict, txId) {
+    const id = encoder.encode(txId);
+    const earlier = core.idStatus(id);
+    if (earlier) {
+      abortQuietly(core, txn);
+      return { applied: false, ticket: earlier.committed ? 0 : earlier.ticket, version: earlier.lsn };
+    }
+    const { ticket } = core.commitWithId(txn, strict, id);
+    return { applied: true, ticket, version: core.lastLsn };
   }
 
   /**
@@ -422,7 +444,7 @@ export class Engine {
    * @param {{ strict: boolean, onProgress?: (bytes: number, total?: number) => void, signal?: AbortSignal }} options
    * @returns {Promise<number>} the commit's ticket
    */
-  async transaction(ops, { strict, onProgress, signal }) {
+  async transaction(ops, { strict, onProgress, signal, checks, txId }) {
     let total = 0;
     for (const op of ops) {
       const size = op.value instanceof Uint8Array || op.value instanceof Blob ? (op.value.size ?? op.value.length) : undefined;
@@ -467,7 +489,8 @@ export class Engine {
       }
       check();
       report(); // a write of empty values gets its one report here
-      const ticket = call(() => core.commit(txn, strict));
+      if (checks) this.checkVersions(checks); // in the same turn as the commit
+      const ticket = call(() => (txId === undefined ? core.commit(txn, strict) : this.#commitWithId(core, txn, strict, txId)));
       if (!strict) this.#armFlush();
       return ticket;
     } catch (error) {
@@ -478,6 +501,80 @@ export class Engine {
       }
       throw error;
     }
+  }
+
+  // ----- interactive transactions (the core's txn.rs) -----
+
+  /**
+   * The calls a transaction runner needs (common.js runTransaction; SyncStore's runs them
+   * synchronously): tables by name, values as bytes or (async only) sources streamed in chunks.
+   * `durable(ticket, strict)` waits for a strict commit (the store's committer).
+   */
+  txDriver(durable) {
+    const id = (txId) => encoder.encode(txId ?? '');
+    return {
+      begin: (txId) => {
+        const core = this.#live();
+        if (txId !== undefined) {
+          const status = call(() => core.idStatus(id(txId)));
+          if (status?.committed) return { duplicate: true, version: status.lsn };
+        }
+        return { txn: call(() => core.txBegin()) };
+      },
+      get: (txn, key, table) => {
+        const tid = this.tid(table, false);
+        return tid === NO_TABLE ? undefined : call(() => this.#live().txGet(txn, key, tid));
+      },
+      keys: (txn, range, table) => {
+        const tid = this.tid(table, false);
+        return tid === NO_TABLE ? [] : unpackKeys(call(() => this.#live().txKeys(txn, range, tid)));
+      },
+      put: (txn, key, value, table) => {
+        const core = this.#live();
+        const tid = this.tid(table, true);
+        if (value instanceof Uint8Array) return call(() => core.txPut(txn, key.bytes, key.isString, value, tid));
+        // A source (async stores only): streamed in, chunk by chunk.
+        return (async () => {
+          call(() => core.txnPut(txn, key.bytes, key.isString, tid));
+          for await (const chunk of chunksOf(value, 'value')) call(() => this.#live().txnChunk(txn, chunk));
+        })();
+      },
+      delete: (txn, key, table) => call(() => this.#live().txnDelete(txn, key, this.tid(table, true))),
+      nest: (txn) => call(() => this.#live().txNest(txn)),
+      end: (txn, keep) => call(() => this.#live().txEnd(txn, keep)),
+      commit: (txn, txId, strict) => {
+        const r = this.#write(strict, (core) => core.txCommit(txn, strict, id(txId)));
+        const out = { applied: r.applied, version: r.lsn };
+        const waited = durable(r.ticket, strict);
+        return waited === undefined ? out : waited.then(() => out);
+      },
+      abort: (txn) => {
+        if (!this.#closed) call(() => this.#live().txAbort(txn));
+      },
+    };
+  }
+
+  /** The version of `key` (the LSN of its value's commit), or null if absent. */
+  versionOf(key, table) {
+    if (table === NO_TABLE) return null;
+    return call(() => this.#live().versionOf(key, table)) ?? null;
+  }
+
+  /**
+   * Checks `[{ key, table (name), version (-1: absent) }]` against the store, in one turn with
+   * the write that follows; throws WalnutConflictError naming the first key that differs.
+   */
+  checkVersions(checks) {
+    const flat = [];
+    for (const { key, table, version } of checks) {
+      const tid = this.tid(table, false);
+      if (tid === NO_TABLE) {
+        if (version !== -1) throw new WalnutConflictError(`table ${table} does not exist, the check expects version ${version}`);
+        continue;
+      }
+      flat.push(tid ?? 0, key, version);
+    }
+    call(() => this.#live().checkVersions(flat));
   }
 
   /**
@@ -905,11 +1002,13 @@ export class SyncStore {
    */
   put(key, value, options) {
     const strict = this.#strict(options);
+    const { checks } = writeConditions([{ key }], options, undefined, this.#table);
     const k = encodeKey(key);
     const bytes = valueBytes(value, 'value');
     if (bytes === undefined) {
       throw invalid(`value is a ${describe(value)}: a synchronous put takes bytes or a string; use putStream()`);
     }
+    if (checks) this.#engine.checkVersions(checks); // in the same turn as the put
     const tid = this.#tid(true);
     this.#settle(this.#engine.put(k, bytes, strict, tid), strict);
     return this.#seq(tid);
@@ -930,6 +1029,8 @@ export class SyncStore {
    */
   delete(key, options) {
     const strict = this.#strict(options);
+    const { checks } = writeConditions([{ key }], options, undefined, this.#table);
+    if (checks) this.#engine.checkVersions(checks); // in the same turn as the delete
     const tid = this.#tid(false);
     if (tid === NO_TABLE) return false;
     const { existed, ticket } = this.#engine.delete(encodeKey(key), strict, tid);
@@ -974,6 +1075,7 @@ export class SyncStore {
 
   #batch(operations, options, list) {
     const strict = this.#strict(options);
+    const conditions = writeConditions(operations, options, list, this.#table);
     const ops = operations.map((operation, index) =>
       checkOperation(operation, index, list, (value, param) => {
         const bytes = valueBytes(value, param);
@@ -983,12 +1085,51 @@ export class SyncStore {
         return { value: bytes, size: bytes.length };
       }),
     );
-    if (ops.length === 0) return [];
+    if (ops.length === 0 && conditions.txId === undefined) return [];
     const names = this.#engine.resolveOps(ops, this.#table);
-    const ticket = this.#engine.batch(ops, strict);
+    const done = this.#engine.batch(ops, strict, conditions);
     const seqs = this.#engine.namedSeqs(names);
-    this.#settle(ticket, strict);
+    if (conditions.txId !== undefined) {
+      this.#settle(done.ticket, strict);
+      return { applied: done.applied, version: done.version, seqs: done.applied ? seqs : [] };
+    }
+    this.#settle(done, strict);
     return seqs;
+  }
+
+  /**
+   * Runs `fn(tx)` as an optimistic, serializable transaction (SynapseDB's BEGIN/COMMIT/ABORT):
+   * `tx.get/getBytes/has/keys/entries` read one consistent state with the transaction's own
+   * writes, `tx.put/delete` are written to the log now and become visible to others at once at
+   * the commit; `tx.transaction(inner)` nests (an inner throw discards only its writes). If a
+   * key or range it read changed before the commit, `fn` runs again (up to `options.retries`,
+   * default 10), then this throws WalnutConflictError. `fn` throwing aborts: nothing is written.
+   * With `options.id` (1 to 128 bytes of UTF-8), a transaction committed before under that id
+   * (across restarts, within the store's id retention) is not run again.
+   * @param {(tx: object) => unknown} fn synchronous here
+   * @param {{ id?: string, durability?: 'strict' | 'relaxed', retries?: number }} [options]
+   * @returns {{ applied: boolean, version: number, value?: unknown }} `value`: what `fn`
+   *   returned; `version`: the commit's LSN (the version of every value it wrote)
+   */
+  transaction(fn, options) {
+    const driver = this.#engine.txDriver((ticket, strict) => this.#settle(ticket, strict));
+    return runTransactionSync(driver, fn, options, this.#durability, this.#table);
+  }
+
+  /**
+   * The version of `key`: the LSN of the commit that wrote its value (it changes when the value
+   * does, or when compaction moves it), or null if absent. For `ifVersion` and `checks`.
+   * @returns {number | null}
+   */
+  versionOf(key) {
+    return this.#engine.versionOf(encodeKey(key).bytes, this.#tid(false));
+  }
+
+  /** `{ value, version }` of `key` (value in the form `as`, default bytes), or undefined. */
+  getWithVersion(key, options) {
+    const version = this.versionOf(key);
+    if (version === null) return undefined;
+    return { value: this.get(key, options), version };
   }
 
   /**

@@ -38,6 +38,7 @@ export {
   WalnutClosedError,
   WalnutUnsupportedError,
   WalnutTransactionError,
+  WalnutConflictError,
 } from './walnut.js';
 
 /** Node's options: `lockTimeout` defaults to 0 (a held directory fails at once). */

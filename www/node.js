@@ -33,6 +33,7 @@ export {
   WalnutClosedError,
   WalnutUnsupportedError,
   WalnutTransactionError,
+  WalnutConflictError,
   Entry,
 } from './common.js';
 export { SyncStore } from './engine.js';

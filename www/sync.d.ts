@@ -23,6 +23,9 @@ import type {
   ValueForms,
   WriteOptions,
   Change,
+  BatchOptions,
+  TransactionOptions,
+  TransactionResult,
 } from './walnut.js';
 
 export type {
@@ -55,6 +58,7 @@ export {
   WalnutClosedError,
   WalnutUnsupportedError,
   WalnutTransactionError,
+  WalnutConflictError,
 } from './walnut.js';
 
 /** What a synchronous write takes: strings (stored as UTF-8) and bytes. Blobs and streams go through putStream(). */
@@ -79,6 +83,19 @@ export type SyncStats = Omit<Stats, 'leader' | 'contexts'>;
  * write many values with one); a relaxed one within `relaxedFlushMs`. Every method throws a
  * WalnutError; after close(), WalnutClosedError.
  */
+/** A synchronous store's transaction: Transaction's calls, answering with values. */
+export interface SyncTransaction {
+  readonly depth: number;
+  get<A extends ListForm = 'bytes'>(key: Key, options?: { as?: A; table?: string }): ValueForms[A] | undefined;
+  getBytes(key: Key, options?: { table?: string }): Uint8Array | undefined;
+  has(key: Key, options?: { table?: string }): boolean;
+  keys(options?: KeysOptions & { table?: string }): Key[];
+  entries(options?: KeysOptions & { table?: string }): Array<Entry<undefined>>;
+  put(key: Key, value: SyncValue, options?: { table?: string }): void;
+  delete(key: Key, options?: { table?: string }): void;
+  transaction<T>(fn: (tx: SyncTransaction) => T): T;
+}
+
 export class SyncStore {
   private constructor();
   /** The store's name (OPFS), directory (Node) or name in the Durable Object. */
@@ -96,7 +113,17 @@ export class SyncStore {
   /** Whether `key` has a committed value. */
   has(key: Key): boolean;
   /** Stores `value` under `key` in one commit; returns the sequence number it took in its table. */
-  put(key: Key, value: SyncValue, options?: Pick<WriteOptions, 'durability'>): number;
+  put(key: Key, value: SyncValue, options?: { durability?: Durability; ifVersion?: number | null }): number;
+  /**
+   * Runs `fn(tx)` (synchronous) as an optimistic, serializable transaction: see
+   * WalnutStore.transaction. `tx`'s calls return values; a nested transaction is
+   * `tx.transaction(fn)`.
+   */
+  transaction<T>(fn: (tx: SyncTransaction) => T, options?: Omit<TransactionOptions, 'signal'>): TransactionResult<T>;
+  /** The version of `key`'s value (the LSN of its commit), or null if absent. */
+  versionOf(key: Key): number | null;
+  /** The value of `key` (in the form `as`) with its version, or undefined if absent. */
+  getWithVersion<A extends ListForm = 'bytes'>(key: Key, options?: { as?: A }): { value: ValueForms[A]; version: number } | undefined;
   /** Stores several values in one commit: all or none survive a crash. */
   putMany(entries: Iterable<readonly [Key, SyncValue]> | Record<string, SyncValue>, options?: Pick<WriteOptions, 'durability'>): SeqRange[];
   /**
@@ -138,11 +165,12 @@ export class SyncStore {
   /** Deletes this table's queue entries at or below `seq`, at once. */
   deleteUpTo(seq: number, options?: Pick<WriteOptions, 'durability'>): void;
   /** Deletes `key`; returns whether it existed. */
-  delete(key: Key, options?: Pick<WriteOptions, 'durability'>): boolean;
+  delete(key: Key, options?: { durability?: Durability; ifVersion?: number | null }): boolean;
   /** Deletes `keys` in one commit; returns how many of them existed. */
   deleteMany(keys: Key[], options?: Pick<WriteOptions, 'durability'>): number;
   /** Puts, deletes and appends in one commit, across tables; returns the sequence numbers it took, per table. */
-  batch(operations: SyncBatchOperation[], options?: Pick<WriteOptions, 'durability'>): SeqRange[];
+  batch(operations: SyncBatchOperation[], options?: Pick<BatchOptions, 'durability' | 'checks'>): SeqRange[];
+  batch(operations: SyncBatchOperation[], options: Pick<BatchOptions, 'durability' | 'checks' | 'id'> & { id: string }): TransactionResult<undefined>;
   /** Deletes every key in one commit (the Durable Objects API's deleteAll); returns how many. */
   clear(options?: Pick<WriteOptions, 'durability'>): number;
   /** Keys in bytewise order, each in the form it was put with. */

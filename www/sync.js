@@ -31,6 +31,7 @@ export {
   WalnutClosedError,
   WalnutUnsupportedError,
   WalnutTransactionError,
+  WalnutConflictError,
 } from './common.js';
 export { SyncStore } from './engine.js';
 

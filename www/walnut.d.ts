@@ -56,6 +56,88 @@ export interface WriteOptions {
   durability?: Durability;
 }
 
+/** put() and delete()'s options: a write's own, and a compare-and-set condition. */
+export interface ConditionalWriteOptions extends WriteOptions {
+  /**
+   * Write only if the key's version is this one (from versionOf() or getWithVersion()), or if
+   * the key is absent (`null`); otherwise reject with WalnutConflictError and write nothing.
+   * Checked in the same turn as the commit (Deno KV's atomic checks, compare-and-set).
+   */
+  ifVersion?: number | null;
+}
+
+/** batch()'s options: a write's own, version checks, and an idempotency id. */
+export interface BatchOptions extends WriteOptions {
+  /**
+   * Commit only if every key has the version given (`null`: absent); otherwise reject with
+   * WalnutConflictError and write nothing. `table`: the key's table (default: the view's).
+   */
+  checks?: Array<{ key: Key; version: number | null; table?: string }>;
+  /**
+   * An idempotency id (1 to 128 bytes of UTF-8): a batch committed before under it (across
+   * restarts, within the store's id retention, default the newest 10,000 ids) is not applied
+   * again. With an id, batch() resolves to a TransactionResult with `seqs`.
+   */
+  id?: string;
+}
+
+/** transaction()'s options. */
+export interface TransactionOptions {
+  /**
+   * An idempotency id (1 to 128 bytes of UTF-8): if a transaction (or batch) with this id has
+   * committed, the callback is not run and nothing is written: `{ applied: false, version }`.
+   * Holds across close/reopen and crashes, for the newest 10,000 ids (SynapseDB's transaction
+   * ids).
+   */
+  id?: string;
+  /** As for other writes: 'strict' resolves once the COMMIT is on disk. */
+  durability?: Durability;
+  /** Aborting it aborts the transaction (nothing is written) and rejects with its reason. */
+  signal?: AbortSignal;
+  /** Runs after the first when a conflict makes the commit fail (default 10, at most 1000). */
+  retries?: number;
+}
+
+/** What transaction() (and batch() with an id) resolves to. */
+export interface TransactionResult<T = unknown> {
+  /** false: a commit with the same id was made before; nothing was written now. */
+  applied: boolean;
+  /** The commit's version (its LSN): the version of every value it wrote. */
+  version: number;
+  /** What the callback returned (applied only). */
+  value?: T;
+  /** batch() with an id: the sequence numbers it took, per table. */
+  seqs?: SeqRange[];
+}
+
+/**
+ * A transaction as its callback sees it. Reads see one committed state and the transaction's
+ * own writes, and are remembered: if any key or range read changes before the commit, the
+ * commit fails with a conflict and the callback runs again (optimistic concurrency control,
+ * serializable). Writes go to the log now and become visible to others at once at the
+ * outermost commit. Calls run one at a time in call order. `options.table` reads or writes
+ * another table of the store.
+ */
+export interface Transaction {
+  /** Nesting depth: 1 for the outermost transaction (at most 32). */
+  readonly depth: number;
+  get<A extends ListForm = 'bytes'>(key: Key, options?: { as?: A; table?: string }): Promise<ValueForms[A] | undefined>;
+  getBytes(key: Key, options?: { table?: string }): Promise<Uint8Array | undefined>;
+  has(key: Key, options?: { table?: string }): Promise<boolean>;
+  /** The whole range is part of what the transaction read: a key added to it or removed is a conflict. */
+  keys(options?: KeysOptions & { table?: string }): Promise<Key[]>;
+  entries(options?: KeysOptions & { table?: string }): Promise<Array<Entry<undefined>>>;
+  /** Values of any size; streams and async iterables are read into a Blob first on the page. */
+  put(key: Key, value: Value, options?: { table?: string }): Promise<void>;
+  delete(key: Key, options?: { table?: string }): Promise<void>;
+  /**
+   * Runs `fn` as a nested transaction: a throw discards only its writes and rethrows here (catch
+   * it to go on); its success merges its writes into this one. Nothing nested is visible before
+   * the outermost commit. This transaction cannot be used while `fn` runs.
+   */
+  transaction<T>(fn: (tx: Transaction) => Promise<T> | T): Promise<T>;
+}
+
 export interface KeysOptions {
   /** Only keys starting with these bytes. */
   prefix?: Key;
@@ -289,7 +371,7 @@ export interface StoreApi {
    * chunk, if chunkSize is larger); past that they wait their turn. Other requests keep being
    * served meanwhile. Writes to the same key apply in call order.
    */
-  put(key: Key, value: Value, options?: WriteOptions): Promise<number>;
+  put(key: Key, value: Value, options?: ConditionalWriteOptions): Promise<number>;
   /**
    * Table `name` of this store (1 to 255 bytes of UTF-8): a namespace with this whole API over its
    * own ordered keys, its own sequence numbers (put() and append() resolve to the number they
@@ -363,7 +445,22 @@ export interface StoreApi {
   /** Whether `key` has a value. */
   has(key: Key): Promise<boolean>;
   /** Deletes `key`; resolves to whether it existed. */
-  delete(key: Key, options?: Pick<WriteOptions, 'durability'>): Promise<boolean>;
+  delete(key: Key, options?: Pick<ConditionalWriteOptions, 'durability' | 'ifVersion'>): Promise<boolean>;
+  /**
+   * Runs `fn(tx)` as an optimistic, serializable transaction (SynapseDB's BEGIN/COMMIT/ABORT):
+   * on a conflict `fn` runs again, up to `options.retries` times, then the call rejects with
+   * WalnutConflictError; if `fn` throws or `options.signal` aborts, nothing is written. With
+   * `options.id`, a transaction committed before under that id is not run again.
+   */
+  transaction<T>(fn: (tx: Transaction) => Promise<T> | T, options?: TransactionOptions): Promise<TransactionResult<T>>;
+  /**
+   * The version of `key`'s value: the LSN of the commit that wrote it, or null if absent. It
+   * changes when the value does, and when compaction moves the value (a check against the old
+   * version then fails: read again).
+   */
+  versionOf(key: Key): Promise<number | null>;
+  /** The value of `key` (in the form `as`) with its version, or undefined if absent. */
+  getWithVersion<A extends ListForm = 'blob'>(key: Key, options?: { as?: A }): Promise<{ value: ValueForms[A]; version: number } | undefined>;
   /** Keys in bytewise order. */
   keys(options?: KeysOptions): Promise<Key[]>;
   /**
@@ -376,7 +473,8 @@ export interface StoreApi {
    * Puts, deletes and appends in one transaction, across tables: after a crash, all of them or
    * none are visible. Resolves to the sequence numbers it took, per table.
    */
-  batch(operations: BatchOperation[], options?: WriteOptions): Promise<SeqRange[] | undefined>;
+  batch(operations: BatchOperation[], options?: WriteOptions & { checks?: BatchOptions['checks'] }): Promise<SeqRange[] | undefined>;
+  batch(operations: BatchOperation[], options: BatchOptions & { id: string }): Promise<TransactionResult<undefined>>;
   /**
    * Stores several values in one transaction: `[key, value]` pairs (an array, a Map) or a plain
    * object's own properties. All or none survive a crash.
@@ -509,3 +607,9 @@ export class WalnutTransactionError extends WalnutError {}
  * the old leader, or calls no leader answered for `lockTimeout` plus five seconds.
  */
 export class WalnutLeaderChangedError extends WalnutError {}
+/**
+ * An optimistic transaction or a conditional write lost a race: a key or range it read (or the
+ * version it was given) changed before it could commit. Nothing was written. transaction() runs
+ * its callback again first, `retries` times.
+ */
+export class WalnutConflictError extends WalnutError {}

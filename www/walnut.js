@@ -43,6 +43,11 @@ import {
   WalnutIoError,
   WalnutLockedError,
   WalnutUnsupportedError,
+  checkId,
+  checkVersion,
+  runTransaction,
+  toBlob,
+  writeConditions,
 } from './common.js';
 export {
   Entry,
@@ -58,6 +63,7 @@ export {
   WalnutUnsupportedError,
   WalnutTransactionError,
   WalnutLeaderChangedError,
+  WalnutConflictError,
 } from './common.js';
 
 /** Guards the constructor: stores come from open(). */
@@ -381,8 +387,8 @@ export class WalnutStore extends EventTarget {
    * @returns {Promise<boolean>} whether the key existed
    */
   async delete(key, options) {
-    const { durability } = checkOptions(options, 'options');
-    return this.#write([{ type: 'delete', key }], { durability });
+    const { durability, ifVersion } = checkOptions(options, 'options');
+    return this.#write([{ type: 'delete', key }], { durability, ifVersion });
   }
 
   /**
@@ -401,7 +407,58 @@ export class WalnutStore extends EventTarget {
       return undefined;
     }
     const result = await this.#write(operations, options, 'operations', true);
+    if (checkOptions(options, 'options').id !== undefined) return result; // { applied, version, seqs }
     return Array.isArray(result) ? result : undefined; // never delete()'s boolean
+  }
+
+  /**
+   * Runs `fn(tx)` as an optimistic, serializable transaction (see walnut.d.ts, Transaction):
+   * reads see one state and the transaction's own writes, writes become visible at once at
+   * the commit, and a conflict runs `fn` again (up to `options.retries`, default 10), then
+   * rejects with WalnutConflictError. With `options.id`, a transaction committed before under
+   * that id is not run again: `{ applied: false, version }`. (SynapseDB's transactions.)
+   * @returns {Promise<{ applied: boolean, version: number, value?: unknown }>}
+   */
+  async transaction(fn, options) {
+    this.#ensureOpen();
+    const req = (message, transfer) => this.#request({ op: 'tx', ...message }, transfer);
+    const driver = {
+      begin: (txId) => req({ action: 'begin', txId }),
+      get: (txn, key, table) => req({ action: 'get', txn, key, table }),
+      keys: async (txn, options, table) => unpackKeys(await req({ action: 'keys', txn, options, table })),
+      put: async (txn, key, value, table) => {
+        const body = value instanceof Uint8Array || value instanceof Blob ? value : await toBlob(value, 'value');
+        return req({ action: 'put', txn, key: key.bytes, isString: key.isString, value: body, table });
+      },
+      delete: (txn, key, table) => req({ action: 'delete', txn, key, table }),
+      nest: (txn) => req({ action: 'nest', txn }),
+      end: (txn, keep) => req({ action: 'end', txn, keep }),
+      commit: (txn, txId, strict) => req({ action: 'commit', txn, txId, strict }),
+      abort: (txn) => req({ action: 'abort', txn }),
+    };
+    return runTransaction(driver, fn, options, this.#durability, this.#table);
+  }
+
+  /**
+   * The version of `key`'s value: the LSN of the commit that wrote it (changes when the value
+   * does, or when compaction moves it), or null if absent. For put/delete's `ifVersion` and
+   * batch's `checks`.
+   * @returns {Promise<number | null>}
+   */
+  async versionOf(key) {
+    return this.#request({ op: 'version', key: encodeKey(key).bytes });
+  }
+
+  /**
+   * The value of `key` with its version: `{ value, version }` (value in the form `as`, default a
+   * Blob), or undefined if absent. Read in one turn of the worker, so the two belong together.
+   */
+  async getWithVersion(key, options) {
+    const as = checkForm(checkOptions(options, 'options').as, 'blob');
+    if (as === 'stream') throw invalid("options.as cannot be 'stream' for getWithVersion()");
+    const k = encodeKey(key).bytes;
+    const [version, value] = await Promise.all([this.#request({ op: 'version', key: k }), this.#get(k, as)]);
+    return value === undefined || version === null ? undefined : { value, version };
   }
 
   /**
@@ -724,6 +781,7 @@ export class WalnutStore extends EventTarget {
    */
   #sendWrite(operations, options, list, streams, seqs) {
     const { onProgress, signal, strict } = checkWriteOptions(options, this.#durability);
+    const { checks, txId } = writeConditions(operations, options, list, this.#table);
     const transfer = [];
     let total = 0;
     const ops = operations.map((operation, index) => {
@@ -732,7 +790,7 @@ export class WalnutStore extends EventTarget {
       total = total === undefined || op.size === undefined ? undefined : total + op.size;
       return { type: op.type, key: op.key, isString: op.isString, value: op.value, table: op.table };
     });
-    return this.#request({ op: 'write', ops, strict, seqs: Boolean(seqs), progress: Boolean(onProgress) }, transfer, {
+    return this.#request({ op: 'write', ops, strict, seqs: Boolean(seqs), progress: Boolean(onProgress), checks, txId }, transfer, {
       onProgress,
       signal,
       total,

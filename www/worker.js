@@ -687,7 +687,7 @@ function serve(from, requests) {
       const ops = request.ops.map((op) => (op.value?.walnutStream ? { ...op, value: pullFrom(from, op.value.walnutStream) } : op));
       dispatch({ ...request, id: local, ops, rid: request.rid ?? requestId(from, request.id) });
     } else {
-      dispatch({ ...request, id: local });
+      dispatch({ ...request, id: local, owner: from });
     }
   }
 }
@@ -766,6 +766,12 @@ function clientGone(ctx) {
     if (task) stopTask(task, ABORTED);
   }
   for (const reader of client.readers) closeReader(reader);
+  for (const [handle, tx] of txs) {
+    if (tx.owner === ctx) {
+      txs.delete(handle);
+      txAbortQuietly(tx.txn);
+    }
+  }
   for (const [key, resolve] of pulls) {
     if (key.startsWith(`${ctx}/`)) resolve({ error: { name: LEADER_CHANGED, message: 'the context writing this value is gone' } });
   }
@@ -958,6 +964,14 @@ function dispatch(request) {
       case 'tables':
         reply(id, store.tables());
         return;
+      case 'tx':
+        transact(request);
+        return;
+      case 'version': {
+        const table = tableOf(request.table, false);
+        reply(id, table === NO_TABLE ? null : (store.versionOf(request.key, table) ?? null));
+        return;
+      }
       case 'dropTable':
         reply(id, store.dropTable(request.name));
         return;
@@ -1013,11 +1027,13 @@ function write(request) {
     writeComputed(request);
     return;
   }
+  if (request.checks) request.checks = versionChecks(request.checks);
   const [first] = request.ops;
   // Another context's small put goes in one call too, under its request id (putWithId, the
   // default table's); its other writes go as transactions under their request ids. Appends
   // go as transactions (their COMMIT numbers them).
   const single =
+    request.txId === undefined &&
     request.ops.length === 1 &&
     first.type !== 'append' &&
     ((first.type === 'delete' && !request.rid) ||
@@ -1118,6 +1134,125 @@ function existingOnce(ops) {
     seen.add(id);
     return store.has(op.key, op.table);
   });
+}
+
+/**
+ * A write's version checks (`[{ key, table, version }]`, version -1 for "absent") in the form
+ * the core takes: `[tableId, key, version, ...]`. A check on a table that does not exist passes
+ * only for "absent" (and is then dropped).
+ */
+function versionChecks(checks) {
+  const flat = [];
+  for (const { key, table, version } of checks) {
+    const id = tableOf(table, false);
+    if (id === NO_TABLE) {
+      if (version !== -1) throw named('WalnutConflictError', `table ${table} does not exist, the check expects version ${version}`);
+      continue;
+    }
+    flat.push(id ?? 0, key, version);
+  }
+  return flat;
+}
+
+// ----- interactive transactions (the core's txn.rs; common.js runs the callbacks) -----
+
+/** Open transactions by handle: `{ txn, owner, layers }` (layers: the writes of each nesting level, for change events). */
+const txs = new Map();
+/** Makes handles unique across this worker's stores (a new leader knows none of the old ones). */
+const txNonce = Math.random().toString(36).slice(2, 10);
+
+function txOf(handle) {
+  const tx = txs.get(handle);
+  if (!tx) throw named('WalnutTransactionError', 'is not an open transaction: it ended, or the leader changed');
+  return tx;
+}
+
+/**
+ * One call of a transaction: begin, get, keys, put (bytes or a Blob, streamed in chunks),
+ * delete, nest, end (a nested one: keep or roll back), commit, abort.
+ */
+function transact(request) {
+  const { id, action } = request;
+  switch (action) {
+    case 'begin': {
+      if (request.txId !== undefined) {
+        const status = store.idStatus(utf8Encoder.encode(request.txId));
+        if (status?.committed) return reply(id, { duplicate: true, version: status.lsn });
+      }
+      const txn = store.txBegin();
+      const handle = `${txNonce}:${txn}`;
+      txs.set(handle, { txn, owner: request.owner, layers: [[]] });
+      return reply(id, { txn: handle });
+    }
+    case 'get': {
+      const table = tableOf(request.table, false);
+      const tx = txOf(request.txn);
+      return reply(id, table === NO_TABLE ? undefined : store.txGet(tx.txn, request.key, table));
+    }
+    case 'keys': {
+      const table = tableOf(request.table, false);
+      const tx = txOf(request.txn);
+      const packed = table === NO_TABLE ? new Uint8Array(0) : store.txKeys(tx.txn, request.options, table);
+      return reply(id, packed, [packed.buffer]);
+    }
+    case 'put': {
+      const tx = txOf(request.txn);
+      const table = tableOf(request.table, true);
+      const { key, isString, value } = request;
+      const op = { type: 'put', key, isString, table };
+      if (value instanceof Uint8Array && value.length <= chunkSize) {
+        store.txPut(tx.txn, key, isString, value, table);
+        tx.layers.at(-1).push(op);
+        return reply(id, undefined);
+      }
+      store.txnPut(tx.txn, key, isString, table);
+      const task = newTask([]);
+      const streamed = writeValue(value, task, async (chunk) => {
+        store.txnChunk(tx.txn, chunk);
+        await giveWay();
+      }).then(() => {
+        tx.layers.at(-1).push(op);
+      });
+      keepInFlight(answer(id, streamed));
+      return undefined;
+    }
+    case 'delete': {
+      const tx = txOf(request.txn);
+      const table = tableOf(request.table, true);
+      store.txnDelete(tx.txn, request.key, table);
+      tx.layers.at(-1).push({ type: 'delete', key: request.key, isString: false, table });
+      return reply(id, undefined);
+    }
+    case 'nest': {
+      const tx = txOf(request.txn);
+      const depth = store.txNest(tx.txn);
+      tx.layers.push([]);
+      return reply(id, depth);
+    }
+    case 'end': {
+      const tx = txOf(request.txn);
+      const depth = store.txEnd(tx.txn, Boolean(request.keep));
+      const inner = tx.layers.pop() ?? [];
+      if (request.keep) tx.layers.at(-1)?.push(...inner);
+      return reply(id, depth);
+    }
+    case 'commit': {
+      const tx = txOf(request.txn);
+      txs.delete(request.txn);
+      const r = store.txCommit(tx.txn, request.strict, utf8Encoder.encode(request.txId ?? ''));
+      const ops = tx.layers.flat();
+      if (!r.applied) return acknowledge(request, { value: { applied: false, version: r.lsn }, ticket: r.ticket, change: null });
+      return acknowledge(request, { value: { applied: true, version: r.lsn }, ticket: r.ticket, change: changeOf(ops) });
+    }
+    case 'abort': {
+      const tx = txs.get(request.txn);
+      txs.delete(request.txn);
+      if (tx) txAbortQuietly(tx.txn);
+      return reply(id, undefined);
+    }
+    default:
+      throw named('WalnutInvalidArgumentError', `unknown transaction call ${String(action)}`);
+  }
 }
 
 /**
@@ -1227,6 +1362,7 @@ function cancelStreams(ops) {
 function applySingle(request) {
   const { id, ops, strict, progress, rid } = request;
   const [op] = ops;
+  if (request.checks) store.checkVersions(request.checks); // in the same turn as the write
   if (op.type === 'delete') {
     const { existed, ticket } = store.delete(op.key, strict, op.table);
     // A batch of one delete resolves to its numbers (none when the key was absent).
@@ -1280,6 +1416,25 @@ async function writeTransaction(request, task) {
     }
     throwIfStopped(task);
     report(); // values without any chunk (empty ones) get their one report here
+    if (request.checks) store.checkVersions(request.checks); // in the same turn as the COMMIT
+    if (request.txId !== undefined) {
+      // A batch under the caller's id: applied once (see transaction()); a follower's retried
+      // request is recognised by that id too.
+      const idBytes = utf8Encoder.encode(request.txId);
+      const earlier = store.idStatus(idBytes);
+      if (earlier) {
+        // Made before (committed, or queued: then this answer waits for that commit).
+        abortQuietly(txn);
+        const ticket = earlier.committed ? 0 : earlier.ticket;
+        return { value: { applied: false, version: earlier.lsn, seqs: [] }, ticket, change: null };
+      }
+      const { ticket } = store.commitWithId(txn, strict, idBytes);
+      return {
+        value: { applied: true, version: store.lastLsn, seqs: seqsOf(request.tableNames) },
+        ticket,
+        change: changeOf(ops),
+      };
+    }
     const value = rid && isLoneDelete(ops) ? true : undefined;
     if (!rid) {
       const ticket = store.commit(txn, strict);
@@ -1666,6 +1821,16 @@ function abortQuietly(txn) {
   } catch (error) {
     // The error that made us abort is the one to report; a store that cannot write ABORT is
     // poisoned and recovery discards the transaction anyway. A trap still counts.
+    if (error instanceof WebAssembly.RuntimeError) crashed ??= error;
+  }
+}
+
+/** Aborts interactive transaction `txn` (see abortQuietly). */
+function txAbortQuietly(txn) {
+  if (crashed) return;
+  try {
+    store.txAbort(txn);
+  } catch (error) {
     if (error instanceof WebAssembly.RuntimeError) crashed ??= error;
   }
 }

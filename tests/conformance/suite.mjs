@@ -350,6 +350,155 @@ export const cases = [
     },
   },
   {
+    name: 'transactions: read-modify-write, conflicts retried, aborts, nesting, ids across a reopen, conditional writes',
+    async run(home) {
+      const name = unique('tx');
+      let db = await openSmall(home, name);
+      // One body for synchronous and async stores: a generator yields each tx call's result.
+      const drive = (gen) => {
+        if (home.sync) {
+          let r = gen.next();
+          while (!r.done) r = gen.next(r.value);
+          return r.value;
+        }
+        return (async () => {
+          let r = gen.next();
+          while (!r.done) {
+            let v;
+            try {
+              v = await r.value;
+            } catch (error) {
+              r = gen.throw(error);
+              continue;
+            }
+            r = gen.next(v);
+          }
+          return r.value;
+        })();
+      };
+      const tx = (body, options) => db.transaction((t) => drive(body(t)), options);
+      function* increment(t, key = 'n') {
+        const n = Number((yield t.get(key, { as: 'text' })) ?? '0');
+        yield t.put(key, String(n + 1));
+        return n + 1;
+      }
+      for (let i = 0; i < 3; i++) await tx((t) => increment(t));
+      equal(await db.get('n', { as: 'text' }), '3', 'three increments');
+      const done = await tx((t) => increment(t));
+      equal([done.applied, done.value, typeof done.version], [true, 4, 'number'], 'resolves to applied, version, value');
+      equal(await db.versionOf('n'), done.version, "the commit's version is the value's");
+
+      // A write from outside between the read and the commit: the callback runs again.
+      let runs = 0;
+      const raced = await tx(function* (t) {
+        runs += 1;
+        const n = Number(yield t.get('n', { as: 'text' }));
+        if (runs === 1) yield db.put('n', '100');
+        yield t.put('n', String(n + 1));
+        return n;
+      });
+      equal([runs, raced.value, await db.get('n', { as: 'text' })], [2, 100, '101'], 'a conflict runs the callback again');
+      await fails(
+        () =>
+          tx(
+            function* (t) {
+              yield t.get('n');
+              yield db.put('n', 'other');
+              yield t.put('n', 'mine');
+            },
+            { retries: 0 },
+          ),
+        'WalnutConflictError',
+        /n/,
+        'with no retries left it rejects',
+      );
+      equal(await db.get('n', { as: 'text' }), 'other', 'and wrote nothing');
+
+      // A throw aborts: nothing is written, the error comes out.
+      await fails(
+        () =>
+          tx(function* (t) {
+            yield t.put('aborted', 'x');
+            throw new Error('no thanks');
+          }),
+        'Error',
+        /no thanks/,
+        'a throwing callback rejects with its error',
+      );
+      equal(await db.has('aborted'), false, 'an aborted transaction left nothing');
+
+      // Nesting: an inner throw discards only its writes; an inner success merges.
+      const nested = await tx(function* (t) {
+        yield t.put('outer', 'o');
+        try {
+          yield t.transaction((inner) =>
+            drive(
+              (function* () {
+                yield inner.put('inner-failed', 'x');
+                yield inner.put('outer', 'overwritten');
+                throw new Error('inner fails');
+              })(),
+            ),
+          );
+        } catch (error) {
+          equal(error.message, 'inner fails', 'the inner error reaches the parent');
+        }
+        equal(yield t.get('outer', { as: 'text' }), 'o', "the parent's write is back");
+        yield t.transaction((inner) => drive((function* () { yield inner.put('inner-kept', 'k'); })()));
+        return yield t.keys({ prefix: 'inner' });
+      });
+      equal(nested.value, ['inner-kept'], 'the transaction sees the kept inner write only');
+      equal(
+        [await db.get('outer', { as: 'text' }), await db.has('inner-failed'), await db.get('inner-kept', { as: 'text' })],
+        ['o', false, 'k'],
+        'after the commit',
+      );
+
+      // Ids: a transaction committed under an id is not run again, across a reopen.
+      const first = await tx((t) => increment(t, 'paid'), { id: 'payment-17' });
+      equal(first.applied, true, 'the first run applies');
+      let ran = false;
+      const again = await tx(
+        function* (t) {
+          ran = true;
+          yield* increment(t, 'paid');
+        },
+        { id: 'payment-17' },
+      );
+      equal([again.applied, again.version, ran], [false, first.version, false], 'the same id again: not run');
+      await db.close();
+      db = await openSmall(home, name);
+      const reopened = await tx((t) => increment(t, 'paid'), { id: 'payment-17' });
+      equal([reopened.applied, await db.get('paid', { as: 'text' })], [false, '1'], 'and not after a reopen');
+
+      // Conditional writes.
+      equal(await db.versionOf('cas'), null, 'an absent key has no version');
+      await db.put('cas', 'v1', { ifVersion: null });
+      const v1 = await db.versionOf('cas');
+      await fails(() => db.put('cas', 'v2', { ifVersion: null }), 'WalnutConflictError', /cas/, 'absent expected');
+      await fails(() => db.put('cas', 'v2', { ifVersion: v1 + 1000 }), 'WalnutConflictError', /cas/, 'another version');
+      await db.put('cas', 'v2', { ifVersion: v1 });
+      const got = await db.getWithVersion('cas', { as: 'text' });
+      equal(got.value, 'v2', 'getWithVersion value');
+      await fails(() => db.delete('cas', { ifVersion: v1 }), 'WalnutConflictError', /cas/, 'a stale delete');
+      equal(await db.delete('cas', { ifVersion: got.version }), true, 'a delete at its version');
+      await fails(
+        () => db.batch([{ type: 'put', key: 'b1', value: '1' }], { checks: [{ key: 'n', version: 1 }] }),
+        'WalnutConflictError',
+        /n/,
+        'a batch whose check fails',
+      );
+      equal(await db.has('b1'), false, 'writes nothing');
+      const b = await db.batch([{ type: 'put', key: 'b1', value: '1' }], { id: 'batch-1', checks: [{ key: 'cas', version: null }] });
+      equal(b.applied, true, 'a batch under an id applies');
+      const b2 = await db.batch([{ type: 'put', key: 'b1', value: '2' }], { id: 'batch-1' });
+      equal([b2.applied, b2.version, await db.get('b1', { as: 'text' })], [false, b.version, '1'], 'and once only');
+      await fails(() => db.put('x', 'y', { ifVersion: 'one' }), 'WalnutInvalidArgumentError', /ifVersion/, 'a bad version');
+      await fails(() => tx(() => increment, { id: '' }), 'WalnutInvalidArgumentError', /options\.id/, 'an empty id');
+      await db.close();
+    },
+  },
+  {
     name: 'bad input fails with WalnutInvalidArgumentError naming the parameter, and changes nothing',
     async run(home) {
       const db = await openSmall(home, unique('invalid'));

@@ -6,7 +6,10 @@ import {
   WalnutLockedError,
   WalnutChangeEvent,
   WalnutLeaderChangedError,
+  WalnutConflictError,
   type BatchOperation,
+  type Transaction,
+  type TransactionResult,
   type Entry,
   type RecoveryReport,
   type Stats,
@@ -122,4 +125,28 @@ export async function usage(file: File, stream: ReadableStream<Uint8Array>): Pro
   await db.batch([{ type: 'append', value: 'x' }]);
   // @ts-expect-error sequence numbers are numbers
   await outbox.deleteUpTo('3');
+
+  // Transactions: read-modify-write, nesting, ids, conditional writes.
+  const done: TransactionResult<number> = await db.transaction(
+    async (tx: Transaction) => {
+      const n = Number((await tx.get('n', { as: 'text' })) ?? '0');
+      await tx.put('n', String(n + 1));
+      await tx.transaction(async (inner) => inner.delete('tmp', { table: 'outbox' }));
+      return n + 1;
+    },
+    { id: 'sync-17', durability: 'strict', retries: 3 },
+  );
+  if (done.applied) console.log(done.value satisfies number | undefined, done.version satisfies number);
+  const version = await db.versionOf('n');
+  await db.put('n', '5', { ifVersion: version });
+  await db.delete('n', { ifVersion: null });
+  const withVersion = await db.getWithVersion('n', { as: 'text' });
+  console.log(withVersion?.value satisfies string | undefined);
+  const once = await db.batch([{ type: 'put', key: 'k', value: 'v' }], { id: 'b-1', checks: [{ key: 'n', version: null }] });
+  console.log(once.applied, once.seqs);
+  console.log(new WalnutConflictError('x') instanceof WalnutError);
+  // @ts-expect-error ifVersion is a number or null
+  await db.put('n', '6', { ifVersion: '3' });
+  // @ts-expect-error the callback gets a transaction
+  await db.transaction(async (tx: number) => tx);
 }
