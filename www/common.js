@@ -764,17 +764,32 @@ export async function runTransaction(driver, fn, options, storeDurability, table
       await Promise.resolve()
         .then(() => driver.abort(begun.txn))
         .catch(() => {});
-      if (retryable(error) && attempt < retries && !signal?.aborted) continue;
+      if (retryable(error) && attempt < retries && !signal?.aborted) {
+        await backoff(attempt);
+        continue;
+      }
       throw error;
     }
     try {
       const done = await driver.commit(begun.txn, id, strict);
       return done.applied ? { applied: true, version: done.version, value } : { applied: false, version: done.version };
     } catch (error) {
-      if (retryable(error) && attempt < retries && !signal?.aborted) continue;
+      if (retryable(error) && attempt < retries && !signal?.aborted) {
+        await backoff(attempt);
+        continue;
+      }
       throw error;
     }
   }
+}
+
+/**
+ * Waits before a transaction's next run: a random time up to 2^attempt ms (at most 256 ms), so
+ * that contenders that keep conflicting spread out (randomized exponential backoff, as
+ * FoundationDB's clients do) instead of livelocking.
+ */
+function backoff(attempt) {
+  return sleep(Math.random() * Math.min(256, 2 ** attempt));
 }
 
 /**

@@ -327,6 +327,9 @@ async function becomeLeader() {
  * read to its end asks only whether it was committed.
  */
 function resent(id, entry) {
+  if (entry.request.op === 'tx' && entry.request.action === 'commit') {
+    return { ...entry.request, rid: requestId(member.ctx, id) };
+  }
   if (entry.request.op !== 'write') return entry.request;
   const done = [...entry.streams.values()].some((s) => s.state === 'done');
   return { ...entry.request, rid: requestId(member.ctx, id), recheck: done };
@@ -488,7 +491,7 @@ function forward(request) {
 /** Sends a pending call to the leader: its streams stay here, the leader pulls their chunks. */
 function sendToLeader(id, entry) {
   entry.sentTo = leaderCtx;
-  const request = entry.request.op === 'write' ? resent(id, entry) : entry.request;
+  const request = entry.request.op === 'write' || entry.request.op === 'tx' ? resent(id, entry) : entry.request;
   if (request.op === 'write') {
     request.ops = request.ops.map((op, i) =>
       op.value instanceof ReadableStream ? { ...op, value: { walnutStream: `${id}:${i}` } } : op,
@@ -686,6 +689,10 @@ function serve(from, requests) {
     if (request.op === 'write') {
       const ops = request.ops.map((op) => (op.value?.walnutStream ? { ...op, value: pullFrom(from, op.value.walnutStream) } : op));
       dispatch({ ...request, id: local, ops, rid: request.rid ?? requestId(from, request.id) });
+    } else if (request.op === 'tx' && request.action === 'commit') {
+      // A transaction's COMMIT goes under the call's request id, as a write does: sent again
+      // after a leader change, it is found committed, not run again.
+      dispatch({ ...request, id: local, owner: from, rid: request.rid ?? requestId(from, request.id) });
     } else {
       dispatch({ ...request, id: local, owner: from });
     }
@@ -1237,9 +1244,18 @@ function transact(request) {
       return reply(id, depth);
     }
     case 'commit': {
+      // Another context's COMMIT sent again after a leader change: made already if its
+      // request id is remembered (then this transaction's writes are those it committed).
+      if (!txs.has(request.txn) && request.rid && request.txId === undefined) {
+        const status = store.idStatus(utf8Encoder.encode(request.rid));
+        if (status) {
+          const ticket = status.committed ? 0 : status.ticket;
+          return acknowledge(request, { value: { applied: true, version: status.lsn }, ticket, change: null });
+        }
+      }
       const tx = txOf(request.txn);
       txs.delete(request.txn);
-      const r = store.txCommit(tx.txn, request.strict, utf8Encoder.encode(request.txId ?? ''));
+      const r = store.txCommit(tx.txn, request.strict, utf8Encoder.encode(request.txId ?? request.rid ?? ''));
       const ops = tx.layers.flat();
       if (!r.applied) return acknowledge(request, { value: { applied: false, version: r.lsn }, ticket: r.ticket, change: null });
       return acknowledge(request, { value: { applied: true, version: r.lsn }, ticket: r.ticket, change: changeOf(ops) });

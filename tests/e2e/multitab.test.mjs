@@ -482,3 +482,100 @@ test('tables from a follower and the leader: one sequence per table, queues, mar
   assert.deepEqual(after.tables, ['outbox', 'other']);
   await follower.close();
 });
+
+test('transactions from two tabs at once: every increment counted once, a streamed value inside, a tab closed mid-transaction leaves nothing', async () => {
+  const [leader, follower, third] = await pagesWith('tx-multitab', 3);
+  const incrementer = (page, label) =>
+    page.evaluate(
+      async ({ label }) => {
+        const { db } = window;
+        let runs = 0;
+        for (let i = 0; i < 25; i++) {
+          await db.transaction(async (tx) => {
+            runs += 1;
+            const n = Number((await tx.get('counter', { as: 'text' })) ?? '0');
+            await new Promise((resolve) => setTimeout(resolve, Math.random() * 3));
+            await tx.put('counter', String(n + 1));
+            await tx.put(`by-${label}-${i}`, String(n));
+          });
+        }
+        return runs;
+      },
+      { label },
+    );
+  const [leaderRuns, followerRuns] = await Promise.all([incrementer(leader, 'leader'), incrementer(follower, 'follower')]);
+  const counted = await third.evaluate(async () => Number(await window.db.get('counter', { as: 'text' })));
+  assert.equal(counted, 50, `every increment counted once (runs: leader ${leaderRuns}, follower ${followerRuns})`);
+  assert.ok(leaderRuns + followerRuns >= 50);
+  // Each increment saw a distinct value: no lost update.
+  const seen = await third.evaluate(async () => {
+    const keys = await window.db.keys({ prefix: 'by-' });
+    return Promise.all(keys.map(async (k) => Number(await window.db.get(k, { as: 'text' }))));
+  });
+  assert.deepEqual([...seen].sort((a, b) => a - b), Array.from({ length: 50 }, (_, i) => i));
+
+  // A streamed value inside a follower's nested transaction, and an idempotent id.
+  const streamed = await follower.evaluate(async () => {
+    const { db, harness } = window;
+    const r = await db.transaction(
+      async (tx) => {
+        await tx.transaction(async (inner) => inner.put('big', harness.streamOf(harness.pattern(3_000_000, 5))));
+        await tx.transaction(async (inner) => {
+          await inner.put('dropped', 'x');
+          throw new Error('discard');
+        }).catch(() => {});
+        return tx.has('dropped');
+      },
+      { id: 'import-1' },
+    );
+    const again = await db.transaction(async () => 'ran', { id: 'import-1' });
+    const big = await db.get('big', { as: 'bytes' });
+    return { r, again, diff: harness.firstDifference(big, harness.pattern(3_000_000, 5)), dropped: await db.has('dropped') };
+  });
+  assert.deepEqual(
+    [streamed.r.applied, streamed.r.value, streamed.again.applied, streamed.again.version === streamed.r.version],
+    [true, false, false, true],
+  );
+  assert.equal(streamed.diff, -1, 'the streamed value is whole');
+  assert.equal(streamed.dropped, false);
+
+  // A follower tab closed with a transaction open: its writes never appear.
+  await third.evaluate(() => {
+    window.db.transaction(async (tx) => {
+      await tx.put('from-closed-tab', 'x');
+      await new Promise(() => {}); // never finishes
+    });
+  });
+  await third.close();
+  await new Promise((resolve) => setTimeout(resolve, 500));
+  const after = await leader.evaluate(async () => ({ has: await window.db.has('from-closed-tab'), open: (await window.db.stats()).openTransactions }));
+  assert.deepEqual(after, { has: false, open: 0 }, "the closed tab's transaction was aborted");
+  await follower.close();
+  await leader.close();
+});
+
+test("a follower's transaction that a silent leader committed is not run again by the next leader", async () => {
+  const [leader, follower] = await pagesWith('tx-retried', 2);
+  await follower.evaluate(() => {
+    window.runs = 0;
+    window.txDone = window.db.transaction(async (tx) => {
+      window.runs += 1;
+      const n = Number((await tx.get('c', { as: 'text' })) ?? '0');
+      await tx.put('c', String(n + 1));
+      if (window.runs === 1) await new Promise((resolve) => (window.release = resolve));
+      return n + 1;
+    });
+  });
+  await follower.waitForFunction(() => typeof window.release === 'function');
+  // The leader goes silent: it commits what it is sent, but no answer leaves it.
+  for (const w of leader.workers()) await w.evaluate(() => (BroadcastChannel.prototype.postMessage = () => {}));
+  await follower.evaluate(() => window.release());
+  await leader.waitForFunction(async () => (await window.db.get('c', { as: 'text' })) === '1', null, { timeout: 10_000 });
+  await leader.close(); // the follower leads next; its COMMIT, sent again, is found committed
+  const got = await follower.evaluate(async () => {
+    const r = await window.txDone;
+    return { applied: r.applied, value: r.value, runs: window.runs, c: await window.db.get('c', { as: 'text' }) };
+  });
+  assert.deepEqual(got, { applied: true, value: 1, runs: 1, c: '1' }, 'applied once, answered as applied');
+  await follower.close();
+});
