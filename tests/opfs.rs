@@ -311,3 +311,40 @@ async fn an_open_that_fails_part_way_releases_every_handle_and_so_the_lock() {
     let store = Store::open(OpfsVolume::open(&name, 300).await.unwrap(), lifecycle_options()).unwrap();
     assert_eq!(store.get(b"k").unwrap().as_deref(), Some(&b"v"[..]));
 }
+
+/// Transactions on OPFS: a nested one rolled back around a streamed value, an id remembered,
+/// a conflict between two interleaved ones; reopened without a closing checkpoint (the handle
+/// dropped as a closed tab drops it), recovery applies exactly the committed part.
+#[wasm_bindgen_test]
+async fn nested_transactions_and_ids_survive_a_reopen_on_opfs() {
+    use walnut::storage::opfs::OpfsVolume;
+    let name = format!("tx-{}", js_sys::Date::now() as u64);
+    let mut s = Store::open(OpfsVolume::open(&name, 2000).await.unwrap(), lifecycle_options()).unwrap();
+    s.put(b"n", b"0", Durability::Strict).unwrap();
+    let t = s.tx_begin().unwrap();
+    s.tx_put(t, 0, b"n", false, b"1").unwrap();
+    s.tx_nest(t).unwrap();
+    s.txn_put_in(t, 0, b"streamed", false).unwrap();
+    for i in 0..8u8 {
+        s.txn_chunk(t, &[i; 3000]).unwrap();
+    }
+    s.tx_rollback(t).unwrap();
+    s.tx_nest(t).unwrap();
+    s.tx_put(t, 0, b"kept", false, b"inner").unwrap();
+    s.tx_release(t).unwrap();
+    s.tx_commit(t, Some(b"opfs-1"), Durability::Strict).unwrap();
+    let (a, b) = (s.tx_begin().unwrap(), s.tx_begin().unwrap());
+    s.tx_get(a, 0, b"n").unwrap();
+    s.tx_get(b, 0, b"n").unwrap();
+    s.tx_put(a, 0, b"n", false, b"a").unwrap();
+    s.tx_put(b, 0, b"n", false, b"b").unwrap();
+    s.tx_commit(a, None, Durability::Strict).unwrap();
+    assert!(matches!(s.tx_commit(b, None, Durability::Strict), Err(walnut::Error::Conflict { .. })));
+    s.volume().close(); // no closing checkpoint: recovery scans the log
+    drop(s);
+    let s = Store::open(OpfsVolume::open(&name, 2000).await.unwrap(), lifecycle_options()).unwrap();
+    assert_eq!(s.get(b"n").unwrap().as_deref(), Some(&b"a"[..]));
+    assert_eq!(s.get(b"kept").unwrap().as_deref(), Some(&b"inner"[..]));
+    assert_eq!(s.get(b"streamed").unwrap(), None, "the rolled-back layer never appears");
+    assert!(s.id_status(b"opfs-1").is_some());
+}
