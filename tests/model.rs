@@ -390,12 +390,15 @@ mod on_a_volume {
             t.rollbacks += c.rollbacks;
             t.checkpoints += c.checkpoints;
             t.compactions += c.compactions;
+            t.tx_commits += c.tx_commits;
+            t.tx_conflicts += c.tx_conflicts;
+            t.tx_duplicates += c.tx_duplicates;
             Ok(())
         });
         let t = total.into_inner();
         println!(
-            "crash points: model on a volume: {} ({cases} sequences; {} reopens, {} failed group commits, {} rollbacks, {} checkpoints, {} compaction rounds)",
-            t.crashes, t.reopens, t.failed_commits, t.rollbacks, t.checkpoints, t.compactions
+            "crash points: model on a volume: {} ({cases} sequences; {} reopens, {} failed group commits, {} rollbacks, {} checkpoints, {} compaction rounds; transactions: {} committed, {} conflicts, {} duplicate ids)",
+            t.crashes, t.reopens, t.failed_commits, t.rollbacks, t.checkpoints, t.compactions, t.tx_commits, t.tx_conflicts, t.tx_duplicates
         );
     }
 }

@@ -366,6 +366,11 @@ pub struct Counts {
     pub rollbacks: u64,
     pub checkpoints: u64,
     pub compactions: u64,
+    /// Interactive transactions committed, rejected for a conflict (at a read or the commit),
+    /// and answered as duplicates of a committed id.
+    pub tx_commits: u64,
+    pub tx_conflicts: u64,
+    pub tx_duplicates: u64,
 }
 
 /// A store and its model.
@@ -889,6 +894,7 @@ impl Harness {
                         self.txs[slot] = Some(tx);
                     }
                     Err(Error::Conflict { .. }) => {
+                        self.counts.tx_conflicts += 1;
                         assert!(stale || moved, "a read conflicted although nothing it read changed");
                         let _ = self.store.tx_abort(tx.txn);
                     }
@@ -961,6 +967,7 @@ impl Harness {
                 let known = id.is_some_and(|i| now.contains_key(&id_marker(i)));
                 match r {
                     Ok(TxCommit::Applied { .. }) => {
+                        self.counts.tx_commits += 1;
                         assert!(!stale, "a transaction committed although a value it read had changed");
                         assert!(!known, "transaction id {id:?} was committed before, yet applied again");
                         let mut effect: Effect = tx.layers.into_iter().flatten().collect();
@@ -970,10 +977,12 @@ impl Harness {
                         self.committed(effect, durability, true);
                     }
                     Ok(TxCommit::Duplicate(_)) => {
+                        self.counts.tx_duplicates += 1;
                         assert!(!stale, "validation comes before the id check");
                         assert!(known, "transaction id {id:?} is new, yet reported as a duplicate");
                     }
                     Err(Error::Conflict { .. }) => {
+                        self.counts.tx_conflicts += 1;
                         assert!(stale || moved, "a transaction conflicted although nothing it read changed");
                     }
                     Err(_) => {}
