@@ -2,13 +2,15 @@
 //! bytes: puts, deletes and batches of every durability, four interleaved streamed values,
 //! syncs, reads that settle queued commits, checkpoints, compaction, a disk that fills and
 //! frees, crashes and reopens, and tables: creates, drops, puts and deletes in tables, queue
-//! appends, batches across tables, flushed marks, delete-up-to and queue reads. The oracle panics on any broken promise: an acknowledged commit
+//! appends, batches across tables, flushed marks, delete-up-to and queue reads; and interactive
+//! transactions: two at once, reads, writes, nesting, commits under ids, aborts, and
+//! put-if-version. The oracle panics on any broken promise: an acknowledged commit
 //! missing after a crash, a failed one present, a `sync()` that returned `Ok` over a failure,
 //! anything partial visible, the LSN going back.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use walnut::testing::model::{options, Harness, Op, IDS, SLOTS, TABLES};
+use walnut::testing::model::{options, Harness, Op, IDS, SLOTS, TABLES, TX_SLOTS};
 use walnut::Durability;
 
 /// At most this many operations per input, so each run stays short.
@@ -32,7 +34,16 @@ fn decode(data: &[u8]) -> Vec<Op> {
             let slot = usize::from(a) % SLOTS;
             let len = if b & 0x80 == 0 { usize::from(b % 40) } else { 60 + usize::from(b) * 2 };
             let table = b % TABLES;
-            match kind % 30 {
+            let tx = usize::from(b) % TX_SLOTS;
+            match kind % 38 {
+                30 => Op::TxBegin { slot: tx },
+                31 | 32 => Op::TxGet { slot: tx, key },
+                33 => Op::TxWrite { slot: tx, key, len: (b & 0x40 == 0).then_some(usize::from(a) % 150) },
+                34 => Op::TxNest { slot: tx },
+                35 => Op::TxEnd { slot: tx, keep: a & 1 == 1 },
+                36 if a % 5 == 4 => Op::TxAbort { slot: tx },
+                36 => Op::TxCommit { slot: tx, id: (a & 2 == 2).then_some(a % IDS), durability: durability(a >> 2) },
+                37 => Op::PutIf { key, len: usize::from(a) % 150, stale: b & 1 == 1, durability: durability(b >> 1) },
                 21 => Op::CreateTable { table },
                 22 => Op::DropTable { table },
                 23 => Op::PutIn { table, key, len: usize::from(a) % 150, durability: durability(b >> 2) },
