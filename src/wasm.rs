@@ -83,6 +83,7 @@ struct OpenOptions {
     segment_size: Option<f64>,
     checkpoint_bytes: Option<f64>,
     compaction_ratio: Option<f64>,
+    id_retention: Option<f64>,
 }
 
 /// An integer option within `min..=max`, or an error naming `param`.
@@ -111,6 +112,7 @@ fn open_options(options: JsValue) -> Result<(Options, u32), Error> {
             .unwrap_or(d.segment_size),
         checkpoint_bytes: integer(o.checkpoint_bytes, "checkpointBytes", 0, 1 << 53)?.unwrap_or(d.checkpoint_bytes),
         compaction_ratio: o.compaction_ratio.unwrap_or(d.compaction_ratio),
+        id_retention: integer(o.id_retention, "idRetention", 0, 10_000_000)?.map_or(d.id_retention, |v| v as usize),
         ..d
     };
     options.validate()?;

@@ -269,7 +269,7 @@ export function checkWriteOptions(options, storeDurability) {
  * @param {unknown} options
  */
 export function checkOpenOptions(options) {
-  const { chunkSize, durability, lockTimeout, directWriteThreshold, segmentSize, checkpointBytes, compactionRatio } =
+  const { chunkSize, durability, lockTimeout, directWriteThreshold, segmentSize, checkpointBytes, compactionRatio, idRetention } =
     checkOptions(options, 'options');
   const core = {};
   if (chunkSize !== undefined) {
@@ -292,6 +292,9 @@ export function checkOpenOptions(options) {
       throw invalid(`options.compactionRatio must be a number from 0 to 1, got ${String(compactionRatio)}`);
     }
     core.compactionRatio = compactionRatio;
+  }
+  if (idRetention !== undefined) {
+    core.idRetention = checkInteger(idRetention, 'options.idRetention', 0, 10_000_000);
   }
   return { core, durability: checkDurability(durability, 'options.durability') ?? 'strict' };
 }

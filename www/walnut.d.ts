@@ -39,6 +39,13 @@ export interface OpenOptions {
   checkpointBytes?: number;
   /** Compaction starts by itself when dead bytes reach this fraction of the log (and it spans more than two segments). 0 to 1, default 0.5. */
   compactionRatio?: number;
+  /**
+   * How many commit ids (transaction() and batch() `id`s, and the ids other tabs' writes are
+   * made under) the store remembers, newest first: a retried id older than that is applied
+   * again. Kept in the log and in checkpoints (about 40 bytes and the id each). 0 to 10^7,
+   * default 10,000.
+   */
+  idRetention?: number;
 }
 
 export interface WriteOptions {

@@ -496,6 +496,14 @@ export const cases = [
       await fails(() => db.put('x', 'y', { ifVersion: 'one' }), 'WalnutInvalidArgumentError', /ifVersion/, 'a bad version');
       await fails(() => tx(() => increment, { id: '' }), 'WalnutInvalidArgumentError', /options\.id/, 'an empty id');
       await db.close();
+      // The id retention is a count: an id older than the newest `idRetention` applies again.
+      db = await home.open(unique('tx-retention'), { chunkSize: CHUNK, idRetention: 1 });
+      const put = (value, id) => db.batch([{ type: 'put', key: 'r', value }], { id });
+      equal((await put('1', 'r1')).applied, true, 'r1');
+      equal((await put('2', 'r2')).applied, true, 'r2');
+      equal((await put('3', 'r2')).applied, false, 'r2 again: remembered');
+      equal((await put('4', 'r1')).applied, true, 'r1 again: past the retention of 1, applied again');
+      await db.close();
     },
   },
   {
