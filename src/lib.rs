@@ -40,5 +40,5 @@ pub use storage::{MemoryStorage, MemoryVolume, Storage, Volume};
 pub use store::{
     BatchOp, Change, Durability, IdCommit, IdStatus, Options, Outcome, Stats, Store, TableInfo, Ticket, TxnId,
 };
-pub use txn::{TxCommit, TxRead, MAX_TX_DEPTH};
+pub use txn::{AbsentRead, TxCommit, TxRead, MAX_TX_DEPTH};
 pub use wal::recovery::{DiscardReason, Discarded, RecoveryMode, RecoveryReport};

@@ -45,6 +45,16 @@ pub(crate) struct Tx {
     ranges: Vec<(u32, KeyRange, Versions)>,
     /// `Log::applied` when the reads were last checked.
     checked_at: u64,
+    /// Reads in tables that did not exist: the table's name and the key read, or the range
+    /// listed. Once such a table exists, the key must still be absent and the range empty.
+    absent: Vec<(String, AbsentRead)>,
+}
+
+/// What a transaction read in a table that did not exist (see [`Store::tx_note_absent`]).
+#[derive(Debug, Clone)]
+pub enum AbsentRead {
+    Key(Vec<u8>),
+    Range(KeyRange),
 }
 
 /// A transaction's read of one key: its value's entry (committed, or the transaction's own
@@ -99,7 +109,10 @@ impl<V: Volume> Store<V> {
         let now = self.log.applied();
         let tx = self.txs.remove(&txn).ok_or_else(|| Error::Transaction { txn, detail: "is not open".into() })?;
         let r = self.check_reads(&tx);
-        self.txs.insert(txn, Tx { checked_at: now, ..tx });
+        // Only a check that passed moves the mark: after a conflict every later read (and the
+        // commit) checks again and fails, so the transaction never goes on with two states.
+        let checked_at = if r.is_ok() { now } else { tx.checked_at };
+        self.txs.insert(txn, Tx { checked_at, ..tx });
         r
     }
 
@@ -110,6 +123,18 @@ impl<V: Volume> Store<V> {
                 let (table, _, key) = split_ikey(ik);
                 return Err(Error::Conflict {
                     detail: format!("key {} of table {table} changed since the transaction read it", show(key)),
+                });
+            }
+        }
+        for (name, read) in &tx.absent {
+            let Some(meta) = self.index.tables().by_name(name) else { continue };
+            let present = match read {
+                AbsentRead::Key(key) => self.index.get(&ikey(meta.id, key)).is_some(),
+                AbsentRead::Range(range) => !self.committed_range(meta.id, range).is_empty(),
+            };
+            if present {
+                return Err(Error::Conflict {
+                    detail: format!("table {name:?} was created and written since the transaction read it absent"),
                 });
             }
         }
@@ -174,6 +199,24 @@ impl<V: Volume> Store<V> {
         let version = entry.as_ref().map(|e| e.lsn);
         self.tx(txn)?.reads.push((ik, version));
         Ok(entry.map(|entry| TxRead { entry, version }))
+    }
+
+    /// Notes that `txn` read `read` (a key, or a range) in table `name`, which does not exist
+    /// (so it read nothing): if the table is created and that key or range written before the
+    /// commit, the commit (or a later read) fails with [`Error::Conflict`]. The table itself is
+    /// not created.
+    pub fn tx_note_absent(&mut self, txn: TxnId, name: &str, read: AbsentRead) -> Result<()> {
+        self.tx_before_read(txn)?;
+        if let Some(meta) = self.index.tables().by_name(name) {
+            // It exists now: the read is a plain one (nothing was read yet, so nothing to check).
+            let id = meta.id;
+            return match read {
+                AbsentRead::Key(key) => self.tx_read(txn, id, &key).map(drop),
+                AbsentRead::Range(range) => self.tx_keys(txn, id, &range).map(drop),
+            };
+        }
+        self.tx(txn)?.absent.push((name.to_string(), read));
+        Ok(())
     }
 
     /// [`Store::tx_read`]'s whole value.
@@ -266,11 +309,18 @@ impl<V: Volume> Store<V> {
     /// parent's next steps may depend on why it failed). Returns the depth left.
     pub fn tx_rollback(&mut self, txn: TxnId) -> Result<usize> {
         self.live()?;
-        let Some(sp) = self.tx(txn)?.layers.pop() else {
+        let Some(sp) = self.tx(txn)?.layers.last().cloned() else {
             return Err(Error::Transaction { txn, detail: "has no nested transaction open".into() });
         };
-        self.log.rollback_to(txn, &sp)?;
-        Ok(self.tx(txn)?.layers.len() + 1)
+        if let Err(e) = self.log.rollback_to(txn, &sp) {
+            // Its writes could not be taken off the chain: the whole transaction is aborted,
+            // never committed with them.
+            let _ = self.tx_abort(txn);
+            return Err(e);
+        }
+        let tx = self.tx(txn)?;
+        tx.layers.pop();
+        Ok(tx.layers.len() + 1)
     }
 
     /// Commits `txn` (every nested transaction still open commits with it): with every queued

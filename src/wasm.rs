@@ -13,7 +13,7 @@ use crate::index::{ChunkLoc, KeyInfo, KeyRange};
 use crate::storage::host::{check_host, close_host, HostVolume};
 use crate::storage::opfs::OpfsVolume;
 use crate::store::{Durability, IdCommit, IdStatus, Options, Outcome, Store, Ticket, TxnId};
-use crate::txn::TxCommit;
+use crate::txn::{AbsentRead, TxCommit};
 
 fn js_err(e: Error) -> JsValue {
     let err = js_sys::Error::new(&e.to_string());
@@ -719,6 +719,19 @@ impl WalnutStore {
         let range = key_range(options)?;
         let r = txn_id(txn).and_then(|txn| store!(self, mut |s| s.tx_keys(txn, table.unwrap_or(0), &range)));
         Ok(pack_keys(self.written(r)?))
+    }
+
+    /// Notes that transaction `txn` read key `key` (or, without one, the range `options`) in
+    /// table `name`, which does not exist: creating it and writing there before the commit
+    /// makes the commit conflict. See `Store::tx_note_absent`.
+    #[wasm_bindgen(js_name = txNoteAbsent)]
+    pub fn tx_note_absent(&mut self, txn: f64, name: &str, key: Option<Vec<u8>>, options: JsValue) -> JsResult<()> {
+        let read = match key {
+            Some(key) => AbsentRead::Key(key),
+            None => AbsentRead::Range(key_range(options)?),
+        };
+        let r = txn_id(txn).and_then(|txn| store!(self, mut |s| s.tx_note_absent(txn, name, read)));
+        self.written(r)
     }
 
     /// Puts a whole value in transaction `txn`.

@@ -845,6 +845,8 @@ export class Transaction {
   #queue = Promise.resolve();
   #ended = false;
   #nested = false;
+  /** The first of its calls that failed: the transaction cannot commit (it may hold part of a write). */
+  #failure = null;
 
   constructor(driver, txn, table, depth, signal, sync) {
     this.#driver = driver;
@@ -860,13 +862,28 @@ export class Transaction {
     return this.#depth;
   }
 
-  #run(call, work) {
+  #run(call, work, dooms = true) {
     if (this.#ended) throw new WalnutTransactionError(`tx.${call}() after the transaction's callback settled`);
     if (this.#nested) throw new WalnutTransactionError(`tx.${call}() while a nested transaction runs: use the inner one`);
+    if (this.#failure) throw this.#failure;
     this.#signal?.throwIfAborted();
-    if (this.#sync) return work();
-    const next = this.#queue.then(work);
-    this.#queue = next.catch(() => {});
+    // A call that fails fails the transaction, caught or not (a streamed put that broke off
+    // may have written part of its value): its commit rejects with that failure.
+    if (this.#sync) {
+      try {
+        return work();
+      } catch (error) {
+        if (dooms) this.#failure ??= error;
+        throw error;
+      }
+    }
+    const next = this.#queue.then(() => {
+      if (this.#failure) throw this.#failure;
+      return work();
+    });
+    this.#queue = next.catch((error) => {
+      if (dooms) this.#failure ??= error;
+    });
     return next;
   }
 
@@ -875,10 +892,13 @@ export class Transaction {
     return this.#sync ? f(result) : Promise.resolve(result).then(f);
   }
 
-  /** Waits for its calls and closes it (the runner, after the callback). */
+  /** Waits for its calls and closes it (the runner, after the callback); throws the first call's failure. */
   finish() {
     this.#ended = true;
-    return this.#sync ? undefined : this.#queue;
+    const failed = () => {
+      if (this.#failure) throw this.#failure;
+    };
+    return this.#sync ? failed() : this.#queue.then(failed);
   }
 
   #tableOf(options) {
@@ -948,9 +968,13 @@ export class Transaction {
     if (typeof fn !== 'function') throw invalid(`callback must be a function, got ${describe(fn)}`);
     if (this.#depth >= MAX_TX_DEPTH) throw invalid(`transactions nest at most ${MAX_TX_DEPTH} deep`);
     const inner = () => new Transaction(this.#driver, this.#txn, this.#table, this.#depth + 1, this.#signal, this.#sync);
-    const failed = (tx, error) => {
+    // Whatever the failure (a conflict too), the inner writes are rolled back before this one
+    // goes on; if even that fails, the whole transaction is gone (the core aborts it).
+    const failed = async (error) => {
       this.#nested = false;
-      if (!retryable(error)) return this.#then(this.#driver.end(this.#txn, false), () => Promise.reject(error));
+      await Promise.resolve()
+        .then(() => this.#driver.end(this.#txn, false))
+        .catch(() => {});
       throw error;
     };
     if (this.#sync) {
@@ -964,15 +988,23 @@ export class Transaction {
           tx.finish();
           if (typeof value?.then === 'function') throw invalid("a synchronous store's transaction callback must not be async");
         } catch (error) {
-          tx.finish();
+          try {
+            tx.finish();
+          } catch {
+            // the inner's own failure: `error` already is, or follows from, it
+          }
           this.#nested = false;
-          if (!retryable(error)) this.#driver.end(this.#txn, false);
+          try {
+            this.#driver.end(this.#txn, false);
+          } catch {
+            // the transaction is gone: its commit fails
+          }
           throw error;
         }
         this.#nested = false;
         this.#driver.end(this.#txn, true);
         return value;
-      });
+      }, false);
     }
     return this.#run('transaction', async () => {
       await this.#driver.nest(this.#txn);
@@ -984,12 +1016,12 @@ export class Transaction {
         await tx.finish();
       } catch (error) {
         await tx.finish().catch(() => {});
-        return failed(tx, error);
+        return failed(error);
       }
       this.#nested = false;
       await this.#driver.end(this.#txn, true);
       return value;
-    });
+    }, false);
   }
 }
 
@@ -1026,7 +1058,21 @@ export function writeConditions(operations, options, list, table) {
 /** A transaction's streamed value as a Blob (sent to the worker, which streams it into the log). */
 export async function toBlob(value, param) {
   if (value instanceof Blob) return value;
-  if (value instanceof ReadableStream) return new Response(value).blob();
+  if (value instanceof ReadableStream) {
+    // Read here (not through a Response) so that the source's own error comes out.
+    const parts = [];
+    const reader = value.getReader();
+    for (;;) {
+      const { done, value: chunk } = await reader.read();
+      if (done) return new Blob(parts);
+      const bytes = valueBytes(chunk, `${param} chunks`);
+      if (bytes === undefined) {
+        await reader.cancel().catch(() => {});
+        throw invalid(`${param} chunks must be bytes or strings, got ${describe(chunk)}`);
+      }
+      parts.push(bytes.slice());
+    }
+  }
   if (value && typeof value[Symbol.asyncIterator] === 'function') {
     const parts = [];
     for await (const chunk of value) {

@@ -521,13 +521,19 @@ export class Engine {
         }
         return { txn: call(() => core.txBegin()) };
       },
+      // A read in a table that does not exist reads nothing, and is noted: the table's
+      // creation with that key (or in that range) before the commit is a conflict.
       get: (txn, key, table) => {
         const tid = this.tid(table, false);
-        return tid === NO_TABLE ? undefined : call(() => this.#live().txGet(txn, key, tid));
+        if (tid !== NO_TABLE) return call(() => this.#live().txGet(txn, key, tid));
+        call(() => this.#live().txNoteAbsent(txn, table, key, undefined));
+        return undefined;
       },
       keys: (txn, range, table) => {
         const tid = this.tid(table, false);
-        return tid === NO_TABLE ? [] : unpackKeys(call(() => this.#live().txKeys(txn, range, tid)));
+        if (tid !== NO_TABLE) return unpackKeys(call(() => this.#live().txKeys(txn, range, tid)));
+        call(() => this.#live().txNoteAbsent(txn, table, undefined, range));
+        return [];
       },
       put: (txn, key, value, table) => {
         const core = this.#live();

@@ -1191,15 +1191,23 @@ function transact(request) {
       txs.set(handle, { txn, owner: request.owner, layers: [[]] });
       return reply(id, { txn: handle });
     }
+    // A read in a table that does not exist reads nothing, and is noted: the table's creation
+    // with that key (or in that range) before the commit is a conflict.
     case 'get': {
       const table = tableOf(request.table, false);
       const tx = txOf(request.txn);
-      return reply(id, table === NO_TABLE ? undefined : store.txGet(tx.txn, request.key, table));
+      if (table !== NO_TABLE) return reply(id, store.txGet(tx.txn, request.key, table));
+      store.txNoteAbsent(tx.txn, request.table, request.key, undefined);
+      return reply(id, undefined);
     }
     case 'keys': {
       const table = tableOf(request.table, false);
       const tx = txOf(request.txn);
-      const packed = table === NO_TABLE ? new Uint8Array(0) : store.txKeys(tx.txn, request.options, table);
+      if (table === NO_TABLE) {
+        store.txNoteAbsent(tx.txn, request.table, undefined, request.options);
+        return reply(id, new Uint8Array(0));
+      }
+      const packed = store.txKeys(tx.txn, request.options, table);
       return reply(id, packed, [packed.buffer]);
     }
     case 'put': {

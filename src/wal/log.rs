@@ -194,6 +194,9 @@ pub(crate) struct OpenTxn {
     pub begin: (u64, u64),
     /// Location of its last record (the next record's backward link).
     last: u64,
+    /// Location of the last record written for it of any kind, a ROLLBACK included (which
+    /// `last` does not follow): a rollback that cuts at or below it takes the transaction.
+    high: u64,
     commit: CommitPayload,
     value_crc: Hasher,
     ops: Vec<Op>,
@@ -478,7 +481,7 @@ impl<V: Volume> Log<V> {
                 let from = self.committer.queue.iter().position(|q| q.lsn >= cut_lsn).unwrap_or(usize::MAX);
                 self.committer.fail_from(from, &cause);
                 self.rebuild_seqs();
-                let gone: Vec<TxnId> = self.txns.iter().filter(|(_, t)| t.last >= cut).map(|(&id, _)| id).collect();
+                let gone: Vec<TxnId> = self.txns.iter().filter(|(_, t)| t.high >= cut).map(|(&id, _)| id).collect();
                 for txn in gone {
                     self.txns.remove(&txn);
                     self.remember_dropped(txn, cause.clone());
@@ -525,6 +528,7 @@ impl<V: Volume> Log<V> {
             OpenTxn {
                 begin: (at, lsn),
                 last: at,
+                high: at,
                 commit: CommitPayload::default(),
                 value_crc: Hasher::new(),
                 ops: Vec::new(),
@@ -539,6 +543,7 @@ impl<V: Volume> Log<V> {
         let (at, _, crc) = self.append(kind, flags, txn, prev, parts)?;
         let t = self.open_txn(txn)?;
         t.last = at;
+        t.high = at;
         t.commit.records += 1;
         Ok((at, crc))
     }
@@ -596,8 +601,9 @@ impl<V: Volume> Log<V> {
         if last == sp.last {
             return Ok(());
         }
-        self.append(Kind::Rollback, 0, txn, last, &[&sp.last.to_le_bytes()])?;
+        let (at, _, _) = self.append(Kind::Rollback, 0, txn, last, &[&sp.last.to_le_bytes()])?;
         let t = self.open_txn(txn)?;
+        t.high = at;
         t.last = sp.last;
         t.commit = sp.commit;
         t.value_crc = sp.value_crc.clone();

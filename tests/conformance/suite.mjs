@@ -507,6 +507,96 @@ export const cases = [
     },
   },
   {
+    name: 'transactions: reads of a table not created yet, a nested failure, a call failing unawaited',
+    async run(home) {
+      const db = await openSmall(home, unique('tx-fail'));
+      const drive = (gen) => {
+        if (home.sync) {
+          let r = gen.next();
+          while (!r.done) r = gen.next(r.value);
+          return r.value;
+        }
+        return (async () => {
+          let r = gen.next();
+          while (!r.done) {
+            let v;
+            try {
+              v = await r.value;
+            } catch (error) {
+              r = gen.throw(error);
+              continue;
+            }
+            r = gen.next(v);
+          }
+          return r.value;
+        })();
+      };
+      const tx = (body, options) => db.transaction((t) => drive(body(t)), options);
+      // A read in a table that does not exist is part of the read set: another writer creating
+      // the table and the key before the commit is a conflict (found by review).
+      await fails(
+        () =>
+          tx(
+            function* (t) {
+              const v = yield t.get('k', { table: 't', as: 'text' });
+              yield db.table('t').put('k', 'other writer');
+              if (v === undefined) yield t.put('k', 'mine', { table: 't' });
+            },
+            { retries: 0 },
+          ),
+        'WalnutConflictError',
+        /t/,
+        'a read of an absent table, then its creation',
+      );
+      equal(await db.table('t').get('k', { as: 'text' }), 'other writer', "the other writer's value stands");
+      // A nested transaction failing with a conflict is rolled back before the parent goes on.
+      const outer = await tx(
+        function* (t) {
+          yield t.get('flag');
+          try {
+            yield t.transaction((inner) =>
+              drive(
+                (function* () {
+                  yield inner.put('x', 'written by the failed inner');
+                  yield db.put('flag', '1');
+                  yield inner.get('y');
+                })(),
+              ),
+            );
+          } catch (error) {
+            equal(error.name, 'WalnutConflictError', 'the inner read conflicts');
+          }
+          yield db.delete('flag');
+        },
+        { retries: 0 },
+      );
+      equal(outer.applied, true, 'the parent commits (what it read stands again)');
+      equal(await db.has('x'), false, "a failed inner transaction's writes never commit");
+      if (!home.sync) {
+        // A put whose source breaks off, not awaited: the transaction fails, nothing is written.
+        async function* failing() {
+          yield new Uint8Array(10).fill(65);
+          throw new Error('source broke');
+        }
+        await fails(
+          () =>
+            db.transaction(
+              async (t) => {
+                t.put('a', '1');
+                t.put('b', home.stream(failing()));
+              },
+              { retries: 0 },
+            ),
+          'Error',
+          /source broke/,
+          'the failed put fails the transaction',
+        );
+        equal([await db.has('a'), await db.has('b')], [false, false], 'and nothing of it is written');
+      }
+      await db.close();
+    },
+  },
+  {
     name: 'bad input fails with WalnutInvalidArgumentError naming the parameter, and changes nothing',
     async run(home) {
       const db = await openSmall(home, unique('invalid'));
