@@ -30,7 +30,7 @@ PORT ?= 8080
 HOST ?= 127.0.0.1
 
 .PHONY: help setup setup-rust setup-browsers setup-node demo serve pkg test lint test-native test-node \
-        test-wasm test-wasm-chrome test-wasm-firefox test-cloudflare test-e2e test-fuzz fuzz soak bench clean
+        test-wasm test-wasm-chrome test-wasm-firefox test-cloudflare test-e2e test-fuzz fuzz soak bench cli clean
 
 help:
 	@echo "make demo   set up, build the package and serve the demo on http://$(HOST):$(PORT)/"
@@ -39,8 +39,14 @@ help:
 	@echo "make bench  measure walnut against raw OPFS, IndexedDB and SQLite (docs/BENCHMARKS.md)"
 	@echo "make fuzz   fuzz recovery for 30 minutes (checkpoint bodies and operation sequences for 15 each)"
 	@echo "make soak   the crash suites and the model tests at scale, then an hour of fuzzing (docs/RELIABILITY.md)"
+	@echo "make cli    build the walnut command-line tool (target/release/walnut; or: cargo install --path .)"
 
 setup: setup-rust setup-browsers setup-node
+
+# The `walnut` command-line tool: inspect, verify, ls, get, cat-log, compact, checkpoint.
+cli: setup-rust
+	cargo build --release --bin walnut
+	@echo "built target/release/walnut (walnut --help)"
 
 setup-rust:
 	@rustup target list --installed | grep -qx wasm32-unknown-unknown || rustup target add wasm32-unknown-unknown

@@ -39,6 +39,7 @@ pub use storage::{DirVolume, FileStorage};
 pub use storage::{MemoryStorage, MemoryVolume, Storage, Volume};
 pub use store::{
     BatchOp, Change, Durability, IdCommit, IdStatus, Options, Outcome, Stats, Store, TableInfo, Ticket, TxnId,
+    ValueCheck,
 };
 pub use txn::{AbsentRead, TxCommit, TxRead, MAX_TX_DEPTH};
 pub use wal::recovery::{DiscardReason, Discarded, RecoveryMode, RecoveryReport};

@@ -157,7 +157,7 @@ pub struct DirVolume {
 /// The file id a name stands for: `NNNNNNNN.wal`, or the canonical `<n>.wal` of version 0.1
 /// (not `007.wal` or `+7.wal`, so that a name and its id map to each other).
 #[cfg(not(target_arch = "wasm32"))]
-fn file_id(name: &str) -> Option<FileId> {
+pub(crate) fn file_id(name: &str) -> Option<FileId> {
     let n = name.strip_suffix(".wal")?;
     if !n.bytes().all(|b| b.is_ascii_digit()) {
         return None;
