@@ -18,6 +18,7 @@
 
 mod clock;
 pub mod error;
+pub mod export;
 pub mod format;
 pub mod index;
 pub mod lifecycle;

@@ -184,3 +184,39 @@ fn compact_and_checkpoint_rewrite_a_copy_that_reads_the_same() {
     assert_eq!(o.status.code(), Some(3), "{}", String::from_utf8_lossy(&o.stderr));
     drop(held);
 }
+
+#[test]
+fn export_and_import_round_trip_and_a_cut_file_is_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    let file = tmp.path().join("tables.walnut");
+    let src = fixtures().join("v6/tables");
+    let o = walnut(&["--json", "export", src.to_str().unwrap(), "-o", file.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(0), "{}", String::from_utf8_lossy(&o.stderr));
+    let into = tmp.path().join("restored");
+    let o = walnut(&["import", file.to_str().unwrap(), into.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(0), "{}", String::from_utf8_lossy(&o.stderr));
+    for args in [vec!["ls"], vec!["ls", "--table", "outbox"]] {
+        let a = text(&walnut(&[&args[..1], &[src.to_str().unwrap()], &args[1..]].concat()));
+        let b = text(&walnut(&[&args[..1], &[into.to_str().unwrap()], &args[1..]].concat()));
+        assert_eq!(a, b, "{args:?}");
+    }
+    let tables = |p: &Path| {
+        let v: serde_json::Value =
+            serde_json::from_slice(&walnut(&["--json", "inspect", p.to_str().unwrap()]).stdout).unwrap();
+        v["tables"].clone()
+    };
+    assert_eq!(tables(&into), tables(&src), "tables and their sequence marks travel");
+    // The export file is itself a log the tools read.
+    assert_eq!(text(&walnut(&["ls", file.to_str().unwrap()])), text(&walnut(&["ls", src.to_str().unwrap()])));
+    // Cut short: refused, naming the offset; nothing is created.
+    let bytes = std::fs::read(&file).unwrap();
+    let cut = tmp.path().join("cut.walnut");
+    std::fs::write(&cut, &bytes[..bytes.len() - 30]).unwrap();
+    let target = tmp.path().join("never");
+    let o = walnut(&["import", cut.to_str().unwrap(), target.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(3));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("offset"), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(!target.exists(), "a refused import creates nothing");
+    // Into a directory that holds something: refused.
+    assert_eq!(walnut(&["import", file.to_str().unwrap(), into.to_str().unwrap()]).status.code(), Some(3));
+}

@@ -1,5 +1,7 @@
 //! Opens a store on arbitrary bytes. Recovery must never panic, loop or allocate without
 //! bound; whatever opens must answer reads and accept a write that then survives a reopen.
+//! The same bytes read as an export (`.walnut` file): the import check must refuse or accept
+//! without panicking, and what it accepts must export to bytes it accepts again.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
@@ -10,6 +12,15 @@ fn options() -> Options {
 }
 
 fuzz_target!(|data: &[u8]| {
+    if let Ok(mut imported) = walnut::export::verify_export(MemoryStorage::from_bytes(data.to_vec())) {
+        let mut e = walnut::export::Export::begin(&mut imported).expect("export of a checked store");
+        let mut bytes = Vec::new();
+        while let Some(piece) = e.next(&imported).expect("values of a checked store read") {
+            bytes.extend_from_slice(&piece);
+        }
+        e.finish(&mut imported);
+        walnut::export::verify_export(MemoryStorage::from_bytes(bytes)).expect("an export is accepted");
+    }
     let mem = MemoryStorage::from_bytes(data.to_vec());
     let Ok(mut store) = Store::open(mem.clone(), options()) else { return };
     let keys = store.keys(&KeyRange::default()).expect("keys on an open store");

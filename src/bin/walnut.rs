@@ -76,6 +76,14 @@ mod cli {
         },
         /// The log's records, one per line: location, LSN, txn, kind, key, link, length, CRC.
         CatLog { path: PathBuf },
+        /// Writes a consistent snapshot of the store as one `.walnut` file (a compacted walnut log: every table, value, queue and change-feed entry, sequence marks and commit ids).
+        Export {
+            path: PathBuf,
+            #[arg(short, long)]
+            output: PathBuf,
+        },
+        /// Restores an export into a new store directory, after checking it whole (a cut or damaged file is refused, naming the offset, and nothing is created).
+        Import { file: PathBuf, dir: PathBuf },
         /// Reclaims dead space now (takes the directory's lock).
         Compact { path: PathBuf },
         /// Writes a checkpoint now (takes the directory's lock).
@@ -199,6 +207,33 @@ mod cli {
                 Ok(0)
             }
             Command::CatLog { path } => cat_log(path, cli.json, &mut out),
+            Command::Export { path, output } => {
+                let n = match open_view(path)? {
+                    View::Dir(mut s) => export(&mut s, output)?,
+                    View::File(mut s) => export(&mut s, output)?,
+                };
+                report(
+                    &mut out,
+                    cli.json,
+                    json!({ "values": n.0, "bytes": n.1 }),
+                    &[("values", n.0.to_string()), ("bytes", n.1.to_string())],
+                )?;
+                Ok(0)
+            }
+            Command::Import { file, dir } => {
+                let (values, bytes) = import(file, dir)?;
+                report(
+                    &mut out,
+                    cli.json,
+                    json!({ "values": values, "bytes": bytes, "dir": dir }),
+                    &[
+                        ("values", values.to_string()),
+                        ("bytes", bytes.to_string()),
+                        ("into", dir.display().to_string()),
+                    ],
+                )?;
+                Ok(0)
+            }
             Command::Compact { path } => {
                 let mut s = open_writable(path)?;
                 let before = s.stats();
@@ -235,6 +270,60 @@ mod cli {
                 Ok(0)
             }
         }
+    }
+
+    /// Writes the export of `s` to a temporary file beside `output`, flushes it, then renames
+    /// it into place: `output` is whole or absent. Returns (values, bytes).
+    fn export<V: Volume>(s: &mut Store<V>, output: &Path) -> Result<(usize, u64), Failure> {
+        let mut e = walnut::export::Export::begin(s)?;
+        let tmp = output.with_extension("walnut.partial");
+        let written = (|| -> Result<(), Failure> {
+            let mut f = std::io::BufWriter::new(std::fs::File::create(&tmp)?);
+            let bar = indicatif::ProgressBar::new(e.progress().1 as u64);
+            while let Some(piece) = e.next(s)? {
+                f.write_all(&piece)?;
+                bar.set_position(e.progress().0 as u64);
+            }
+            bar.finish_and_clear();
+            let f = f.into_inner().map_err(|e| Failure::Io(e.into_error()))?;
+            f.sync_all()?;
+            Ok(())
+        })();
+        let n = (e.progress().1, e.written());
+        e.finish(s);
+        if let Err(err) = written {
+            let _ = std::fs::remove_file(&tmp);
+            return Err(err);
+        }
+        std::fs::rename(&tmp, output)?;
+        Ok(n)
+    }
+
+    /// Checks `file` whole, then installs it as segment 0 of a new store directory `dir` (built
+    /// beside it and renamed into place, so `dir` is whole or absent).
+    fn import(file: &Path, dir: &Path) -> Result<(u64, u64), Failure> {
+        if dir.exists() && std::fs::read_dir(dir)?.next().is_some() {
+            return Err(Failure::Store(Error::invalid("dir", format!("{} exists and is not empty", dir.display()))));
+        }
+        let checked = walnut::export::verify_export(OverlayFile::open(file)?)?;
+        let values = checked.stats().keys;
+        drop(checked);
+        let tmp = dir.with_extension("import.partial");
+        let _ = std::fs::remove_dir_all(&tmp);
+        std::fs::create_dir_all(&tmp)?;
+        let seg = tmp.join("00000000.wal");
+        let bytes = std::fs::copy(file, &seg)?;
+        std::fs::File::open(&seg)?.sync_all()?;
+        // Opened once as a store directory: recovery accepts it and writes a checkpoint.
+        let mut s = Store::open(DirVolume::open(&tmp)?, Options::default())?;
+        s.close()?;
+        drop(s);
+        let _ = std::fs::remove_file(tmp.join(walnut::storage::volume::DirLock::FILE));
+        if dir.exists() {
+            std::fs::remove_dir(dir)?;
+        }
+        std::fs::rename(&tmp, dir)?;
+        Ok((values, bytes))
     }
 
     fn open_writable(path: &Path) -> Result<Store<DirVolume>, Failure> {

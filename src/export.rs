@@ -1,0 +1,240 @@
+//! Export: a consistent snapshot of a store written as one valid walnut log (docs/FORMAT.md,
+//! section 12), compacted: a file header, every table's state, then every live value (keys,
+//! queue entries and change-feed entries, under their internal keys, so sequence numbers are
+//! kept) as a transaction of its own, and the remembered commit ids. A `.walnut` file is so
+//! both the backup format and something `Store::open` reads (as a single-file store), and
+//! importing one is checking it and installing it as a store's first segment.
+//!
+//! The snapshot is taken at [`Export::begin`]: the index's entries are listed and their chunks
+//! pinned (compaction leaves them), so the store keeps serving reads and writes while the
+//! export is produced piece by piece, in memory of one chunk (plus the list of entries).
+
+use crc32fast::Hasher;
+
+use crate::error::{Error, Result};
+use crate::format::{
+    record_key, CommitPayload, FileHeader, Kind, RecordHeader, TableRecord, FILE_HEADER_LEN, RECORD_HEADER_LEN,
+    TABLE_OP_DROP,
+};
+use crate::index::Entry;
+use crate::storage::Volume;
+use crate::store::Store;
+use crate::wal::log::key_flags;
+
+/// An export under way (see the module documentation).
+#[derive(Debug)]
+pub struct Export {
+    entries: Vec<(Vec<u8>, Entry)>,
+    tables: Vec<TableRecord>,
+    ids: Vec<Vec<u8>>,
+    /// What comes next: the header, then tables, entries, ids, by index.
+    step: Step,
+    lsn: u64,
+    txn: u64,
+    offset: u64,
+    /// Bytes produced so far.
+    written: u64,
+    done: bool,
+}
+
+#[derive(Debug, Clone, Copy)]
+enum Step {
+    Header,
+    Tables(usize),
+    Entries(usize),
+    Ids(usize),
+    Mark,
+    End,
+}
+
+/// The commit id of the empty transaction that ends every export: `walnut-export/1/<values>`,
+/// the number of live values it holds. An import requires it, so an export cut at a record
+/// boundary (which reads as a valid, shorter log) is refused.
+pub fn end_mark(values: usize) -> String {
+    format!("walnut-export/1/{values}")
+}
+
+impl Export {
+    /// Takes the snapshot: settles queued commits, lists every live entry, every table (and
+    /// the drop of the highest id ever given, so ids are never reused after an import) and
+    /// every remembered commit id, and pins the entries' chunks.
+    pub fn begin<V: Volume>(store: &mut Store<V>) -> Result<Export> {
+        store.settle()?;
+        let entries: Vec<(Vec<u8>, Entry)> = store.index.iter().map(|(k, e)| (k.to_vec(), e.into_owned())).collect();
+        for (_, e) in &entries {
+            store.pin(&e.chunks);
+        }
+        // Every table's state, the default table's too (its sequence numbers go on).
+        let mut tables: Vec<TableRecord> = store.index.tables().iter().map(|m| m.record()).collect();
+        let next_id = store.index.tables().next_id();
+        if next_id > 1 && store.index.tables().get(next_id - 1).is_none() {
+            tables.push(TableRecord { op: TABLE_OP_DROP, table: next_id - 1, ..TableRecord::default() });
+        }
+        // (Not the end marks of exports this store was imported from.)
+        let ids = store
+            .index
+            .ids()
+            .iter()
+            .filter(|(id, _)| !id.starts_with(b"walnut-export/"))
+            .map(|(id, _)| id.to_vec())
+            .collect();
+        Ok(Export { entries, tables, ids, step: Step::Header, lsn: 1, txn: 1, offset: 0, written: 0, done: false })
+    }
+
+    /// Live values in the snapshot, and how many have been written.
+    pub fn progress(&self) -> (usize, usize) {
+        let at = match self.step {
+            Step::Header | Step::Tables(_) => 0,
+            Step::Entries(i) => i,
+            Step::Ids(_) | Step::Mark | Step::End => self.entries.len(),
+        };
+        (at, self.entries.len())
+    }
+
+    /// Bytes produced so far.
+    pub fn written(&self) -> u64 {
+        self.written
+    }
+
+    /// The next piece of the file (a header, a record, or one value's records), or `None` at
+    /// the end. Errors: reading a value failed (a damaged record): the export is not valid.
+    pub fn next<V: Volume>(&mut self, store: &Store<V>) -> Result<Option<Vec<u8>>> {
+        let mut out = Vec::new();
+        match self.step {
+            Step::Header => {
+                out.extend_from_slice(&FileHeader { base_lsn: 1, segment: 0 }.encode());
+                self.offset = FILE_HEADER_LEN as u64;
+                self.step = Step::Tables(0);
+            }
+            Step::Tables(i) => match self.tables.get(i).map(TableRecord::encode) {
+                Some(t) => {
+                    let txn = self.fresh_txn();
+                    self.record(&mut out, Kind::Table, 0, txn, 0, &[&t]);
+                    self.step = Step::Tables(i + 1);
+                }
+                None => self.step = Step::Entries(0),
+            },
+            Step::Entries(i) => match self.entries.get(i) {
+                Some((key, entry)) => {
+                    let (key, entry) = (key.clone(), entry.clone());
+                    self.value(&mut out, store, &key, &entry)?;
+                    self.step = Step::Entries(i + 1);
+                }
+                None => self.step = Step::Ids(0),
+            },
+            Step::Ids(i) => match self.ids.get(i) {
+                Some(id) => {
+                    // An empty transaction under the id: recovery remembers it.
+                    let id = id.clone();
+                    let txn = self.fresh_txn();
+                    let begin = self.record(&mut out, Kind::Begin, 0, txn, 0, &[]);
+                    let payload = CommitPayload::default().encode_with_id(Some(&id));
+                    self.record(&mut out, Kind::Commit, 0, txn, begin, &[&payload]);
+                    self.step = Step::Ids(i + 1);
+                }
+                None => self.step = Step::Mark,
+            },
+            Step::Mark => {
+                let id = end_mark(self.entries.len());
+                let txn = self.fresh_txn();
+                let begin = self.record(&mut out, Kind::Begin, 0, txn, 0, &[]);
+                let payload = CommitPayload::default().encode_with_id(Some(id.as_bytes()));
+                self.record(&mut out, Kind::Commit, 0, txn, begin, &[&payload]);
+                self.step = Step::End;
+            }
+            Step::End => {
+                self.done = true;
+                return Ok(None);
+            }
+        }
+        self.written += out.len() as u64;
+        Ok(Some(out))
+    }
+
+    /// Releases the snapshot's pins (call once done, or when giving up).
+    pub fn finish<V: Volume>(self, store: &mut Store<V>) {
+        for (_, e) in &self.entries {
+            store.unpin(&e.chunks);
+        }
+    }
+
+    fn fresh_txn(&mut self) -> u64 {
+        let t = self.txn;
+        self.txn += 1;
+        t
+    }
+
+    /// Appends one record to `out`; returns its location (its offset: segment 0).
+    fn record(&mut self, out: &mut Vec<u8>, kind: Kind, flags: u8, txn: u64, prev: u64, payload: &[&[u8]]) -> u64 {
+        let at = self.offset;
+        let (h, _) = RecordHeader::encode(kind, flags, self.lsn, txn, prev, payload);
+        out.extend_from_slice(&h);
+        payload.iter().for_each(|p| out.extend_from_slice(p));
+        self.lsn += 1;
+        self.offset += (RECORD_HEADER_LEN + payload.iter().map(|p| p.len()).sum::<usize>()) as u64;
+        at
+    }
+
+    /// One value as BEGIN, PUT, a CHUNK per source chunk, COMMIT (unnumbered, as compaction's
+    /// copies are: the key keeps its table, queue or feed position).
+    fn value<V: Volume>(&mut self, out: &mut Vec<u8>, store: &Store<V>, key: &[u8], entry: &Entry) -> Result<()> {
+        let txn = self.fresh_txn();
+        let begin = self.record(out, Kind::Begin, 0, txn, 0, &[]);
+        let mut prev = self.record(out, Kind::Put, key_flags(entry.string_key) | record_key(key), txn, begin, &[key]);
+        let mut c = CommitPayload { records: 1, ..CommitPayload::default() };
+        let mut crc = Hasher::new();
+        let mut buf = Vec::new();
+        for loc in &entry.chunks {
+            store.read_chunk(loc, &mut buf)?;
+            prev = self.record(out, Kind::Chunk, 0, txn, prev, &[&buf]);
+            crc.update(&buf);
+            c.records += 1;
+            c.chunks += 1;
+            c.value_bytes += buf.len() as u64;
+        }
+        c.value_crc = crc.finalize();
+        self.record(out, Kind::Commit, 0, txn, prev, &[&c.encode()]);
+        Ok(())
+    }
+}
+
+/// Checks that `file` is a whole export: recovery keeps every record (no torn or damaged tail,
+/// no broken or incomplete transaction), every value reads back with its CRC, and the end mark
+/// is there with the number of values the file holds. Returns the store it opens (a single-file
+/// store over `file`, which recovery may have written to: pass a copy-on-write view).
+///
+/// Errors: [`Error::Corruption`] naming the location (segment 0, byte offset) where the file is
+/// cut or damaged, or what is missing.
+pub fn verify_export<S: crate::storage::Storage>(file: S) -> Result<Store<S>> {
+    let store = Store::open(file, crate::store::Options::default())?;
+    let r = store.recovery();
+    if r.bytes_truncated > 0 {
+        let at = r.truncated_at.unwrap_or(0);
+        return Err(Error::Corruption {
+            at,
+            detail: format!(
+                "the export is cut or damaged here ({} bytes after it unreadable: {})",
+                r.bytes_truncated,
+                r.tail_reason.as_deref().unwrap_or("invalid record")
+            ),
+        });
+    }
+    if let Some(d) = r.discarded.first() {
+        return Err(Error::Corruption {
+            at: 0,
+            detail: format!("transaction {} (LSN {}) of the export: {}", d.txn, d.lsn, d.reason),
+        });
+    }
+    let check = store.check_values(1)?;
+    if let Some((_, e)) = check.failures.first() {
+        return Err(e.clone());
+    }
+    let mark = end_mark(usize::try_from(check.values).unwrap_or(usize::MAX));
+    if store.id_status(mark.as_bytes()).is_none() {
+        return Err(Error::Corruption {
+            at: r.log_bytes,
+            detail: format!("the export ends early: no end mark for its {} values (a file cut short?)", check.values),
+        });
+    }
+    Ok(store)
+}
