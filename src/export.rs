@@ -35,6 +35,20 @@ pub struct Export {
     /// Bytes produced so far.
     written: u64,
     done: bool,
+    /// The value being written, record by record.
+    value: Option<Value>,
+}
+
+/// A value's transaction under way in an export.
+#[derive(Debug)]
+struct Value {
+    txn: u64,
+    /// Location of its last record.
+    prev: u64,
+    /// Its next chunk.
+    chunk: usize,
+    commit: CommitPayload,
+    crc: Hasher,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -78,7 +92,18 @@ impl Export {
             .filter(|(id, _)| !id.starts_with(b"walnut-export/"))
             .map(|(id, _)| id.to_vec())
             .collect();
-        Ok(Export { entries, tables, ids, step: Step::Header, lsn: 1, txn: 1, offset: 0, written: 0, done: false })
+        Ok(Export {
+            entries,
+            tables,
+            ids,
+            step: Step::Header,
+            lsn: 1,
+            txn: 1,
+            offset: 0,
+            written: 0,
+            done: false,
+            value: None,
+        })
     }
 
     /// Live values in the snapshot, and how many have been written.
@@ -96,8 +121,8 @@ impl Export {
         self.written
     }
 
-    /// The next piece of the file (a header, a record, or one value's records), or `None` at
-    /// the end. Errors: reading a value failed (a damaged record): the export is not valid.
+    /// The next piece of the file (the header or one record: at most one chunk of a value),
+    /// or `None` at the end. Errors: reading a value failed (a damaged record): the export is not valid.
     pub fn next<V: Volume>(&mut self, store: &Store<V>) -> Result<Option<Vec<u8>>> {
         let mut out = Vec::new();
         match self.step {
@@ -114,14 +139,48 @@ impl Export {
                 }
                 None => self.step = Step::Entries(0),
             },
-            Step::Entries(i) => match self.entries.get(i) {
-                Some((key, entry)) => {
-                    let (key, entry) = (key.clone(), entry.clone());
-                    self.value(&mut out, store, &key, &entry)?;
-                    self.step = Step::Entries(i + 1);
+            Step::Entries(i) => {
+                let Some((key, entry)) = self.entries.get(i) else {
+                    self.step = Step::Ids(0);
+                    return self.next(store);
+                };
+                let (key, string_key, chunks) = (key.clone(), entry.string_key, entry.chunks.len());
+                // One piece per record of the value: memory holds one chunk at a time.
+                match self.value.take() {
+                    None => {
+                        let txn = self.fresh_txn();
+                        let begin = self.record(&mut out, Kind::Begin, 0, txn, 0, &[]);
+                        let prev = self.record(
+                            &mut out,
+                            Kind::Put,
+                            key_flags(string_key) | record_key(&key),
+                            txn,
+                            begin,
+                            &[&key],
+                        );
+                        let c = CommitPayload { records: 1, ..CommitPayload::default() };
+                        self.value = Some(Value { txn, prev, chunk: 0, commit: c, crc: Hasher::new() });
+                    }
+                    Some(mut v) if v.chunk < chunks => {
+                        let mut buf = Vec::new();
+                        if let Some(loc) = self.entries.get(i).and_then(|(_, e)| e.chunks.get(v.chunk)) {
+                            store.read_chunk(loc, &mut buf)?;
+                        }
+                        v.prev = self.record(&mut out, Kind::Chunk, 0, v.txn, v.prev, &[&buf]);
+                        v.crc.update(&buf);
+                        v.commit.records += 1;
+                        v.commit.chunks += 1;
+                        v.commit.value_bytes += buf.len() as u64;
+                        v.chunk += 1;
+                        self.value = Some(v);
+                    }
+                    Some(v) => {
+                        let c = CommitPayload { value_crc: v.crc.finalize(), ..v.commit };
+                        self.record(&mut out, Kind::Commit, 0, v.txn, v.prev, &[&c.encode()]);
+                        self.step = Step::Entries(i + 1);
+                    }
                 }
-                None => self.step = Step::Ids(0),
-            },
+            }
             Step::Ids(i) => match self.ids.get(i) {
                 Some(id) => {
                     // An empty transaction under the id: recovery remembers it.
@@ -173,28 +232,6 @@ impl Export {
         self.lsn += 1;
         self.offset += (RECORD_HEADER_LEN + payload.iter().map(|p| p.len()).sum::<usize>()) as u64;
         at
-    }
-
-    /// One value as BEGIN, PUT, a CHUNK per source chunk, COMMIT (unnumbered, as compaction's
-    /// copies are: the key keeps its table, queue or feed position).
-    fn value<V: Volume>(&mut self, out: &mut Vec<u8>, store: &Store<V>, key: &[u8], entry: &Entry) -> Result<()> {
-        let txn = self.fresh_txn();
-        let begin = self.record(out, Kind::Begin, 0, txn, 0, &[]);
-        let mut prev = self.record(out, Kind::Put, key_flags(entry.string_key) | record_key(key), txn, begin, &[key]);
-        let mut c = CommitPayload { records: 1, ..CommitPayload::default() };
-        let mut crc = Hasher::new();
-        let mut buf = Vec::new();
-        for loc in &entry.chunks {
-            store.read_chunk(loc, &mut buf)?;
-            prev = self.record(out, Kind::Chunk, 0, txn, prev, &[&buf]);
-            crc.update(&buf);
-            c.records += 1;
-            c.chunks += 1;
-            c.value_bytes += buf.len() as u64;
-        }
-        c.value_crc = crc.finalize();
-        self.record(out, Kind::Commit, 0, txn, prev, &[&c.encode()]);
-        Ok(())
     }
 }
 

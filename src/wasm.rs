@@ -294,11 +294,13 @@ pub struct WalnutStore {
     readers: HashMap<u32, Reader>,
     next_reader: u32,
     buf: Vec<u8>,
+    /// Exports under way, by id (see `exportBegin`).
+    exports: HashMap<u32, crate::export::Export>,
 }
 
 impl WalnutStore {
     fn new(store: Backend) -> WalnutStore {
-        WalnutStore { store, readers: HashMap::new(), next_reader: 1, buf: Vec::new() }
+        WalnutStore { store, readers: HashMap::new(), next_reader: 1, buf: Vec::new(), exports: HashMap::new() }
     }
 }
 
@@ -826,6 +828,49 @@ impl WalnutStore {
         let borrowed: Vec<(u32, &[u8], Option<u64>)> = owned.iter().map(|(t, k, v)| (*t, &k[..], *v)).collect();
         let r = store!(self, mut |s| s.check_versions(&borrowed));
         self.written(r)
+    }
+
+    /// Begins an export (docs/FORMAT.md section 12): the snapshot is taken now and its values
+    /// pinned; returns its id for `exportNext`. Settled first.
+    #[wasm_bindgen(js_name = exportBegin)]
+    pub fn export_begin(&mut self) -> JsResult<u32> {
+        let e = store!(self, mut |s| crate::export::Export::begin(s)).map_err(js_err)?;
+        let id = self.next_reader;
+        self.next_reader = self.next_reader.wrapping_add(1).max(1);
+        self.exports.insert(id, e);
+        Ok(id)
+    }
+
+    /// The next piece of export `id` (one record, or one value's records), or `undefined` at
+    /// its end, when the export is finished (its pins released).
+    #[wasm_bindgen(js_name = exportNext)]
+    pub fn export_next(&mut self, id: u32) -> JsResult<Option<js_sys::Uint8Array>> {
+        let Some(mut e) = self.exports.remove(&id) else {
+            return Err(js_err(Error::invalid("export", format!("no export {id} is under way"))));
+        };
+        let r = store!(self, |s| e.next(s));
+        match r {
+            Ok(Some(piece)) => {
+                self.exports.insert(id, e);
+                Ok(Some(js_sys::Uint8Array::from(&piece[..])))
+            }
+            Ok(None) => {
+                store!(self, mut |s| e.finish(s));
+                Ok(None)
+            }
+            Err(err) => {
+                store!(self, mut |s| e.finish(s));
+                Err(js_err(err))
+            }
+        }
+    }
+
+    /// Gives up export `id` (its pins are released).
+    #[wasm_bindgen(js_name = exportCancel)]
+    pub fn export_cancel(&mut self, id: u32) {
+        if let Some(e) = self.exports.remove(&id) {
+            store!(self, mut |s| e.finish(s));
+        }
     }
 
     /// Where the commit with id `id` stands: `undefined` if unknown, else `{ committed, ticket }`

@@ -32,6 +32,7 @@ import {
   WalnutClosedError,
   runTransaction,
   writeConditions,
+  checkExportOptions,
 } from './common.js';
 
 /** Guards the constructor: stores come from open(). */
@@ -311,6 +312,15 @@ export class AsyncStore {
     this.#live();
     const driver = this.#engine.txDriver((ticket, strict) => this.#durable(ticket, strict));
     return runTransaction(driver, fn, options, this.#durability, this.#table);
+  }
+
+  /**
+   * A consistent snapshot of the store as one `.walnut` file, streamed (see SyncStore.export).
+   * @returns {ReadableStream<Uint8Array>}
+   */
+  export(options) {
+    this.#live();
+    return this.#engine.exportStream(checkExportOptions(options));
   }
 
   /** The version of `key`: the LSN of its value's commit, or null if absent. */

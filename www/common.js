@@ -1084,3 +1084,15 @@ export async function toBlob(value, param) {
   }
   throw invalid(`${param} must be bytes, a string, a Blob, a ReadableStream or an async iterable, got ${describe(value)}`);
 }
+
+/** Validates export()'s options: `{ signal, onProgress }`. */
+export function checkExportOptions(options) {
+  const { signal, onProgress } = checkOptions(options, 'options');
+  if (signal !== undefined && !(signal instanceof AbortSignal)) {
+    throw invalid(`options.signal must be an AbortSignal, got ${describe(signal)}`);
+  }
+  if (onProgress !== undefined && typeof onProgress !== 'function') {
+    throw invalid(`options.onProgress must be a function, got ${describe(onProgress)}`);
+  }
+  return { signal, onProgress };
+}

@@ -44,6 +44,7 @@ import {
   runTransaction,
   runTransactionSync,
   writeConditions,
+  checkExportOptions,
 } from './common.js';
 
 /** Guards the constructors: stores come from the open functions. */
@@ -558,6 +559,60 @@ export class Engine {
         if (!this.#closed) call(() => this.#live().txAbort(txn));
       },
     };
+  }
+
+  /**
+   * A consistent snapshot of the store as one `.walnut` file (docs/FORMAT.md section 12): a
+   * valid walnut log holding every table, value, queue and change-feed entry, sequence marks and
+   * commit ids, taken when this is called; the store keeps serving calls while it streams, one
+   * chunk in memory at a time. The `walnut` tool imports it (`walnut import`).
+   * @param {{ signal?: AbortSignal, onProgress?: (bytes: number) => void }} [options]
+   * @returns {ReadableStream<Uint8Array>}
+   */
+  exportStream({ signal, onProgress } = {}) {
+    const core = this.#live();
+    const id = call(() => core.exportBegin());
+    let bytes = 0;
+    let open = true;
+    const cancel = () => {
+      if (open && !this.#closed) call(() => core.exportCancel(id));
+      open = false;
+    };
+    return new ReadableStream({
+      pull: (controller) => {
+        try {
+          signal?.throwIfAborted();
+          // Pieces are records: gather about 256 KiB per pull.
+          const parts = [];
+          let size = 0;
+          while (size < 256 * 1024) {
+            const piece = call(() => this.#live().exportNext(id));
+            if (piece === undefined) {
+              open = false;
+              break;
+            }
+            parts.push(piece);
+            size += piece.length;
+          }
+          if (size > 0) {
+            const out = new Uint8Array(size);
+            let at = 0;
+            for (const p of parts) {
+              out.set(p, at);
+              at += p.length;
+            }
+            bytes += size;
+            onProgress?.(bytes);
+            controller.enqueue(out);
+          }
+          if (!open) controller.close();
+        } catch (error) {
+          cancel();
+          controller.error(error);
+        }
+      },
+      cancel,
+    });
   }
 
   /** The version of `key` (the LSN of its value's commit), or null if absent. */
@@ -1120,6 +1175,16 @@ export class SyncStore {
   transaction(fn, options) {
     const driver = this.#engine.txDriver((ticket, strict) => this.#settle(ticket, strict));
     return runTransactionSync(driver, fn, options, this.#durability, this.#table);
+  }
+
+  /**
+   * A consistent snapshot of the store as one `.walnut` file, streamed (see Engine.exportStream):
+   * taken now, while the store keeps serving calls. Every table is in it, whichever view this is.
+   * @param {{ signal?: AbortSignal, onProgress?: (bytes: number) => void }} [options]
+   * @returns {ReadableStream<Uint8Array>}
+   */
+  export(options) {
+    return this.#engine.exportStream(checkExportOptions(options));
   }
 
   /**

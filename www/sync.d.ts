@@ -120,6 +120,8 @@ export class SyncStore {
    * `tx.transaction(fn)`.
    */
   transaction<T>(fn: (tx: SyncTransaction) => T, options?: Omit<TransactionOptions, 'signal'>): TransactionResult<T>;
+  /** A consistent snapshot of the whole store as one `.walnut` file, streamed (see WalnutStore.export). */
+  export(options?: { signal?: AbortSignal; onProgress?: (bytes: number) => void }): ReadableStream<Uint8Array>;
   /** The version of `key`'s value (the LSN of its commit), or null if absent. */
   versionOf(key: Key): number | null;
   /** The value of `key` (in the form `as`) with its version, or undefined if absent. */

@@ -461,6 +461,14 @@ export interface StoreApi {
    */
   transaction<T>(fn: (tx: Transaction) => Promise<T> | T, options?: TransactionOptions): Promise<TransactionResult<T>>;
   /**
+   * A consistent snapshot of the whole store (every table, values of any size, queues, change
+   * feeds, sequence marks, commit ids) as one `.walnut` file, streamed: a valid walnut log
+   * (docs/FORMAT.md section 12) that the `walnut` tool verifies (`walnut verify`) and imports
+   * (`walnut import FILE DIR`). Taken when called; the store keeps serving meanwhile. Cancel the
+   * stream if you stop reading early (its snapshot keeps old log segments until then).
+   */
+  export(options?: { signal?: AbortSignal; onProgress?: (bytes: number) => void }): ReadableStream<Uint8Array>;
+  /**
    * The version of `key`'s value: the LSN of the commit that wrote it, or null if absent. It
    * changes when the value does, and when compaction moves the value (a check against the old
    * version then fails: read again).

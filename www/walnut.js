@@ -48,6 +48,7 @@ import {
   runTransaction,
   toBlob,
   writeConditions,
+  checkExportOptions,
 } from './common.js';
 export {
   Entry,
@@ -437,6 +438,50 @@ export class WalnutStore extends EventTarget {
       abort: (txn) => req({ action: 'abort', txn }),
     };
     return runTransaction(driver, fn, options, this.#durability, this.#table);
+  }
+
+  /**
+   * A consistent snapshot of the whole store (every table) as one `.walnut` file, streamed:
+   * itself a valid walnut log (docs/FORMAT.md section 12) that the `walnut` tool verifies and
+   * imports. Taken when this is called; the store keeps serving every tab meanwhile, and memory
+   * holds about 256 KiB of it at a time. A leader change while it streams errors the stream with
+   * WalnutLeaderChangedError (export again).
+   * @param {{ signal?: AbortSignal, onProgress?: (bytes: number) => void }} [options]
+   * @returns {ReadableStream<Uint8Array>}
+   */
+  export(options) {
+    const { signal, onProgress } = checkExportOptions(options);
+    this.#ensureOpen();
+    const root = this.#root;
+    let handle;
+    let bytes = 0;
+    const begun = root.#request({ op: 'export', action: 'begin' });
+    return new ReadableStream({
+      pull: async (controller) => {
+        try {
+          signal?.throwIfAborted();
+          handle ??= await begun;
+          const piece = await root.#request({ op: 'export', action: 'next', handle });
+          if (piece === null || piece === undefined) {
+            handle = null;
+            controller.close();
+            return;
+          }
+          bytes += piece.length;
+          onProgress?.(bytes);
+          controller.enqueue(piece);
+        } catch (error) {
+          if (handle) root.#request({ op: 'export', action: 'cancel', handle }).catch(() => {});
+          handle = null;
+          controller.error(error);
+        }
+      },
+      cancel: async () => {
+        const h = handle ?? (await begun.catch(() => null));
+        handle = null;
+        if (h) await root.#request({ op: 'export', action: 'cancel', handle: h }).catch(() => {});
+      },
+    });
   }
 
   /**

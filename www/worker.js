@@ -773,6 +773,12 @@ function clientGone(ctx) {
     if (task) stopTask(task, ABORTED);
   }
   for (const reader of client.readers) closeReader(reader);
+  for (const [handle, e] of exportsUnderWay) {
+    if (e.owner === ctx) {
+      exportsUnderWay.delete(handle);
+      if (!e.done) store.exportCancel(e.id);
+    }
+  }
   for (const [handle, tx] of txs) {
     if (tx.owner === ctx) {
       txs.delete(handle);
@@ -974,6 +980,9 @@ function dispatch(request) {
       case 'tx':
         transact(request);
         return;
+      case 'export':
+        exportStep(request);
+        return;
       case 'version': {
         const table = tableOf(request.table, false);
         reply(id, table === NO_TABLE ? null : (store.versionOf(request.key, table) ?? null));
@@ -1159,6 +1168,55 @@ function versionChecks(checks) {
     flat.push(id ?? 0, key, version);
   }
   return flat;
+}
+
+// ----- export (docs/FORMAT.md section 12) -----
+
+/** Exports under way, by handle: `{ id, owner }` (ids are this store's; a new leader knows none). */
+const exportsUnderWay = new Map();
+
+/**
+ * One step of an export: `begin` takes the snapshot; `next` answers about 256 KiB of the file
+ * (null at its end, when the export is finished); `cancel` gives it up.
+ */
+function exportStep(request) {
+  const { id, action, handle } = request;
+  if (action === 'begin') {
+    const core = store.exportBegin();
+    const h = `${txNonce}:e${core}`;
+    exportsUnderWay.set(h, { id: core, owner: request.owner });
+    return reply(id, h);
+  }
+  const e = exportsUnderWay.get(handle);
+  if (action === 'cancel') {
+    exportsUnderWay.delete(handle);
+    if (e && !e.done) store.exportCancel(e.id);
+    return reply(id, undefined);
+  }
+  if (!e) throw named(LEADER_CHANGED, 'the export was taken on a leader that is gone: export again');
+  if (e.done) {
+    exportsUnderWay.delete(handle);
+    return reply(id, null);
+  }
+  const parts = [];
+  let size = 0;
+  while (size < 256 * 1024) {
+    const piece = store.exportNext(e.id);
+    if (piece === undefined) {
+      e.done = true; // the core finished it; the next call answers the end
+      break;
+    }
+    parts.push(piece);
+    size += piece.length;
+  }
+  if (size === 0) return reply(id, null);
+  const out = new Uint8Array(size);
+  let at = 0;
+  for (const p of parts) {
+    out.set(p, at);
+    at += p.length;
+  }
+  return reply(id, out, [out.buffer]);
 }
 
 // ----- interactive transactions (the core's txn.rs; common.js runs the callbacks) -----

@@ -597,6 +597,32 @@ export const cases = [
     },
   },
   {
+    name: 'export: a streamed snapshot taken when called, as one walnut log with its end mark',
+    async run(home) {
+      const db = await openSmall(home, unique('export'));
+      await db.put('a', 'one');
+      await db.put('big', bytes(3 * CHUNK + 5, 3));
+      await db.table('q').append('entry');
+      const stream = db.export();
+      await db.put('after', 'not in the export');
+      const reader = stream.getReader();
+      const parts = [];
+      for (;;) {
+        const { done, value } = await reader.read();
+        if (done) break;
+        parts.push(value);
+      }
+      const all = new Uint8Array(parts.reduce((n, p) => n + p.length, 0));
+      parts.reduce((at, p) => (all.set(p, at), at + p.length), 0);
+      const text = new TextDecoder('latin1').decode(all);
+      equal(text.slice(0, 8), 'WALNUTLG', 'a walnut log');
+      ok(/walnut-export\/1\/3$/.test(text), `it ends with the end mark of its 3 entries (a, big, the queue entry)`);
+      ok(text.includes('one') && !text.includes('not in the export'), 'the snapshot at the call');
+      await fails(() => db.export({ signal: 'no' }), 'WalnutInvalidArgumentError', /signal/, 'a bad signal');
+      await db.close();
+    },
+  },
+  {
     name: 'bad input fails with WalnutInvalidArgumentError naming the parameter, and changes nothing',
     async run(home) {
       const db = await openSmall(home, unique('invalid'));

@@ -2,7 +2,7 @@
 // SHA-256, kill the worker mid-upload and see recovery.
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
-import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { readFile, mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, test } from 'node:test';
@@ -52,6 +52,16 @@ test('the demo stores a file, downloads it with the same SHA-256, and survives a
   assert.equal(recovery.discarded.length, 1);
   assert.doesNotMatch(await page.textContent('#keys'), /large\.bin/);
   assert.match(await page.textContent('#keys'), /small\.bin/);
+  // Export: a download of the whole store as one walnut log, with its progress.
+  const exported = page.waitForEvent('download');
+  await page.click('#export');
+  const file = await exported;
+  assert.equal(file.suggestedFilename(), 'demo.walnut');
+  const saved = join(dir, 'demo.walnut');
+  await file.saveAs(saved);
+  const head = (await readFile(saved)).subarray(0, 8).toString('latin1');
+  assert.equal(head, 'WALNUTLG', 'the export is a walnut log');
+  assert.match(await page.textContent('#export-numbers'), /exported/);
   assert.deepEqual(errors, []);
   await page.close();
 });

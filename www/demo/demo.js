@@ -318,6 +318,34 @@ drop.addEventListener('drop', (event) => {
   drop.classList.remove('over');
   if (!$('file').disabled) storeFiles([...event.dataTransfer.files]);
 });
+/**
+ * Exports the store as one `.walnut` file and downloads it, with a progress bar (the size is
+ * not known ahead: the bar follows the store's live bytes as an estimate).
+ */
+async function exportStore() {
+  const bar = $('export-bar');
+  const numbers = $('export-numbers');
+  bar.hidden = false;
+  const estimate = Math.max(1, (await store.stats()).liveBytes);
+  const parts = [];
+  const stream = store.export({
+    onProgress: (bytes) => {
+      bar.value = Math.min(1, bytes / estimate);
+      numbers.textContent = formatSize(bytes);
+    },
+  });
+  for await (const part of stream) parts.push(part);
+  const blob = new Blob(parts, { type: 'application/octet-stream' });
+  bar.value = 1;
+  numbers.textContent = `${formatSize(blob.size)} exported`;
+  const link = document.createElement('a');
+  link.href = URL.createObjectURL(blob);
+  link.download = `${STORE}.walnut`;
+  link.click();
+  setTimeout(() => URL.revokeObjectURL(link.href), 60_000);
+}
+
+$('export').addEventListener('click', () => exportStore().catch(say));
 $('cancel').addEventListener('click', () => upload?.controller.abort(new DOMException('cancelled', 'AbortError')));
 $('kill').addEventListener('click', kill);
 
