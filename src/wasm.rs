@@ -873,6 +873,14 @@ impl WalnutStore {
         }
     }
 
+    /// Checks that this store, opened on an export file, holds the whole export (see
+    /// `walnut::export::check_import`): throws `WalnutCorruptionError` naming the offset where it
+    /// is cut or damaged.
+    #[wasm_bindgen(js_name = checkImport)]
+    pub fn check_import(&self) -> JsResult<()> {
+        store!(self, |s| crate::export::check_import(s)).map_err(js_err)
+    }
+
     /// Where the commit with id `id` stands: `undefined` if unknown, else `{ committed, ticket }`
     /// as [`WalnutStore::commit_with_id`] answers for a duplicate.
     #[wasm_bindgen(js_name = idStatus)]

@@ -615,6 +615,11 @@ export class Engine {
     });
   }
 
+  /** Checks that this store, opened on an export file, holds the whole export (throws naming where it is cut). */
+  checkImport() {
+    call(() => this.#live().checkImport());
+  }
+
   /** The version of `key` (the LSN of its value's commit), or null if absent. */
   versionOf(key, table) {
     if (table === NO_TABLE) return null;

@@ -65,3 +65,15 @@ export function open(directory: string, options?: NodeOpenOptions): Promise<Waln
 
 /** Like open(), with a store whose calls answer synchronously. */
 export function openSync(directory: string, options?: NodeOpenOptions): SyncStore;
+
+/**
+ * Restores an export (`export()`, `walnut export`) into the new store directory `directory`
+ * (which must not exist or be empty): written beside it, checked whole (recovery keeps every
+ * record, every value reads back, the end mark is there), then renamed into place. A cut or
+ * damaged file rejects with WalnutCorruptionError naming the byte offset; nothing is created.
+ */
+export function importInto(
+  directory: string,
+  source: ReadableStream<Uint8Array> | AsyncIterable<Uint8Array> | Uint8Array | Blob,
+  options?: { signal?: AbortSignal; onProgress?: (bytes: number) => void },
+): Promise<{ values: number; bytes: number }>;

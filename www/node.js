@@ -14,11 +14,11 @@
  * @module walnut-kv/node
  */
 
-import { readFileSync } from 'node:fs';
+import { closeSync, fsyncSync, mkdirSync, openSync as openFile, readdirSync, readFileSync, renameSync, rmSync, writeSync, existsSync } from 'node:fs';
 import { initSync } from './walnut_core.js';
 import { asyncStore } from './async.js';
 import { checkHostOptions, openEngine, syncStore } from './engine.js';
-import { describe, invalid } from './common.js';
+import { checkExportOptions, describe, invalid } from './common.js';
 import { NodeVolume } from './volume-node.js';
 
 export {
@@ -92,4 +92,68 @@ export async function open(directory, options) {
 export function openSync(directory, options) {
   const { engine, durability } = openDirectory(directory, options);
   return syncStore(engine, durability);
+}
+
+/**
+ * Restores an export (a `.walnut` file from `export()` or `walnut export`) into a new store
+ * directory `directory`: the file is written into a directory beside it, checked whole by
+ * opening it (recovery keeps every record, every value reads, the end mark is there), and only
+ * then renamed into place. A cut or damaged file rejects with WalnutCorruptionError naming the
+ * byte offset, and nothing is created. `directory` must not exist or be empty.
+ * @param {string} directory
+ * @param {ReadableStream<Uint8Array> | AsyncIterable<Uint8Array> | Uint8Array | Blob} source
+ * @param {{ signal?: AbortSignal, onProgress?: (bytes: number) => void }} [options]
+ * @returns {Promise<{ values: number, bytes: number }>}
+ */
+export async function importInto(directory, source, options) {
+  const { signal, onProgress } = checkExportOptions(options);
+  if (typeof directory !== 'string' || directory === '') throw invalid('directory must be a non-empty path string');
+  if (existsSync(directory) && readdirSync(directory).length > 0) {
+    throw invalid(`directory ${directory} exists and is not empty: import into a new one`);
+  }
+  loadCore();
+  const partial = `${directory}.import-partial`;
+  rmSync(partial, { recursive: true, force: true });
+  mkdirSync(partial, { recursive: true });
+  let bytes = 0;
+  try {
+    const fd = openFile(`${partial}/00000000.wal`, 'w');
+    try {
+      const write = (chunk) => {
+        for (let at = 0; at < chunk.length; ) at += writeSync(fd, chunk, at, chunk.length - at, bytes + at);
+        bytes += chunk.length;
+        onProgress?.(bytes);
+      };
+      if (source instanceof Uint8Array) write(source);
+      else {
+        const iterable = source instanceof Blob ? source.stream() : source;
+        if (!iterable || typeof iterable[Symbol.asyncIterator] !== 'function') {
+          throw invalid(`source must be a ReadableStream, an async iterable, bytes or a Blob, got ${describe(source)}`);
+        }
+        for await (const chunk of iterable) {
+          signal?.throwIfAborted();
+          if (!(chunk instanceof Uint8Array)) throw invalid(`source chunks must be Uint8Array, got ${describe(chunk)}`);
+          write(chunk);
+        }
+      }
+      fsyncSync(fd);
+    } finally {
+      closeSync(fd);
+    }
+    const { engine } = openDirectory(partial, {});
+    let values;
+    try {
+      engine.checkImport();
+      values = engine.stats().keys;
+    } finally {
+      engine.close();
+    }
+    rmSync(`${partial}/LOCK`, { force: true });
+    if (existsSync(directory)) rmSync(directory, { recursive: true });
+    renameSync(partial, directory);
+    return { values, bytes };
+  } catch (error) {
+    rmSync(partial, { recursive: true, force: true });
+    throw error;
+  }
 }

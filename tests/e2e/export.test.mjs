@@ -10,6 +10,7 @@ import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { after, before, test } from 'node:test';
 import { sharedPage } from './helpers.mjs';
+import { importInto, open as openNode } from '../../pkg/node.js';
 
 const run = promisify(execFile);
 const repo = new URL('../../', import.meta.url).pathname;
@@ -59,6 +60,13 @@ test("the page's export is a log the walnut tool verifies and lists the same", a
   assert.equal(greeting.stdout, 'hello', 'the value as it was when the export began');
   const outbox = JSON.parse((await run(cli, ['--json', 'inspect', file])).stdout).tables.find((t) => t.name === 'outbox');
   assert.deepEqual([outbox.last_seq, outbox.deleted_upto], [6, 2]);
+  // Imported into Node: the same keys and sizes.
+  const inNode = join(dir, 'node');
+  await importInto(inNode, Buffer.from(r.base64, 'base64'));
+  const nodeDb = await openNode(inNode);
+  const hex = (k) => (typeof k === 'string' ? k : `0x${Buffer.from(k).toString('hex')}`);
+  assert.deepEqual((await nodeDb.entries()).map((e) => [hex(e.key), e.size]), r.keys);
+  await nodeDb.close();
   const restored = join(dir, 'restored');
   await run(cli, ['import', file, restored]);
   assert.deepEqual(JSON.parse((await run(cli, ['--json', 'ls', restored, '--table', 'outbox'])).stdout).map((k) => k.key), ['state']);

@@ -1,0 +1,69 @@
+// Export and import in Node (issue 15): a store's export restores into a new directory with
+// every table, value, queue entry, mark and commit id; a cut or damaged export is refused
+// naming the offset, and creates nothing.
+import assert from 'node:assert/strict';
+import { existsSync } from 'node:fs';
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { after, before, test } from 'node:test';
+import { importInto, open } from '../../pkg/node.js';
+
+let dir;
+before(async () => {
+  dir = await mkdtemp(join(tmpdir(), 'walnut-node-export-'));
+});
+after(() => rm(dir, { recursive: true, force: true }));
+
+async function bytesOf(stream) {
+  const parts = [];
+  for await (const p of stream) parts.push(p);
+  return Buffer.concat(parts);
+}
+
+async function contents(db) {
+  const out = {};
+  for (const e of await db.entries({ values: true, as: 'bytes' })) out[String(e.key)] = Buffer.from(e.value).toString('hex');
+  const q = db.table('q');
+  return {
+    keys: out,
+    queue: (await q.read({ as: 'text' })).map((x) => [x.seq, x.value]),
+    tables: await db.tables(),
+    changes: await q.changes(),
+  };
+}
+
+test('an export restores into a new directory whole, and a cut one is refused naming the offset', async () => {
+  const src = await open(join(dir, 'src'), { chunkSize: 4096 });
+  await src.put('a', 'one');
+  await src.put('big', new Uint8Array(50_000).map((_, i) => i * 7));
+  const q = src.table('q');
+  for (let i = 0; i < 6; i++) await q.append(`e${i}`);
+  await q.put('state', 'kept');
+  await q.markFlushed(4);
+  await q.deleteUpTo(2);
+  await src.transaction(async (tx) => tx.put('paid', '1'), { id: 'payment-1' });
+  const want = await contents(src);
+  const file = await bytesOf(src.export());
+  await src.close();
+
+  const restored = join(dir, 'restored');
+  const r = await importInto(restored, file);
+  assert.equal(r.bytes, file.length);
+  const db = await open(restored);
+  assert.deepEqual(await contents(db), want);
+  assert.equal((await db.transaction(async () => 'ran', { id: 'payment-1' })).applied, false, 'ids travel');
+  assert.equal(await db.table('q').append('next'), 8, 'numbers go on');
+  await db.close();
+
+  for (const cut of [10, 100, Math.floor(file.length / 2), file.length - 1]) {
+    const target = join(dir, `cut-${cut}`);
+    await assert.rejects(importInto(target, file.subarray(0, cut)), (error) => {
+      assert.equal(error.name, 'WalnutCorruptionError', `${cut}: ${error.message}`);
+      assert.match(error.message, /offset|ends early|header/, `${cut}`);
+      return true;
+    });
+    assert.equal(existsSync(target), false, `a refused import at ${cut} creates nothing`);
+  }
+  await assert.rejects(importInto(restored, file), { name: 'WalnutInvalidArgumentError' }, 'not into a store that exists');
+});
