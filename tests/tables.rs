@@ -97,28 +97,9 @@ fn tables_are_namespaces_with_their_own_ordered_keys() {
     }
 }
 
-/// Runs generic `body` on each backend (okaywal's habit): a store in memory, and one in a
-/// directory (the native `DirVolume`). The body gets `reopen`: `None` opens the store (empty
-/// the first time), `Some(s)` closes `s` and opens its files again.
-macro_rules! on_every_backend {
-    ($body:ident) => {{
-        let opts = small();
-        $body::<MemoryVolume>(&mut |s: Option<Store<MemoryVolume>>| {
-            let v = s.map(Store::into_volume).unwrap_or_default();
-            Store::open(v, opts.clone()).unwrap()
-        });
-        let tmp = tempfile::tempdir().unwrap();
-        let dir = tmp.path().join("store");
-        $body::<walnut::DirVolume>(&mut |s: Option<Store<walnut::DirVolume>>| {
-            drop(s);
-            Store::open(walnut::DirVolume::open(&dir).unwrap(), opts.clone()).unwrap()
-        });
-    }};
-}
-
 #[test]
 fn every_write_takes_the_next_sequence_number_of_its_table() {
-    on_every_backend!(numbers_body);
+    on_every_volume!(numbers_body, small());
 }
 
 fn numbers_body<V: Volume>(reopen: &mut dyn FnMut(Option<Store<V>>) -> Store<V>) {
@@ -152,7 +133,7 @@ fn numbers_body<V: Volume>(reopen: &mut dyn FnMut(Option<Store<V>>) -> Store<V>)
 
 #[test]
 fn a_queue_emptied_by_delete_up_to_goes_on_above_every_number_after_reopen() {
-    on_every_backend!(emptied_body);
+    on_every_volume!(emptied_body, small());
 }
 
 fn emptied_body<V: Volume>(reopen: &mut dyn FnMut(Option<Store<V>>) -> Store<V>) {

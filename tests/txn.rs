@@ -17,23 +17,6 @@ fn small() -> Options {
     Options { chunk_size: 256, segment_size: 4096, checkpoint_bytes: 0, compaction_ratio: 1.0, ..Options::default() }
 }
 
-/// Runs generic `body` on each backend (okaywal's habit): memory and a directory.
-macro_rules! on_every_backend {
-    ($body:ident) => {{
-        let opts = small();
-        $body::<MemoryVolume>(&mut |s: Option<Store<MemoryVolume>>| {
-            let v = s.map(Store::into_volume).unwrap_or_default();
-            Store::open(v, opts.clone()).unwrap()
-        });
-        let tmp = tempfile::tempdir().unwrap();
-        let dir = tmp.path().join("store");
-        $body::<walnut::DirVolume>(&mut |s: Option<Store<walnut::DirVolume>>| {
-            drop(s);
-            Store::open(walnut::DirVolume::open(&dir).unwrap(), opts.clone()).unwrap()
-        });
-    }};
-}
-
 fn conflict<T: std::fmt::Debug>(r: walnut::Result<T>) -> bool {
     matches!(r, Err(Error::Conflict { .. }))
 }
@@ -44,7 +27,7 @@ fn num<V: Volume>(s: &Store<V>, key: &[u8]) -> u64 {
 
 #[test]
 fn reads_see_own_writes_and_nothing_is_visible_before_commit() {
-    on_every_backend!(visibility_body);
+    on_every_volume!(visibility_body, small());
 }
 
 fn visibility_body<V: Volume>(reopen: &mut dyn FnMut(Option<Store<V>>) -> Store<V>) {
@@ -149,7 +132,7 @@ fn a_key_added_to_a_range_read_is_a_conflict_and_reads_never_mix_two_states() {
 
 #[test]
 fn nested_transactions_merge_on_commit_and_vanish_on_abort() {
-    on_every_backend!(nested_body);
+    on_every_volume!(nested_body, small());
 }
 
 fn nested_body<V: Volume>(reopen: &mut dyn FnMut(Option<Store<V>>) -> Store<V>) {
@@ -208,7 +191,7 @@ fn nesting_is_bounded() {
 
 #[test]
 fn a_transaction_id_is_applied_once_across_reopens() {
-    on_every_backend!(ids_body);
+    on_every_volume!(ids_body, small());
 }
 
 fn ids_body<V: Volume>(reopen: &mut dyn FnMut(Option<Store<V>>) -> Store<V>) {

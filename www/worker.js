@@ -782,7 +782,7 @@ function clientGone(ctx) {
   for (const [handle, tx] of txs) {
     if (tx.owner === ctx) {
       txs.delete(handle);
-      txAbortQuietly(tx.txn);
+      abortQuietly(tx.txn, true);
     }
   }
   for (const [key, resolve] of pulls) {
@@ -1329,7 +1329,7 @@ function transact(request) {
     case 'abort': {
       const tx = txs.get(request.txn);
       txs.delete(request.txn);
-      if (tx) txAbortQuietly(tx.txn);
+      if (tx) abortQuietly(tx.txn, true);
       return reply(id, undefined);
     }
     default:
@@ -1895,24 +1895,15 @@ async function compact() {
   }
 }
 
-/** @param {number} txn */
-function abortQuietly(txn) {
+/** Aborts `txn` (an interactive transaction's with `interactive`), reporting nothing but a trap. @param {number} txn */
+function abortQuietly(txn, interactive = false) {
   if (crashed) return;
   try {
-    store.abort(txn);
+    if (interactive) store.txAbort(txn);
+    else store.abort(txn);
   } catch (error) {
     // The error that made us abort is the one to report; a store that cannot write ABORT is
     // poisoned and recovery discards the transaction anyway. A trap still counts.
-    if (error instanceof WebAssembly.RuntimeError) crashed ??= error;
-  }
-}
-
-/** Aborts interactive transaction `txn` (see abortQuietly). */
-function txAbortQuietly(txn) {
-  if (crashed) return;
-  try {
-    store.txAbort(txn);
-  } catch (error) {
     if (error instanceof WebAssembly.RuntimeError) crashed ??= error;
   }
 }

@@ -80,6 +80,27 @@ macro_rules! every_backend {
     };
 }
 
+/// Runs generic body `$body` (a function taking `reopen`) on each multi-file volume: a store in
+/// memory and one in a directory (the native `DirVolume`), opened with `$opts`. `reopen(None)`
+/// opens the store (empty the first time), `reopen(Some(s))` closes `s` and opens its files again.
+#[cfg(not(target_arch = "wasm32"))]
+#[macro_export]
+macro_rules! on_every_volume {
+    ($body:ident, $opts:expr) => {{
+        let opts = $opts;
+        $body::<walnut::storage::MemoryVolume>(&mut |s: Option<walnut::Store<walnut::storage::MemoryVolume>>| {
+            let v = s.map(walnut::Store::into_volume).unwrap_or_default();
+            walnut::Store::open(v, opts.clone()).unwrap()
+        });
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("store");
+        $body::<walnut::DirVolume>(&mut |s: Option<walnut::Store<walnut::DirVolume>>| {
+            drop(s);
+            walnut::Store::open(walnut::DirVolume::open(&dir).unwrap(), opts.clone()).unwrap()
+        });
+    }};
+}
+
 #[cfg(target_arch = "wasm32")]
 #[macro_export]
 macro_rules! every_backend {

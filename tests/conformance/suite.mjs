@@ -96,6 +96,32 @@ function openSmall(home, name) {
   return home.open(name, { chunkSize: CHUNK });
 }
 
+/**
+ * Runs a generator that yields each call's result, for one test body on synchronous and async
+ * stores alike: synchronously on a sync home (values), awaiting each yield on the others.
+ */
+function driveOn(home, gen) {
+  if (home.sync) {
+    let r = gen.next();
+    while (!r.done) r = gen.next(r.value);
+    return r.value;
+  }
+  return (async () => {
+    let r = gen.next();
+    while (!r.done) {
+      let v;
+      try {
+        v = await r.value;
+      } catch (error) {
+        r = gen.throw(error);
+        continue;
+      }
+      r = gen.next(v);
+    }
+    return r.value;
+  })();
+}
+
 export const cases = [
   {
     name: 'values round-trip at sizes 0, 1, chunk-1, chunk, chunk+1 and large, across a reopen',
@@ -354,28 +380,7 @@ export const cases = [
     async run(home) {
       const name = unique('tx');
       let db = await openSmall(home, name);
-      // One body for synchronous and async stores: a generator yields each tx call's result.
-      const drive = (gen) => {
-        if (home.sync) {
-          let r = gen.next();
-          while (!r.done) r = gen.next(r.value);
-          return r.value;
-        }
-        return (async () => {
-          let r = gen.next();
-          while (!r.done) {
-            let v;
-            try {
-              v = await r.value;
-            } catch (error) {
-              r = gen.throw(error);
-              continue;
-            }
-            r = gen.next(v);
-          }
-          return r.value;
-        })();
-      };
+      const drive = (gen) => driveOn(home, gen);
       const tx = (body, options) => db.transaction((t) => drive(body(t)), options);
       function* increment(t, key = 'n') {
         const n = Number((yield t.get(key, { as: 'text' })) ?? '0');
@@ -510,27 +515,7 @@ export const cases = [
     name: 'transactions: reads of a table not created yet, a nested failure, a call failing unawaited',
     async run(home) {
       const db = await openSmall(home, unique('tx-fail'));
-      const drive = (gen) => {
-        if (home.sync) {
-          let r = gen.next();
-          while (!r.done) r = gen.next(r.value);
-          return r.value;
-        }
-        return (async () => {
-          let r = gen.next();
-          while (!r.done) {
-            let v;
-            try {
-              v = await r.value;
-            } catch (error) {
-              r = gen.throw(error);
-              continue;
-            }
-            r = gen.next(v);
-          }
-          return r.value;
-        })();
-      };
+      const drive = (gen) => driveOn(home, gen);
       const tx = (body, options) => db.transaction((t) => drive(body(t)), options);
       // A read in a table that does not exist is part of the read set: another writer creating
       // the table and the key before the commit is a conflict (found by review).
