@@ -74,7 +74,15 @@ impl Export {
     /// every remembered commit id, and pins the entries' chunks.
     pub fn begin<V: Volume>(store: &mut Store<V>) -> Result<Export> {
         store.settle()?;
-        let entries: Vec<(Vec<u8>, Entry)> = store.index.iter().map(|(k, e)| (k.to_vec(), e.into_owned())).collect();
+        let mut entries: Vec<(Vec<u8>, Entry)> =
+            store.index.iter().map(|(k, e)| (k.to_vec(), e.into_owned())).collect();
+        // Each table's change feed before its keys: a feed entry of a delete is applied while
+        // its key is absent, so it keeps the string-key flag its record states (applied after
+        // the key, it would take the key's current one).
+        entries.sort_by_key(|(k, _)| {
+            let (table, ns, _) = crate::format::split_ikey(k);
+            (table, ns != crate::format::NS_FEED)
+        });
         for (_, e) in &entries {
             store.pin(&e.chunks);
         }

@@ -51,6 +51,9 @@ struct Compaction {
     stated: bool,
     /// The value being copied.
     copy: Option<Copying>,
+    /// The log's bytes when the round was planned: a round that ends with no fewer has
+    /// converged (see `Lifecycle::converged_at`).
+    log_bytes: u64,
 }
 
 #[derive(Debug)]
@@ -102,6 +105,11 @@ pub(crate) struct Lifecycle {
     pub moved: u64,
     /// Segments open readers still read from, with their reader counts: never released.
     pins: BTreeMap<u32, usize>,
+    /// `appended()` at the end of the last round that left the log no smaller: eager
+    /// compaction stops there until something else is written. (Segments of small copied
+    /// values count their BEGIN, PUT and COMMIT records as dead, so they would be planned
+    /// again forever; so would segments an export or a reader pins.)
+    converged_at: Option<u64>,
     /// Segment holding the last restatement of every table's state (see
     /// `restate_tables_before_release`); `None` since open.
     stated_segment: Option<u32>,
@@ -125,6 +133,8 @@ impl Lifecycle {
             if let Some(n) = self.pins.get_mut(&seg) {
                 *n -= 1;
                 if *n == 0 {
+                    // A segment free to go again: compaction may plan it.
+                    self.converged_at = None;
                     self.pins.remove(&seg);
                 }
             }
@@ -312,7 +322,10 @@ impl Lifecycle {
             if !log.writer().volume().can_grow() || !(eager || compaction_due(log, index, settings)) {
                 return Ok(CompactStep::Idle);
             }
-            match plan(log, index, settings, eager)? {
+            if self.converged_at == Some(log.writer().appended()) {
+                return Ok(CompactStep::Idle);
+            }
+            match plan(log, index, settings, eager, &self.pins)? {
                 Some(c) => self.compaction = Some(c),
                 None => return Ok(CompactStep::Idle),
             }
@@ -321,6 +334,8 @@ impl Lifecycle {
         match self.advance(&mut c, log, index, settings) {
             Ok(CompactStep::Done) => {
                 self.compactions += 1;
+                let after = log.writer().log_bytes();
+                self.converged_at = (after >= c.log_bytes).then(|| log.writer().appended());
                 Ok(CompactStep::Done)
             }
             Ok(step) => {
@@ -440,7 +455,13 @@ fn compaction_due<V: Volume>(log: &Log<V>, index: &Index, settings: &Settings) -
 }
 
 /// Chooses the victims and what must move out of them.
-fn plan<V: Volume>(log: &Log<V>, index: &Index, settings: &Settings, eager: bool) -> Result<Option<Compaction>> {
+fn plan<V: Volume>(
+    log: &Log<V>,
+    index: &Index,
+    settings: &Settings,
+    eager: bool,
+    pins: &BTreeMap<u32, usize>,
+) -> Result<Option<Compaction>> {
     let w = log.writer();
     // Sealed segments that hold no record of a transaction still open.
     let open_from = log.oldest_open().map_or(u32::MAX, |(at, _)| loc_segment(at));
@@ -450,7 +471,9 @@ fn plan<V: Volume>(log: &Log<V>, index: &Index, settings: &Settings, eager: bool
     let live = index.segment_live();
     let mut victims = BTreeSet::new();
     for &seg in w.segments().keys() {
-        if seg >= tail_seg || seg >= open_from {
+        // A pinned segment (an open reader's, an export's) cannot be released: compacting it
+        // would copy its values for nothing, and plan it again every round.
+        if seg >= tail_seg || seg >= open_from || pins.contains_key(&seg) {
             continue;
         }
         let size = w.segment_len(seg).saturating_sub(FILE_HEADER_LEN as u64);
@@ -485,6 +508,7 @@ fn plan<V: Volume>(log: &Log<V>, index: &Index, settings: &Settings, eager: bool
         dropped: dropped.into_iter().collect(),
         stated: false,
         copy: None,
+        log_bytes: w.log_bytes(),
     }))
 }
 

@@ -688,3 +688,34 @@ fn a_checkpoint_without_a_free_file_fails_instead_of_reporting_success() {
     s.checkpoint().unwrap();
     assert_eq!(s.stats().checkpoints, 1);
 }
+
+/// Stepping compaction eagerly (as the JS `compact()` does until idle) ends: segments of
+/// values just over one chunk count their transaction records as dead, and were planned again
+/// forever (found by review).
+#[test]
+fn eager_compaction_steps_become_idle_for_values_of_a_few_chunks() {
+    let opts = Options {
+        chunk_size: 256,
+        segment_size: 4096,
+        checkpoint_bytes: 0,
+        compaction_ratio: 1.0,
+        ..Options::default()
+    };
+    let mut s = Store::open(walnut::storage::MemoryVolume::default(), opts).unwrap();
+    for round in 0..2u64 {
+        for k in 0..40u8 {
+            s.put(&[b'k', k], &common::pattern(300, round * 100 + u64::from(k)), Durability::Strict).unwrap();
+        }
+    }
+    let mut steps = 0;
+    while s.compact_step().unwrap() != walnut::CompactStep::Idle {
+        steps += 1;
+        assert!(steps < 5_000, "compaction never became idle");
+    }
+    for k in 0..40u8 {
+        assert_eq!(s.get(&[b'k', k]).unwrap(), Some(common::pattern(300, 100 + u64::from(k))));
+    }
+    // A later write makes it plan again.
+    s.put(b"k\x00", b"new", Durability::Strict).unwrap();
+    assert_ne!(s.compact_step().unwrap(), walnut::CompactStep::Idle);
+}
