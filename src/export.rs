@@ -65,8 +65,11 @@ enum Step {
 /// the number of live values it holds. An import requires it, so an export cut at a record
 /// boundary (which reads as a valid, shorter log) is refused.
 pub fn end_mark(values: usize) -> String {
-    format!("walnut-export/1/{values}")
+    format!("{END_MARK_PREFIX}1/{values}")
 }
+
+/// The prefix of export end marks; commit ids may not start with it.
+pub const END_MARK_PREFIX: &str = "walnut-export/";
 
 impl Export {
     /// Takes the snapshot: settles queued commits, lists every live entry, every table (and
@@ -97,7 +100,7 @@ impl Export {
             .index
             .ids()
             .iter()
-            .filter(|(id, _)| !id.starts_with(b"walnut-export/"))
+            .filter(|(id, _)| !id.starts_with(END_MARK_PREFIX.as_bytes()))
             .map(|(id, _)| id.to_vec())
             .collect();
         Ok(Export {

@@ -87,8 +87,8 @@ impl Options {
         if !(0.0..=1.0).contains(&self.compaction_ratio) {
             return Err(Error::invalid("compactionRatio", "must be between 0 and 1"));
         }
-        if self.id_retention > 1_000_000 {
-            return Err(Error::invalid("idRetention", "must be at most 1000000 ids"));
+        if self.id_retention > MAX_ID_RETENTION {
+            return Err(Error::invalid("idRetention", format!("must be at most {MAX_ID_RETENTION} ids")));
         }
         Ok(())
     }
@@ -141,6 +141,9 @@ pub struct ValueCheck {
     /// The first of them: internal key and error.
     pub failures: Vec<(Vec<u8>, Error)>,
 }
+
+/// Largest [`Options::id_retention`].
+pub const MAX_ID_RETENTION: usize = 1_000_000;
 
 /// A durable, ordered key-value store on a [`Volume`] of files, or on one
 /// [`crate::Storage`] (a one-file volume: a single segment, no checkpoints).
@@ -1114,11 +1117,16 @@ impl<V: Volume> Store<V> {
 
 /// Checks a commit id's length; the error names the parameter `id`.
 pub(crate) fn check_id(id: &[u8]) -> Result<()> {
-    if (1..=MAX_COMMIT_ID_LEN).contains(&id.len()) {
-        Ok(())
-    } else {
-        Err(Error::invalid("id", format!("must be 1 to {MAX_COMMIT_ID_LEN} bytes, got {}", id.len())))
+    if !(1..=MAX_COMMIT_ID_LEN).contains(&id.len()) {
+        return Err(Error::invalid("id", format!("must be 1 to {MAX_COMMIT_ID_LEN} bytes, got {}", id.len())));
     }
+    if id.starts_with(crate::export::END_MARK_PREFIX.as_bytes()) {
+        return Err(Error::invalid(
+            "id",
+            format!("ids starting with {:?} are walnut's own", crate::export::END_MARK_PREFIX),
+        ));
+    }
+    Ok(())
 }
 
 /// Where a commit with an id stands ([`Store::id_status`]).

@@ -112,7 +112,8 @@ fn open_options(options: JsValue) -> Result<(Options, u32), Error> {
             .unwrap_or(d.segment_size),
         checkpoint_bytes: integer(o.checkpoint_bytes, "checkpointBytes", 0, 1 << 53)?.unwrap_or(d.checkpoint_bytes),
         compaction_ratio: o.compaction_ratio.unwrap_or(d.compaction_ratio),
-        id_retention: integer(o.id_retention, "idRetention", 0, 10_000_000)?.map_or(d.id_retention, |v| v as usize),
+        id_retention: integer(o.id_retention, "idRetention", 0, crate::store::MAX_ID_RETENTION as u64)?
+            .map_or(d.id_retention, |v| v as usize),
         ..d
     };
     options.validate()?;

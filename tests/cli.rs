@@ -220,3 +220,59 @@ fn export_and_import_round_trip_and_a_cut_file_is_refused() {
     // Into a directory that holds something: refused.
     assert_eq!(walnut(&["import", file.to_str().unwrap(), into.to_str().unwrap()]).status.code(), Some(3));
 }
+
+/// Found by review: paths that are not stores, an export into its own store, a held store, an
+/// import into `.`, and temporary names that belonged to the user.
+#[test]
+fn the_tool_refuses_what_is_not_a_store_and_never_touches_what_it_did_not_make() {
+    let tmp = tempfile::tempdir().unwrap();
+    let not_store = tmp.path().join("notastore");
+    std::fs::create_dir(&not_store).unwrap();
+    std::fs::write(not_store.join("readme.txt"), "hello").unwrap();
+    let empty = tmp.path().join("empty.wal");
+    std::fs::write(&empty, b"").unwrap();
+    for p in [&not_store, &empty] {
+        let o = walnut(&["verify", p.to_str().unwrap()]);
+        assert_eq!(o.status.code(), Some(3), "{}: {}", p.display(), text(&o));
+    }
+    let out = tmp.path().join("x.walnut");
+    assert_eq!(walnut(&["export", not_store.to_str().unwrap(), "-o", out.to_str().unwrap()]).status.code(), Some(3));
+    assert!(!out.exists());
+    // An export into its own store directory is refused; one of a held store too.
+    let dir = tmp.path().join("store");
+    copy_dir(&fixtures().join("v6/store"), &dir);
+    let before = snapshot(&dir);
+    let o = walnut(&["export", dir.to_str().unwrap(), "-o", dir.join("9.wal").to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(3));
+    assert_eq!(snapshot(&dir), before, "nothing written into the store");
+    let held = DirVolume::open(&dir).unwrap();
+    assert_eq!(walnut(&["export", dir.to_str().unwrap(), "-o", out.to_str().unwrap()]).status.code(), Some(3));
+    drop(held);
+    // A user's directory with the name an older build used for its temporary one is left alone.
+    let o = walnut(&["export", dir.to_str().unwrap(), "-o", out.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(0), "{}", String::from_utf8_lossy(&o.stderr));
+    let precious = tmp.path().join("prod.import.partial");
+    std::fs::create_dir(&precious).unwrap();
+    std::fs::write(precious.join("notes.txt"), "precious").unwrap();
+    let o = walnut(&["import", out.to_str().unwrap(), tmp.path().join("prod.v2").to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(0), "{}", String::from_utf8_lossy(&o.stderr));
+    assert_eq!(std::fs::read_to_string(precious.join("notes.txt")).unwrap(), "precious");
+    // Import into "." is refused, and leaves nothing.
+    let cwd = tmp.path().join("cwd");
+    std::fs::create_dir(&cwd).unwrap();
+    let o = Command::new(env!("CARGO_BIN_EXE_walnut"))
+        .args(["import", out.to_str().unwrap(), "."])
+        .current_dir(&cwd)
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(3));
+    assert_eq!(std::fs::read_dir(&cwd).unwrap().count(), 0, "nothing left in the directory");
+    assert_eq!(
+        std::fs::read_dir(tmp.path())
+            .unwrap()
+            .filter(|e| e.as_ref().unwrap().file_name().to_string_lossy().starts_with('.'))
+            .count(),
+        0,
+        "no temporary left"
+    );
+}

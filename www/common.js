@@ -294,7 +294,7 @@ export function checkOpenOptions(options) {
     core.compactionRatio = compactionRatio;
   }
   if (idRetention !== undefined) {
-    core.idRetention = checkInteger(idRetention, 'options.idRetention', 0, 10_000_000);
+    core.idRetention = checkInteger(idRetention, 'options.idRetention', 0, 1_000_000);
   }
   return { core, durability: checkDurability(durability, 'options.durability') ?? 'strict' };
 }
@@ -714,6 +714,7 @@ export function checkId(id, param) {
   if (typeof id !== 'string') throw invalid(`${param} must be a string, got ${describe(id)}`);
   const n = encoder.encode(id).length;
   if (n < 1 || n > MAX_ID_BYTES) throw invalid(`${param} must be 1 to ${MAX_ID_BYTES} bytes of UTF-8, got ${n}`);
+  if (id.startsWith('walnut-export/')) throw invalid(`${param}: ids starting with 'walnut-export/' are walnut's own`);
   return id;
 }
 

@@ -112,9 +112,9 @@ export async function importInto(directory, source, options) {
     throw invalid(`directory ${directory} exists and is not empty: import into a new one`);
   }
   loadCore();
-  const partial = `${directory}.import-partial`;
-  rmSync(partial, { recursive: true, force: true });
-  mkdirSync(partial, { recursive: true });
+  // A new directory beside the target, never someone else's: removed only if made here.
+  const partial = `${directory}.import-${process.pid}-${Date.now()}-${Math.random().toString(36).slice(2, 8)}`;
+  mkdirSync(partial);
   let bytes = 0;
   try {
     const fd = openFile(`${partial}/00000000.wal`, 'w');

@@ -42,7 +42,7 @@ export interface OpenOptions {
   /**
    * How many commit ids (transaction() and batch() `id`s, and the ids other tabs' writes are
    * made under) the store remembers, newest first: a retried id older than that is applied
-   * again. Kept in the log and in checkpoints (about 40 bytes and the id each). 0 to 10^7,
+   * again. Kept in the log and in checkpoints (about 40 bytes and the id each). 0 to 10^6,
    * default 10,000.
    */
   idRetention?: number;

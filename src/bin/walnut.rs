@@ -107,6 +107,7 @@ mod cli {
     #[derive(Debug)]
     enum Failure {
         Store(Error),
+        NotStore(PathBuf),
         NotFound(String),
         Io(std::io::Error),
     }
@@ -116,6 +117,7 @@ mod cli {
             match self {
                 Failure::Store(e) => write!(f, "{e}"),
                 Failure::NotFound(what) => write!(f, "{what}"),
+                Failure::NotStore(p) => write!(f, "{} holds no walnut store (no log file)", p.display()),
                 Failure::Io(e) => write!(f, "{e}"),
             }
         }
@@ -149,11 +151,21 @@ mod cli {
     }
 
     fn open_view(path: &Path) -> Result<View, Failure> {
-        let opts = Options::default();
+        // Commit ids are all kept in the view: it never trims what the store remembers.
+        let opts = Options { id_retention: walnut::store::MAX_ID_RETENTION, ..Options::default() };
         if path.is_dir() {
-            Ok(View::Dir(Store::open(read_only_dir(path)?, opts)?))
+            let v = read_only_dir(path)?;
+            if v.ids().is_empty() {
+                return Err(Failure::NotStore(path.to_path_buf()));
+            }
+            Ok(View::Dir(Store::open(v, opts)?))
         } else {
-            Ok(View::File(Store::open(OverlayFile::open(path)?, opts)?))
+            let f = OverlayFile::open(path)?;
+            let mut magic = [0u8; 8];
+            if !read_exact_at(&f, &mut magic, 0)? || magic != MAGIC {
+                return Err(Failure::NotStore(path.to_path_buf()));
+            }
+            Ok(View::File(Store::open(f, opts)?))
         }
     }
 
@@ -208,9 +220,25 @@ mod cli {
             }
             Command::CatLog { path } => cat_log(path, cli.json, &mut out),
             Command::Export { path, output } => {
-                let n = match open_view(path)? {
-                    View::Dir(mut s) => export(&mut s, output)?,
-                    View::File(mut s) => export(&mut s, output)?,
+                if path.is_dir() && inside(output, path) {
+                    return Err(Failure::Store(Error::invalid("output", "must not lie inside the store directory")));
+                }
+                // A directory is exported under its lock (a store another process writes could
+                // look torn): the export reads through a store opened as any opener would.
+                let n = if path.is_dir() {
+                    open_view(path)?; // refuses a directory without a store before locking it
+                    let mut s = Store::open(
+                        DirVolume::open(path)?,
+                        Options { id_retention: walnut::store::MAX_ID_RETENTION, ..Options::default() },
+                    )?;
+                    let n = export(&mut s, output);
+                    let _ = s.close();
+                    n?
+                } else {
+                    match open_view(path)? {
+                        View::Dir(mut s) => export(&mut s, output)?,
+                        View::File(mut s) => export(&mut s, output)?,
+                    }
                 };
                 report(
                     &mut out,
@@ -272,13 +300,39 @@ mod cli {
         }
     }
 
-    /// Writes the export of `s` to a temporary file beside `output`, flushes it, then renames
-    /// it into place: `output` is whole or absent. Returns (values, bytes).
+    /// Whether `p` lies inside directory `dir` (compared as canonical paths).
+    fn inside(p: &Path, dir: &Path) -> bool {
+        let parent = p.parent().filter(|x| !x.as_os_str().is_empty()).unwrap_or(Path::new("."));
+        match (parent.canonicalize(), dir.canonicalize()) {
+            (Ok(a), Ok(b)) => a.starts_with(b),
+            _ => false,
+        }
+    }
+
+    /// A name beside `target` that no one else uses: `.<name>.<what>-<pid>-<nanos>`.
+    fn beside(target: &Path, what: &str) -> Result<PathBuf, Failure> {
+        let name = target.file_name().filter(|n| *n != "." && *n != "..").ok_or_else(|| {
+            Failure::Store(Error::invalid("path", format!("{} names no file or directory", target.display())))
+        })?;
+        let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos());
+        let parent = target.parent().filter(|x| !x.as_os_str().is_empty()).unwrap_or(Path::new("."));
+        Ok(parent.join(format!(".{}.{what}-{}-{nanos}", name.to_string_lossy(), std::process::id())))
+    }
+
+    fn sync_dir(dir: &Path) {
+        if let Ok(d) = std::fs::File::open(dir) {
+            let _ = d.sync_all();
+        }
+    }
+
+    /// Writes the export of `s` to a new temporary file beside `output`, flushes it, then
+    /// renames it into place: `output` is whole or absent. Returns (values, bytes).
     fn export<V: Volume>(s: &mut Store<V>, output: &Path) -> Result<(usize, u64), Failure> {
+        let tmp = beside(output, "export")?;
         let mut e = walnut::export::Export::begin(s)?;
-        let tmp = output.with_extension("walnut.partial");
         let written = (|| -> Result<(), Failure> {
-            let mut f = std::io::BufWriter::new(std::fs::File::create(&tmp)?);
+            let file = std::fs::OpenOptions::new().write(true).create_new(true).open(&tmp)?;
+            let mut f = std::io::BufWriter::new(file);
             let bar = indicatif::ProgressBar::new(e.progress().1 as u64);
             while let Some(piece) = e.next(s)? {
                 f.write_all(&piece)?;
@@ -296,34 +350,47 @@ mod cli {
             return Err(err);
         }
         std::fs::rename(&tmp, output)?;
+        sync_dir(output.parent().filter(|x| !x.as_os_str().is_empty()).unwrap_or(Path::new(".")));
         Ok(n)
     }
 
-    /// Checks `file` whole, then installs it as segment 0 of a new store directory `dir` (built
-    /// beside it and renamed into place, so `dir` is whole or absent).
+    /// Copies `file` into a new directory beside `dir`, checks the copy whole, opens it once as
+    /// a store directory (recovery writes its first checkpoint), and renames it into place:
+    /// `dir` is whole or absent, and nothing is left behind when the file is refused.
     fn import(file: &Path, dir: &Path) -> Result<(u64, u64), Failure> {
         if dir.exists() && std::fs::read_dir(dir)?.next().is_some() {
             return Err(Failure::Store(Error::invalid("dir", format!("{} exists and is not empty", dir.display()))));
         }
-        let checked = walnut::export::verify_export(OverlayFile::open(file)?)?;
-        let values = checked.stats().keys;
-        drop(checked);
-        let tmp = dir.with_extension("import.partial");
-        let _ = std::fs::remove_dir_all(&tmp);
-        std::fs::create_dir_all(&tmp)?;
-        let seg = tmp.join("00000000.wal");
-        let bytes = std::fs::copy(file, &seg)?;
-        std::fs::File::open(&seg)?.sync_all()?;
-        // Opened once as a store directory: recovery accepts it and writes a checkpoint.
-        let mut s = Store::open(DirVolume::open(&tmp)?, Options::default())?;
-        s.close()?;
-        drop(s);
-        let _ = std::fs::remove_file(tmp.join(walnut::storage::volume::DirLock::FILE));
+        let tmp = beside(dir, "import")?;
+        std::fs::create_dir(&tmp)?; // new: never someone else's
+        let result = (|| -> Result<(u64, u64), Failure> {
+            let seg = tmp.join("00000000.wal");
+            let bytes = std::fs::copy(file, &seg)?;
+            std::fs::File::open(&seg)?.sync_all()?;
+            let checked = walnut::export::verify_export(OverlayFile::open(&seg)?)?;
+            let values = checked.stats().keys;
+            drop(checked);
+            let opts = Options { id_retention: walnut::store::MAX_ID_RETENTION, ..Options::default() };
+            let mut s = Store::open(DirVolume::open(&tmp)?, opts)?;
+            s.close()?;
+            drop(s);
+            let _ = std::fs::remove_file(tmp.join(walnut::storage::volume::DirLock::FILE));
+            sync_dir(&tmp);
+            Ok((values, bytes))
+        })();
+        let n = match result {
+            Ok(n) => n,
+            Err(e) => {
+                let _ = std::fs::remove_dir_all(&tmp);
+                return Err(e);
+            }
+        };
         if dir.exists() {
             std::fs::remove_dir(dir)?;
         }
         std::fs::rename(&tmp, dir)?;
-        Ok((values, bytes))
+        sync_dir(dir.parent().filter(|x| !x.as_os_str().is_empty()).unwrap_or(Path::new(".")));
+        Ok(n)
     }
 
     fn open_writable(path: &Path) -> Result<Store<DirVolume>, Failure> {
