@@ -201,7 +201,7 @@ impl Lifecycle {
         let index_lsn = w.next_lsn();
         let (replay_from, replay_lsn) = log.oldest_open().unwrap_or((w.tail(), index_lsn));
         let from_seg = loc_segment(replay_from);
-        let keep_from = index.first_live_segment().map_or(from_seg, |s| s.min(from_seg));
+        let keep_from = keep_from(log, index);
         let needed: Vec<u32> =
             w.segments().range(keep_from..).map(|(&s, _)| s).filter(|s| !releasing.contains(s)).collect();
 
@@ -266,10 +266,8 @@ impl Lifecycle {
     /// small record per table (a record header, [`crate::format::TABLE_PAYLOAD_LEN`] bytes and its name) each
     /// time the prefix moves past it; nothing for a store without named tables.
     fn restate_tables_before_release<V: Volume>(&mut self, log: &mut Log<V>, index: &mut Index) -> Result<()> {
-        let w = log.writer();
-        let from_seg = log.oldest_open().map_or(w.tail_segment(), |(at, _)| loc_segment(at));
-        let keep_from = index.first_live_segment().map_or(from_seg, |s| s.min(from_seg));
-        let releases_prefix = w.segments().keys().next().is_some_and(|&s| s < keep_from);
+        let keep_from = keep_from(log, index);
+        let releases_prefix = log.writer().segments().keys().next().is_some_and(|&s| s < keep_from);
         let stated_in_kept = self.stated_segment.is_some_and(|s| s >= keep_from);
         let named = index.tables().iter().any(|m| m.id != 0);
         if !releases_prefix || stated_in_kept || !named {
@@ -438,6 +436,13 @@ impl Lifecycle {
         }
         Ok(CompactStep::Done)
     }
+}
+
+/// The first segment a checkpoint written now needs: that of the oldest record of a live value,
+/// or of the replay point (the oldest open transaction's BEGIN, else the tail) if earlier.
+fn keep_from<V: Volume>(log: &Log<V>, index: &Index) -> u32 {
+    let from_seg = log.oldest_open().map_or(log.writer().tail_segment(), |(at, _)| loc_segment(at));
+    index.first_live_segment().map_or(from_seg, |s| s.min(from_seg))
 }
 
 /// Fraction of the log's bytes that no live value's records use (0.0..=1.0).

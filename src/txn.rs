@@ -151,13 +151,12 @@ impl<V: Volume> Store<V> {
     /// The committed keys of `range` in `table` with their versions (no limit).
     fn committed_range(&self, table: u32, range: &KeyRange) -> Versions {
         let all = KeyRange { limit: None, ..range.clone() };
-        self.scan_table(table, &all)
-            .into_iter()
-            .map(|k| {
-                let v = self.index.get(&ikey(table, &k.key)).map_or(0, |e| e.lsn);
-                (k.key, v)
-            })
-            .collect()
+        self.versions_of(table, &self.scan_table(table, &all))
+    }
+
+    /// The versions of `keys` (scanned from `table`), in their order.
+    fn versions_of(&self, table: u32, keys: &[KeyInfo]) -> Versions {
+        keys.iter().map(|k| (k.key.clone(), self.index.get(&ikey(table, &k.key)).map_or(0, |e| e.lsn))).collect()
     }
 
     /// Before a read: if anything committed since the last check, what was read must still hold.
@@ -233,10 +232,11 @@ impl<V: Volume> Store<V> {
     pub fn tx_keys(&mut self, txn: TxnId, table: u32, range: &KeyRange) -> Result<Vec<KeyInfo>> {
         self.tx_before_read(txn)?;
         self.table_meta(table)?;
-        let held = self.committed_range(table, range);
         let all = KeyRange { limit: None, ..range.clone() };
+        let scanned = self.scan_table(table, &all);
+        let held = self.versions_of(table, &scanned);
         let mut keys: std::collections::BTreeMap<Vec<u8>, KeyInfo> =
-            self.scan_table(table, &all).into_iter().map(|k| (k.key.clone(), k)).collect();
+            scanned.into_iter().map(|k| (k.key.clone(), k)).collect();
         let whole = KeyRange { limit: None, reverse: false, ..range.clone() };
         for op in self.log.pending(txn).unwrap_or_default() {
             let (ik, put) = match op {

@@ -842,28 +842,35 @@ impl WalnutStore {
         Ok(id)
     }
 
-    /// The next piece of export `id` (one record, or one value's records), or `undefined` at
-    /// its end, when the export is finished (its pins released).
+    /// The next bytes of export `id`: its records up to about `max_bytes` (at least one), or
+    /// `undefined` at its end, when the export is finished (its pins released). One copy out of
+    /// wasm per call, however many records it holds.
     #[wasm_bindgen(js_name = exportNext)]
-    pub fn export_next(&mut self, id: u32) -> JsResult<Option<js_sys::Uint8Array>> {
+    pub fn export_next(&mut self, id: u32, max_bytes: u32) -> JsResult<Option<js_sys::Uint8Array>> {
         let Some(mut e) = self.exports.remove(&id) else {
             return Err(js_err(Error::invalid("export", format!("no export {id} is under way"))));
         };
-        let r = store!(self, |s| e.next(s));
-        match r {
-            Ok(Some(piece)) => {
-                self.exports.insert(id, e);
-                Ok(Some(js_sys::Uint8Array::from(&piece[..])))
-            }
-            Ok(None) => {
-                store!(self, mut |s| e.finish(s));
-                Ok(None)
-            }
-            Err(err) => {
-                store!(self, mut |s| e.finish(s));
-                Err(js_err(err))
+        let mut out: Vec<u8> = Vec::new();
+        let mut ended = false;
+        while out.len() < max_bytes.max(1) as usize {
+            match store!(self, |s| e.next(s)) {
+                Ok(Some(piece)) => out.extend_from_slice(&piece),
+                Ok(None) => {
+                    ended = true;
+                    break;
+                }
+                Err(err) => {
+                    store!(self, mut |s| e.finish(s));
+                    return Err(js_err(err));
+                }
             }
         }
+        if ended {
+            store!(self, mut |s| e.finish(s));
+        } else {
+            self.exports.insert(id, e);
+        }
+        Ok((!out.is_empty()).then(|| js_sys::Uint8Array::from(&out[..])))
     }
 
     /// Gives up export `id` (its pins are released).

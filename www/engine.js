@@ -50,6 +50,9 @@ import {
 /** Guards the constructors: stores come from the open functions. */
 const TOKEN = Symbol('walnut.sync');
 
+/** Bytes of an export per pull (the core gathers its records up to this). */
+export const EXPORT_PIECE = 256 * 1024;
+
 /** A table id no table has: reads of a table not created yet find nothing. */
 export const NO_TABLE = 0xffffffff;
 
@@ -582,28 +585,13 @@ export class Engine {
       pull: (controller) => {
         try {
           signal?.throwIfAborted();
-          // Pieces are records: gather about 256 KiB per pull.
-          const parts = [];
-          let size = 0;
-          while (size < 256 * 1024) {
-            const piece = call(() => this.#live().exportNext(id));
-            if (piece === undefined) {
-              open = false;
-              break;
-            }
-            parts.push(piece);
-            size += piece.length;
-          }
-          if (size > 0) {
-            const out = new Uint8Array(size);
-            let at = 0;
-            for (const p of parts) {
-              out.set(p, at);
-              at += p.length;
-            }
-            bytes += size;
+          const piece = call(() => this.#live().exportNext(id, EXPORT_PIECE));
+          // A piece shorter than asked is the last: the core has finished the export.
+          if (piece === undefined || piece.length < EXPORT_PIECE) open = false;
+          if (piece !== undefined) {
+            bytes += piece.length;
             onProgress?.(bytes);
-            controller.enqueue(out);
+            controller.enqueue(piece);
           }
           if (!open) controller.close();
         } catch (error) {

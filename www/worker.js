@@ -1198,26 +1198,18 @@ function exportStep(request) {
     exportsUnderWay.delete(handle);
     return reply(id, null);
   }
-  const parts = [];
-  let size = 0;
-  while (size < 256 * 1024) {
-    const piece = store.exportNext(e.id);
-    if (piece === undefined) {
-      e.done = true; // the core finished it; the next call answers the end
-      break;
-    }
-    parts.push(piece);
-    size += piece.length;
+  const piece = store.exportNext(e.id, EXPORT_PIECE);
+  // The core finished it with this piece (or before it): the next call answers the end.
+  if (piece === undefined) {
+    exportsUnderWay.delete(handle);
+    return reply(id, null);
   }
-  if (size === 0) return reply(id, null);
-  const out = new Uint8Array(size);
-  let at = 0;
-  for (const p of parts) {
-    out.set(p, at);
-    at += p.length;
-  }
-  return reply(id, out, [out.buffer]);
+  if (piece.length < EXPORT_PIECE) e.done = true;
+  return reply(id, piece, [piece.buffer]);
 }
+
+/** Bytes of an export per answer (as the engine's, www/engine.js). */
+const EXPORT_PIECE = 256 * 1024;
 
 // ----- interactive transactions (the core's txn.rs; common.js runs the callbacks) -----
 

@@ -439,19 +439,7 @@ mod cli {
     /// The files of a store: (file id, bytes-reader) with their kind and header.
     fn files(path: &Path) -> Result<Vec<(u32, OverlayFile)>, Failure> {
         if path.is_dir() {
-            let v = read_only_dir(path)?;
-            let ids = v.ids();
-            let mut out = Vec::new();
-            for id in ids {
-                let name = path.join(format!("{id:08}.wal"));
-                let f = if name.exists() {
-                    OverlayFile::open(&name)?
-                } else {
-                    OverlayFile::open(path.join(format!("{id}.wal")))?
-                };
-                out.push((id, f));
-            }
-            Ok(out)
+            Ok(read_only_dir(path)?.into_files().into_iter().collect())
         } else {
             Ok(vec![(0, OverlayFile::open(path)?)])
         }

@@ -100,6 +100,11 @@ impl<F: Storage> MapVolume<F> {
         &self.files
     }
 
+    /// The files, taken out of the volume.
+    pub fn into_files(self) -> BTreeMap<FileId, F> {
+        self.files
+    }
+
     /// Replaces the files (e.g. with what a crash left).
     pub fn set_files(&mut self, files: BTreeMap<FileId, F>) {
         self.next = files.keys().next_back().map_or(0, |k| k + 1);
