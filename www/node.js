@@ -14,6 +14,7 @@
  * @module walnut-kv/node
  */
 
+import { dirname, resolve } from 'node:path';
 import { closeSync, fsyncSync, mkdirSync, openSync as openFile, readdirSync, readFileSync, renameSync, rmSync, writeSync, existsSync } from 'node:fs';
 import { initSync } from './walnut_core.js';
 import { asyncStore } from './async.js';
@@ -140,7 +141,8 @@ export async function importInto(directory, source, options) {
     } finally {
       closeSync(fd);
     }
-    const { engine } = openDirectory(partial, {});
+    // Every commit id the export holds is kept (the retention's maximum), as `walnut import` does.
+    const { engine } = openDirectory(partial, { idRetention: 1_000_000 });
     let values;
     try {
       engine.checkImport();
@@ -151,6 +153,13 @@ export async function importInto(directory, source, options) {
     rmSync(`${partial}/LOCK`, { force: true });
     if (existsSync(directory)) rmSync(directory, { recursive: true });
     renameSync(partial, directory);
+    // The rename durable too: the parent directory flushed.
+    const parent = openFile(dirname(resolve(directory)), 'r');
+    try {
+      fsyncSync(parent);
+    } finally {
+      closeSync(parent);
+    }
     return { values, bytes };
   } catch (error) {
     rmSync(partial, { recursive: true, force: true });

@@ -209,6 +209,9 @@ pub struct Savepoint {
     commit: CommitPayload,
     value_crc: Hasher,
     ops: usize,
+    /// The last PUT's chunk count and size then: chunks a later CHUNK adds to that PUT are
+    /// rolled back with the rest.
+    put: Option<(usize, u64)>,
 }
 
 /// Checks a key's length; the error names the parameter `key`.
@@ -589,7 +592,11 @@ impl<V: Volume> Log<V> {
     /// transaction's start (SynapseDB's layer stack).
     pub fn savepoint(&mut self, txn: TxnId) -> Result<Savepoint> {
         let t = self.open_txn(txn)?;
-        Ok(Savepoint { last: t.last, commit: t.commit, value_crc: t.value_crc.clone(), ops: t.ops.len() })
+        let put = match t.ops.last() {
+            Some(Op::Put { entry, .. }) => Some((entry.chunks.len(), entry.size)),
+            _ => None,
+        };
+        Ok(Savepoint { last: t.last, commit: t.commit, value_crc: t.value_crc.clone(), ops: t.ops.len(), put })
     }
 
     /// Rolls `txn` back to `sp`: writes a ROLLBACK (version 6) naming the record the chain
@@ -608,6 +615,10 @@ impl<V: Volume> Log<V> {
         t.commit = sp.commit;
         t.value_crc = sp.value_crc.clone();
         t.ops.truncate(sp.ops);
+        if let (Some((chunks, size)), Some(Op::Put { entry, .. })) = (sp.put, t.ops.last_mut()) {
+            entry.chunks.truncate(chunks);
+            entry.size = size;
+        }
         Ok(())
     }
 
