@@ -13,11 +13,12 @@ use crc32fast::Hasher;
 
 use crate::error::{Error, Result};
 use crate::format::{
-    record_key, CommitPayload, FileHeader, Kind, RecordHeader, TableRecord, FILE_HEADER_LEN, RECORD_HEADER_LEN,
-    TABLE_OP_DROP,
+    record_key, CommitPayload, FileHeader, Kind, RecordHeader, TableRecord, FILE_HEADER_LEN, MAX_SEGMENT_LEN,
+    RECORD_HEADER_LEN, TABLE_OP_DROP,
 };
 use crate::index::Entry;
-use crate::storage::Volume;
+use crate::storage::overlay::Overlay;
+use crate::storage::{FileId, Storage, Volume};
 use crate::store::Store;
 use crate::wal::log::key_flags;
 
@@ -243,6 +244,132 @@ impl Export {
         self.lsn += 1;
         self.offset += (RECORD_HEADER_LEN + payload.iter().map(|p| p.len()).sum::<usize>()) as u64;
         at
+    }
+}
+
+/// An import into an open, empty store, in steps (`db.import()` on every runtime): the file
+/// is written into a new file of the store's volume as it arrives, its 32-byte header held
+/// back in memory, so the staged file reads as a creation cut short until it is installed (a
+/// power cut or a closed tab leaves the store as it was; recovery releases the staged file).
+/// [`Import::finish`] checks the whole file ([`verify_export`], on a copy-on-write view with
+/// the header) and only then installs it as the store's log ([`Store`]'s `install_import`:
+/// each step of the switch recovers to the empty store or to the import, never a mix).
+/// Memory: the header and what one `write` is given.
+#[derive(Debug)]
+pub struct Import {
+    file: FileId,
+    header: Vec<u8>,
+    written: u64,
+}
+
+/// What an import installed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Imported {
+    /// Live entries (keys, queue and change-feed entries) the store now holds.
+    pub values: u64,
+    /// Bytes of the file imported.
+    pub bytes: u64,
+}
+
+impl Import {
+    /// Starts an import into `store`, which must be empty (no entry and no named table; commit
+    /// ids it remembers are replaced by the export's) with nothing under way.
+    ///
+    /// Errors: [`Error::InvalidArgument`] (parameter `store`) if it is not empty;
+    /// [`Error::Unsupported`] on a single-file store (import into a store directory);
+    /// [`Error::Io`] (op `"import"`) if the volume has no free file at once (an OPFS pool
+    /// refilling: try again); [`Error::Closed`].
+    pub fn begin<V: Volume>(store: &mut Store<V>) -> Result<Import> {
+        store.live()?;
+        if let Some(why) = store.import_refusal() {
+            return Err(Error::invalid("store", why));
+        }
+        let volume = store.log.writer_mut().volume_mut();
+        if !volume.can_grow() {
+            return Err(Error::Unsupported { detail: "a single-file store cannot take an import".into() });
+        }
+        if !volume.has_free() {
+            return Err(Error::io("import", "no file is free for the import yet (the OPFS pool refills); try again"));
+        }
+        let file = volume.create()?;
+        Ok(Import { file, header: Vec::with_capacity(FILE_HEADER_LEN), written: 0 })
+    }
+
+    /// Bytes received so far.
+    pub fn written(&self) -> u64 {
+        self.written
+    }
+
+    /// Writes the file's next `bytes` (any length) into the staged file.
+    ///
+    /// Errors: [`Error::InvalidArgument`] (parameter `source`) past [`MAX_SEGMENT_LEN`] bytes;
+    /// storage errors ([`Error::QuotaExceeded`] at quota). After an error, [`Import::cancel`].
+    pub fn write<V: Volume>(&mut self, store: &mut Store<V>, bytes: &[u8]) -> Result<()> {
+        store.live()?;
+        let end = self.written.saturating_add(bytes.len() as u64);
+        if end > MAX_SEGMENT_LEN {
+            return Err(Error::invalid("source", format!("an export is at most {MAX_SEGMENT_LEN} bytes")));
+        }
+        let held = FILE_HEADER_LEN.saturating_sub(self.header.len()).min(bytes.len());
+        let (head, rest) = bytes.split_at(held);
+        self.header.extend_from_slice(head);
+        if !rest.is_empty() {
+            let at = self.written + held as u64;
+            let f = store.log.writer_mut().volume_mut().file_mut(self.file)?;
+            crate::storage::write_all_at(f, rest, at)?;
+        }
+        self.written = end;
+        Ok(())
+    }
+
+    /// Checks the whole file and installs it (see the type's documentation). The store then
+    /// holds the export's tables, values, sequence numbers and commit ids.
+    ///
+    /// Errors: [`Error::Corruption`] naming the byte offset where the file is cut or damaged
+    /// (or what is missing), [`Error::InvalidArgument`] (parameter `store`) if the store was
+    /// written meanwhile, storage errors; the store is then as it was (closed only if it could
+    /// not even be reloaded after a failure halfway through the switch).
+    pub fn finish<V: Volume>(self, store: &mut Store<V>) -> Result<Imported> {
+        let checked = (|| {
+            store.live()?;
+            let f = store.log.writer_mut().volume_mut().file_mut(self.file)?;
+            f.flush()?;
+            let mut view = Overlay::new(&*f, self.written);
+            view.write_at(&self.header, 0)?;
+            let verified = verify_export(view)?;
+            Ok(verified.stats().keys)
+        })();
+        let values = match checked {
+            Ok(v) => v,
+            Err(e) => {
+                self.cancel(store);
+                return Err(e);
+            }
+        };
+        let staged_header = self.header.len() == FILE_HEADER_LEN && self.written > FILE_HEADER_LEN as u64;
+        if !staged_header {
+            self.cancel(store);
+            return Err(Error::Corruption { at: 0, detail: "the export is shorter than its header".into() });
+        }
+        match store.install_import(self.file, &self.header) {
+            Ok(()) => Ok(Imported { values, bytes: self.written }),
+            Err(e) => {
+                // Still staged (the switch never began, or recovery did not take it): give
+                // the file back, unless it is the log now or the store could not reload.
+                let staged = store.volume().file(self.file).is_ok()
+                    && !store.log.writer().segments().values().any(|&id| id == self.file);
+                if staged && store.live().is_ok() {
+                    self.cancel(store);
+                }
+                Err(e)
+            }
+        }
+    }
+
+    /// Gives the import up: the staged file goes back to the volume, emptied. Best effort (a
+    /// failure leaves it to the next recovery, which releases it).
+    pub fn cancel<V: Volume>(self, store: &mut Store<V>) {
+        let _ = store.log.writer_mut().volume_mut().release(self.file);
     }
 }
 

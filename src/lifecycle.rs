@@ -26,7 +26,7 @@ use crate::format::{
     RECORD_HEADER_LEN, TABLE_OP_DROP,
 };
 use crate::index::{ChunkLoc, Index};
-use crate::storage::{read_exact_at, Storage, Volume};
+use crate::storage::{read_exact_at, FileId, Storage, Volume};
 use crate::wal::checkpoint;
 use crate::wal::log::{Durability, Log, TxnId};
 use crate::wal::recovery::SlotNeeds;
@@ -139,6 +139,17 @@ impl Lifecycle {
                 }
             }
         }
+    }
+
+    /// Whether anything (an export, a reader) pins a segment.
+    pub fn pinned(&self) -> bool {
+        !self.pins.is_empty()
+    }
+
+    /// Forgets the checkpoint slots and hands back their files (an import removes them; the
+    /// next checkpoint starts a new slot).
+    pub fn take_slot_files(&mut self) -> Vec<FileId> {
+        std::mem::take(&mut self.slots).into_iter().map(|s| s.file).collect()
     }
 
     /// Whether the log grew since the last checkpoint.

@@ -8,18 +8,18 @@
 //! kept under its [`Ticket`] whoever asked for the flush that settled it.
 
 use crate::error::{Error, Result};
-use crate::format::MAX_COMMIT_ID_LEN;
 use crate::format::{
     feed_key, ikey, loc_offset, loc_segment, queue_key, split_feed, table_prefix, TableRecord, FEED_DELETE,
     MAX_CHUNK_LEN, MAX_ESCAPED_KEY_LEN, MAX_KEY_LEN, MAX_SEGMENT_LEN, MAX_TABLE_KEY_LEN, MAX_TABLE_NAME_LEN, NS_FEED,
     NS_KEYS, NS_QUEUE, TABLE_OP_DROP, TABLE_PREFIX_LEN, TABLE_TAG,
 };
+use crate::format::{FILE_HEADER_LEN, MAX_COMMIT_ID_LEN};
 use crate::index::{ChunkLoc, Entry, Index, KeyInfo, KeyRange, TableMeta, DEFAULT_ID_RETENTION};
 use crate::lifecycle::{dead_ratio, CompactStep, Lifecycle, Settings};
-use crate::storage::Volume;
+use crate::storage::{FileId, Storage, Volume};
 use crate::wal::log::Log;
 pub use crate::wal::log::{Durability, Outcome, Ticket, TxnId};
-use crate::wal::recovery::{recover, RecoveryMode, RecoveryReport};
+use crate::wal::recovery::{recover, Recovered, RecoveryMode, RecoveryReport};
 use crate::wal::writer::{Writer, WriterInit};
 
 /// Store configuration.
@@ -174,39 +174,144 @@ impl<V: Volume> Store<V> {
     pub fn open(mut volume: V, options: Options) -> Result<Self> {
         options.validate()?;
         let r = recover(&mut volume, options.recovery_mode)?;
-        let segment_size = if volume.can_grow() { options.segment_size } else { u64::MAX };
-        let last_checkpoint_lsn = r.report.checkpoint.map_or(0, |c| c.1);
-        let writer = Writer::new(
-            volume,
-            WriterInit {
-                segments: r.segments,
-                tail_seg: loc_segment(r.tail),
-                tail: loc_offset(r.tail),
-                next_lsn: r.next_lsn,
-                segment_size,
-                batch_bytes: options.batch_bytes,
-                direct_threshold: options.direct_write_threshold,
-            },
-        );
-        let mut writer = writer;
+        let (init, next_txn) = Self::writer_init(&volume, &options, &r);
+        let mut writer = Writer::new(volume, init);
         // What recovery exposes is durable from here on: a previous holder (a closed tab, a
         // killed process) may have written records it never flushed, and whoever answers for
         // them now (a new leader: "already committed") must not lose them to a power cut.
         writer.flush_tail()?;
-        let mut index = r.index;
-        index.ids_mut().set_retention(options.id_retention);
-        Ok(Store {
-            log: Log::new(writer, r.next_txn),
-            index,
-            life: Lifecycle::new(r.checkpoint_slots, r.checkpoint_seq, last_checkpoint_lsn),
+        let mut store = Store {
+            log: Log::new(writer, next_txn),
+            index: Index::default(),
+            life: Lifecycle::new(Vec::new(), 0, 0),
             options,
-            report: r.report,
+            report: RecoveryReport::default(),
             closed: false,
             close_checkpoint: None,
             last_ticket: Ticket(0),
             last_lsn: 0,
             txs: std::collections::HashMap::new(),
-        })
+        };
+        store.take_recovered(r);
+        Ok(store)
+    }
+
+    /// Where the writer starts after recovery `r` on `volume`, and the next transaction id.
+    fn writer_init(volume: &V, options: &Options, r: &Recovered) -> (WriterInit, TxnId) {
+        let segment_size = if volume.can_grow() { options.segment_size } else { u64::MAX };
+        let init = WriterInit {
+            segments: r.segments.clone(),
+            tail_seg: loc_segment(r.tail),
+            tail: loc_offset(r.tail),
+            next_lsn: r.next_lsn,
+            segment_size,
+            batch_bytes: options.batch_bytes,
+            direct_threshold: options.direct_write_threshold,
+        };
+        (init, r.next_txn)
+    }
+
+    /// Takes what recovery found as this store's state (the writer already placed).
+    fn take_recovered(&mut self, r: Recovered) {
+        let last_checkpoint_lsn = r.report.checkpoint.map_or(0, |c| c.1);
+        self.index = r.index;
+        self.index.ids_mut().set_retention(self.options.id_retention);
+        self.life = Lifecycle::new(r.checkpoint_slots, r.checkpoint_seq, last_checkpoint_lsn);
+        self.report = r.report;
+        self.last_lsn = 0;
+        self.txs.clear();
+    }
+
+    /// Runs recovery again on this store's volume, as a new open would, and carries on from what
+    /// it finds (an import has just installed its file: [`crate::export::Import`]). Only for a
+    /// store with nothing queued and no transaction open. On failure the store is closed.
+    ///
+    /// Errors: as [`Store::open`].
+    pub(crate) fn reload(&mut self) -> Result<()> {
+        let r = match recover(self.log.writer_mut().volume_mut(), self.options.recovery_mode) {
+            Ok(r) => r,
+            Err(e) => {
+                self.closed = true;
+                return Err(e);
+            }
+        };
+        let (init, next_txn) = Self::writer_init(self.log.writer().volume(), &self.options, &r);
+        self.log.reset(init, next_txn);
+        if let Err(e) = self.log.writer_mut().flush_tail() {
+            self.closed = true;
+            return Err(e);
+        }
+        self.take_recovered(r);
+        Ok(())
+    }
+
+    /// Why this store cannot take an import, if it cannot: it must hold no entry (key, queue
+    /// or change-feed entry) and no named table, and have no transaction open, no commit
+    /// queued and nothing pinned (an export, a reader).
+    pub(crate) fn import_refusal(&self) -> Option<String> {
+        if self.index.iter().next().is_some() {
+            return Some("the store holds values: import into an empty store".into());
+        }
+        if self.index.tables().iter().any(|m| m.id != 0) {
+            return Some("the store has tables: import into an empty store".into());
+        }
+        if !self.txs.is_empty() || self.log.oldest_open().is_some() {
+            return Some("a transaction or a write is under way in the store".into());
+        }
+        if self.life.pinned() {
+            return Some("an export or a read is under way in the store".into());
+        }
+        None
+    }
+
+    /// Replaces the files of this empty store by an import staged in volume file `file`, whose
+    /// first [`FILE_HEADER_LEN`] bytes, `header`, were held back (so a staged file reads as a
+    /// creation cut short, and recovery releases it), then reloads (see [`Store::reload`]).
+    ///
+    /// Every state a power cut can leave recovers to this empty store or to the import, never
+    /// to a mix and never to an older state (each step below keeps that true):
+    /// 1. If the log holds records (an emptied store): seal the tail segment, then checkpoint
+    ///    twice, so both checkpoint slots need only the new, header-only tail segment and every
+    ///    other segment is released (recovery: the empty index, then nothing to replay).
+    /// 2. Release the checkpoint files (recovery: a full scan of a header-only segment), then
+    ///    the last segment (recovery: no file at all, a new store).
+    /// 3. Write the held-back header and flush: the staged file is now segment 0.
+    ///
+    /// Errors: [`Error::InvalidArgument`] (parameter `store`) if the store is not empty
+    /// ([`Store::import_refusal`]); storage errors. A failure after step 1 reloads from what
+    /// the files hold then (the empty store or the import; the store is closed if even that
+    /// fails); before it the staged file is the caller's to release.
+    pub(crate) fn install_import(&mut self, file: FileId, header: &[u8]) -> Result<()> {
+        self.live()?;
+        self.settle()?;
+        if let Some(why) = self.import_refusal() {
+            return Err(Error::invalid("store", why));
+        }
+        let w = self.log.writer();
+        if w.segments().len() > 1 || w.segment_len(w.tail_segment()) > FILE_HEADER_LEN as u64 {
+            self.log.writer_mut().rotate_if_used()?;
+            self.life.checkpoint(&mut self.log, &mut self.index)?;
+            self.life.checkpoint(&mut self.log, &mut self.index)?;
+        }
+        let w = self.log.writer();
+        if w.segments().len() != 1 || w.segment_len(w.tail_segment()) > FILE_HEADER_LEN as u64 {
+            return Err(Error::io("import", "the store's log could not be emptied (a segment is still needed)"));
+        }
+        let steps = |s: &mut Self| -> Result<()> {
+            for id in s.life.take_slot_files() {
+                s.log.writer_mut().volume_mut().release(id)?;
+            }
+            let tail: Vec<FileId> = s.log.writer().segments().values().copied().collect();
+            for id in tail {
+                s.log.writer_mut().volume_mut().release(id)?;
+            }
+            let f = s.log.writer_mut().volume_mut().file_mut(file)?;
+            crate::storage::write_all_at(f, header, 0)?;
+            f.flush()
+        };
+        let r = steps(self);
+        let reloaded = self.reload();
+        r.and(reloaded)
     }
 
     /// What recovery found when this store was opened.

@@ -5,8 +5,10 @@
 
 mod common;
 
-use common::pattern;
-use walnut::export::{verify_export, Export};
+use std::collections::BTreeMap;
+
+use common::{crash_seeds, pattern, CrashVolume};
+use walnut::export::{verify_export, Export, Import};
 use walnut::storage::{MemoryVolume, Volume};
 use walnut::{BatchOp, Durability, KeyRange, MemoryStorage, Options, Store};
 
@@ -213,4 +215,206 @@ fn commit_ids_may_not_take_the_export_end_marks_prefix() {
     let e = s.batch_with_id(&[BatchOp::Put { key: b"k", value: b"v" }], b"walnut-export/order-17", S).unwrap_err();
     assert!(matches!(e, walnut::Error::InvalidArgument { param: "id", .. }), "{e}");
     assert_eq!(s.get(b"k").unwrap(), None);
+}
+
+// ----- import into an open, empty store (`Import`: `db.import()` on every runtime) -----
+
+/// Streams `bytes` into `s` in pieces of varied sizes (a header split across pieces too).
+fn import_into<V: Volume>(s: &mut Store<V>, bytes: &[u8]) -> walnut::Result<walnut::export::Imported> {
+    let mut i = Import::begin(s)?;
+    let sizes = [1usize, 5, 31, 2, 700, 4096, 13];
+    let (mut at, mut k) = (0, 0);
+    while at < bytes.len() {
+        let n = sizes[k % sizes.len()].min(bytes.len() - at);
+        if let Err(e) = i.write(s, &bytes[at..at + n]) {
+            i.cancel(s);
+            return Err(e);
+        }
+        at += n;
+        k += 1;
+    }
+    i.finish(s)
+}
+
+/// A source store with every kind of content, and its export.
+fn source() -> (State, Vec<u8>) {
+    let mut src = Store::open(MemoryVolume::default(), small()).unwrap();
+    fill(&mut src);
+    (state(&src), export_bytes(&mut src))
+}
+
+#[test]
+fn an_import_into_an_empty_store_holds_the_exported_store() {
+    on_every_backend!(import_body);
+}
+
+fn import_body<V: Volume>(mut s: Store<V>) {
+    let (want, bytes) = source();
+    let files_before = s.volume().ids().len();
+    let done = import_into(&mut s, &bytes).unwrap();
+    assert_eq!(done.bytes, bytes.len() as u64);
+    assert_eq!(done.values, s.stats().keys);
+    assert_eq!(state(&s), want);
+    assert!(s.id_status(b"payment-1").is_some() && s.id_status(b"tx-1").is_some(), "commit ids travel");
+    // The store goes on from the import's numbers: a queue's next entry, a new table's id.
+    let q = s.table("outbox").unwrap().id;
+    assert_eq!(s.append(q, b"next", S).unwrap(), 15);
+    assert_eq!(s.create_table("again").unwrap(), 3);
+    s.put(b"after", &pattern(3000, 3), S).unwrap();
+    s.checkpoint().unwrap();
+    assert!(s.volume().ids().len() >= files_before, "{files_before} files before");
+    // And reopens to the same.
+    let want_after = state(&s);
+    let v = s.into_volume();
+    let back = Store::open(v, small()).unwrap();
+    assert_eq!(state(&back), want_after);
+}
+
+#[test]
+fn an_import_is_refused_by_a_store_that_is_not_empty_and_changes_nothing() {
+    let (_, bytes) = source();
+    let mut s = Store::open(MemoryVolume::default(), small()).unwrap();
+    s.put(b"mine", b"kept", S).unwrap();
+    let e = Import::begin(&mut s).unwrap_err();
+    assert!(matches!(e, walnut::Error::InvalidArgument { param: "store", .. }), "{e}");
+    let mut t = Store::open(MemoryVolume::default(), small()).unwrap();
+    t.create_table("empty but named").unwrap();
+    assert!(matches!(Import::begin(&mut t), Err(walnut::Error::InvalidArgument { param: "store", .. })));
+    // Written to while the import streamed: refused at the end, the write kept, nothing staged left.
+    let mut u = Store::open(MemoryVolume::default(), small()).unwrap();
+    let files = u.volume().ids();
+    let mut i = Import::begin(&mut u).unwrap();
+    i.write(&mut u, &bytes).unwrap();
+    u.put(b"meanwhile", b"kept", S).unwrap();
+    let e = i.finish(&mut u).unwrap_err();
+    assert!(matches!(e, walnut::Error::InvalidArgument { param: "store", .. }), "{e}");
+    assert_eq!(u.get(b"meanwhile").unwrap(), Some(b"kept".to_vec()));
+    assert_eq!(u.get(b"greeting").unwrap(), None);
+    assert_eq!(u.volume().ids(), files, "the staged file was given back");
+    let v = u.into_volume();
+    assert_eq!(Store::open(v, small()).unwrap().get(b"meanwhile").unwrap(), Some(b"kept".to_vec()));
+}
+
+#[test]
+fn a_cut_or_damaged_import_is_refused_naming_where_and_the_store_stays_empty() {
+    let (want, bytes) = source();
+    let mut s = Store::open(MemoryVolume::default(), small()).unwrap();
+    let files = s.volume().ids();
+    let mut tried = 0;
+    let cuts = (0..bytes.len()).step_by(53).chain(common::record_spans(&bytes).into_iter().map(|(a, _)| a as usize));
+    for cut in cuts {
+        let e = import_into(&mut s, &bytes[..cut]).unwrap_err();
+        assert!(matches!(e, walnut::Error::Corruption { .. }), "cut at {cut}: {e}");
+        assert_eq!(s.stats().keys, 0, "cut at {cut}");
+        assert_eq!(s.volume().ids(), files, "cut at {cut}: the staged file was given back");
+        tried += 1;
+    }
+    for at in (0..bytes.len()).step_by(11) {
+        let mut bad = bytes.clone();
+        bad[at] ^= 0x04;
+        assert!(import_into(&mut s, &bad).is_err(), "a flip at byte {at} was accepted");
+        assert_eq!((s.stats().keys, s.tables().len()), (0, 1), "flip at {at}");
+        tried += 1;
+    }
+    let e = import_into(&mut s, &bytes[..bytes.len() / 2]).unwrap_err();
+    assert!(e.to_string().contains("offset"), "the error names the byte offset: {e}");
+    println!("refused imports: {tried}");
+    // The store was left as it was, and still takes the whole file.
+    import_into(&mut s, &bytes).unwrap();
+    assert_eq!(state(&s), want);
+}
+
+/// A store emptied of what it held (its log full of records, checkpoints written) takes an
+/// import, and nothing it held before comes back, even after reopening or a full scan.
+#[test]
+fn an_emptied_store_takes_an_import_and_its_old_values_never_return() {
+    let (want, bytes) = source();
+    let tmp = tempfile::tempdir().unwrap();
+    let mut s = Store::open(walnut::DirVolume::open(tmp.path().join("store")).unwrap(), small()).unwrap();
+    emptied(&mut s);
+    import_into(&mut s, &bytes).unwrap();
+    assert_eq!(state(&s), want);
+    drop(s);
+    let s = Store::open(walnut::DirVolume::open(tmp.path().join("store")).unwrap(), small()).unwrap();
+    assert_eq!(state(&s), want);
+    assert_eq!(s.get(b"old-3").unwrap(), None);
+}
+
+/// Fills `s` across segments and checkpoints, then deletes everything (a table too).
+fn emptied<V: Volume>(s: &mut Store<V>) {
+    for k in 0..30u64 {
+        s.put(format!("old-{k}").as_bytes(), &pattern(400, k), S).unwrap();
+    }
+    let t = s.create_table("old table").unwrap();
+    s.append(t, b"queued", S).unwrap();
+    s.checkpoint().unwrap();
+    for k in 0..30u64 {
+        s.delete(format!("old-{k}").as_bytes(), S).unwrap();
+    }
+    s.drop_table("old table").unwrap();
+    assert_eq!(s.stats().keys, 0);
+    assert!(s.stats().next_lsn > 100 && s.stats().checkpoints > 0, "the log holds records: {:?}", s.stats());
+}
+
+/// A power cut at every operation of an import (the staged file written piece by piece, the
+/// check, the switch: seal, checkpoints, releases, the header) recovers to the emptied store
+/// or to the whole import: never part of it, never a value the store held before.
+#[test]
+fn a_power_cut_at_every_operation_of_an_import_leaves_the_empty_store_or_the_import() {
+    let (want, bytes) = source();
+    let opts = small();
+    let run = |cut: Option<u64>| -> (Store<CrashVolume>, u64) {
+        let mut s = Store::open(CrashVolume::default(), opts.clone()).unwrap();
+        emptied(&mut s);
+        let before = s.volume().cut.used();
+        if let Some(n) = cut {
+            s.volume().cut.after(n);
+        }
+        let r = import_into(&mut s, &bytes);
+        if cut.is_none() {
+            r.unwrap();
+        }
+        let used = s.volume().cut.used() - before;
+        (s, used)
+    };
+    let (_, total) = run(None);
+    // The emptied store, or (cut after its last segment went, before the import's header) a new
+    // one: empty either way, nothing it held before.
+    let mut emptied_store = Store::open(MemoryVolume::default(), small()).unwrap();
+    emptied(&mut emptied_store);
+    let empty_states = [state(&emptied_store), state(&Store::open(MemoryVolume::default(), small()).unwrap())];
+    let seeds = crash_seeds(&[1, 2]);
+    let (mut tried, mut imported) = (0, 0);
+    for cut in 0..=total {
+        let (s, _) = run(Some(cut));
+        for &seed in &seeds {
+            let image = s.volume().crash_image(seed);
+            let r = Store::open(CrashVolume::from_image(image.clone()), opts.clone())
+                .unwrap_or_else(|e| panic!("cut at op {cut}, seed {seed}: {e}"));
+            let got = state(&r);
+            if r.id_status(b"payment-1").is_some() {
+                assert_eq!(got, want, "cut {cut} seed {seed}: the whole import");
+                imported += 1;
+            } else {
+                assert!(empty_states.contains(&got), "cut {cut} seed {seed}: the empty store, got {got:?}");
+                assert!(cut < total, "the import finished: it must survive");
+            }
+            // A full scan (no checkpoints) agrees.
+            let scanned: BTreeMap<u32, Vec<u8>> =
+                image.into_iter().filter(|(_, f)| !f.starts_with(&walnut::format::CHECKPOINT_MAGIC)).collect();
+            let full = Store::open(CrashVolume::from_image(scanned), opts.clone()).unwrap();
+            if got == want {
+                assert_eq!(state(&full), got, "cut {cut} seed {seed}: full scan");
+            } else {
+                assert!(empty_states.contains(&state(&full)), "cut {cut} seed {seed}: full scan");
+            }
+            tried += 1;
+        }
+    }
+    assert!(imported > 0 && imported < tried);
+    println!(
+        "crash points: import: {tried} ({} ops x {} seeds), {imported} recovered the import",
+        total + 1,
+        seeds.len()
+    );
 }

@@ -15,7 +15,6 @@ pub use volume::{FileId, MapVolume, MemoryVolume, Volume};
 
 #[cfg(not(target_arch = "wasm32"))]
 mod file;
-#[cfg(not(target_arch = "wasm32"))]
 pub mod overlay;
 #[cfg(not(target_arch = "wasm32"))]
 pub use file::FileStorage;

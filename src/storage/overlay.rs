@@ -1,40 +1,87 @@
-//! Read-only views of native stores (native only): every write lands in memory over the
-//! files, which are opened for reading and never changed. Recovery can so run on a store, a
-//! damaged one included, to see what it would keep and discard, without touching a byte of it
-//! (the `walnut` CLI's `inspect`, `verify`, `ls`, `get` and `cat-log`).
+//! Copy-on-write views of files: every write lands in memory over a base that is only read.
+//! Recovery can so run on a store, a damaged one included, to see what it would keep and
+//! discard, without touching a byte of it (the `walnut` CLI's `inspect`, `verify`, `ls`, `get`
+//! and `cat-log`, on native files), and an import checks the file it staged before installing
+//! it ([`crate::export::Import`], on any storage).
 
+#[cfg(not(target_arch = "wasm32"))]
 use std::collections::BTreeMap;
-use std::fs::File;
-use std::os::unix::fs::FileExt;
+#[cfg(not(target_arch = "wasm32"))]
 use std::path::Path;
 
+#[cfg(not(target_arch = "wasm32"))]
 use super::volume::{file_id, FileId, MapVolume};
 use super::Storage;
-use crate::error::{Error, Result};
+#[cfg(not(target_arch = "wasm32"))]
+use crate::error::Error;
+use crate::error::Result;
 
-/// A file read from disk with writes kept in memory (copy-on-write); a new file is all memory.
-#[derive(Debug, Default)]
-pub struct OverlayFile {
-    base: Option<File>,
-    /// The base file's length (what lies past it, or past a truncation, is not read from it).
+/// What a view reads through to: positioned reads only.
+pub trait ReadAt {
+    /// Reads up to `buf.len()` bytes at byte `offset` (short only at the end; 0 past it).
+    fn read_at(&self, buf: &mut [u8], offset: u64) -> Result<usize>;
+}
+
+#[cfg(not(target_arch = "wasm32"))]
+impl ReadAt for std::fs::File {
+    fn read_at(&self, buf: &mut [u8], offset: u64) -> Result<usize> {
+        loop {
+            match std::os::unix::fs::FileExt::read_at(self, buf, offset) {
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                r => return Ok(r?),
+            }
+        }
+    }
+}
+
+/// Any storage, borrowed, read through.
+impl<S: Storage> ReadAt for &S {
+    fn read_at(&self, buf: &mut [u8], offset: u64) -> Result<usize> {
+        S::read_at(self, buf, offset)
+    }
+}
+
+/// A base read through, with writes kept in memory (copy-on-write); without a base, all memory.
+#[derive(Debug)]
+pub struct Overlay<B> {
+    base: Option<B>,
+    /// The base's length (what lies past it, or past a truncation, is not read from it).
     base_len: u64,
     size: u64,
     /// Written bytes, by offset, applied in order on reads (later writes win).
     writes: Vec<(u64, Vec<u8>)>,
 }
 
-impl OverlayFile {
+impl<B> Default for Overlay<B> {
+    fn default() -> Self {
+        Overlay { base: None, base_len: 0, size: 0, writes: Vec::new() }
+    }
+}
+
+impl<B: ReadAt> Overlay<B> {
+    /// A view of `base`, whose first `len` bytes are read from it.
+    pub fn new(base: B, len: u64) -> Self {
+        Overlay { base: Some(base), base_len: len, size: len, writes: Vec::new() }
+    }
+}
+
+/// A native file read from disk with writes kept in memory.
+#[cfg(not(target_arch = "wasm32"))]
+pub type OverlayFile = Overlay<std::fs::File>;
+
+#[cfg(not(target_arch = "wasm32"))]
+impl Overlay<std::fs::File> {
     /// A view of the file at `path`, opened for reading only.
     ///
     /// Errors: [`Error::Io`] if it cannot be opened or measured.
     pub fn open(path: impl AsRef<Path>) -> Result<Self> {
-        let file = File::open(path)?;
+        let file = std::fs::File::open(path)?;
         let len = file.metadata()?.len();
-        Ok(OverlayFile { base: Some(file), base_len: len, size: len, writes: Vec::new() })
+        Ok(Overlay::new(file, len))
     }
 }
 
-impl Storage for OverlayFile {
+impl<B: ReadAt> Storage for Overlay<B> {
     fn read_at(&self, buf: &mut [u8], offset: u64) -> Result<usize> {
         if offset >= self.size {
             return Ok(0);
@@ -47,11 +94,9 @@ impl Storage for OverlayFile {
             let mut done = 0;
             while done < from_base {
                 let Some(rest) = out.get_mut(done..from_base) else { break };
-                match base.read_at(rest, offset + done as u64) {
-                    Ok(0) => break,
-                    Ok(k) => done += k,
-                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-                    Err(e) => return Err(e.into()),
+                match base.read_at(rest, offset + done as u64)? {
+                    0 => break,
+                    k => done += k,
                 }
             }
         }
@@ -97,6 +142,7 @@ impl Storage for OverlayFile {
 /// is writing may look torn: inspect a store that is closed.
 ///
 /// Errors: [`Error::Io`] if `dir` cannot be read or a file opened; if two names stand for one file.
+#[cfg(not(target_arch = "wasm32"))]
 pub fn read_only_dir(dir: impl AsRef<Path>) -> Result<MapVolume<OverlayFile>> {
     let dir = dir.as_ref();
     let mut files: BTreeMap<FileId, OverlayFile> = BTreeMap::new();

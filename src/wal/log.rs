@@ -30,7 +30,7 @@ use crate::format::{
 };
 use crate::index::{ChunkLoc, Entry, Index, Op};
 use crate::storage::Volume;
-use crate::wal::writer::Writer;
+use crate::wal::writer::{Writer, WriterInit};
 
 /// Transaction id.
 pub type TxnId = u64;
@@ -349,6 +349,20 @@ impl<V: Volume> Log<V> {
             next_seq: HashMap::new(),
             last_seqs: Vec::new(),
         }
+    }
+
+    /// Starts over on the same volume after recovery ran on it again (an import installed):
+    /// the writer where `init` says, no transaction open. Tickets and the `applied` counter run
+    /// on (a ticket handed out before never names a later commit). Only for a log with no
+    /// commit queued.
+    pub fn reset(&mut self, init: WriterInit, next_txn: TxnId) {
+        self.writer.reset(init);
+        self.txns.clear();
+        self.dropped.clear();
+        self.next_txn = next_txn;
+        self.applied += 1;
+        self.next_seq.clear();
+        self.last_seqs.clear();
     }
 
     /// The sequence number table `table`'s next commit takes; `None` if the table does not exist.

@@ -124,27 +124,57 @@ pub(crate) struct WriterInit {
 
 impl<V: Volume> Writer<V> {
     pub fn new(volume: V, init: WriterInit) -> Self {
-        let WriterInit { segments, tail_seg, tail, next_lsn, segment_size, batch_bytes, direct_threshold } = init;
         let mut w = Writer {
             volume,
-            segments,
-            tail_seg,
-            tail,
-            segment_size: segment_size.min(MAX_SEGMENT_LEN),
-            buf: Vec::with_capacity(batch_bytes.min(1 << 20)),
-            buf_start: tail,
-            buf_lsn: next_lsn,
-            next_lsn,
-            batch_bytes,
-            direct_threshold,
+            segments: BTreeMap::new(),
+            tail_seg: 0,
+            tail: 0,
+            segment_size: 0,
+            buf: Vec::new(),
+            buf_start: 0,
+            buf_lsn: 0,
+            next_lsn: 0,
+            batch_bytes: 0,
+            direct_threshold: 0,
             dirty: false,
             appended: 0,
             sealed_bytes: 0,
             poisoned: None,
             cache: RefCell::new(ReadCache::default()),
         };
-        w.recompute_sealed();
+        w.reset(init);
         w
+    }
+
+    /// Starts over where `init` says, on the same volume (a store reloaded after recovery ran
+    /// again on it: an import installed): nothing buffered, not poisoned, the cache empty.
+    pub fn reset(&mut self, init: WriterInit) {
+        let WriterInit { segments, tail_seg, tail, next_lsn, segment_size, batch_bytes, direct_threshold } = init;
+        self.segments = segments;
+        self.tail_seg = tail_seg;
+        self.tail = tail;
+        self.segment_size = segment_size.min(MAX_SEGMENT_LEN);
+        self.buf = Vec::with_capacity(batch_bytes.min(1 << 20));
+        self.buf_start = tail;
+        self.buf_lsn = next_lsn;
+        self.next_lsn = next_lsn;
+        self.batch_bytes = batch_bytes;
+        self.direct_threshold = direct_threshold;
+        self.dirty = false;
+        self.appended = 0;
+        self.poisoned = None;
+        self.cache = RefCell::new(ReadCache::default());
+        self.recompute_sealed();
+    }
+
+    /// Seals the tail segment and starts the next one now, if the tail holds any record (an
+    /// import empties a store so: every earlier segment can then be released).
+    pub fn rotate_if_used(&mut self) -> Result<()> {
+        if self.tail > FILE_HEADER_LEN as u64 {
+            self.check()?;
+            self.rotate()?;
+        }
+        Ok(())
     }
 
     fn recompute_sealed(&mut self) {
