@@ -288,6 +288,13 @@ struct JsTxCommit {
     lsn: f64,
 }
 
+/// What an import installed, for JS.
+#[derive(Serialize)]
+struct JsImported {
+    values: f64,
+    bytes: f64,
+}
+
 /// A store, for the dedicated worker (on OPFS) or a host's volume. See `docs/WORKER_API.md`.
 #[wasm_bindgen]
 pub struct WalnutStore {
@@ -297,11 +304,20 @@ pub struct WalnutStore {
     buf: Vec<u8>,
     /// Exports under way, by id (see `exportBegin`).
     exports: HashMap<u32, crate::export::Export>,
+    /// The import under way (see `importBegin`).
+    import: Option<crate::export::Import>,
 }
 
 impl WalnutStore {
     fn new(store: Backend) -> WalnutStore {
-        WalnutStore { store, readers: HashMap::new(), next_reader: 1, buf: Vec::new(), exports: HashMap::new() }
+        WalnutStore {
+            store,
+            readers: HashMap::new(),
+            next_reader: 1,
+            buf: Vec::new(),
+            exports: HashMap::new(),
+            import: None,
+        }
     }
 }
 
@@ -878,6 +894,60 @@ impl WalnutStore {
     pub fn export_cancel(&mut self, id: u32) {
         if let Some(e) = self.exports.remove(&id) {
             store!(self, mut |s| e.finish(s));
+        }
+    }
+
+    /// Starts an import of an export file into this store, which must be empty (see
+    /// `walnut::export::Import`). One at a time. On OPFS, `await refillPool()` first if it
+    /// throws `WalnutIoError` for want of a free file.
+    ///
+    /// Errors: `WalnutInvalidArgumentError` naming `store` (not empty, or an import under way).
+    #[wasm_bindgen(js_name = importBegin)]
+    pub fn import_begin(&mut self) -> JsResult<()> {
+        if self.import.is_some() {
+            return Err(js_err(Error::invalid("store", "an import is under way in this store")));
+        }
+        self.import = Some(store!(self, mut |s| crate::export::Import::begin(s)).map_err(js_err)?);
+        Ok(())
+    }
+
+    /// The import's next bytes (any length). On an error the import is given up.
+    #[wasm_bindgen(js_name = importWrite)]
+    pub fn import_write(&mut self, bytes: &[u8]) -> JsResult<()> {
+        let Some(mut i) = self.import.take() else {
+            return Err(js_err(Error::invalid("import", "no import is under way")));
+        };
+        match store!(self, mut |s| i.write(s, bytes)) {
+            Ok(()) => {
+                self.import = Some(i);
+                Ok(())
+            }
+            Err(e) => {
+                store!(self, mut |s| i.cancel(s));
+                Err(js_err(e))
+            }
+        }
+    }
+
+    /// Checks the whole file and installs it: returns `{ values, bytes }` (entries now held,
+    /// bytes imported). Errors: `WalnutCorruptionError` naming the offset where the file is cut
+    /// or damaged, `WalnutInvalidArgumentError` naming `store` if it was written meanwhile; the
+    /// store is then as it was. Open value readers end (their values are gone).
+    #[wasm_bindgen(js_name = importFinish)]
+    pub fn import_finish(&mut self) -> JsResult<JsValue> {
+        let Some(i) = self.import.take() else {
+            return Err(js_err(Error::invalid("import", "no import is under way")));
+        };
+        let done = store!(self, mut |s| i.finish(s)).map_err(js_err)?;
+        self.readers.clear();
+        to_js(&JsImported { values: done.values as f64, bytes: done.bytes as f64 })
+    }
+
+    /// Gives the import under way up (nothing if none).
+    #[wasm_bindgen(js_name = importCancel)]
+    pub fn import_cancel(&mut self) {
+        if let Some(i) = self.import.take() {
+            store!(self, mut |s| i.cancel(s));
         }
     }
 

@@ -348,3 +348,47 @@ async fn nested_transactions_and_ids_survive_a_reopen_on_opfs() {
     assert_eq!(s.get(b"streamed").unwrap(), None, "the rolled-back layer never appears");
     assert!(s.id_status(b"opfs-1").is_some());
 }
+
+#[wasm_bindgen_test]
+async fn an_import_into_an_emptied_opfs_store_replaces_its_log_and_reopens() {
+    use walnut::export::{Export, Import};
+    use walnut::storage::opfs::OpfsVolume;
+    // The export: made on a memory volume.
+    let mut src = Store::open(walnut::MemoryVolume::default(), lifecycle_options()).unwrap();
+    let big: Vec<u8> = (0..40_000u32).map(|i| (i * 11) as u8).collect();
+    src.put(b"big", &big, Durability::Strict).unwrap();
+    let q = src.create_table("q").unwrap();
+    src.append(q, b"entry", Durability::Strict).unwrap();
+    let mut e = Export::begin(&mut src).unwrap();
+    let mut file = Vec::new();
+    while let Some(piece) = e.next(&src).unwrap() {
+        file.extend_from_slice(&piece);
+    }
+    e.finish(&mut src);
+
+    let name = format!("import-{}", js_sys::Date::now() as u64);
+    let mut s = Store::open(OpfsVolume::open(&name, 2000).await.unwrap(), lifecycle_options()).unwrap();
+    for k in 0..20u8 {
+        s.put(&[b'o', k], &[k; 3000], Durability::Strict).unwrap();
+    }
+    for k in 0..20u8 {
+        s.delete(&[b'o', k], Durability::Strict).unwrap();
+    }
+    s.volume().refill().await.unwrap();
+    let mut i = Import::begin(&mut s).unwrap();
+    for piece in file.chunks(5000) {
+        i.write(&mut s, piece).unwrap();
+    }
+    s.volume().refill().await.unwrap();
+    let done = i.finish(&mut s).unwrap();
+    assert_eq!(done.bytes, file.len() as u64);
+    assert_eq!(s.get(b"big").unwrap(), Some(big.clone()));
+    assert_eq!(s.get(b"o\x03").unwrap(), None);
+    s.put(b"after", b"import", Durability::Strict).unwrap();
+    s.volume().close();
+    drop(s);
+    let s = Store::open(OpfsVolume::open(&name, 2000).await.unwrap(), lifecycle_options()).unwrap();
+    assert_eq!(s.get(b"big").unwrap(), Some(big));
+    assert_eq!(s.get(b"after").unwrap().as_deref(), Some(&b"import"[..]));
+    assert_eq!(s.read(s.table("q").unwrap().id, 0, None).unwrap().len(), 1);
+}

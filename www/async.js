@@ -323,6 +323,15 @@ export class AsyncStore {
     return this.#engine.exportStream(checkExportOptions(options));
   }
 
+  /**
+   * Imports a `.walnut` file into this store, which must be empty (see SyncStore.import).
+   * @returns {Promise<{ values: number, bytes: number }>}
+   */
+  async import(source, options) {
+    this.#live();
+    return this.#engine.importSource(source, checkExportOptions(options));
+  }
+
   /** The version of `key`: the LSN of its value's commit, or null if absent. */
   async versionOf(key) {
     this.#live();

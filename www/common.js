@@ -1097,3 +1097,40 @@ export function checkExportOptions(options) {
   }
   return { signal, onProgress };
 }
+
+/**
+ * The pieces of an import's `source` (a `.walnut` file): a ReadableStream or async iterable of
+ * Uint8Array, one Uint8Array or ArrayBuffer, or a Blob (read a slice at a time, so a 2 GiB
+ * file never sits in memory whole). Throws WalnutInvalidArgumentError naming `source` for
+ * anything else, or for a piece that is not bytes.
+ * @param {ReadableStream<Uint8Array> | AsyncIterable<Uint8Array> | Uint8Array | ArrayBuffer | Blob} source
+ * @returns {AsyncGenerator<Uint8Array>}
+ */
+export async function* importChunks(source) {
+  if (source instanceof ArrayBuffer) source = new Uint8Array(source);
+  if (source instanceof Uint8Array) {
+    yield* pieces(source);
+    return;
+  }
+  if (typeof Blob !== 'undefined' && source instanceof Blob) {
+    for (let at = 0; at < source.size; at += IMPORT_SLICE) {
+      yield new Uint8Array(await source.slice(at, Math.min(at + IMPORT_SLICE, source.size)).arrayBuffer());
+    }
+    return;
+  }
+  if (!source || typeof source[Symbol.asyncIterator] !== 'function') {
+    throw invalid(`source must be a ReadableStream, an async iterable, bytes or a Blob, got ${describe(source)}`);
+  }
+  for await (const chunk of source) {
+    if (!(chunk instanceof Uint8Array)) throw invalid(`source chunks must be Uint8Array, got ${describe(chunk)}`);
+    yield* pieces(chunk);
+  }
+}
+
+/** `bytes` as views of at most IMPORT_SLICE bytes (no copy). */
+function* pieces(bytes) {
+  for (let at = 0; at < bytes.length; at += IMPORT_SLICE) yield bytes.subarray(at, at + IMPORT_SLICE);
+}
+
+/** Bytes of a Blob read per piece of an import. */
+const IMPORT_SLICE = 1 << 20;

@@ -45,6 +45,7 @@ import {
   runTransactionSync,
   writeConditions,
   checkExportOptions,
+  importChunks,
 } from './common.js';
 
 /** Guards the constructors: stores come from the open functions. */
@@ -601,6 +602,39 @@ export class Engine {
       },
       cancel,
     });
+  }
+
+  /**
+   * Imports a `.walnut` file (an export) into this store, which must be empty: the file goes to
+   * a new file of the store, is checked whole, and only then replaces the store's log, in steps
+   * that each recover to the empty store or to the import (docs/FORMAT.md section 12). Other
+   * calls go on meanwhile; a write meanwhile makes the import fail at its end (nothing lost).
+   * @param {Parameters<typeof importChunks>[0]} source
+   * @param {{ signal?: AbortSignal, onProgress?: (bytes: number) => void }} options
+   * @returns {Promise<{ values: number, bytes: number }>} entries now held, bytes imported
+   */
+  async importSource(source, { signal, onProgress } = {}) {
+    signal?.throwIfAborted();
+    const chunks = importChunks(source);
+    // On OPFS the staged file, and the switch's sealed segment and checkpoints, take files
+    // from the pool: topped up first (elsewhere this resolves at once).
+    await this.#live().refillPool();
+    call(() => this.#live().importBegin());
+    let bytes = 0;
+    try {
+      for await (const chunk of chunks) {
+        signal?.throwIfAborted();
+        call(() => this.#live().importWrite(chunk));
+        bytes += chunk.length;
+        onProgress?.(bytes);
+      }
+      signal?.throwIfAborted();
+      await this.#live().refillPool();
+      return call(() => this.#live().importFinish());
+    } catch (error) {
+      if (!this.#closed) this.#core.importCancel();
+      throw error;
+    }
   }
 
   /** Checks that this store, opened on an export file, holds the whole export (throws naming where it is cut). */
@@ -1178,6 +1212,21 @@ export class SyncStore {
    */
   export(options) {
     return this.#engine.exportStream(checkExportOptions(options));
+  }
+
+  /**
+   * Imports a `.walnut` file (from `export()` or `walnut export`) into this store, which must be
+   * empty (no value, no table): checked whole before it replaces the store, so a cut or damaged
+   * file rejects with WalnutCorruptionError naming the byte offset and changes nothing; a crash
+   * meanwhile leaves the store empty. Asynchronous, as its source is. The store then holds the
+   * export's tables, values, sequence numbers and commit ids. Rejects with
+   * WalnutInvalidArgumentError naming `store` if the store is not empty or was written meanwhile.
+   * @param {ReadableStream<Uint8Array> | AsyncIterable<Uint8Array> | Uint8Array | ArrayBuffer | Blob} source
+   * @param {{ signal?: AbortSignal, onProgress?: (bytes: number) => void }} [options]
+   * @returns {Promise<{ values: number, bytes: number }>}
+   */
+  import(source, options) {
+    return this.#engine.importSource(source, checkExportOptions(options));
   }
 
   /**

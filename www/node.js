@@ -19,7 +19,7 @@ import { closeSync, fsyncSync, mkdirSync, openSync as openFile, readdirSync, rea
 import { initSync } from './walnut_core.js';
 import { asyncStore } from './async.js';
 import { checkHostOptions, openEngine, syncStore } from './engine.js';
-import { checkExportOptions, describe, invalid } from './common.js';
+import { checkExportOptions, describe, importChunks, invalid } from './common.js';
 import { NodeVolume } from './volume-node.js';
 
 export {
@@ -125,18 +125,11 @@ export async function importInto(directory, source, options) {
         bytes += chunk.length;
         onProgress?.(bytes);
       };
-      if (source instanceof Uint8Array) write(source);
-      else {
-        const iterable = source instanceof Blob ? source.stream() : source;
-        if (!iterable || typeof iterable[Symbol.asyncIterator] !== 'function') {
-          throw invalid(`source must be a ReadableStream, an async iterable, bytes or a Blob, got ${describe(source)}`);
-        }
-        for await (const chunk of iterable) {
-          signal?.throwIfAborted();
-          if (!(chunk instanceof Uint8Array)) throw invalid(`source chunks must be Uint8Array, got ${describe(chunk)}`);
-          write(chunk);
-        }
+      for await (const chunk of importChunks(source)) {
+        signal?.throwIfAborted();
+        write(chunk);
       }
+      signal?.throwIfAborted();
       fsyncSync(fd);
     } finally {
       closeSync(fd);

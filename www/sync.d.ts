@@ -122,6 +122,14 @@ export class SyncStore {
   transaction<T>(fn: (tx: SyncTransaction) => T, options?: Omit<TransactionOptions, 'signal'>): TransactionResult<T>;
   /** A consistent snapshot of the whole store as one `.walnut` file, streamed (see WalnutStore.export). */
   export(options?: { signal?: AbortSignal; onProgress?: (bytes: number) => void }): ReadableStream<Uint8Array>;
+  /**
+   * Imports a `.walnut` file into this store, which must be empty (see WalnutStore.import).
+   * Asynchronous, as its source is; `{ values, bytes }`: entries now held, bytes imported.
+   */
+  import(
+    source: ReadableStream<Uint8Array> | AsyncIterable<Uint8Array> | Uint8Array | ArrayBuffer | Blob,
+    options?: { signal?: AbortSignal; onProgress?: (bytes: number) => void },
+  ): Promise<{ values: number; bytes: number }>;
   /** The version of `key`'s value (the LSN of its commit), or null if absent. */
   versionOf(key: Key): number | null;
   /** The value of `key` (in the form `as`) with its version, or undefined if absent. */

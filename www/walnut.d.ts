@@ -469,6 +469,21 @@ export interface StoreApi {
    */
   export(options?: { signal?: AbortSignal; onProgress?: (bytes: number) => void }): ReadableStream<Uint8Array>;
   /**
+   * Imports a `.walnut` file (from `export()` or `walnut export`) into this store, which must be
+   * empty (no value, no table). The file is written beside the store's log, checked whole, and
+   * only then replaces it, in steps that each recover to the empty store or to the import: a cut
+   * or damaged file rejects with WalnutCorruptionError naming the byte offset and changes
+   * nothing, and a closed tab or a crash meanwhile leaves the store empty. The store then holds
+   * the export's tables, values, sequence numbers and commit ids. Rejects with
+   * WalnutInvalidArgumentError naming `store` if the store is not empty or was written to
+   * meanwhile. Memory: about 1 MiB of the source at a time.
+   * @returns entries now held (keys, queue and change-feed entries) and bytes imported
+   */
+  import(
+    source: ReadableStream<Uint8Array> | AsyncIterable<Uint8Array> | Uint8Array | ArrayBuffer | Blob,
+    options?: { signal?: AbortSignal; onProgress?: (bytes: number) => void },
+  ): Promise<{ values: number; bytes: number }>;
+  /**
    * The version of `key`'s value: the LSN of the commit that wrote it, or null if absent. It
    * changes when the value does, and when compaction moves the value (a check against the old
    * version then fails: read again).
@@ -578,6 +593,16 @@ export class WalnutStore extends EventTarget {
  * WalnutLockedError.
  */
 export function open(name: string, options?: OpenOptions): Promise<WalnutStore>;
+
+/**
+ * Imports a `.walnut` file into the store `name` (created if absent; it must be empty): opens
+ * it, runs `db.import(source, { signal, onProgress })` (see WalnutStore.import), and closes it.
+ */
+export function importInto(
+  name: string,
+  source: ReadableStream<Uint8Array> | AsyncIterable<Uint8Array> | Uint8Array | ArrayBuffer | Blob,
+  options?: OpenOptions & { signal?: AbortSignal; onProgress?: (bytes: number) => void },
+): Promise<{ values: number; bytes: number }>;
 
 /**
  * Readies a worker for the next open(): starts it and loads walnut's WebAssembly module into

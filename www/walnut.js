@@ -49,6 +49,7 @@ import {
   toBlob,
   writeConditions,
   checkExportOptions,
+  importChunks,
 } from './common.js';
 export {
   Entry,
@@ -482,6 +483,42 @@ export class WalnutStore extends EventTarget {
         if (h) await root.#request({ op: 'export', action: 'cancel', handle: h }).catch(() => {});
       },
     });
+  }
+
+  /**
+   * Imports a `.walnut` file (from `export()` or `walnut export`) into this store, which must be
+   * empty (no value, no table). The file is written into a new file of the store as it is read,
+   * checked whole, and only then replaces the store's log, in steps that each recover to the
+   * empty store or to the import: a cut or damaged file rejects with WalnutCorruptionError
+   * naming the byte offset and changes nothing, and a closed tab or a crash meanwhile leaves the
+   * store empty. Rejects with WalnutInvalidArgumentError naming `store` if the store is not empty
+   * or was written to meanwhile, and with WalnutLeaderChangedError if the tab holding the store
+   * closed meanwhile (import again). Memory: about 1 MiB of the source at a time.
+   * @param {ReadableStream<Uint8Array> | AsyncIterable<Uint8Array> | Uint8Array | ArrayBuffer | Blob} source
+   * @param {{ signal?: AbortSignal, onProgress?: (bytes: number) => void }} [options]
+   * @returns {Promise<{ values: number, bytes: number }>} entries now held, bytes imported
+   */
+  async import(source, options) {
+    const { signal, onProgress } = checkExportOptions(options);
+    this.#ensureOpen();
+    signal?.throwIfAborted();
+    const root = this.#root;
+    const chunks = importChunks(source);
+    const handle = await root.#request({ op: 'import', action: 'begin' });
+    let bytes = 0;
+    try {
+      for await (const chunk of chunks) {
+        signal?.throwIfAborted();
+        await root.#request({ op: 'import', action: 'write', handle, bytes: chunk });
+        bytes += chunk.length;
+        onProgress?.(bytes);
+      }
+      signal?.throwIfAborted();
+      return await root.#request({ op: 'import', action: 'finish', handle });
+    } catch (error) {
+      root.#request({ op: 'import', action: 'cancel', handle }).catch(() => {});
+      throw error;
+    }
   }
 
   /**
@@ -1079,6 +1116,24 @@ let spare = null;
  * open() starts its own worker when none is ready. The worker waits idle until then.
  * @returns {void}
  */
+/**
+ * Imports a `.walnut` file into the store `name` (created if absent; it must be empty): opens it,
+ * runs `db.import(source, options)`, and closes it. See WalnutStore.import.
+ * @param {string} name
+ * @param {Parameters<WalnutStore['import']>[0]} source
+ * @param {Parameters<WalnutStore['import']>[1] & Parameters<typeof open>[1]} [options] open options too
+ * @returns {Promise<{ values: number, bytes: number }>}
+ */
+export async function importInto(name, source, options) {
+  const { signal, onProgress, ...openOptions } = checkOptions(options, 'options');
+  const db = await open(name, openOptions);
+  try {
+    return await db.import(source, { signal, onProgress });
+  } finally {
+    await db.close();
+  }
+}
+
 export function preload() {
   if (spare || typeof Worker !== 'function') return;
   const started = (spare = startWorker('walnut'));

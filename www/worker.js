@@ -779,6 +779,10 @@ function clientGone(ctx) {
       if (!e.done) store.exportCancel(e.id);
     }
   }
+  if (importUnderWay?.owner === ctx) {
+    importUnderWay = null;
+    store.importCancel();
+  }
   for (const [handle, tx] of txs) {
     if (tx.owner === ctx) {
       txs.delete(handle);
@@ -982,6 +986,9 @@ function dispatch(request) {
         return;
       case 'export':
         exportStep(request);
+        return;
+      case 'import':
+        answer(id, importStep(request));
         return;
       case 'version': {
         const table = tableOf(request.table, false);
@@ -1210,6 +1217,53 @@ function exportStep(request) {
 
 /** Bytes of an export per answer (as the engine's, www/engine.js). */
 const EXPORT_PIECE = 256 * 1024;
+
+/** The import under way in this worker's store: `{ handle, owner }` (one at a time). */
+let importUnderWay = null;
+
+/**
+ * One step of an import into this (empty) store: `begin` stages it (after topping the OPFS
+ * pool up), `write` appends the page's next bytes, `finish` checks the whole file and installs
+ * it (the pool topped up first: sealing the log and two checkpoints take free files), `cancel`
+ * gives it up. A handle this worker did not give (a leader change) is refused: import again.
+ * @returns {Promise<unknown>}
+ */
+async function importStep(request) {
+  const { action, handle } = request;
+  if (action === 'begin') {
+    if (importUnderWay) throw named('WalnutInvalidArgumentError', 'store: an import is under way in this store');
+    const begun = { handle: `${txNonce}:i${request.id}`, owner: request.owner };
+    importUnderWay = begun;
+    try {
+      await store.refillPool();
+      if (importUnderWay !== begun) throw named('WalnutClosedError', 'the store closed');
+      store.importBegin();
+    } catch (error) {
+      if (importUnderWay === begun) importUnderWay = null;
+      throw error;
+    }
+    return begun.handle;
+  }
+  const mine = importUnderWay && importUnderWay.handle === handle;
+  if (action === 'cancel') {
+    if (mine) {
+      importUnderWay = null;
+      store.importCancel();
+    }
+    return undefined;
+  }
+  if (!mine) throw named(LEADER_CHANGED, 'the import was begun on a leader that is gone: import again');
+  try {
+    if (action === 'write') return store.importWrite(request.bytes);
+    importUnderWay = null;
+    await store.refillPool();
+    return store.importFinish();
+  } catch (error) {
+    importUnderWay = null;
+    store.importCancel();
+    throw error;
+  }
+}
 
 // ----- interactive transactions (the core's txn.rs; common.js runs the callbacks) -----
 
@@ -1774,6 +1828,10 @@ async function closeStore() {
   }
   await Promise.all(inflight);
   commitGroup();
+  if (importUnderWay) {
+    importUnderWay = null;
+    if (!crashed) store.importCancel();
+  }
   try {
     // The closing checkpoint may need a file from the pool; let it refill first. A failed
     // refill only skips that checkpoint (the next open replays the log instead).

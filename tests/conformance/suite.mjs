@@ -608,6 +608,43 @@ export const cases = [
     },
   },
   {
+    name: 'import: an export fills an empty store whole across a reopen; a cut one and a store with values are refused',
+    async run(home) {
+      const src = await openSmall(home, unique('import-src'));
+      await src.put('a', 'one');
+      const big = bytes(3 * CHUNK + 5, 4);
+      await src.put('big', big);
+      const q = src.table('q');
+      await q.append('first');
+      await q.append('second');
+      await q.markFlushed(1);
+      const parts = [];
+      const reader = src.export().getReader();
+      for (let r = await reader.read(); !r.done; r = await reader.read()) parts.push(r.value);
+      const file = new Uint8Array(parts.reduce((n, p) => n + p.length, 0));
+      parts.reduce((at, p) => (file.set(p, at), at + p.length), 0);
+      await src.close();
+
+      const name = unique('import');
+      const db = await openSmall(home, name);
+      await fails(() => db.import(file.subarray(0, file.length - 9)), 'WalnutCorruptionError', /offset|ends early/, 'a cut file');
+      equal(await db.keys(), [], 'a refused import changes nothing');
+      let progress = 0;
+      const done = await db.import(new Blob([file]), { onProgress: (n) => (progress = n) });
+      equal([done.values, done.bytes, progress], [4, file.length, file.length], 'what it installed');
+      equal(await db.get('a', { as: 'text' }), 'one', 'a small value');
+      equal(await db.get('big', { as: 'bytes' }), big, 'a value of several chunks');
+      await fails(() => db.import(file), 'WalnutInvalidArgumentError', /store/, 'into a store with values');
+      await db.close();
+      const again = await openSmall(home, name);
+      const t = again.table('q');
+      equal((await t.read({ as: 'text' })).map((e) => [e.seq, e.value]), [[1, 'first'], [2, 'second']], 'the queue');
+      equal((await again.tables()).find((x) => x.name === 'q')?.flushedSeq, 1, 'its marks');
+      equal(await t.append('third'), 3, 'numbers go on');
+      await again.close();
+    },
+  },
+  {
     name: 'bad input fails with WalnutInvalidArgumentError naming the parameter, and changes nothing',
     async run(home) {
       const db = await openSmall(home, unique('invalid'));

@@ -62,6 +62,20 @@ test('the demo stores a file, downloads it with the same SHA-256, and survives a
   const head = (await readFile(saved)).subarray(0, 8).toString('latin1');
   assert.equal(head, 'WALNUTLG', 'the export is a walnut log');
   assert.match(await page.textContent('#export-numbers'), /exported/);
+  // Import: refused while the store holds something (nothing changes), restored once emptied.
+  const keysBefore = await page.textContent('#keys');
+  await page.setInputFiles('#import-file', saved);
+  await page.waitForFunction(() => /Export it first/.test(document.querySelector('#message').textContent));
+  assert.equal(await page.textContent('#keys'), keysBefore);
+  page.once('dialog', (dialog) => dialog.accept());
+  await page.click('#empty');
+  await page.waitForFunction(() => /The store is empty/.test(document.querySelector('#message').textContent));
+  assert.doesNotMatch(await page.textContent('#keys'), /small\.bin/);
+  await page.setInputFiles('#import-file', saved);
+  await page.waitForFunction(() => /Imported demo\.walnut/.test(document.querySelector('#message').textContent));
+  assert.match(await page.textContent('#keys'), /small\.bin\s*3\.0 MiB/);
+  assert.match(await page.textContent('#import-numbers'), /imported/);
+  assert.equal(await page.evaluate(() => document.querySelector('#import-bar').value), 1);
   assert.deepEqual(errors, []);
   await page.close();
 });

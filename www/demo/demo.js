@@ -345,7 +345,69 @@ async function exportStore() {
   setTimeout(() => URL.revokeObjectURL(link.href), 60_000);
 }
 
+/**
+ * Restores a `.walnut` file into the store (which must be empty), with a progress bar: the file
+ * is checked whole before it replaces anything (`store.import`).
+ * @param {File} file
+ */
+async function importFile(file) {
+  const bar = $('import-bar');
+  const numbers = $('import-numbers');
+  bar.hidden = false;
+  bar.value = 0;
+  $('import-file').disabled = true;
+  try {
+    const done = await store.import(file, {
+      onProgress: (bytes) => {
+        bar.value = bytes / Math.max(1, file.size);
+        numbers.textContent = `${formatSize(bytes)} of ${formatSize(file.size)}`;
+      },
+    });
+    numbers.textContent = `${formatSize(done.bytes)} imported`;
+    say(`Imported ${file.name}: ${done.values} entries.`);
+  } catch (error) {
+    numbers.textContent = 'not imported';
+    if (error.name === 'WalnutInvalidArgumentError' && /store/.test(error.message)) {
+      throw new Error(`${error.message}. Export it first to keep what it holds, then empty it.`);
+    }
+    throw error;
+  } finally {
+    $('import-file').disabled = false;
+    await refresh();
+    await showOutbox();
+  }
+}
+
+/** Deletes every key and drops every table, after asking. */
+async function emptyStore() {
+  if (!confirm('Delete every key and table of the demo store?')) return;
+  await store.clear();
+  for (const t of await store.tables()) if (t.name !== '') await store.dropTable(t.name);
+  originalHashes.clear();
+  say('The store is empty.');
+  await refresh();
+  await showOutbox();
+}
+
 $('export').addEventListener('click', () => exportStore().catch(say));
+$('empty').addEventListener('click', () => emptyStore().catch(say));
+$('import-file').addEventListener('change', (event) => {
+  const [file] = event.target.files;
+  event.target.value = '';
+  if (file) importFile(file).catch(say);
+});
+const importDrop = $('import-drop');
+importDrop.addEventListener('dragover', (event) => {
+  event.preventDefault();
+  importDrop.classList.add('over');
+});
+importDrop.addEventListener('dragleave', () => importDrop.classList.remove('over'));
+importDrop.addEventListener('drop', (event) => {
+  event.preventDefault();
+  importDrop.classList.remove('over');
+  const [file] = event.dataTransfer.files;
+  if (file && !$('import-file').disabled) importFile(file).catch(say);
+});
 $('cancel').addEventListener('click', () => upload?.controller.abort(new DOMException('cancelled', 'AbortError')));
 $('kill').addEventListener('click', kill);
 
