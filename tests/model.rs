@@ -350,6 +350,7 @@ mod on_a_volume {
             2 => (0u8..8).prop_map(Op::FillAfter),
             3 => any::<u64>().prop_map(|seed| Op::Crash { seed }),
             1 => Just(Op::Reopen),
+            1 => (proptest::option::of(0u16..60), any::<u64>()).prop_map(|(cut, seed)| Op::ExportImport { cut, seed }),
         ]
     }
 
@@ -393,12 +394,14 @@ mod on_a_volume {
             t.tx_commits += c.tx_commits;
             t.tx_conflicts += c.tx_conflicts;
             t.tx_duplicates += c.tx_duplicates;
+            t.imports += c.imports;
+            t.imports_cut += c.imports_cut;
             Ok(())
         });
         let t = total.into_inner();
         println!(
-            "crash points: model on a volume: {} ({cases} sequences; {} reopens, {} failed group commits, {} rollbacks, {} checkpoints, {} compaction rounds; transactions: {} committed, {} conflicts, {} duplicate ids)",
-            t.crashes, t.reopens, t.failed_commits, t.rollbacks, t.checkpoints, t.compactions, t.tx_commits, t.tx_conflicts, t.tx_duplicates
+            "crash points: model on a volume: {} ({cases} sequences; {} reopens, {} failed group commits, {} rollbacks, {} checkpoints, {} compaction rounds; transactions: {} committed, {} conflicts, {} duplicate ids; exports imported: {} whole, {} cut by a power cut)",
+            t.crashes, t.reopens, t.failed_commits, t.rollbacks, t.checkpoints, t.compactions, t.tx_commits, t.tx_conflicts, t.tx_duplicates, t.imports, t.imports_cut
         );
     }
 }

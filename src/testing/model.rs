@@ -292,6 +292,13 @@ pub enum Op {
     },
     /// A close, then a reopen of the files as they are.
     Reopen,
+    /// The store's export imported into a new, empty store (`Import`), with a power cut after
+    /// `cut` of the import's operations if given (its recovery is the empty store or the whole
+    /// import): what it holds is what the model says is visible.
+    ExportImport {
+        cut: Option<u16>,
+        seed: u64,
+    },
 }
 
 /// The options the harness opens stores with: small chunks, buffer and segments, frequent
@@ -371,6 +378,9 @@ pub struct Counts {
     pub tx_commits: u64,
     pub tx_conflicts: u64,
     pub tx_duplicates: u64,
+    /// Exports imported into a new store (whole, or cut by a power cut and recovered).
+    pub imports: u64,
+    pub imports_cut: u64,
 }
 
 /// A store and its model.
@@ -1051,6 +1061,55 @@ impl Harness {
                 assert!(store.stats().next_lsn >= self.lsn_floor, "LSN went backwards after crash {seed}");
                 self.reopened(store);
                 return;
+            }
+            Op::ExportImport { cut, seed } => {
+                // An export settles queued commits (as a flush would) before its snapshot.
+                let Ok(mut export) = crate::export::Export::begin(&mut self.store) else {
+                    self.poll();
+                    self.after(op);
+                    return;
+                };
+                self.poll();
+                let mut bytes = Vec::new();
+                let read = loop {
+                    match export.next(&self.store) {
+                        Ok(Some(piece)) => bytes.extend_from_slice(&piece),
+                        Ok(None) => break Ok(()),
+                        Err(e) => break Err(e),
+                    }
+                };
+                export.finish(&mut self.store);
+                if read.is_err() {
+                    // Only a store already failing (poisoned) may fail to read its own export.
+                    assert!(self.store.stats().poisoned, "export failed on a healthy store: {read:?}");
+                    self.after(op);
+                    return;
+                }
+                let mut fresh = Store::open(CrashVolume::default(), self.options.clone()).unwrap();
+                let before = fresh.volume().cut.used();
+                if let Some(n) = cut {
+                    fresh.volume().cut.after(u64::from(n));
+                }
+                let done = (|| {
+                    let mut i = crate::export::Import::begin(&mut fresh)?;
+                    for piece in bytes.chunks(97) {
+                        i.write(&mut fresh, piece)?;
+                    }
+                    i.finish(&mut fresh)
+                })();
+                let want = self.visible();
+                let cut_short = fresh.volume().cut.used() - before < u64::from(cut.unwrap_or(u16::MAX));
+                if cut.is_some() && !cut_short {
+                    let image = fresh.volume().crash_image(seed);
+                    let back = Store::open(CrashVolume::from_image(image), self.options.clone()).unwrap();
+                    let got = state(&back);
+                    assert!(got == want || got.is_empty(), "an import cut by a power cut recovered part of it");
+                    self.counts.imports_cut += 1;
+                } else {
+                    assert!(done.is_ok(), "the import of a healthy export failed: {done:?}");
+                    assert_eq!(state(&fresh), want, "the export, imported, holds what the store holds");
+                    self.counts.imports += 1;
+                }
             }
             Op::Reopen => {
                 self.counts.reopens += 1;
