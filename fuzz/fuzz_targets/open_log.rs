@@ -1,7 +1,9 @@
 //! Opens a store on arbitrary bytes. Recovery must never panic, loop or allocate without
 //! bound; whatever opens must answer reads and accept a write that then survives a reopen.
 //! The same bytes read as an export (`.walnut` file): the import check must refuse or accept
-//! without panicking, and what it accepts must export to bytes it accepts again.
+//! without panicking, and what it accepts must export to bytes it accepts again; an import of
+//! the bytes into an open, empty store (`Import`) must agree with the check, and leave the store
+//! empty and usable when it refuses.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
@@ -20,6 +22,20 @@ fuzz_target!(|data: &[u8]| {
         }
         e.finish(&mut imported);
         walnut::export::verify_export(MemoryStorage::from_bytes(bytes)).expect("an export is accepted");
+    }
+    let accepted = walnut::export::verify_export(MemoryStorage::from_bytes(data.to_vec())).is_ok();
+    let mut target = Store::open(walnut::MemoryVolume::default(), options()).expect("a new store");
+    let mut import = walnut::export::Import::begin(&mut target).expect("an empty store takes an import");
+    for piece in data.chunks(37) {
+        import.write(&mut target, piece).expect("a memory volume takes the bytes");
+    }
+    match import.finish(&mut target) {
+        Ok(_) => assert!(accepted, "the import installed a file the check refuses"),
+        Err(_) => {
+            assert!(!accepted, "the import refused a file the check accepts");
+            assert_eq!(target.stats().keys, 0, "a refused import changes nothing");
+            target.put(b"after", b"a refused import", Durability::Strict).expect("the store takes writes");
+        }
     }
     let mem = MemoryStorage::from_bytes(data.to_vec());
     let Ok(mut store) = Store::open(mem.clone(), options()) else { return };
