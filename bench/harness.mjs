@@ -184,12 +184,12 @@ export async function runBench({ scale: scaleName = 'full', only, pkg = `${repo}
        * two passes per round, as held (garbage included) and live (see memory.mjs).
        */
       async memory(workload) {
-        const [put, get, putLive, getLive] = workload.metrics;
+        const [put, get, putLive, getLive, exp, expLive] = workload.metrics;
         for (let round = 0; round < scale.rounds; round++) {
           for (const contender of rotate(workload.contenders, round)) {
-            for (const [live, putMetric, getMetric] of [
-              [false, put, get],
-              [true, putLive, getLive],
+            for (const [live, putMetric, getMetric, exportMetric] of [
+              [false, put, get, exp],
+              [true, putLive, getLive, expLive],
             ]) {
               await attempt(`memory round ${round + 1} ${contender}${live ? ' live' : ''}`, async () => {
                 const params = { name: 'memory', ...workload.params };
@@ -202,10 +202,16 @@ export async function runBench({ scale: scaleName = 'full', only, pkg = `${repo}
                   const putPeak = await probe.peakDuring(bench.call(host, 'memoryPut', params), { live });
                   await probe.collectGarbage();
                   const getPeak = await probe.peakDuring(bench.call(host, 'memoryGet', params), { live });
+                  let exportPeak;
+                  if (exportMetric?.contenders.includes(contender)) {
+                    await probe.collectGarbage();
+                    exportPeak = await probe.peakDuring(bench.call(host, 'memoryExport', params), { live });
+                    record(exportMetric.id, contender, (exportPeak.total - idle.total) / MiB);
+                  }
                   await bench.call(host, 'memoryClose', params);
                   record(putMetric.id, contender, (putPeak.total - idle.total) / MiB);
                   record(getMetric.id, contender, (getPeak.total - idle.total) / MiB);
-                  memory.push({ contender, round: round + 1, live, idle, putPeak, getPeak });
+                  memory.push({ contender, round: round + 1, live, idle, putPeak, getPeak, exportPeak });
                 } finally {
                   await bench.end(host);
                 }

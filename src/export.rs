@@ -247,10 +247,16 @@ impl Export {
     }
 }
 
+/// Bytes at the start of an imported file held back until it is installed: the magic of its
+/// file header. Until then the staged file's first bytes are zeros, and a write of the magic
+/// cut short leaves a prefix of it followed by zeros: either way recovery's census takes the
+/// file for an import not installed and releases it (docs/FORMAT.md, section 10, rule (d)).
+pub const HELD_BACK: usize = 8;
+
 /// An import into an open, empty store, in steps (`db.import()` on every runtime): the file
-/// is written into a new file of the store's volume as it arrives, its 32-byte header held
-/// back in memory, so the staged file reads as a creation cut short until it is installed (a
-/// power cut or a closed tab leaves the store as it was; recovery releases the staged file).
+/// is written into a new file of the store's volume as it arrives, the magic of its header
+/// held back in memory ([`HELD_BACK`]), so the staged file is an import not installed until
+/// then (a power cut or a closed tab leaves the store as it was; recovery releases the file).
 /// [`Import::finish`] checks the whole file ([`verify_export`], on a copy-on-write view with
 /// the header) and only then installs it as the store's log ([`Store`]'s `install_import`:
 /// each step of the switch recovers to the empty store or to the import, never a mix).
@@ -292,7 +298,7 @@ impl Import {
             return Err(Error::io("import", "no file is free for the import yet (the OPFS pool refills); try again"));
         }
         let file = volume.create()?;
-        Ok(Import { file, header: Vec::with_capacity(FILE_HEADER_LEN), written: 0 })
+        Ok(Import { file, header: Vec::with_capacity(HELD_BACK), written: 0 })
     }
 
     /// Bytes received so far.
@@ -310,7 +316,7 @@ impl Import {
         if end > MAX_SEGMENT_LEN {
             return Err(Error::invalid("source", format!("an export is at most {MAX_SEGMENT_LEN} bytes")));
         }
-        let held = FILE_HEADER_LEN.saturating_sub(self.header.len()).min(bytes.len());
+        let held = HELD_BACK.saturating_sub(self.header.len()).min(bytes.len());
         let (head, rest) = bytes.split_at(held);
         self.header.extend_from_slice(head);
         if !rest.is_empty() {
@@ -346,7 +352,7 @@ impl Import {
                 return Err(e);
             }
         };
-        let staged_header = self.header.len() == FILE_HEADER_LEN && self.written > FILE_HEADER_LEN as u64;
+        let staged_header = self.header.len() == HELD_BACK && self.written > FILE_HEADER_LEN as u64;
         if !staged_header {
             self.cancel(store);
             return Err(Error::Corruption { at: 0, detail: "the export is shorter than its header".into() });

@@ -265,8 +265,9 @@ impl<V: Volume> Store<V> {
     }
 
     /// Replaces the files of this empty store by an import staged in volume file `file`, whose
-    /// first [`FILE_HEADER_LEN`] bytes, `header`, were held back (so a staged file reads as a
-    /// creation cut short, and recovery releases it), then reloads (see [`Store::reload`]).
+    /// first bytes, `header` (the magic: [`crate::export::HELD_BACK`]), were held back (so
+    /// recovery takes the staged file for an import not installed, and releases it), then
+    /// reloads (see [`Store::reload`]).
     ///
     /// Every state a power cut can leave recovers to this empty store or to the import, never
     /// to a mix and never to an older state (each step below keeps that true):
@@ -275,7 +276,8 @@ impl<V: Volume> Store<V> {
     ///    other segment is released (recovery: the empty index, then nothing to replay).
     /// 2. Release the checkpoint files (recovery: a full scan of a header-only segment), then
     ///    the last segment (recovery: no file at all, a new store).
-    /// 3. Write the held-back header and flush: the staged file is now segment 0.
+    /// 3. Write the held-back magic and flush: the staged file is now segment 0 (a write of it
+    ///    cut short is still an import not installed).
     ///
     /// Errors: [`Error::InvalidArgument`] (parameter `store`) if the store is not empty
     /// ([`Store::import_refusal`]); storage errors. A failure after step 1 reloads from what

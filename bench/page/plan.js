@@ -41,6 +41,8 @@ const ALL = CONTENDERS.map((c) => c.id).filter((id) => id !== 'walnut-pre');
 const PER_CALL = ALL.filter((id) => id !== 'idb-batch');
 /** Who keeps a queue (tables with sequence numbers; an autoIncrement store; an INTEGER PRIMARY KEY table). */
 const QUEUES = ['walnut', 'walnut-sync', 'idb-keyval', 'sqlite'];
+/** Who can stream the whole store out as one file (walnut's export; raw OPFS's one file). */
+const EXPORTERS = ['raw', 'walnut', 'walnut-sync'];
 
 /** @param {number} bytes */
 export function formatBytes(bytes) {
@@ -166,6 +168,10 @@ export function workloadsAt(scale) {
         { id: 'memory.get', label: `peak memory reading it back, above the idle store`, unit: 'MiB', better: 'lower' },
         { id: 'memory.putLive', label: `the same, live memory only (GC before each sample): putting`, unit: 'MiB', better: 'lower' },
         { id: 'memory.getLive', label: `the same, live memory only: reading back`, unit: 'MiB', better: 'lower' },
+        // Who has an export: walnut's db.export() (a .walnut file of the store), raw OPFS
+        // streaming its one file out; the others have none.
+        { id: 'memory.export', label: `peak memory exporting the store (the ${formatBytes(scale.memory)} value in it), above the idle store`, unit: 'MiB', better: 'lower', contenders: EXPORTERS },
+        { id: 'memory.exportLive', label: `the same, live memory only: exporting`, unit: 'MiB', better: 'lower', contenders: EXPORTERS },
       ],
     },
   ];

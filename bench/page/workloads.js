@@ -315,6 +315,13 @@ export async function memoryGet(contender, { file }, state) {
   return {};
 }
 
+/** Streams the whole store out (walnut: db.export(); raw OPFS: its one file), keeping nothing. */
+export async function memoryExport(contender, { file }, state) {
+  const bytes = await state.store.exportAll();
+  if (bytes < file.size) throw new Error(`exported ${bytes} bytes, less than the ${file.size} stored`);
+  return {};
+}
+
 export async function memoryClose(contender, params, state) {
   await state.store.close();
   state.store = undefined;

@@ -217,6 +217,32 @@ impl CrashStorage {
         out
     }
 
+    /// The bytes of crashes that keep only the durable bytes but for one page written since the
+    /// last flush, torn after each of its first `head` bytes in turn (a short write at the start
+    /// of a page, such as a file header's, torn at every byte). The file keeps its live length.
+    pub fn torn_heads(&self, head: usize) -> Vec<Vec<u8>> {
+        let Ok(st) = self.lock() else { return Vec::new() };
+        let mut out = Vec::new();
+        for &page in &st.dirty {
+            let start = page * CRASH_PAGE;
+            let end = (start + head).min(st.live.len());
+            for keep_to in start..end {
+                let mut bytes = st.durable.clone();
+                bytes.resize(st.live.len(), 0);
+                if let (Some(dst), Some(src)) = (bytes.get_mut(start..=keep_to), st.live.get(start..=keep_to)) {
+                    dst.copy_from_slice(src);
+                }
+                out.push(bytes);
+            }
+        }
+        out
+    }
+
+    /// What survives a crash that loses every write since the last flush.
+    fn crash_durable(&self) -> Vec<u8> {
+        self.lock().map(|s| s.durable.clone()).unwrap_or_default()
+    }
+
     /// Crashes with `seed` and returns a fresh, fully durable file holding what survived.
     pub fn crashed(&self, seed: u64) -> CrashStorage {
         CrashStorage::from_bytes(self.crash(seed))
@@ -380,6 +406,27 @@ impl CrashVolume {
     /// The files as they are now (what a clean close leaves, or a reopen without a crash).
     pub fn live_image(&self) -> BTreeMap<u32, Vec<u8>> {
         self.files.iter().filter(|(id, _)| !self.ghosts.contains(id)).map(|(&id, f)| (id, f.inner.live())).collect()
+    }
+
+    /// Crash images in which every file is as durable as it is, but for one page of one file
+    /// torn after each of its first `head` bytes ([`CrashStorage::torn_heads`]).
+    pub fn torn_images(&self, head: usize) -> Vec<BTreeMap<u32, Vec<u8>>> {
+        let base: BTreeMap<u32, Vec<u8>> = self
+            .files
+            .iter()
+            .filter(|(id, _)| !self.ghosts.contains(id))
+            .map(|(&id, f)| (id, f.inner.crash_durable()))
+            .chain(self.released_after_cut.iter().map(|(&id, f)| (id, f.crash_durable())))
+            .collect();
+        let mut out = Vec::new();
+        for (&id, f) in &self.files {
+            for torn in f.inner.torn_heads(head) {
+                let mut image = base.clone();
+                image.insert(id, torn);
+                out.push(image);
+            }
+        }
+        out
     }
 
     /// The files as a crash now would leave them.

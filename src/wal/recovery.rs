@@ -269,6 +269,27 @@ fn unfinished(head: &[u8]) -> bool {
     written <= 8 && (MAGIC.starts_with(prefix) || CHECKPOINT_MAGIC.starts_with(prefix))
 }
 
+/// Whether the first bytes of a file are those of an import not installed yet
+/// ([`crate::export::Import`]): its magic is written last, so bytes `0..8` are zeros, or a
+/// prefix of `MAGIC` followed by zeros (that write cut short) ahead of a header that passes its
+/// checks with the whole magic in place. A segment's header is written whole before its file
+/// holds anything else, so no segment ever looks so but by damage to its magic alone.
+fn import_not_installed(head: &[u8; FILE_HEADER_LEN]) -> bool {
+    let magic = head.get(..8).unwrap_or_default();
+    let written = magic.iter().rposition(|&b| b != 0).map_or(0, |i| i + 1);
+    if written == 0 {
+        return true;
+    }
+    if magic == MAGIC || !MAGIC.starts_with(magic.get(..written).unwrap_or_default()) {
+        return false;
+    }
+    let mut whole = *head;
+    if let Some(m) = whole.get_mut(..8) {
+        m.copy_from_slice(&MAGIC);
+    }
+    FileHeader::decode(&whole).is_ok()
+}
+
 fn census<V: Volume>(volume: &V) -> Result<Census> {
     let mut c = Census::default();
     let can_grow = volume.can_grow();
@@ -286,7 +307,8 @@ fn census<V: Volume>(volume: &V) -> Result<Census> {
             && size <= FILE_HEADER_LEN as u64
             && head.starts_with(&MAGIC)
             && FileHeader::decode(&head).is_err();
-        if (size < FILE_HEADER_LEN as u64 && ours) || (can_grow && unfinished(&head)) || torn_header {
+        let import = can_grow && size > FILE_HEADER_LEN as u64 && import_not_installed(&head);
+        if (size < FILE_HEADER_LEN as u64 && ours) || (can_grow && unfinished(&head)) || torn_header || import {
             c.stubs.push((id, size));
         } else if magic == CHECKPOINT_MAGIC {
             if !can_grow {

@@ -19,6 +19,8 @@ export async function open(name) {
     },
     get: async (key) => db.get(key),
     readLarge: async (key) => drain(db.getStream(key)),
+    // The whole store as one .walnut file, streamed (db.export()).
+    exportAll: () => drain(db.export()),
     scan: async (prefix) => db.keys({ prefix }).length,
     append: async (value) => db.table('queue').append(value),
     readFrom: async (seq, limit) => db.table('queue').read({ from: seq, limit }).length,

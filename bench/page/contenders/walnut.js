@@ -13,6 +13,8 @@ export async function open(name) {
     get: (key) => db.getBytes(key),
     // getStream() is walnut's bounded-memory way to read a large value.
     readLarge: async (key) => drain(await db.getStream(key)),
+    // The whole store as one .walnut file, streamed (db.export()).
+    exportAll: () => drain(db.export()),
     scan: async (prefix) => (await db.keys({ prefix })).length,
     // A queue: a table of the store (db.table(name).append, resolving to the sequence number).
     append: (value) => db.table('queue').append(value),
