@@ -13,8 +13,8 @@ use crc32fast::Hasher;
 
 use crate::error::{Error, Result};
 use crate::format::{
-    record_key, CommitPayload, FileHeader, Kind, RecordHeader, TableRecord, FILE_HEADER_LEN, MAX_SEGMENT_LEN,
-    RECORD_HEADER_LEN, TABLE_OP_DROP,
+    record_key, CommitPayload, FileHeader, Kind, RecordHeader, TableRecord, FILE_HEADER_LEN, IMPORT_MAGIC, MAGIC,
+    MAX_SEGMENT_LEN, RECORD_HEADER_LEN, TABLE_OP_DROP,
 };
 use crate::index::Entry;
 use crate::storage::overlay::Overlay;
@@ -247,23 +247,22 @@ impl Export {
     }
 }
 
-/// Bytes at the start of an imported file held back until it is installed: the magic of its
-/// file header. Until then the staged file's first bytes are zeros, and a write of the magic
-/// cut short leaves a prefix of it followed by zeros: either way recovery's census takes the
-/// file for an import not installed and releases it (docs/FORMAT.md, section 10, rule (d)).
-pub const HELD_BACK: usize = 8;
-
-/// An import into an open, empty store, in steps (`db.import()` on every runtime): the file
-/// is written into a new file of the store's volume as it arrives, the magic of its header
-/// held back in memory ([`HELD_BACK`]), so the staged file is an import not installed until
-/// then (a power cut or a closed tab leaves the store as it was; recovery releases the file).
+/// An import into an open, empty store, in steps (`db.import()` on every runtime). The file is
+/// written into a new file of the store's volume as it arrives, with [`IMPORT_MAGIC`] in place
+/// of its magic: the staged file is so an import not installed, which recovery releases in
+/// every mode (a power cut or a closed tab leaves the store as it was). Its first 32 bytes (the
+/// file header) are written, and flushed, once they are all in hand and before anything else,
+/// so a cut leaves either too little to be a file or a whole staged header.
 /// [`Import::finish`] checks the whole file ([`verify_export`], on a copy-on-write view with
-/// the header) and only then installs it as the store's log ([`Store`]'s `install_import`:
-/// each step of the switch recovers to the empty store or to the import, never a mix).
-/// Memory: the header and what one `write` is given.
+/// the real magic) and only then installs it ([`Store`]'s `install_import`: each step of the
+/// switch recovers to the empty store or to the import, never a mix; the last writes the
+/// magic). One import at a time per store; the store remembers it, so an `Import` is refused
+/// by any other store, or by the same store once reopened or after another import finished.
+/// Memory: the header and what one `write` is given. (docs/FORMAT.md, section 12.)
 #[derive(Debug)]
 pub struct Import {
     file: FileId,
+    /// The file's first bytes, until the header is whole.
     header: Vec<u8>,
     written: u64,
 }
@@ -281,12 +280,15 @@ impl Import {
     /// Starts an import into `store`, which must be empty (no entry and no named table; commit
     /// ids it remembers are replaced by the export's) with nothing under way.
     ///
-    /// Errors: [`Error::InvalidArgument`] (parameter `store`) if it is not empty;
-    /// [`Error::Unsupported`] on a single-file store (import into a store directory);
-    /// [`Error::Io`] (op `"import"`) if the volume has no free file at once (an OPFS pool
-    /// refilling: try again); [`Error::Closed`].
+    /// Errors: [`Error::InvalidArgument`] (parameter `store`) if it is not empty or an import is
+    /// under way in it; [`Error::Unsupported`] on a single-file store (import into a store
+    /// directory); [`Error::Io`] (op `"import"`) if the volume has no free file at once (an OPFS
+    /// pool refilling: try again); [`Error::Closed`].
     pub fn begin<V: Volume>(store: &mut Store<V>) -> Result<Import> {
         store.live()?;
+        if store.importing.is_some() {
+            return Err(Error::invalid("store", "an import is under way in this store"));
+        }
         if let Some(why) = store.import_refusal() {
             return Err(Error::invalid("store", why));
         }
@@ -298,7 +300,8 @@ impl Import {
             return Err(Error::io("import", "no file is free for the import yet (the OPFS pool refills); try again"));
         }
         let file = volume.create()?;
-        Ok(Import { file, header: Vec::with_capacity(HELD_BACK), written: 0 })
+        store.importing = Some(file);
+        Ok(Import { file, header: Vec::with_capacity(FILE_HEADER_LEN), written: 0 })
     }
 
     /// Bytes received so far.
@@ -306,21 +309,48 @@ impl Import {
         self.written
     }
 
+    /// Fails unless this import is the one under way in `store`.
+    fn check<V: Volume>(&self, store: &Store<V>) -> Result<()> {
+        store.live()?;
+        if store.importing != Some(self.file) {
+            return Err(Error::invalid(
+                "import",
+                "this import is not under way in this store (another store, or reopened)",
+            ));
+        }
+        Ok(())
+    }
+
     /// Writes the file's next `bytes` (any length) into the staged file.
     ///
-    /// Errors: [`Error::InvalidArgument`] (parameter `source`) past [`MAX_SEGMENT_LEN`] bytes;
-    /// storage errors ([`Error::QuotaExceeded`] at quota). After an error, [`Import::cancel`].
+    /// Errors: [`Error::InvalidArgument`] (parameter `source`) past [`MAX_SEGMENT_LEN`] bytes,
+    /// (parameter `import`) if this import is not the one under way in `store`; storage errors
+    /// ([`Error::QuotaExceeded`] at quota). After an error, [`Import::cancel`].
     pub fn write<V: Volume>(&mut self, store: &mut Store<V>, bytes: &[u8]) -> Result<()> {
-        store.live()?;
+        self.check(store)?;
         let end = self.written.saturating_add(bytes.len() as u64);
         if end > MAX_SEGMENT_LEN {
             return Err(Error::invalid("source", format!("an export is at most {MAX_SEGMENT_LEN} bytes")));
         }
-        let held = HELD_BACK.saturating_sub(self.header.len()).min(bytes.len());
-        let (head, rest) = bytes.split_at(held);
-        self.header.extend_from_slice(head);
+        let mut rest = bytes;
+        let mut at = self.written;
+        if self.header.len() < FILE_HEADER_LEN {
+            let take = (FILE_HEADER_LEN - self.header.len()).min(rest.len());
+            let (head, tail) = rest.split_at(take);
+            self.header.extend_from_slice(head);
+            rest = tail;
+            at += take as u64;
+            if self.header.len() == FILE_HEADER_LEN {
+                let mut staged = self.header.clone();
+                if let Some(m) = staged.get_mut(..8) {
+                    m.copy_from_slice(&IMPORT_MAGIC);
+                }
+                let f = store.log.writer_mut().volume_mut().file_mut(self.file)?;
+                crate::storage::write_all_at(f, &staged, 0)?;
+                f.flush()?;
+            }
+        }
         if !rest.is_empty() {
-            let at = self.written + held as u64;
             let f = store.log.writer_mut().volume_mut().file_mut(self.file)?;
             crate::storage::write_all_at(f, rest, at)?;
         }
@@ -333,15 +363,24 @@ impl Import {
     ///
     /// Errors: [`Error::Corruption`] naming the byte offset where the file is cut or damaged
     /// (or what is missing), [`Error::InvalidArgument`] (parameter `store`) if the store was
-    /// written meanwhile, storage errors; the store is then as it was (closed only if it could
-    /// not even be reloaded after a failure halfway through the switch).
+    /// written meanwhile, (parameter `import`) if this import is not the one under way in
+    /// `store`; storage errors. The import is then given up. A failure before the switch leaves
+    /// the store as it was; one during it leaves the store empty and new (its default table's
+    /// numbers and the commit ids it remembered gone), or closed if it could not even be
+    /// reloaded (the next open recovers the empty store).
     pub fn finish<V: Volume>(self, store: &mut Store<V>) -> Result<Imported> {
+        self.check(store)?;
         let checked = (|| {
-            store.live()?;
+            if self.header.len() < FILE_HEADER_LEN {
+                return Err(Error::Corruption { at: 0, detail: "the export is shorter than its header".into() });
+            }
+            if self.header.get(..8) != Some(&MAGIC[..]) {
+                return Err(Error::Corruption { at: 0, detail: "not a walnut export (bad magic)".into() });
+            }
             let f = store.log.writer_mut().volume_mut().file_mut(self.file)?;
             f.flush()?;
             let mut view = Overlay::new(&*f, self.written);
-            view.write_at(&self.header, 0)?;
+            view.write_at(&MAGIC, 0)?;
             let verified = verify_export(view)?;
             Ok(verified.stats().keys)
         })();
@@ -352,19 +391,11 @@ impl Import {
                 return Err(e);
             }
         };
-        let staged_header = self.header.len() == HELD_BACK && self.written > FILE_HEADER_LEN as u64;
-        if !staged_header {
-            self.cancel(store);
-            return Err(Error::Corruption { at: 0, detail: "the export is shorter than its header".into() });
-        }
-        match store.install_import(self.file, &self.header) {
+        match store.install_import(self.file) {
             Ok(()) => Ok(Imported { values, bytes: self.written }),
             Err(e) => {
-                // Still staged (the switch never began, or recovery did not take it): give
-                // the file back, unless it is the log now or the store could not reload.
-                let staged = store.volume().file(self.file).is_ok()
-                    && !store.log.writer().segments().values().any(|&id| id == self.file);
-                if staged && store.live().is_ok() {
+                // Not installed: the store gave the staged file back, or left it for the cancel.
+                if store.importing == Some(self.file) {
                     self.cancel(store);
                 }
                 Err(e)
@@ -373,9 +404,13 @@ impl Import {
     }
 
     /// Gives the import up: the staged file goes back to the volume, emptied. Best effort (a
-    /// failure leaves it to the next recovery, which releases it).
+    /// failure leaves it to the next recovery, which releases it). Nothing if this import is
+    /// not the one under way in `store`.
     pub fn cancel<V: Volume>(self, store: &mut Store<V>) {
-        let _ = store.log.writer_mut().volume_mut().release(self.file);
+        if store.importing == Some(self.file) {
+            store.importing = None;
+            let _ = store.log.writer_mut().volume_mut().release(self.file);
+        }
     }
 }
 

@@ -17,13 +17,26 @@ pub const MAGIC: [u8; 8] = *b"WALNUTLG";
 /// an id, remembered in checkpoints (a commit with a known id is not made again); version 5
 /// adds tables (keys of named tables and queues in the [`TABLE_TAG`] key space, TABLE records)
 /// and per-table sequence numbers (COMMIT, PUT_ONE and DELETE_ONE with [`FLAG_SEQ`]); version 6
-/// adds ROLLBACK records (a nested transaction's abort: its records leave the chain).
-pub const FORMAT_VERSION: u16 = 6;
+/// adds ROLLBACK records (a nested transaction's abort: its records leave the chain); version 7
+/// adds import staging files ([`IMPORT_MAGIC`]).
+pub const FORMAT_VERSION: u16 = 7;
 /// Oldest format version this build reads: a version 1 log is segment 0 of a version 2 store,
 /// and a version 2 store opens as version 3 (its checkpoints replay as version 2 did).
 pub const MIN_READ_VERSION: u16 = 1;
 /// First 8 bytes of every checkpoint file.
 pub const CHECKPOINT_MAGIC: [u8; 8] = *b"WALNUTCK";
+/// First 8 bytes of an import's staged file until it is installed (version 7): the file is an
+/// export whose magic is this instead of [`MAGIC`], which the import's last write puts in place
+/// (docs/FORMAT.md, section 12). A write of [`MAGIC`] over it cut short leaves a mix of the two
+/// (`WALNUTLM`): see [`import_magic`].
+pub const IMPORT_MAGIC: [u8; 8] = *b"WALNUTIM";
+
+/// Whether `magic` (a file's first 8 bytes) is that of an import not installed: [`IMPORT_MAGIC`],
+/// or a prefix of [`MAGIC`] written over it (bytes `0..j` of `MAGIC`, `j..8` of `IMPORT_MAGIC`,
+/// for some `j` below 8).
+pub fn import_magic(magic: &[u8]) -> bool {
+    magic.len() == 8 && (0..8).any(|j| magic.get(..j) == MAGIC.get(..j) && magic.get(j..) == IMPORT_MAGIC.get(j..))
+}
 /// Size of the checkpoint header this build writes (version 3), bytes.
 pub const CHECKPOINT_HEADER_LEN: usize = 88;
 /// Size of a version 2 checkpoint header, bytes (read, never written).
@@ -625,13 +638,13 @@ impl CheckpointHeader {
         b
     }
 
-    /// Decodes and validates magic, version (2 to 6), header length, CRC and ranges from the
+    /// Decodes and validates magic, version (2 to 7), header length, CRC and ranges from the
     /// first bytes of a checkpoint file (at least the header's length); `None` if any fails.
     pub fn decode(b: &[u8]) -> Option<CheckpointHeader> {
         let version = u16_at(b, FH_VERSION)?;
         let (len, crc_at) = match version {
             2 => (CHECKPOINT_HEADER_LEN_V2, CK2_CRC),
-            3..=6 => (CHECKPOINT_HEADER_LEN, CK_CRC),
+            3..=7 => (CHECKPOINT_HEADER_LEN, CK_CRC),
             _ => return None,
         };
         // Version 2's reserved field, and version 3's (where version 4 counts ids), are 0.
@@ -876,8 +889,8 @@ mod tests {
         bad[0] = b'X';
         assert_eq!(FileHeader::decode(&bad), Err(HeaderError::BadMagic));
         let mut bad = b;
-        bad[8] = 7;
-        assert_eq!(FileHeader::decode(&bad), Err(HeaderError::UnsupportedVersion(7)));
+        bad[8] = (FORMAT_VERSION + 1) as u8;
+        assert_eq!(FileHeader::decode(&bad), Err(HeaderError::UnsupportedVersion(FORMAT_VERSION + 1)));
         for (base_lsn, segment) in [(0, 0), (MAX_ID + 1, 0), (1, MAX_SEGMENT + 1)] {
             let out_of_range = FileHeader { base_lsn, segment }.encode();
             assert!(

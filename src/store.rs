@@ -13,7 +13,7 @@ use crate::format::{
     MAX_CHUNK_LEN, MAX_ESCAPED_KEY_LEN, MAX_KEY_LEN, MAX_SEGMENT_LEN, MAX_TABLE_KEY_LEN, MAX_TABLE_NAME_LEN, NS_FEED,
     NS_KEYS, NS_QUEUE, TABLE_OP_DROP, TABLE_PREFIX_LEN, TABLE_TAG,
 };
-use crate::format::{FILE_HEADER_LEN, MAX_COMMIT_ID_LEN};
+use crate::format::{FILE_HEADER_LEN, MAGIC, MAX_COMMIT_ID_LEN};
 use crate::index::{ChunkLoc, Entry, Index, KeyInfo, KeyRange, TableMeta, DEFAULT_ID_RETENTION};
 use crate::lifecycle::{dead_ratio, CompactStep, Lifecycle, Settings};
 use crate::storage::{FileId, Storage, Volume};
@@ -162,6 +162,8 @@ pub struct Store<V: Volume> {
     last_lsn: u64,
     /// Interactive transactions under way, by their log transaction id (see `txn.rs`).
     pub(crate) txs: std::collections::HashMap<TxnId, crate::txn::Tx>,
+    /// The staged file of the import under way ([`crate::export::Import`]), if any.
+    pub(crate) importing: Option<FileId>,
 }
 
 impl<V: Volume> Store<V> {
@@ -191,6 +193,7 @@ impl<V: Volume> Store<V> {
             last_ticket: Ticket(0),
             last_lsn: 0,
             txs: std::collections::HashMap::new(),
+            importing: None,
         };
         store.take_recovered(r);
         Ok(store)
@@ -220,6 +223,7 @@ impl<V: Volume> Store<V> {
         self.report = r.report;
         self.last_lsn = 0;
         self.txs.clear();
+        self.importing = None;
     }
 
     /// Runs recovery again on this store's volume, as a new open would, and carries on from what
@@ -264,10 +268,9 @@ impl<V: Volume> Store<V> {
         None
     }
 
-    /// Replaces the files of this empty store by an import staged in volume file `file`, whose
-    /// first bytes, `header` (the magic: [`crate::export::HELD_BACK`]), were held back (so
-    /// recovery takes the staged file for an import not installed, and releases it), then
-    /// reloads (see [`Store::reload`]).
+    /// Replaces the files of this empty store by the import staged in volume file `file`
+    /// (an export whose magic is [`crate::format::IMPORT_MAGIC`]), then reloads (see
+    /// [`Store::reload`]).
     ///
     /// Every state a power cut can leave recovers to this empty store or to the import, never
     /// to a mix and never to an older state (each step below keeps that true):
@@ -276,14 +279,15 @@ impl<V: Volume> Store<V> {
     ///    other segment is released (recovery: the empty index, then nothing to replay).
     /// 2. Release the checkpoint files (recovery: a full scan of a header-only segment), then
     ///    the last segment (recovery: no file at all, a new store).
-    /// 3. Write the held-back magic and flush: the staged file is now segment 0 (a write of it
-    ///    cut short is still an import not installed).
+    /// 3. Write [`crate::format::MAGIC`] over the staged file's magic and flush: it is now
+    ///    segment 0 (a write of it cut short is still an import not installed).
     ///
     /// Errors: [`Error::InvalidArgument`] (parameter `store`) if the store is not empty
-    /// ([`Store::import_refusal`]); storage errors. A failure after step 1 reloads from what
-    /// the files hold then (the empty store or the import; the store is closed if even that
-    /// fails); before it the staged file is the caller's to release.
-    pub(crate) fn install_import(&mut self, file: FileId, header: &[u8]) -> Result<()> {
+    /// ([`Store::import_refusal`]); [`Error::Io`] (op `"import"`) if no file is free for step 1
+    /// (an OPFS pool refilling: try again); storage errors. A failure in step 1 leaves the store
+    /// as it was, the staged file the caller's; a later one gives the staged file back and
+    /// reloads what the files then hold (the empty store; closed if even that fails).
+    pub(crate) fn install_import(&mut self, file: FileId) -> Result<()> {
         self.live()?;
         self.settle()?;
         if let Some(why) = self.import_refusal() {
@@ -291,6 +295,13 @@ impl<V: Volume> Store<V> {
         }
         let w = self.log.writer();
         if w.segments().len() > 1 || w.segment_len(w.tail_segment()) > FILE_HEADER_LEN as u64 {
+            // A rotation without a free file would poison the writer: refuse first.
+            if !w.volume().has_free() {
+                return Err(Error::io(
+                    "import",
+                    "no file is free to seal the log yet (the OPFS pool refills); try again",
+                ));
+            }
             self.log.writer_mut().rotate_if_used()?;
             self.life.checkpoint(&mut self.log, &mut self.index)?;
             self.life.checkpoint(&mut self.log, &mut self.index)?;
@@ -308,10 +319,16 @@ impl<V: Volume> Store<V> {
                 s.log.writer_mut().volume_mut().release(id)?;
             }
             let f = s.log.writer_mut().volume_mut().file_mut(file)?;
-            crate::storage::write_all_at(f, header, 0)?;
+            crate::storage::write_all_at(f, &MAGIC, 0)?;
             f.flush()
         };
         let r = steps(self);
+        if r.is_err() {
+            // Not installed (or not known to be): the staged file goes, so what reloads is the
+            // empty store, in every recovery mode.
+            let _ = self.log.writer_mut().volume_mut().release(file);
+        }
+        self.importing = None;
         let reloaded = self.reload();
         r.and(reloaded)
     }

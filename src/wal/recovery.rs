@@ -24,9 +24,9 @@ use crc32fast::Hasher;
 use crate::clock::now_ms;
 use crate::error::{Error, Result};
 use crate::format::{
-    ikey_from_record, loc, loc_offset, loc_segment, record_crc, split_put_one, split_seq, CommitPayload, FileHeader,
-    HeaderError, Kind, RecordHeader, TableRecord, CHECKPOINT_MAGIC, FILE_HEADER_LEN, FLAG_STRING_KEY, FORMAT_VERSION,
-    MAGIC, MAX_ID, MAX_KEY_LEN, MIN_READ_VERSION, RECORD_HEADER_LEN,
+    ikey_from_record, import_magic, loc, loc_offset, loc_segment, record_crc, split_put_one, split_seq, CommitPayload,
+    FileHeader, HeaderError, Kind, RecordHeader, TableRecord, CHECKPOINT_MAGIC, FILE_HEADER_LEN, FLAG_STRING_KEY,
+    FORMAT_VERSION, IMPORT_MAGIC, MAGIC, MAX_ID, MAX_KEY_LEN, MIN_READ_VERSION, RECORD_HEADER_LEN,
 };
 use crate::index::{ChunkLoc, Entry, Index, Op};
 use crate::storage::{read_exact_at, write_all_at, FileId, Storage, Volume};
@@ -256,6 +256,8 @@ struct Census {
     checkpoints: Vec<FileId>,
     /// Files too short to hold a header: a creation cut short. (id, size)
     stubs: Vec<(FileId, u64)>,
+    /// Import staged files never installed ([`IMPORT_MAGIC`]).
+    imports: Vec<FileId>,
 }
 
 /// Whether the first bytes of a file are a header that was never written: zeros, or a torn
@@ -266,28 +268,13 @@ struct Census {
 fn unfinished(head: &[u8]) -> bool {
     let written = head.iter().rposition(|&b| b != 0).map_or(0, |i| i + 1);
     let prefix = head.get(..written).unwrap_or_default();
-    written <= 8 && (MAGIC.starts_with(prefix) || CHECKPOINT_MAGIC.starts_with(prefix))
+    written <= 8 && ours(prefix)
 }
 
-/// Whether the first bytes of a file are those of an import not installed yet
-/// ([`crate::export::Import`]): its magic is written last, so bytes `0..8` are zeros, or a
-/// prefix of `MAGIC` followed by zeros (that write cut short) ahead of a header that passes its
-/// checks with the whole magic in place. A segment's header is written whole before its file
-/// holds anything else, so no segment ever looks so but by damage to its magic alone.
-fn import_not_installed(head: &[u8; FILE_HEADER_LEN]) -> bool {
-    let magic = head.get(..8).unwrap_or_default();
-    let written = magic.iter().rposition(|&b| b != 0).map_or(0, |i| i + 1);
-    if written == 0 {
-        return true;
-    }
-    if magic == MAGIC || !MAGIC.starts_with(magic.get(..written).unwrap_or_default()) {
-        return false;
-    }
-    let mut whole = *head;
-    if let Some(m) = whole.get_mut(..8) {
-        m.copy_from_slice(&MAGIC);
-    }
-    FileHeader::decode(&whole).is_ok()
+/// Whether `prefix` (at most 8 bytes) begins one of walnut's magics: a log's, a checkpoint's
+/// or an import's staged file's.
+fn ours(prefix: &[u8]) -> bool {
+    MAGIC.starts_with(prefix) || CHECKPOINT_MAGIC.starts_with(prefix) || IMPORT_MAGIC.starts_with(prefix)
 }
 
 fn census<V: Volume>(volume: &V) -> Result<Census> {
@@ -302,13 +289,16 @@ fn census<V: Volume>(volume: &V) -> Result<Census> {
             return Err(Error::io("read", "file shorter than its size"));
         }
         let magic = head.get(..n.min(8)).unwrap_or_default();
-        let ours = MAGIC.starts_with(magic) || CHECKPOINT_MAGIC.starts_with(magic);
+        let ours = ours(magic);
         let torn_header = can_grow
             && size <= FILE_HEADER_LEN as u64
             && head.starts_with(&MAGIC)
             && FileHeader::decode(&head).is_err();
-        let import = can_grow && size > FILE_HEADER_LEN as u64 && import_not_installed(&head);
-        if (size < FILE_HEADER_LEN as u64 && ours) || (can_grow && unfinished(&head)) || torn_header || import {
+        if can_grow && size >= 8 && import_magic(magic) {
+            // An import not installed (its file's magic not yet, or not wholly, written):
+            // never anything acknowledged, so released in every mode.
+            c.imports.push(id);
+        } else if (size < FILE_HEADER_LEN as u64 && ours) || (can_grow && unfinished(&head)) || torn_header {
             c.stubs.push((id, size));
         } else if magic == CHECKPOINT_MAGIC {
             if !can_grow {
@@ -595,6 +585,10 @@ pub(crate) fn recover<V: Volume>(volume: &mut V, mode: RecoveryMode) -> Result<R
     let can_grow = volume.can_grow();
     let c = census(volume)?;
 
+    for &id in &c.imports {
+        volume.release(id)?;
+        report.segments_released += 1;
+    }
     // Files too short for a header hold nothing: a creation cut short.
     for &(id, size) in &c.stubs {
         if can_grow {

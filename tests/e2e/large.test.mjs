@@ -206,3 +206,39 @@ test('terminate() in the middle of a batch: after reopening none of it is visibl
   await page.close();
   assert.deepEqual(r, { batchOutcome: 'WalnutClosedError', a: 'before', b: false, sentSome: true });
 });
+
+test('a 200 MiB put from a disk-backed File completes byte for byte under repeated forced GC', async () => {
+  // The Blob is read through a BYOB reader into one lent buffer (www/worker.js writeLent);
+  // a BYOB variant once hung under forced GC. Collect garbage in the page and its workers
+  // every 20 ms while the put runs, then read the value back.
+  const { memoryProbe } = await import('../../bench/memory.mjs');
+  const page = await pageWithFile();
+  const probe = await memoryProbe(env.context, page);
+  let collecting = true;
+  let collections = 0;
+  const collector = (async () => {
+    while (collecting) {
+      await probe.collectGarbage();
+      collections++;
+      await new Promise((resolve) => setTimeout(resolve, 20));
+    }
+  })();
+  try {
+    const r = await page.evaluate(async () => {
+      const db = await window.walnut.open(`gc-${Date.now()}`);
+      await db.put('v', window.bigFile);
+      const difference = await window.harness.compareStreams(await db.getStream('v'), window.bigFile.stream());
+      const size = (await db.entries())[0].size;
+      await db.close();
+      return { difference, size };
+    });
+    assert.equal(r.size, SIZE);
+    assert.equal(r.difference, -1, `the value read back differs at ${r.difference}`);
+  } finally {
+    collecting = false;
+    await collector;
+    await probe.close();
+    await page.close();
+  }
+  assert.ok(collections > 10, `garbage was collected ${collections} times during the put`);
+});
