@@ -509,7 +509,10 @@ export class WalnutStore extends EventTarget {
     try {
       for await (const chunk of chunks) {
         signal?.throwIfAborted();
-        await root.#request({ op: 'import', action: 'write', handle, bytes: chunk });
+        // A copy of just these bytes, moved to the worker: posting a view would clone its whole
+        // buffer (a 1 MiB piece of a 1 GiB Uint8Array is 1 GiB to clone; found by review).
+        const piece = chunk.slice();
+        await root.#request({ op: 'import', action: 'write', handle, bytes: piece }, [piece.buffer]);
         bytes += chunk.length;
         onProgress?.(bytes);
       }

@@ -1601,12 +1601,17 @@ async function writeValue(value, task, writeChunk) {
   await reserveStaging(bytes, task);
   try {
     throwIfStopped(task);
-    const reader = (value instanceof Blob ? value.stream() : value).getReader();
+    // A Blob is read into the staging buffer itself (a BYOB reader: the browser fills the
+    // buffer it is lent, so reading a 1 GiB Blob allocates nothing per chunk and leaves no
+    // garbage behind); where a Blob's stream is no byte stream, chunk by chunk as any stream.
+    const byob = value instanceof Blob ? byobReader(value) : null;
+    const reader = byob ?? (value instanceof Blob ? value.stream() : value).getReader();
     task.reader = reader;
     // Once a stream has ended, its data is all in hand: close() lets the write finish.
     const ended = value instanceof ReadableStream ? () => task.unread-- : noop;
     try {
-      await writeChunks(reader, allocateStaging(bytes), task, writeChunk, ended);
+      if (byob) await writeLent(byob, allocateStaging(bytes), task, writeChunk);
+      else await writeChunks(reader, allocateStaging(bytes), task, writeChunk, ended);
     } catch (error) {
       reader.cancel().catch(noop); // stop the source: nothing more will be read from it
       throw error;
@@ -1615,6 +1620,65 @@ async function writeValue(value, task, writeChunk) {
     releaseStaging(bytes);
   }
 }
+
+/**
+ * A BYOB reader of `blob`'s bytes, or null where its stream is not a byte stream.
+ * @param {Blob} blob
+ * @returns {ReadableStreamBYOBReader | null}
+ */
+function byobReader(blob) {
+  try {
+    return blob.stream().getReader({ mode: 'byob' });
+  } catch {
+    return null;
+  }
+}
+
+/**
+ * Reads `reader` to its end into `staging`, lent to the browser for each read (each read
+ * hands the same memory back in a new ArrayBuffer), writing each chunk as it fills and the
+ * last, shorter one.
+ * @param {ReadableStreamBYOBReader} reader
+ * @param {Uint8Array} staging at most chunkSize bytes, its own whole ArrayBuffer
+ * @param {{ stop: unknown }} task
+ * @param {(chunk: Uint8Array) => Promise<void>} writeChunk
+ */
+async function writeLent(reader, staging, task, writeChunk) {
+  const size = staging.length;
+  let buffer = staging.buffer;
+  let filled = 0;
+  reading.add(reader);
+  try {
+    await readLent();
+  } finally {
+    reading.delete(reader);
+  }
+  if (filled > 0) await writeChunk(new Uint8Array(buffer, 0, filled));
+
+  async function readLent() {
+    for (;;) {
+      const { done, value } = await reader.read(new Uint8Array(buffer, filled, size - filled)).catch((error) => {
+        throw named('WalnutIoError', `reading the value failed: ${describeError(error)}`);
+      });
+      throwIfStopped(task);
+      if (value) buffer = value.buffer;
+      if (done) return;
+      filled += value.byteLength;
+      if (filled === size) {
+        await writeChunk(new Uint8Array(buffer, 0, size)); // copied into wasm memory
+        filled = 0;
+      }
+    }
+  }
+}
+
+/**
+ * Blob readers under way, held from a root: in Chromium a Blob's byte stream with a BYOB read
+ * pending is otherwise reachable only from that read's promise, and a garbage collection then
+ * collects it with its source, so the read never settles (a put under forced GC hung: see
+ * www/engine.js, which reads Blobs the same way).
+ */
+const reading = new Set();
 
 /**
  * Reads `reader` to its end, writing every full chunk (straight from the parts read when they

@@ -207,13 +207,27 @@ test('terminate() in the middle of a batch: after reopening none of it is visibl
   assert.deepEqual(r, { batchOutcome: 'WalnutClosedError', a: 'before', b: false, sentSome: true });
 });
 
-test('a 200 MiB put from a disk-backed File completes byte for byte under repeated forced GC', async () => {
+test('a 200 MiB put from a disk-backed File completes byte for byte under repeated forced GC, from the page and the sync store', async () => {
   // The Blob is read through a BYOB reader into one lent buffer (www/worker.js writeLent);
   // a BYOB variant once hung under forced GC. Collect garbage in the page and its workers
   // every 20 ms while the put runs, then read the value back.
   const { memoryProbe } = await import('../../bench/memory.mjs');
   const page = await pageWithFile();
   const probe = await memoryProbe(env.context, page);
+  // Two puts: through the page (its worker reads the Blob) and through the sync store in a
+  // dedicated worker of the page's own (www/engine.js reads the Blob), the one that hung.
+  await page.evaluate(() => {
+    const worker = new Worker('/tests/e2e/fixtures/sync-worker.js', { type: 'module' });
+    let next = 1;
+    const waiting = new Map();
+    worker.onmessage = ({ data }) => waiting.get(data.id)?.(data);
+    window.syncWorker = (cmd, ...args) =>
+      new Promise((resolve, reject) => {
+        const id = next++;
+        waiting.set(id, (data) => (data.error ? reject(new Error(data.error)) : resolve(data.value)));
+        worker.postMessage({ id, cmd, args });
+      });
+  });
   let collecting = true;
   let collections = 0;
   const collector = (async () => {
@@ -230,10 +244,16 @@ test('a 200 MiB put from a disk-backed File completes byte for byte under repeat
       const difference = await window.harness.compareStreams(await db.getStream('v'), window.bigFile.stream());
       const size = (await db.entries())[0].size;
       await db.close();
-      return { difference, size };
+      const { syncWorker } = window;
+      await syncWorker('open', `gc-sync-${Date.now()}`);
+      await syncWorker('putStream', 'v', window.bigFile);
+      const syncDifference = await syncWorker('compare', 'v', window.bigFile);
+      await syncWorker('close');
+      return { difference, size, syncDifference };
     });
     assert.equal(r.size, SIZE);
     assert.equal(r.difference, -1, `the value read back differs at ${r.difference}`);
+    assert.equal(r.syncDifference, -1, `the sync store's value read back differs at ${r.syncDifference}`);
   } finally {
     collecting = false;
     await collector;
