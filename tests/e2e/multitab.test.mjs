@@ -579,3 +579,63 @@ test("a follower's transaction that a silent leader committed is not run again b
   assert.deepEqual(got, { applied: true, value: 1, runs: 1, c: '1' }, 'applied once, answered as applied');
   await follower.close();
 });
+
+test('an import from a follower: installed through the leader and seen by every tab; a follower closed mid-import leaves the store empty', async () => {
+  const name = `mt-import-${Date.now()}`;
+  const [leader, follower] = await pagesWith(name, 2);
+  // The export: made by the leader page from another store, handed to the follower as bytes.
+  const base64 = await leader.evaluate(async (name) => {
+    const src = await window.walnut.open(`${name}-src`);
+    await src.put('doc', 'from the export');
+    await src.put('big', window.harness.pattern(3_000_000, 4));
+    await src.table('q').append('queued');
+    const bytes = await window.harness.readAll(src.export());
+    await src.close();
+    let s = '';
+    for (let i = 0; i < bytes.length; i += 0x8000) s += String.fromCharCode(...bytes.subarray(i, i + 0x8000));
+    return btoa(s);
+  }, name);
+  assert.equal(await leader.evaluate(async () => (await window.db.stats()).leader), true);
+  const done = await follower.evaluate(async (base64) => {
+    const bytes = Uint8Array.from(atob(base64), (c) => c.charCodeAt(0));
+    return window.db.import(new Blob([bytes]));
+  }, base64);
+  assert.equal(done.values, 3);
+  for (const page of [leader, follower]) {
+    const seen = await page.evaluate(async () => ({
+      doc: await window.db.get('doc', { as: 'text' }),
+      big: (await window.db.entries()).find((e) => e.key === 'big')?.size,
+      queue: (await window.db.table('q').read({ as: 'text' })).map((e) => e.value),
+    }));
+    assert.deepEqual(seen, { doc: 'from the export', big: 3_000_000, queue: ['queued'] });
+  }
+
+  // Into a second store: the follower's import is under way when the follower closes.
+  const other = `${name}-b`;
+  const [leader2, follower2] = await pagesWith(other, 2);
+  await follower2.evaluate(async (base64) => {
+    const bytes = Uint8Array.from(atob(base64), (c) => c.charCodeAt(0));
+    // A slow source: the first piece, then nothing until the tab is gone.
+    const source = new ReadableStream({
+      start(controller) {
+        controller.enqueue(bytes.subarray(0, 100_000));
+        window.firstPieceSent = true;
+      },
+    });
+    window.db.import(source).catch(() => {});
+  }, base64);
+  await follower2.waitForFunction(() => window.firstPieceSent === true);
+  await new Promise((resolve) => setTimeout(resolve, 300));
+  await follower2.close();
+  const after = await leader2.evaluate(async (base64) => {
+    const keys = await window.db.keys();
+    const bytes = Uint8Array.from(atob(base64), (c) => c.charCodeAt(0));
+    // The leader's worker gave the follower's import up: a new one goes through.
+    const done = await window.db.import(bytes);
+    return { keys, done, doc: await window.db.get('doc', { as: 'text' }) };
+  }, base64);
+  assert.deepEqual(after.keys, []);
+  assert.equal(after.done.values, 3);
+  assert.equal(after.doc, 'from the export');
+  for (const page of [leader, follower, leader2]) await page.close();
+});
