@@ -83,7 +83,16 @@ const rotate = (items, round) => items.map((_, i) => items[(i + round) % items.l
  *   samples (JS and wasm bytes)
  */
 export async function runBench({ scale: scaleName = 'full', only, pkg = `${repo}pkg`, log = () => {} } = {}) {
-  const scale = SCALES[scaleName];
+  // BENCH_MEMORY_MIB=n: the memory run's File is n MiB instead of the scale's (a one-off run of a
+  // larger store, such as the 2 GiB export of issue 15).
+  // BENCH_ROUNDS=n: n rounds instead of the scale's.
+  const memoryMiB = Number(process.env.BENCH_MEMORY_MIB);
+  const rounds = Number(process.env.BENCH_ROUNDS);
+  const scale = {
+    ...SCALES[scaleName],
+    ...(memoryMiB > 0 ? { memory: memoryMiB * MiB } : {}),
+    ...(rounds > 0 ? { rounds } : {}),
+  };
   const workloads = workloadsAt(scale).filter((workload) => !only || only.includes(workload.id));
   const started = Date.now();
   const loadStart = os.loadavg()[0];

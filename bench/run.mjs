@@ -5,6 +5,8 @@
  *   node bench/run.mjs                  full run (~20 min): bench/results.json, docs/BENCHMARKS.md, docs/bench.svg
  *   BENCH_QUICK=1 node bench/run.mjs    fewer rounds, smaller sizes (~3 min): bench/out/results-quick.json
  *   BENCH_ONLY=seq,gets node bench/run.mjs   only these workloads: bench/out/results-<scale>.json
+ *   BENCH_MEMORY_MIB=2048 BENCH_ROUNDS=2 BENCH_ONLY=memory node bench/run.mjs   a one-off
+ *                                       memory run of a 2 GiB File, 2 rounds
  *   BENCH_PKG=dir node bench/run.mjs    measure the walnut package in dir (e.g. another build)
  *                                       instead of pkg/
  *   BENCH_REPORT=bench/results.json node bench/run.mjs   measure nothing: render the table, the
