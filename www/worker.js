@@ -1604,7 +1604,8 @@ async function writeValue(value, task, writeChunk) {
     // A Blob is read into the staging buffer itself (a BYOB reader: the browser fills the
     // buffer it is lent, so reading a 1 GiB Blob allocates nothing per chunk and leaves no
     // garbage behind); where a Blob's stream is no byte stream, chunk by chunk as any stream.
-    const byob = value instanceof Blob ? byobReader(value) : null;
+    // (An empty Blob has nothing to lend a buffer for: a zero-length read is a TypeError.)
+    const byob = value instanceof Blob && value.size > 0 ? byobReader(value) : null;
     const reader = byob ?? (value instanceof Blob ? value.stream() : value).getReader();
     task.reader = reader;
     // Once a stream has ended, its data is all in hand: close() lets the write finish.
