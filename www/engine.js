@@ -103,9 +103,10 @@ function call(fn) {
  */
 async function* chunksOf(source, param) {
   if (source instanceof Blob) {
+    if (source.size === 0) return;
     const lent = byobReader(source);
     if (lent) {
-      yield* lentChunks(lent);
+      yield* lentChunks(lent, Math.min(LENT_BYTES, source.size));
       return;
     }
     source = source.stream();
@@ -148,20 +149,29 @@ function byobReader(blob) {
  */
 const reading = new Set();
 
-/** @param {ReadableStreamBYOBReader} reader */
-async function* lentChunks(reader) {
-  let buffer = new ArrayBuffer(LENT_BYTES);
+/**
+ * @param {ReadableStreamBYOBReader} reader
+ * @param {number} bytes lent per read (1..LENT_BYTES: a small Blob's own size)
+ */
+async function* lentChunks(reader, bytes) {
+  let buffer = new ArrayBuffer(bytes);
+  let ended = false;
   reading.add(reader);
   try {
     for (;;) {
       const { done, value } = await reader.read(new Uint8Array(buffer));
-      if (done) return;
+      if (done) {
+        ended = true;
+        return;
+      }
       buffer = value.buffer;
       yield new Uint8Array(buffer, 0, value.byteLength);
     }
   } finally {
     reading.delete(reader);
-    reader.releaseLock();
+    // Given up early (a failed write, an abort): the Blob's stream is cancelled, not left open.
+    if (!ended) reader.cancel().catch(() => {});
+    else reader.releaseLock();
   }
 }
 

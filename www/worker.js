@@ -1662,7 +1662,9 @@ async function writeLent(reader, staging, task, writeChunk) {
         throw named('WalnutIoError', `reading the value failed: ${describeError(error)}`);
       });
       throwIfStopped(task);
-      if (value) buffer = value.buffer;
+      // A read cancelled from elsewhere ends without its buffer: what was read is not the value.
+      if (done && !value) throw named('WalnutIoError', 'reading the value failed: its stream was cancelled');
+      buffer = value.buffer;
       if (done) return;
       filled += value.byteLength;
       if (filled === size) {
