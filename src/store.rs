@@ -175,8 +175,8 @@ impl<V: Volume> Store<V> {
     /// left untouched); [`Error::Io`] from storage.
     pub fn open(mut volume: V, options: Options) -> Result<Self> {
         options.validate()?;
-        let r = recover(&mut volume, options.recovery_mode)?;
-        let (init, next_txn) = Self::writer_init(&volume, &options, &r);
+        let mut r = recover(&mut volume, options.recovery_mode)?;
+        let (init, next_txn) = Self::writer_init(&volume, &options, &mut r);
         let mut writer = Writer::new(volume, init);
         // What recovery exposes is durable from here on: a previous holder (a closed tab, a
         // killed process) may have written records it never flushed, and whoever answers for
@@ -200,10 +200,10 @@ impl<V: Volume> Store<V> {
     }
 
     /// Where the writer starts after recovery `r` on `volume`, and the next transaction id.
-    fn writer_init(volume: &V, options: &Options, r: &Recovered) -> (WriterInit, TxnId) {
+    fn writer_init(volume: &V, options: &Options, r: &mut Recovered) -> (WriterInit, TxnId) {
         let segment_size = if volume.can_grow() { options.segment_size } else { u64::MAX };
         let init = WriterInit {
-            segments: r.segments.clone(),
+            segments: std::mem::take(&mut r.segments),
             tail_seg: loc_segment(r.tail),
             tail: loc_offset(r.tail),
             next_lsn: r.next_lsn,
@@ -232,14 +232,14 @@ impl<V: Volume> Store<V> {
     ///
     /// Errors: as [`Store::open`].
     pub(crate) fn reload(&mut self) -> Result<()> {
-        let r = match recover(self.log.writer_mut().volume_mut(), self.options.recovery_mode) {
+        let mut r = match recover(self.log.writer_mut().volume_mut(), self.options.recovery_mode) {
             Ok(r) => r,
             Err(e) => {
                 self.closed = true;
                 return Err(e);
             }
         };
-        let (init, next_txn) = Self::writer_init(self.log.writer().volume(), &self.options, &r);
+        let (init, next_txn) = Self::writer_init(self.log.writer().volume(), &self.options, &mut r);
         self.log.reset(init, next_txn);
         if let Err(e) = self.log.writer_mut().flush_tail() {
             self.closed = true;

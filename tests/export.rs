@@ -456,12 +456,21 @@ fn a_small_staged_import_left_by_a_crash_keeps_the_store_openable() {
     assert!(failed.is_empty(), "the store no longer opens after a first piece of: {failed:?}");
 }
 
-/// A volume whose `create` fails once `free` files were handed out (an OPFS pool run dry).
-struct Pool {
+/// A memory volume with faults: `create` fails once `free` files were handed out (an OPFS pool
+/// run dry), and the next `fail` releases fail (a transient I/O error).
+struct Faulty {
     inner: MemoryVolume,
     free: std::cell::Cell<usize>,
+    fail: std::cell::Cell<u32>,
 }
-impl Volume for Pool {
+
+impl Faulty {
+    fn new() -> Self {
+        Faulty { inner: MemoryVolume::default(), free: std::cell::Cell::new(usize::MAX), fail: std::cell::Cell::new(0) }
+    }
+}
+
+impl Volume for Faulty {
     type File = MemoryStorage;
     fn ids(&self) -> Vec<u32> {
         self.inner.ids()
@@ -484,6 +493,10 @@ impl Volume for Pool {
         self.inner.create()
     }
     fn release(&mut self, id: u32) -> walnut::Result<()> {
+        if self.fail.get() > 0 {
+            self.fail.set(self.fail.get() - 1);
+            return Err(walnut::Error::Io { op: "release", detail: "EIO".into(), source: None });
+        }
         self.inner.release(id)
     }
     fn has_free(&self) -> bool {
@@ -496,15 +509,14 @@ impl Volume for Pool {
 #[test]
 fn an_import_finished_with_the_pool_short_does_not_poison_the_store() {
     let (_, bytes) = source();
-    let mut s =
-        Store::open(Pool { inner: MemoryVolume::default(), free: std::cell::Cell::new(1000) }, small()).unwrap();
+    let mut s = Store::open(Faulty::new(), small()).unwrap();
     emptied(&mut s);
     s.volume().free.set(1); // what Import::begin asks for
     let mut i = Import::begin(&mut s).unwrap();
     i.write(&mut s, &bytes).unwrap();
     let e = i.finish(&mut s).unwrap_err();
     println!("finish: {e}");
-    s.volume().free.set(1000); // the pool refilled
+    s.volume().free.set(usize::MAX); // the pool refilled
     let r = s.put(b"after", b"v", S);
     assert!(r.is_ok(), "the store refuses writes after a refused import: {:?} (poisoned: {})", r, s.stats().poisoned);
 }
@@ -556,34 +568,6 @@ fn an_import_is_refused_by_any_store_but_its_own_and_never_releases_a_live_segme
     }
 }
 
-/// A volume whose next `fail` releases fail (a transient I/O error).
-struct FailRelease {
-    inner: MemoryVolume,
-    fail: std::cell::Cell<u32>,
-}
-impl Volume for FailRelease {
-    type File = MemoryStorage;
-    fn ids(&self) -> Vec<u32> {
-        self.inner.ids()
-    }
-    fn file(&self, id: u32) -> walnut::Result<&MemoryStorage> {
-        self.inner.file(id)
-    }
-    fn file_mut(&mut self, id: u32) -> walnut::Result<&mut MemoryStorage> {
-        self.inner.file_mut(id)
-    }
-    fn create(&mut self) -> walnut::Result<u32> {
-        self.inner.create()
-    }
-    fn release(&mut self, id: u32) -> walnut::Result<()> {
-        if self.fail.get() > 0 {
-            self.fail.set(self.fail.get() - 1);
-            return Err(walnut::Error::Io { op: "release", detail: "EIO".into(), source: None });
-        }
-        self.inner.release(id)
-    }
-}
-
 /// AbsoluteConsistency: a transient I/O error in the switch (here the release of the log's
 /// segment) reloaded with the staged file still there, which recovery refused in that mode:
 /// the store closed, and no longer opened in its own mode. The staged file goes first now.
@@ -591,9 +575,7 @@ impl Volume for FailRelease {
 fn a_failed_switch_in_absolute_consistency_leaves_the_store_open() {
     let (_, bytes) = source();
     let opts = Options { recovery_mode: walnut::RecoveryMode::AbsoluteConsistency, ..small() };
-    let mut s =
-        Store::open(FailRelease { inner: MemoryVolume::default(), fail: std::cell::Cell::new(0) }, opts.clone())
-            .unwrap();
+    let mut s = Store::open(Faulty::new(), opts.clone()).unwrap();
     let mut i = Import::begin(&mut s).unwrap();
     i.write(&mut s, &bytes).unwrap();
     s.volume().fail.set(1);

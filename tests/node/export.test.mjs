@@ -34,18 +34,7 @@ async function contents(db) {
 }
 
 test('an export restores into a new directory whole, and a cut one is refused naming the offset', async () => {
-  const src = await open(join(dir, 'src'), { chunkSize: 4096 });
-  await src.put('a', 'one');
-  await src.put('big', new Uint8Array(50_000).map((_, i) => i * 7));
-  const q = src.table('q');
-  for (let i = 0; i < 6; i++) await q.append(`e${i}`);
-  await q.put('state', 'kept');
-  await q.markFlushed(4);
-  await q.deleteUpTo(2);
-  await src.transaction(async (tx) => tx.put('paid', '1'), { id: 'payment-1' });
-  const want = await contents(src);
-  const file = await bytesOf(src.export());
-  await src.close();
+  const { want, file } = await sourceExport('src');
 
   const restored = join(dir, 'restored');
   const r = await importInto(restored, file);

@@ -307,17 +307,25 @@ $('file').addEventListener('change', (event) => {
   event.target.value = '';
   storeFiles(files);
 });
-const drop = $('drop');
-drop.addEventListener('dragover', (event) => {
-  event.preventDefault();
-  drop.classList.add('over');
-});
-drop.addEventListener('dragleave', () => drop.classList.remove('over'));
-drop.addEventListener('drop', (event) => {
-  event.preventDefault();
-  drop.classList.remove('over');
-  if (!$('file').disabled) storeFiles([...event.dataTransfer.files]);
-});
+/**
+ * Makes `zone` take dropped files: `onFiles(files)` unless the input `input` is disabled.
+ * @param {HTMLElement} zone
+ * @param {HTMLInputElement} input
+ * @param {(files: File[]) => void} onFiles
+ */
+function dropZone(zone, input, onFiles) {
+  zone.addEventListener('dragover', (event) => {
+    event.preventDefault();
+    zone.classList.add('over');
+  });
+  zone.addEventListener('dragleave', () => zone.classList.remove('over'));
+  zone.addEventListener('drop', (event) => {
+    event.preventDefault();
+    zone.classList.remove('over');
+    if (!input.disabled) onFiles([...event.dataTransfer.files]);
+  });
+}
+dropZone($('drop'), $('file'), storeFiles);
 /**
  * Exports the store as one `.walnut` file and downloads it, with a progress bar (the size is
  * not known ahead: the bar follows the store's live bytes as an estimate).
@@ -396,18 +404,7 @@ $('import-file').addEventListener('change', (event) => {
   event.target.value = '';
   if (file) importFile(file).catch(say);
 });
-const importDrop = $('import-drop');
-importDrop.addEventListener('dragover', (event) => {
-  event.preventDefault();
-  importDrop.classList.add('over');
-});
-importDrop.addEventListener('dragleave', () => importDrop.classList.remove('over'));
-importDrop.addEventListener('drop', (event) => {
-  event.preventDefault();
-  importDrop.classList.remove('over');
-  const [file] = event.dataTransfer.files;
-  if (file && !$('import-file').disabled) importFile(file).catch(say);
-});
+dropZone($('import-drop'), $('import-file'), ([file]) => file && importFile(file).catch(say));
 $('cancel').addEventListener('click', () => upload?.controller.abort(new DOMException('cancelled', 'AbortError')));
 $('kill').addEventListener('click', kill);
 
