@@ -392,3 +392,40 @@ async fn an_import_into_an_emptied_opfs_store_replaces_its_log_and_reopens() {
     assert_eq!(s.get(b"after").unwrap().as_deref(), Some(&b"import"[..]));
     assert_eq!(s.read(s.table("q").unwrap().id, 0, None).unwrap().len(), 1);
 }
+
+#[wasm_bindgen_test]
+async fn refills_asked_together_open_only_the_files_the_pool_lacks() {
+    use walnut::storage::opfs::{OpfsVolume, POOL_MIN_FREE};
+    use walnut::Volume;
+    let name = format!("burst-{}", js_sys::Date::now() as u64);
+    let mut volume = OpfsVolume::open(&name, 2000).await.unwrap();
+    assert_eq!(volume.free_files(), POOL_MIN_FREE);
+    volume.create().unwrap();
+    volume.create().unwrap();
+    // What the store does after each write of a burst (a putMany of thousands): it asks for a
+    // refill while the pool is short, before any refill it asked for has run.
+    let mut asked = 0;
+    for _ in 0..50 {
+        if volume.needs_refill() {
+            asked += 1;
+            let refill = volume.refill();
+            wasm_bindgen_futures::spawn_local(async move {
+                refill.await.unwrap();
+            });
+        }
+    }
+    assert_eq!(asked, 1, "one refill for the whole burst");
+    // An explicit refill beside it (the worker's before close()) shares the work, and resolves
+    // once the pool is full.
+    volume.refill().await.unwrap();
+    assert_eq!(volume.free_files(), POOL_MIN_FREE);
+    sleep(100).await;
+    assert_eq!(volume.free_files(), POOL_MIN_FREE, "no refill opened more than the pool lacked");
+    assert!(!volume.needs_refill());
+    volume.close();
+    drop(volume);
+    // The store's directory holds the two files taken and the pool's, nothing else: reopened,
+    // every empty file is a free one.
+    let again = OpfsVolume::open(&name, 2000).await.unwrap();
+    assert_eq!(again.free_files(), 2 + POOL_MIN_FREE);
+}

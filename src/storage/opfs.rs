@@ -143,9 +143,33 @@ impl Storage for OpfsStorage {
 struct Pool {
     free: Vec<(String, OpfsStorage)>,
     next_name: u32,
-    refilling: bool,
+    /// Refills asked for and not finished. Counted from the moment [`OpfsVolume::refill`] is
+    /// called, not from the future's first poll: the writes of one burst (a `putMany` of
+    /// thousands) each ask, before any refill has run, and must start only one.
+    refills: usize,
+    /// Files a refill is opening now: counted with `free` so that refills running together
+    /// open only the files the pool lacks.
+    opening: usize,
     /// The volume was closed: a refill under way closes what it opens, and stops.
     closed: bool,
+}
+
+/// A refill's hold on the pool's counts, given back however the refill ends (finished, failed,
+/// or its future dropped unfinished).
+struct RefillGuard {
+    pool: std::rc::Rc<std::cell::RefCell<Pool>>,
+    /// It has a file being opened (counted in `Pool::opening`).
+    opening: std::cell::Cell<bool>,
+}
+
+impl Drop for RefillGuard {
+    fn drop(&mut self) {
+        let mut p = self.pool.borrow_mut();
+        p.refills -= 1;
+        if self.opening.get() {
+            p.opening -= 1;
+        }
+    }
 }
 
 /// Free files the pool keeps ready, so a rotation and a checkpoint never wait.
@@ -341,44 +365,63 @@ impl OpfsVolume {
         Ok(v)
     }
 
-    /// Whether the pool is below [`POOL_MIN_FREE`] and no refill is under way.
+    /// Whether the pool is below [`POOL_MIN_FREE`] and no refill is under way (or asked for).
     pub fn needs_refill(&self) -> bool {
         let p = self.pool.borrow();
-        p.free.len() < POOL_MIN_FREE && !p.refilling
+        p.free.len() < POOL_MIN_FREE && p.refills == 0
     }
 
-    /// Tops the pool up to [`POOL_MIN_FREE`] free files. The future owns what it needs, so it
-    /// can run in the background (`wasm_bindgen_futures::spawn_local`) while the store works.
+    /// Free files in the pool now (pre-opened, empty), not counting those being opened.
+    pub fn free_files(&self) -> usize {
+        self.pool.borrow().free.len()
+    }
+
+    /// Tops the pool up to [`POOL_MIN_FREE`] free files; resolves once it is full (or the
+    /// volume closed). The future owns what it needs, so it can run in the background
+    /// (`wasm_bindgen_futures::spawn_local`) while the store works. Refills running together
+    /// share the work: each opens a file only while the free files and those being opened fall
+    /// short, and one that finds the rest being opened by another waits for them.
     pub fn refill(&self) -> impl std::future::Future<Output = Result<()>> + 'static {
         let pool = self.pool.clone();
         let dir = self.dir.clone();
+        // Counted now: see `Pool::refills`.
+        pool.borrow_mut().refills += 1;
+        let guard = RefillGuard { pool: pool.clone(), opening: std::cell::Cell::new(false) };
         async move {
+            let guard = guard; // the future owns it whole (not only the fields it touches)
             let scope = worker_scope()?;
-            if pool.borrow().closed {
-                return Ok(());
-            }
-            pool.borrow_mut().refilling = true;
-            let r = async {
-                while pool.borrow().free.len() < POOL_MIN_FREE {
-                    let name = {
-                        let mut p = pool.borrow_mut();
-                        p.next_name += 1;
-                        format!("{:08}.wal", p.next_name - 1)
-                    };
-                    let storage = open_handle(&scope, &dir, &name, "pool", 1000).await?;
-                    if pool.borrow().closed {
-                        // Closed meanwhile (a store closed, then opened again in this worker):
-                        // the handle would keep the file from the next opener.
-                        storage.close();
-                        break;
+            loop {
+                let name = {
+                    let mut p = pool.borrow_mut();
+                    if p.closed || p.free.len() >= POOL_MIN_FREE {
+                        return Ok(());
                     }
-                    pool.borrow_mut().free.push((name, storage));
+                    if p.free.len() + p.opening >= POOL_MIN_FREE {
+                        None // another refill is opening the rest
+                    } else {
+                        p.opening += 1;
+                        p.next_name += 1;
+                        Some(format!("{:08}.wal", p.next_name - 1))
+                    }
+                };
+                let Some(name) = name else {
+                    sleep_ms(&scope, 5).await;
+                    continue;
+                };
+                guard.opening.set(true);
+                let opened = open_handle(&scope, &dir, &name, "pool", 1000).await;
+                guard.opening.set(false);
+                let mut p = pool.borrow_mut();
+                p.opening -= 1;
+                let storage = opened?;
+                if p.closed {
+                    // Closed meanwhile (a store closed, then opened again in this worker):
+                    // the handle would keep the file from the next opener.
+                    storage.close();
+                    return Ok(());
                 }
-                Ok(())
+                p.free.push((name, storage));
             }
-            .await;
-            pool.borrow_mut().refilling = false;
-            r
         }
     }
 

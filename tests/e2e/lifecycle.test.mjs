@@ -70,3 +70,51 @@ test('open options for the lifecycle are checked by name', async () => {
   assert.match(r.ratio.message, /compactionRatio/);
   assert.match(r.every.message, /checkpointBytes/);
 });
+
+test('a burst of writes while the pool of spare files is short opens only the files it lacks', async () => {
+  // The pool keeps 3 spare OPFS files open, refilled in the background after a write uses one.
+  // Each write of a burst asked for a refill before any refill had started, and each refill
+  // then opened files until the pool was full: a putMany of 2,000 values left thousands of
+  // empty files in the store, each with a sync access handle open, until OPFS stalled and
+  // close() took seconds. Through the page's store and through the sync store in a worker,
+  // whose gets (awaited one by one) let the queued refills run.
+  const r = await shared.page.evaluate(async () => {
+    const files = async (name) => {
+      const root = await navigator.storage.getDirectory();
+      const dir = await (await root.getDirectoryHandle('walnut')).getDirectoryHandle(name);
+      return (await Array.fromAsync(dir.keys())).length;
+    };
+    const settle = () => new Promise((resolve) => setTimeout(resolve, 500));
+    const entries = Array.from({ length: 2000 }, (_, i) => [`k${i}`, new Uint8Array(128).fill(i & 255)]);
+
+    const db = await window.walnut.open('pool-burst-page');
+    await db.putMany(entries);
+    await db.putMany(entries);
+    for (let i = 0; i < 50; i++) await db.getBytes(`k${i}`);
+    await settle();
+    const page = await files('pool-burst-page');
+    await db.close();
+
+    const worker = new Worker('/tests/e2e/fixtures/sync-worker.js', { type: 'module' });
+    let next = 1;
+    const waiting = new Map();
+    worker.onmessage = ({ data }) => waiting.get(data.id)?.(data);
+    const call = (cmd, ...args) =>
+      new Promise((resolve, reject) => {
+        const id = next++;
+        waiting.set(id, (data) => (data.error ? reject(new Error(data.error)) : resolve(data.value)));
+        worker.postMessage({ id, cmd, args });
+      });
+    await call('open', 'pool-burst-sync');
+    await call('putMany', 2000);
+    await call('gets', 2000);
+    await settle();
+    const sync = await files('pool-burst-sync');
+    await call('close');
+    worker.terminate();
+    return { page, sync };
+  });
+  // One segment (or two), the 3 spare files, at most a checkpoint: never hundreds.
+  assert.ok(r.page <= 8, `the page's store holds ${r.page} files`);
+  assert.ok(r.sync <= 8, `the sync store holds ${r.sync} files`);
+});
