@@ -20,6 +20,8 @@ export const CONTENDERS = [
   { id: 'idb-keyval', label: 'idb-keyval', module: './contenders/idb.js', host: 'worker', batches: false },
   { id: 'idb-batch', label: 'IndexedDB, 1 tx per batch', module: './contenders/idb.js', host: 'worker', batches: true },
   { id: 'sqlite', label: 'SQLite opfs-sahpool', module: './contenders/sqlite.js', host: 'worker', batches: false },
+  // The floor of a call from the page: a Map in a worker, one postMessage each way (not durable)
+  { id: 'floor', label: 'postMessage floor (a Map in a worker)', module: './contenders/floor.js', host: 'page', batches: true },
 ];
 
 /** The peers walnut is compared with (the "best peer" column). */
@@ -37,7 +39,7 @@ export const SCALES = {
   tiny: { rounds: 1, large: 4 * MiB, many: [4, MiB], small: 100, open: [100, 1_000], memory: 8 * MiB },
 };
 
-const ALL = CONTENDERS.map((c) => c.id).filter((id) => id !== 'walnut-pre');
+const ALL = CONTENDERS.map((c) => c.id).filter((id) => id !== 'walnut-pre' && id !== 'floor');
 const PER_CALL = ALL.filter((id) => id !== 'idb-batch');
 /** Who keeps a queue (tables with sequence numbers; an autoIncrement store; an INTEGER PRIMARY KEY table). */
 const QUEUES = ['walnut', 'walnut-sync', 'idb-keyval', 'sqlite'];
@@ -93,7 +95,7 @@ export function workloadsAt(scale) {
     },
     {
       id: 'seq',
-      contenders: PER_CALL,
+      contenders: [...PER_CALL, 'floor'],
       params: { count: scale.small },
       metrics: latencies('seq', `${small} × 128 B durable puts, one after another`),
     },
@@ -129,7 +131,7 @@ export function workloadsAt(scale) {
     },
     {
       id: 'gets',
-      contenders: PER_CALL,
+      contenders: [...PER_CALL, 'floor'],
       params: { count: scale.small },
       metrics: latencies('gets', `${small} × 128 B gets, random order, one after another`),
     },
