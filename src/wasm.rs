@@ -9,7 +9,7 @@ use wasm_bindgen::prelude::*;
 
 use crate::error::Error;
 use crate::format::{loc_offset, loc_segment};
-use crate::index::{ChunkLoc, KeyInfo, KeyRange};
+use crate::index::{ChunkLoc, Entry, KeyInfo, KeyRange};
 use crate::storage::host::{check_host, close_host, HostVolume};
 use crate::storage::opfs::OpfsVolume;
 use crate::store::{Durability, IdCommit, IdStatus, Options, Outcome, Store, Ticket, TxnId};
@@ -1043,14 +1043,34 @@ impl WalnutStore {
         let Some(entry) = store!(self, |s| s.entry_in(table.unwrap_or(0), key)).map_err(js_err)? else {
             return Ok(None);
         };
-        // A value of one chunk (every small value) is read into the reused buffer and copied
-        // out once; longer ones are gathered first.
+        self.value_bytes(&entry).map(Some)
+    }
+
+    /// `entry`'s value, copied out of wasm memory once: a value of one chunk (every small
+    /// value) is read into the reused buffer; longer ones are gathered first.
+    fn value_bytes(&mut self, entry: &Entry) -> JsResult<js_sys::Uint8Array> {
         if let [loc] = entry.chunks[..] {
             store!(self, |s| s.read_chunk(&loc, &mut self.buf)).map_err(js_err)?;
-            return Ok(Some(js_sys::Uint8Array::from(&self.buf[..])));
+            return Ok(js_sys::Uint8Array::from(&self.buf[..]));
         }
-        let value = store!(self, |s| s.value_of(&entry)).map_err(js_err)?;
-        Ok(Some(js_sys::Uint8Array::from(&value[..])))
+        let value = store!(self, |s| s.value_of(entry)).map_err(js_err)?;
+        Ok(js_sys::Uint8Array::from(&value[..]))
+    }
+
+    /// A small get in one call (the page's `get()` of a small value crosses into wasm once
+    /// instead of three times): the value of `key` as a `Uint8Array` if it is at most `max`
+    /// bytes long, its size in bytes (a number) if it is longer (walk it with `openReader`),
+    /// or `undefined` if absent. Settled first, as every read.
+    #[wasm_bindgen(js_name = getUpTo)]
+    pub fn get_up_to(&mut self, key: &[u8], table: Option<u32>, max: f64) -> JsResult<JsValue> {
+        self.settle();
+        let Some(entry) = store!(self, |s| s.entry_in(table.unwrap_or(0), key)).map_err(js_err)? else {
+            return Ok(JsValue::UNDEFINED);
+        };
+        if entry.size as f64 > max {
+            return Ok(JsValue::from_f64(entry.size as f64));
+        }
+        Ok(self.value_bytes(&entry)?.into())
     }
 
     /// Snapshots the value's chunk locations: `{ id, size }`, or `undefined` if absent.

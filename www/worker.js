@@ -1799,23 +1799,15 @@ function asBytes(part) {
  * @param {Uint8Array} key
  */
 function getValue(id, key, table) {
+  // A value of up to one chunk's size (every small value) comes whole in one call.
+  const small = store.getUpTo(key, table, chunkSize);
+  if (typeof small !== 'number') {
+    reply(id, small, small ? [small.buffer] : []);
+    return;
+  }
   const opened = store.openReader(key, table);
   if (!opened) {
     reply(id, undefined);
-    return;
-  }
-  if (opened.size <= chunkSize) {
-    // One chunk, or several when the value was written with a smaller chunkSize.
-    const bytes = new Uint8Array(opened.size);
-    try {
-      for (let offset = 0, chunk; (chunk = store.readNext(opened.id)) !== undefined; ) {
-        bytes.set(chunk, offset);
-        offset += chunk.length;
-      }
-    } finally {
-      store.closeReader(opened.id);
-    }
-    reply(id, bytes, [bytes.buffer]);
     return;
   }
   const reading = (async () => {
