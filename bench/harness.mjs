@@ -11,6 +11,7 @@ import os from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { CHROMIUM, launch } from '../www/tools/browser.mjs';
+import { FIREFOX, launchFirefox } from '../www/tools/firefox.mjs';
 import { memoryProbe } from './memory.mjs';
 import { CONTENDERS, MiB, SCALES, workloadsAt } from './page/plan.js';
 
@@ -49,8 +50,39 @@ function commit() {
   return `${git('rev-parse', '--short', 'HEAD')}${changed ? ' with uncommitted changes to the sources' : ''}`;
 }
 
+/** `binary --version`. Debian's Chromium wrapper prints a shell warning on stderr: keep stdout only. */
+const versionOf = (binary) => execFileSync(binary, ['--version'], { stdio: ['ignore', 'pipe', 'ignore'] }).toString().trim();
+
+/**
+ * The browser the bench page runs in, behind one shape: `evaluate(fn, arg)` runs `fn` in the
+ * page, `setInputFiles(selector, path)` chooses a file in an input, `probe()` starts the memory
+ * probe (Chromium only: it reads memory over the DevTools Protocol; null elsewhere).
+ * @param {'chromium' | 'firefox'} name
+ * @param {string} pkg
+ * @param {(line: string) => void} log
+ */
+async function openBrowser(name, pkg, log) {
+  if (name === 'firefox') {
+    // WebDriver classic over geckodriver (Firefox ESR): a call may run for minutes.
+    const firefox = await launchFirefox({ routes: routes(pkg), headers: HEADERS, scriptTimeoutMs: CALL_TIMEOUT_MS });
+    await firefox.goto(`${firefox.url}bench/index.html`);
+    return { ...firefox, version: versionOf(FIREFOX), probe: null };
+  }
+  const browser = await launch({ routes: routes(pkg), headers: HEADERS });
+  const page = await browser.context.newPage();
+  page.on('pageerror', (error) => log(`[page error] ${error.stack ?? error}`));
+  await page.goto(`${browser.url}bench/index.html`);
+  return {
+    evaluate: (fn, arg) => page.evaluate(fn, arg),
+    setInputFiles: (selector, path) => page.setInputFiles(selector, path),
+    version: versionOf(CHROMIUM),
+    probe: () => memoryProbe(browser.context, page),
+    close: () => browser.close(),
+  };
+}
+
 /** The machine and the software versions, for the report. */
-function environment(userAgent, pkg, loadStart) {
+function environment(userAgent, pkg, loadStart, browserVersion) {
   const version = (dir) => JSON.parse(readFileSync(`${dir}/package.json`, 'utf8')).version;
   return {
     cpu: os.cpus()[0]?.model,
@@ -60,8 +92,7 @@ function environment(userAgent, pkg, loadStart) {
     // Other work on the machine skews every figure: the 1-minute load average before and after.
     load: [loadStart, os.loadavg()[0]].map((load) => Number(load.toFixed(2))),
     commit: commit(),
-    // Debian's wrapper script prints a shell warning on stderr: keep stdout only.
-    chromium: execFileSync(CHROMIUM, ['--version'], { stdio: ['ignore', 'pipe', 'ignore'] }).toString().trim(),
+    browser: browserVersion,
     userAgent,
     node: process.version,
     walnut: `${version(pkg)} from ${pkg.startsWith(repo) ? pkg.slice(repo.length) : pkg}`,
@@ -75,14 +106,15 @@ const rotate = (items, round) => items.map((_, i) => items[(i + round) % items.l
 
 /**
  * Runs the benchmark.
- * @param {{ scale?: keyof SCALES, only?: string[], pkg?: string, log?: (line: string) => void }} [options]
+ * @param {{ scale?: keyof SCALES, only?: string[], pkg?: string, browser?: 'chromium' | 'firefox', log?: (line: string) => void }} [options]
  *   `only`: the ids of the workloads to run (default: all); `pkg`: the directory of the walnut
- *   package to measure (default: the repository's pkg/)
+ *   package to measure (default: the repository's pkg/); `browser`: where (default Chromium;
+ *   in Firefox the memory workload is left out: its probe needs the DevTools Protocol)
  * @returns {Promise<{ scale: string, sizes: object, startedAt: string, seconds: number, environment: object, contenders: object[], workloads: object[], samples: Record<string, Record<string, number[]>>, memory: object[], errors: string[] }>}
  *   `samples[metric][contender]`: one value per round; `memory`: each memory run's idle and peak
  *   samples (JS and wasm bytes)
  */
-export async function runBench({ scale: scaleName = 'full', only, pkg = `${repo}pkg`, log = () => {} } = {}) {
+export async function runBench({ scale: scaleName = 'full', only, pkg = `${repo}pkg`, browser: browserName = 'chromium', log = () => {} } = {}) {
   // BENCH_MEMORY_MIB=n: the memory run's File is n MiB instead of the scale's (a one-off run of a
   // larger store, such as the 2 GiB export of issue 15).
   // BENCH_ROUNDS=n: n rounds instead of the scale's.
@@ -93,7 +125,9 @@ export async function runBench({ scale: scaleName = 'full', only, pkg = `${repo}
     ...(memoryMiB > 0 ? { memory: memoryMiB * MiB } : {}),
     ...(rounds > 0 ? { rounds } : {}),
   };
-  const workloads = workloadsAt(scale).filter((workload) => !only || only.includes(workload.id));
+  const workloads = workloadsAt(scale).filter(
+    (workload) => (!only || only.includes(workload.id)) && (browserName === 'chromium' || workload.kind !== 'memory'),
+  );
   const started = Date.now();
   const loadStart = os.loadavg()[0];
   await mkdir(`${repo}bench/out`, { recursive: true });
@@ -107,15 +141,16 @@ export async function runBench({ scale: scaleName = 'full', only, pkg = `${repo}
     log(`writing ${scale.large / MiB} MiB and ${scale.memory / MiB} MiB of random bytes to ${dataDir}`);
     await writeRandomFile(files.large, Math.max(scale.large, scale.many[0] * scale.many[1]));
     await writeRandomFile(files.memory, scale.memory);
-    browser = await launch({ routes: routes(pkg), headers: HEADERS });
-    const page = await browser.context.newPage();
-    page.on('pageerror', (error) => log(`[page error] ${error.stack ?? error}`));
-    await page.goto(`${browser.url}bench/index.html`);
-    await page.waitForFunction(() => window.bench);
+    browser = await openBrowser(browserName, pkg, log);
+    const page = browser;
+    for (let tries = 0; !(await page.evaluate(() => Boolean(window.bench))); tries++) {
+      if (tries > 100) throw new Error('the bench page did not load');
+      await new Promise((resolve) => setTimeout(resolve, 100));
+    }
     if (!(await page.evaluate(() => crossOriginIsolated))) throw new Error('the bench page is not cross-origin isolated');
     await page.setInputFiles('#large', files.large);
     await page.setInputFiles('#memory', files.memory);
-    const probe = await memoryProbe(browser.context, page);
+    const probe = await browser.probe?.();
 
     const bench = {
       begin: (contender) => page.evaluate((c) => window.bench.begin(c), contender),
@@ -236,13 +271,14 @@ export async function runBench({ scale: scaleName = 'full', only, pkg = `${repo}
       await runners[workload.kind ?? 'plain'](workload);
     }
     const userAgent = await page.evaluate(() => navigator.userAgent);
-    await probe.close();
+    await probe?.close();
     return {
       scale: scaleName,
       sizes: scale,
       startedAt: new Date(started).toISOString(),
       seconds: Math.round((Date.now() - started) / 1000),
-      environment: environment(userAgent, pkg, loadStart),
+      browser: browserName,
+      environment: environment(userAgent, pkg, loadStart, browser.version),
       contenders: CONTENDERS.map(({ id, label, host, batches }) => ({ id, label, host, batches })),
       workloads,
       samples,

@@ -238,21 +238,24 @@ export function markdownReport(results, rows, { command, chart }) {
     '',
     `- Command: \`${command}\``,
     `- Machine: ${env.cpu}, ${env.cores} cores, ${env.memoryGiB} GiB memory, ${env.kernel}`,
-    `- Browser: ${env.chromium}, headless, a new profile; Node ${env.node}`,
+    `- Browser: ${env.browser ?? env.chromium}, headless, a new profile${results.browser === 'firefox' ? ' (driven over WebDriver by geckodriver)' : ''}; Node ${env.node}`,
     `- Versions: walnut ${env.walnut} at commit ${env.commit}, idb-keyval ${env.idbKeyval}, @sqlite.org/sqlite-wasm ${env.sqliteWasm}`,
     `- Load average (1 min) before and after: ${env.load.join(' and ')} (other work on the machine skews every figure)`,
     `- Targets met: ${met.filter((row) => row.target.met).length} of ${met.length}`,
     '',
-    `![MiB/s and ops/s per contender](${chart})`,
-    '',
+    ...(chart ? [`![MiB/s and ops/s per contender](${chart})`, ''] : []),
     'Each cell: median (min–max) over the rounds; [n of m]: only n rounds succeeded (see the failures below). ↑ higher is better, ↓ lower is better; the ratios divide medians, so for ↓ metrics a ratio below 1× is walnut ahead. – : the contender does not run that workload.',
     '',
     markdownTable(rows, results.sizes.rounds),
     '',
-    'Memory (MiB, medians): the JS heap (V8 + Blink + ArrayBuffer contents) of the page and the workers, and the wasm memory of the workers.',
-    '',
-    memoryTable(results.memory),
-    '',
+    ...(results.memory.length
+      ? [
+          'Memory (MiB, medians): the JS heap (V8 + Blink + ArrayBuffer contents) of the page and the workers, and the wasm memory of the workers.',
+          '',
+          memoryTable(results.memory),
+          '',
+        ]
+      : []),
     results.errors.length ? `Failures:\n\n${results.errors.map((e) => `- ${e}`).join('\n')}` : 'No run failed.',
   ].join('\n');
 }

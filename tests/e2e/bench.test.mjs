@@ -3,11 +3,12 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { runBench } from '../../bench/harness.mjs';
+import { missing as noFirefox } from '../../www/tools/firefox.mjs';
 import { PEERS } from '../../bench/page/plan.js';
 import { markdownReport, summarize, svgChart, textTable } from '../../bench/report.mjs';
 
-test('every contender measures every workload it runs, and the report renders', { timeout: 120_000 }, async () => {
-  const results = await runBench({ scale: 'tiny' });
+/** Every contender measured every metric of every workload it ran, and the report renders. */
+function check(results) {
   assert.deepEqual(results.errors, []);
   for (const workload of results.workloads) {
     for (const metric of workload.metrics) {
@@ -35,6 +36,21 @@ test('every contender measures every workload it runs, and the report renders', 
     JSON.stringify(rows.filter((row) => !(row.bestPeer?.ratio > 0)).map((row) => row.metric.id)),
   );
   assert.match(textTable(rows, results.sizes.rounds), /walnut ÷ raw/);
-  assert.match(markdownReport(results, rows, { command: 'test', chart: 'bench.svg' }), /\n\| metric \|[^]*\n\| raw OPFS \|/);
+  // The main table, then (where memory was measured) the memory table.
+  const report = markdownReport(results, rows, { command: 'test', chart: 'bench.svg' });
+  assert.match(report, /\n\| metric \|/);
+  if (results.memory.length > 0) assert.match(report, /\n\| raw OPFS \| held \|/);
+  else assert.doesNotMatch(report, /Memory \(MiB, medians\)/);
   assert.match(svgChart(rows, 'test'), /^<svg [^]*<\/svg>\n$/);
+}
+
+test('every contender measures every workload it runs, and the report renders', { timeout: 120_000 }, async () => {
+  check(await runBench({ scale: 'tiny' }));
+});
+
+test('the same in Firefox, but the memory workload', { timeout: 180_000, skip: noFirefox ? `missing ${noFirefox}` : false }, async () => {
+  const results = await runBench({ scale: 'tiny', browser: 'firefox' });
+  assert.ok(!results.workloads.some((w) => w.kind === 'memory'), 'the memory probe needs the DevTools Protocol');
+  assert.match(results.environment.browser, /Firefox/);
+  check(results);
 });

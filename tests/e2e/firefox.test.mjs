@@ -2,77 +2,24 @@
 // drives only its own Firefox builds): every value type round-trips, keys sort bytewise, and
 // a held store is refused with WalnutLockedError.
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
-import { existsSync } from 'node:fs';
-import { createServer } from 'node:net';
-import { homedir } from 'node:os';
 import { after, before, test } from 'node:test';
-import { startServer } from '../../www/tools/serve.mjs';
+import { launchFirefox, missing } from '../../www/tools/firefox.mjs';
 import { cases, crashes } from '../conformance/suite.mjs';
 
-const FIREFOX = process.env.FIREFOX ?? '/usr/bin/firefox-esr';
-const GECKODRIVER = [process.env.GECKODRIVER, `${homedir()}/.cargo/bin/geckodriver`, '/usr/bin/geckodriver']
-  .filter(Boolean)
-  .find((path) => existsSync(path));
-const missing = !existsSync(FIREFOX) ? FIREFOX : !GECKODRIVER ? 'geckodriver (make setup-rust installs it)' : null;
+let firefox;
 
-let server;
-let driver;
-let base;
-let session;
-
-/** A port nobody listens on now. */
-async function freePort() {
-  const probe = createServer();
-  await new Promise((resolve) => probe.listen(0, '127.0.0.1', resolve));
-  const { port } = probe.address();
-  await new Promise((resolve) => probe.close(resolve));
-  return port;
-}
-
-/** One WebDriver command. */
-async function webdriver(method, path, body) {
-  const response = await fetch(base + path, {
-    method,
-    headers: { 'content-type': 'application/json' },
-    body: body && JSON.stringify(body),
-  });
-  const { value } = await response.json();
-  if (value?.error) throw new Error(`WebDriver ${value.error}: ${value.message}`);
-  return value;
-}
-
-/** Runs `fn` (an async function source) in the page with `args`; returns its result. */
+/** Runs `fn` (an async function) in the page with `args`; returns its result. */
 function inPage(fn, ...args) {
-  const script = `const done = arguments[arguments.length - 1];
-    (${fn})(...Array.from(arguments).slice(0, -1)).then(done, (e) => done({ thrown: e.name + ': ' + e.message }));`;
-  return webdriver('POST', `/session/${session}/execute/async`, { script, args });
+  return firefox.evaluate(fn, ...args);
 }
 
 before(async () => {
   if (missing) return;
-  server = await startServer({ port: 0 });
-  const port = await freePort();
-  base = `http://127.0.0.1:${port}`;
-  driver = spawn(GECKODRIVER, ['--host', '127.0.0.1', '--port', String(port)], { stdio: 'ignore' });
-  for (let tries = 0; ; tries++) {
-    const ready = await fetch(`${base}/status`).then((r) => r.ok, () => false);
-    if (ready) break;
-    if (tries > 100) throw new Error('geckodriver did not start');
-    await new Promise((resolve) => setTimeout(resolve, 100));
-  }
-  ({ sessionId: session } = await webdriver('POST', '/session', {
-    capabilities: { alwaysMatch: { browserName: 'firefox', 'moz:firefoxOptions': { binary: FIREFOX, args: ['-headless'] } } },
-  }));
-  await webdriver('POST', `/session/${session}/timeouts`, { script: 180000 });
-  await webdriver('POST', `/session/${session}/url`, { url: `${server.url}tests/e2e/fixtures/` });
+  firefox = await launchFirefox();
+  await firefox.goto(`${firefox.url}tests/e2e/fixtures/`);
 });
 
-after(async () => {
-  if (session) await webdriver('DELETE', `/session/${session}`).catch(() => {});
-  driver?.kill();
-  await server?.close();
-});
+after(() => firefox?.close());
 
 test('Firefox: values round-trip, keys sort bytewise, a second open of a store joins it', { skip: missing ? `missing ${missing}` : false }, async () => {
   const r = await inPage(async (chunk) => {
@@ -110,7 +57,7 @@ test('Firefox: values round-trip, keys sort bytewise, a second open of a store j
 // synchronous store in a dedicated worker, and the crash case on each.
 for (const home of ['page', 'worker']) {
   test(`Firefox, ${home}: every conformance case`, { skip: missing ? `missing ${missing}` : false }, async (t) => {
-    await webdriver('POST', `/session/${session}/url`, { url: `${server.url}tests/conformance/` });
+    await firefox.goto(`${firefox.url}tests/conformance/`);
     const results = await inPage(async (home) => {
       while (!window.conformance) await new Promise((resolve) => setTimeout(resolve, 20));
       return window.conformance[home]();
