@@ -668,20 +668,38 @@ export class WalnutStore extends EventTarget {
       finished = true;
       this.#abandonedStreams.unregister(stream);
     };
+    // One read ahead: the next chunk is asked for as soon as one arrives, so the worker reads
+    // and checks it while this one travels and is consumed (one chunk more in memory).
+    const read = () => {
+      const next = this.#request({ op: 'read', reader });
+      next.catch(() => {}); // awaited by the next pull; unless the stream was cancelled first
+      return next;
+    };
+    let ahead = null;
     const stream = new ReadableStream({
       pull: async (controller) => {
         let chunk;
         try {
-          chunk = await this.#request({ op: 'read', reader });
+          chunk = await (ahead ?? read());
         } catch (error) {
           finish(); // the worker closed the reader, or the store is gone
           throw error;
         }
+        ahead = null;
         if (chunk === undefined) {
           finish();
           controller.close();
         } else {
           controller.enqueue(chunk);
+          // (A shorter chunk is the last.) A store closed meanwhile refuses the request at once:
+          // the next pull asks again and reports it, after this chunk was delivered.
+          if (chunk.length === this.#chunkSize) {
+            try {
+              ahead = read();
+            } catch {
+              ahead = null;
+            }
+          }
         }
       },
       cancel: () => {

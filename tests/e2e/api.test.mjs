@@ -57,6 +57,40 @@ test('get, getStream, has and delete', async () => {
   });
 });
 
+test('a stream reads one chunk ahead; a store closed meanwhile still delivers what was on its way', async () => {
+  const r = await shared.page.evaluate(async () => {
+    const { readAll } = window.harness;
+    const chunk = 4096;
+    const value = (n) => Uint8Array.from({ length: n }, (_, i) => (i * 7 + n) & 255);
+    const same = (a, b) => a.length === b.length && a.every((x, i) => x === b[i]);
+    const db = await window.walnut.open('read-ahead', { chunkSize: chunk });
+    // Whole chunks and a short tail, exactly whole chunks, one chunk, nothing: read back whole.
+    const sizes = [5 * chunk + 100, 3 * chunk, chunk, 1];
+    for (const n of sizes) await db.put(`v${n}`, value(n));
+    const intact = [];
+    for (const n of sizes) intact.push(same(await readAll(await db.getStream(`v${n}`)), value(n)));
+    // Cancelled with a read ahead in flight: the store goes on, streams included.
+    const early = (await db.getStream(`v${sizes[0]}`)).getReader();
+    const first = (await early.read()).value.length;
+    await early.cancel();
+    const afterCancel = same(await readAll(await db.getStream(`v${sizes[0]}`)), value(sizes[0]));
+    // close() while the stream's first read is under way: that chunk was asked for before
+    // close(), so it is delivered; the next read fails by name.
+    const stream = await db.getStream(`v${chunk}`);
+    const closing = db.close();
+    const reader = stream.getReader();
+    const got = await reader.read().then((x) => x.value?.length, (e) => e.name);
+    const next = await reader.read().then((x) => (x.done ? 'done' : x.value.length), (e) => e.name);
+    await closing;
+    return { intact, first, afterCancel, got, next };
+  });
+  assert.deepEqual(r.intact, [true, true, true, true]);
+  assert.equal(r.first, 4096);
+  assert.ok(r.afterCancel);
+  assert.equal(r.got, 4096, 'the chunk asked for before close() arrives');
+  assert.ok(r.next === 'WalnutClosedError' || r.next === 'done', r.next);
+});
+
 test('keys sort bytewise and keep the form they were put with', async () => {
   const r = await shared.page.evaluate(async () => {
     const db = await window.walnut.open('ordering');
