@@ -668,38 +668,36 @@ export class WalnutStore extends EventTarget {
       finished = true;
       this.#abandonedStreams.unregister(stream);
     };
-    // One read ahead: the next chunk is asked for as soon as one arrives, so the worker reads
-    // and checks it while this one travels and is consumed (one chunk more in memory).
+    // Reads ahead: up to READ_AHEAD chunks asked for before the consumer pulls them, so the
+    // worker reads and checks the next ones while one travels and is consumed (that many
+    // chunks more in memory). A read past the end fails quietly (the reader is closed by then).
     const read = () => {
       const next = this.#request({ op: 'read', reader });
-      next.catch(() => {}); // awaited by the next pull; unless the stream was cancelled first
+      next.catch(() => {}); // awaited by a later pull; unless the stream ended or was cancelled
       return next;
     };
-    let ahead = null;
+    const ahead = [];
     const stream = new ReadableStream({
       pull: async (controller) => {
         let chunk;
         try {
-          chunk = await (ahead ?? read());
+          chunk = await (ahead.shift() ?? read());
         } catch (error) {
           finish(); // the worker closed the reader, or the store is gone
           throw error;
         }
-        ahead = null;
         if (chunk === undefined) {
           finish();
           controller.close();
-        } else {
-          controller.enqueue(chunk);
-          // (A shorter chunk is the last.) A store closed meanwhile refuses the request at once:
-          // the next pull asks again and reports it, after this chunk was delivered.
-          if (chunk.length === this.#chunkSize) {
-            try {
-              ahead = read();
-            } catch {
-              ahead = null;
-            }
-          }
+          return;
+        }
+        controller.enqueue(chunk);
+        // (A shorter chunk is the last.) A store closed meanwhile refuses a request at once:
+        // the next pull asks again and reports it, after this chunk was delivered.
+        try {
+          while (chunk.length === this.#chunkSize && ahead.length < READ_AHEAD) ahead.push(read());
+        } catch {
+          // closed: see above
         }
       },
       cancel: () => {
@@ -1062,6 +1060,9 @@ export class WalnutStore extends EventTarget {
     this.#worker = null;
   }
 }
+
+/** Chunks a getStream() stream asks for before they are pulled. */
+const READ_AHEAD = 2;
 
 /** @type {Promise<WebAssembly.Module | undefined> | undefined} */
 let compiledModule;

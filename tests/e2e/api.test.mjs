@@ -57,7 +57,7 @@ test('get, getStream, has and delete', async () => {
   });
 });
 
-test('a stream reads one chunk ahead; a store closed meanwhile still delivers what was on its way', async () => {
+test('a stream reads chunks ahead; a store closed meanwhile still delivers what was on its way', async () => {
   const r = await shared.page.evaluate(async () => {
     const { readAll } = window.harness;
     const chunk = 4096;
