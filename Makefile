@@ -30,13 +30,14 @@ PORT ?= 8080
 HOST ?= 127.0.0.1
 
 .PHONY: help setup setup-rust setup-browsers setup-node demo serve pkg test lint test-native test-node \
-        test-wasm test-wasm-chrome test-wasm-firefox test-cloudflare test-e2e test-fuzz fuzz soak bench cli clean
+        test-wasm test-wasm-chrome test-wasm-firefox test-cloudflare test-e2e test-fuzz fuzz soak bench bench-firefox cli clean
 
 help:
 	@echo "make demo   set up, build the package and serve the demo on http://$(HOST):$(PORT)/"
 	@echo "make test   set up, then run every test (lint, native core, OPFS in Chromium and Firefox, Node, end-to-end)"
 	@echo "make pkg    build the npm package into pkg/"
 	@echo "make bench  measure walnut against raw OPFS, IndexedDB and SQLite (docs/BENCHMARKS.md)"
+	@echo "make bench-firefox  the browser benchmark in Firefox ESR (about 50 minutes; no memory workload)"
 	@echo "make fuzz   fuzz recovery for 30 minutes (checkpoint bodies and operation sequences for 15 each)"
 	@echo "make soak   the crash suites and the model tests at scale, then an hour of fuzzing (docs/RELIABILITY.md)"
 	@echo "make cli    build the walnut command-line tool (target/release/walnut; or: cargo install --path .)"
@@ -149,6 +150,10 @@ bench: setup pkg
 	node bench/multitab.mjs
 	$(NODE22) bench/node.mjs
 	node bench/cloudflare.mjs
+
+# The browser benchmark in Firefox ESR over geckodriver: its own table in docs/BENCHMARKS.md.
+bench-firefox: setup pkg
+	BENCH_BROWSER=firefox node bench/run.mjs
 
 test: setup lint test-native test-fuzz test-wasm test-node test-cloudflare test-e2e
 
