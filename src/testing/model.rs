@@ -107,8 +107,9 @@ struct ModelTx {
     txn: crate::store::TxnId,
     /// Its writes, per layer (the outermost first).
     layers: Vec<Effect>,
-    /// Committed values it read (a key's own write excluded), in order.
-    reads: Vec<(Vec<u8>, Option<Vec<u8>>)>,
+    /// Committed values it read (a key's own write excluded), in order, each with the key's
+    /// count of writes ([`Harness::writes`]) when it was read.
+    reads: Vec<(Vec<u8>, Option<Vec<u8>>, u64)>,
     /// `Stats::values_moved` when it began: a move since may make it conflict spuriously.
     moved: u64,
 }
@@ -397,6 +398,10 @@ pub struct Harness {
     slots: [Option<Streaming>; SLOTS],
     txs: [Option<ModelTx>; TX_SLOTS],
     counter: u64,
+    /// Commits that wrote each key (a delete of an absent key not counted), failed ones
+    /// included: the store checks a transaction's reads by version (the LSN of the key's last
+    /// write), so a key rewritten with equal bytes (two empty values) has changed for it.
+    writes: BTreeMap<Vec<u8>, u64>,
     lsn_floor: u64,
     counts: Counts,
 }
@@ -416,6 +421,7 @@ impl Harness {
             slots: Default::default(),
             txs: Default::default(),
             counter: 0,
+            writes: BTreeMap::new(),
             lsn_floor: 0,
             counts: Counts::default(),
         }
@@ -508,6 +514,12 @@ impl Harness {
 
     /// Records a commit that returned `Ok` under `d`; `queue_was_empty` as it stood before.
     fn committed(&mut self, effect: Effect, d: Durability, queue_was_empty: bool) {
+        let before = self.with_queued();
+        for (k, v) in &effect {
+            if v.is_some() || before.contains_key(k) {
+                *self.writes.entry(k.clone()).or_default() += 1;
+            }
+        }
         match d {
             Durability::Group => self.unflushed.push((effect, Standing::Queued(self.store.last_ticket()))),
             Durability::Relaxed if queue_was_empty => self.unflushed.push((effect, Standing::Visible)),
@@ -516,6 +528,12 @@ impl Harness {
                 self.all_flushed();
             }
         }
+    }
+
+    /// Whether a key `tx` read was written since (perhaps with equal bytes): its reads may
+    /// then conflict, though only a changed value obliges them to.
+    fn rewritten(&self, tx: &ModelTx) -> bool {
+        tx.reads.iter().any(|(k, _, at)| self.writes.get(k).copied().unwrap_or(0) != *at)
     }
 
     /// The state a crash (or an unclean close) may leave: the durable state plus some
@@ -888,7 +906,7 @@ impl Harness {
                 self.poll();
                 let now = self.visible();
                 // What it read before must still stand, else the read fails (a move may too).
-                let stale = tx.reads.iter().any(|(rk, rv)| now.get(rk) != rv.as_ref());
+                let stale = tx.reads.iter().any(|(rk, rv, _)| now.get(rk) != rv.as_ref());
                 let moved = self.store.stats().values_moved != tx.moved;
                 match got {
                     Ok(v) => {
@@ -898,14 +916,16 @@ impl Harness {
                             Some(own) => assert_eq!(v, own, "a transaction reads its own write of {k}"),
                             None => {
                                 assert_eq!(v, now.get(&key(k)).cloned(), "a transaction reads the committed {k}");
-                                tx.reads.push((key(k), v));
+                                let at = self.writes.get(&key(k)).copied().unwrap_or(0);
+                                tx.reads.push((key(k), v, at));
                             }
                         }
                         self.txs[slot] = Some(tx);
                     }
                     Err(Error::Conflict { .. }) => {
                         self.counts.tx_conflicts += 1;
-                        assert!(stale || moved, "a read conflicted although nothing it read changed");
+                        let rewritten = self.rewritten(&tx);
+                        assert!(stale || moved || rewritten, "a read conflicted although nothing it read changed");
                         let _ = self.store.tx_abort(tx.txn);
                     }
                     Err(_) => {
@@ -972,7 +992,7 @@ impl Harness {
                 // The check ran with every queued commit applied (a failed one is gone).
                 self.poll();
                 let now = self.visible();
-                let stale = tx.reads.iter().any(|(rk, rv)| now.get(rk) != rv.as_ref());
+                let stale = tx.reads.iter().any(|(rk, rv, _)| now.get(rk) != rv.as_ref());
                 let moved = self.store.stats().values_moved != tx.moved;
                 let known = id.is_some_and(|i| now.contains_key(&id_marker(i)));
                 match r {
@@ -993,7 +1013,10 @@ impl Harness {
                     }
                     Err(Error::Conflict { .. }) => {
                         self.counts.tx_conflicts += 1;
-                        assert!(stale || moved, "a transaction conflicted although nothing it read changed");
+                        assert!(
+                            stale || moved || self.rewritten(&tx),
+                            "a transaction conflicted although nothing it read was written"
+                        );
                     }
                     Err(_) => {}
                 }
