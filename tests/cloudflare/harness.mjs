@@ -5,24 +5,15 @@
 import { spawn } from 'node:child_process';
 import { copyFileSync, mkdirSync, writeFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
-import { createServer } from 'node:net';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { build } from 'esbuild';
+import getPort from 'get-port';
 
 const require = createRequire(import.meta.url);
 export const repo = fileURLToPath(new URL('../../', import.meta.url));
 /** The workerd binary npm ships. */
 export const WORKERD = require('workerd').default;
-
-/** A port nobody listens on now. */
-async function freePort() {
-  const probe = createServer();
-  await new Promise((resolve) => probe.listen(0, '127.0.0.1', resolve));
-  const { port } = probe.address();
-  await new Promise((resolve) => probe.close(resolve));
-  return port;
-}
 
 /**
  * Bundles `entry` into `dir`/worker.js with walnut-kv resolved to `packageDir` (pkg/, or an
@@ -80,7 +71,7 @@ const worker :Workerd.Worker = (
  * @returns {Promise<{ url: string, fetch: (path: string, init?: RequestInit) => Promise<Response>, kill: () => Promise<void>, stop: () => Promise<void> }>}
  */
 export async function start(dir) {
-  const port = await freePort();
+  const port = await getPort({ host: '127.0.0.1' });
   config(dir, port);
   const child = spawn(WORKERD, ['serve', join(dir, 'config.capnp'), '--verbose'], {
     cwd: dir,

@@ -3,8 +3,8 @@
 // the static server, a geckodriver on a free port, one session with a new profile.
 import { spawn } from 'node:child_process';
 import { existsSync } from 'node:fs';
-import { createServer } from 'node:net';
 import { homedir } from 'node:os';
+import getPort from 'get-port';
 import { startServer } from './serve.mjs';
 
 export const FIREFOX = process.env.FIREFOX ?? '/usr/bin/firefox-esr';
@@ -13,15 +13,6 @@ export const GECKODRIVER = [process.env.GECKODRIVER, `${homedir()}/.cargo/bin/ge
   .find((path) => existsSync(path));
 /** What is missing to drive Firefox here, or null. */
 export const missing = !existsSync(FIREFOX) ? FIREFOX : !GECKODRIVER ? 'geckodriver (make setup-rust installs it)' : null;
-
-/** A port nobody listens on now. */
-async function freePort() {
-  const probe = createServer();
-  await new Promise((resolve) => probe.listen(0, '127.0.0.1', resolve));
-  const { port } = probe.address();
-  await new Promise((resolve) => probe.close(resolve));
-  return port;
-}
 
 /**
  * Starts the server, geckodriver and a Firefox session; close() stops all three.
@@ -34,7 +25,7 @@ async function freePort() {
 export async function launchFirefox({ routes, headers, scriptTimeoutMs = 180_000 } = {}) {
   if (missing) throw new Error(`cannot drive Firefox: missing ${missing}`);
   const server = await startServer({ port: 0, routes, headers });
-  const base = `http://127.0.0.1:${await freePort()}`;
+  const base = `http://127.0.0.1:${await getPort({ host: '127.0.0.1' })}`;
   const driver = spawn(GECKODRIVER, ['--host', '127.0.0.1', '--port', base.split(':').at(-1)], { stdio: 'ignore' });
   let session;
   const webdriver = async (method, path, body) => {
