@@ -1102,17 +1102,45 @@ impl WalnutStore {
     /// The reader's next chunk (CRC-checked), or `undefined` at the end (which also closes it).
     #[wasm_bindgen(js_name = readNext)]
     pub fn read_next(&mut self, id: u32) -> JsResult<Option<js_sys::Uint8Array>> {
+        if !self.next_chunk(id, None)? {
+            return Ok(None);
+        }
+        Ok(Some(js_sys::Uint8Array::from(&self.buf[..])))
+    }
+
+    /// As `readNext`, into `target` instead of a new buffer, so that a stream read back with
+    /// a BYOB reader reuses its buffers (one copy, out of wasm memory; nothing allocated): the
+    /// chunk's length in bytes, written from `target[0]`, or `undefined` at the end (which also
+    /// closes the reader). Errors: `InvalidArgument` naming `target` if it is shorter than the
+    /// chunk (nothing is read then, and the chunk stays next).
+    #[wasm_bindgen(js_name = readNextInto)]
+    pub fn read_next_into(&mut self, id: u32, target: &js_sys::Uint8Array) -> JsResult<Option<u32>> {
+        if !self.next_chunk(id, Some(target.length()))? {
+            return Ok(None);
+        }
+        let len = self.buf.len() as u32;
+        target.subarray(0, len).copy_from(&self.buf);
+        Ok(Some(len))
+    }
+
+    /// Reads reader `id`'s next chunk into `self.buf`: false at the end (the reader closed).
+    /// With `room` (bytes), a chunk longer than that is refused before anything is read.
+    fn next_chunk(&mut self, id: u32, room: Option<u32>) -> JsResult<bool> {
         let reader = self
             .readers
             .get_mut(&id)
             .ok_or_else(|| js_err(Error::invalid("id", format!("reader {id} is not open"))))?;
         let Some(loc) = reader.chunks.get(reader.next).copied() else {
             self.close_reader(id);
-            return Ok(None);
+            return Ok(false);
         };
+        if let Some(room) = room.filter(|&room| room < loc.len) {
+            let detail = format!("holds {room} bytes, less than the next chunk's {}", loc.len);
+            return Err(js_err(Error::invalid("target", detail)));
+        }
         reader.next += 1;
         store!(self, mut |s| s.read_chunk(&loc, &mut self.buf)).map_err(js_err)?;
-        Ok(Some(js_sys::Uint8Array::from(&self.buf[..])))
+        Ok(true)
     }
 
     /// Drops a reader.

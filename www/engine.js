@@ -797,31 +797,64 @@ export class Engine {
     const done = () => {
       if (this.#readers.delete(id) && !this.#closed && !trapped) core.closeReader(id);
     };
-    return new ReadableStream(
-      {
-        pull: (controller) => {
-          if (!this.#readers.has(id)) {
-            controller.error(new WalnutClosedError(`store ${this.name} was closed while the value was read`));
-            return;
-          }
-          let chunk;
-          try {
-            chunk = call(() => core.readNext(id));
-          } catch (error) {
-            done();
-            throw error;
-          }
+    // A byte stream: a BYOB reader's buffer is read into straight from the core (through a
+    // scratch chunk when the buffer is shorter than a chunk), so reading a value of any size
+    // allocates nothing per chunk; a default reader gets each chunk as a new Uint8Array.
+    let scratch = null;
+    /** What is left of a chunk a BYOB read took only part of (in `scratch`). */
+    let rest = null;
+    const next = (into) => {
+      try {
+        return call(() => (into ? core.readNextInto(id, into) : core.readNext(id)));
+      } catch (error) {
+        done();
+        throw error;
+      }
+    };
+    return new ReadableStream({
+      type: 'bytes',
+      pull: (controller) => {
+        if (!this.#readers.has(id) && rest === null) {
+          controller.error(new WalnutClosedError(`store ${this.name} was closed while the value was read`));
+          return;
+        }
+        const request = controller.byobRequest;
+        const view = request?.view && new Uint8Array(request.view.buffer, request.view.byteOffset, request.view.byteLength);
+        if (!view) {
+          // (A rest lives in `scratch`, which is reused: enqueue a copy of it, not it.)
+          const chunk = rest ? rest.slice() : next();
+          rest = null;
           if (chunk === undefined) {
             this.#readers.delete(id); // the core closed it at the end
             controller.close();
           } else {
             controller.enqueue(chunk);
           }
-        },
-        cancel: done,
+          return;
+        }
+        if (rest === null) {
+          const direct = view.length >= this.chunkSize;
+          if (!direct) scratch ??= new Uint8Array(this.chunkSize);
+          const length = next(direct ? view : scratch);
+          if (length === undefined) {
+            this.#readers.delete(id);
+            controller.close();
+            request.respond(0);
+            return;
+          }
+          if (direct) {
+            request.respond(length);
+            return;
+          }
+          rest = scratch.subarray(0, length);
+        }
+        const n = Math.min(view.length, rest.length);
+        view.set(rest.subarray(0, n));
+        rest = n < rest.length ? rest.subarray(n) : null;
+        request.respond(n);
       },
-      { highWaterMark: 0 },
-    );
+      cancel: done,
+    });
   }
 
   stats() {

@@ -196,7 +196,11 @@ export class SyncStore {
     source: ReadableStream<Uint8Array> | Blob | AsyncIterable<Uint8Array | ArrayBuffer | string>,
     options?: WriteOptions,
   ): Promise<number>;
-  /** The value as a stream, one chunk per pull, or undefined. Cancel it if you stop early. */
+  /**
+   * The value as a stream, one chunk per pull, or undefined. Cancel it if you stop early. A
+   * byte stream: a BYOB reader's buffer is read into straight from the log (no chunk allocated
+   * when it holds a whole chunk); a default reader gets each chunk as a new Uint8Array.
+   */
   getStream(key: Key): ReadableStream<Uint8Array> | undefined;
   /** Counters of the store and its log. */
   stats(): SyncStats;

@@ -446,7 +446,10 @@ export interface StoreApi {
   /**
    * Reads a value as a stream that fetches one chunk from the worker per pull, or undefined when
    * the key is absent. The stream sees the value as it was when getStream() resolved. Cancel it
-   * if you stop reading early.
+   * if you stop reading early. A byte stream: read it with `getReader({ mode: 'byob' })` and one
+   * reused buffer, and each chunk is copied into that buffer and its own buffer goes back to
+   * the worker to be read into again, so reading a value of any size allocates nothing per
+   * chunk (a default reader gets each chunk as a new Uint8Array, at most one chunk per read).
    */
   getStream(key: Key): Promise<ReadableStream<Uint8Array> | undefined>;
   /** Whether `key` has a value. */

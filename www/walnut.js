@@ -671,34 +671,57 @@ export class WalnutStore extends EventTarget {
     // Reads ahead: up to READ_AHEAD chunks asked for before the consumer pulls them, so the
     // worker reads and checks the next ones while one travels and is consumed (that many
     // chunks more in memory). A read past the end fails quietly (the reader is closed by then).
+    // A byte stream: a consumer with a BYOB reader gets each chunk copied into its own buffer,
+    // and the chunk's buffer goes back to the worker with a later read, to be read into again:
+    // reading a 1 GiB value that way allocates nothing per chunk. A default reader is handed
+    // the chunks themselves, as before.
+    const spare = [];
     const read = () => {
-      const next = this.#request({ op: 'read', reader });
+      const buffer = spare.pop();
+      const next = this.#request({ op: 'read', reader, buffer }, buffer ? [buffer] : []);
       next.catch(() => {}); // awaited by a later pull; unless the stream ended or was cancelled
       return next;
     };
-    const ahead = [];
+    // The first chunk is asked for at once, as a default stream's first pull would be.
+    const ahead = [read()];
+    /** What is left of the chunk a BYOB read took only part of. @type {Uint8Array | null} */
+    let rest = null;
     const stream = new ReadableStream({
+      type: 'bytes',
       pull: async (controller) => {
-        let chunk;
-        try {
-          chunk = await (ahead.shift() ?? read());
-        } catch (error) {
-          finish(); // the worker closed the reader, or the store is gone
-          throw error;
+        let chunk = rest;
+        rest = null;
+        if (chunk === null) {
+          try {
+            chunk = await (ahead.shift() ?? read());
+          } catch (error) {
+            finish(); // the worker closed the reader, or the store is gone
+            throw error;
+          }
+          if (chunk === undefined) {
+            finish();
+            controller.close();
+            controller.byobRequest?.respond(0);
+            return;
+          }
+          // (A shorter chunk is the last.) A store closed meanwhile refuses a request at once:
+          // the next pull asks again and reports it, after this chunk was delivered.
+          try {
+            while (chunk.length === this.#chunkSize && ahead.length < READ_AHEAD) ahead.push(read());
+          } catch {
+            // closed: see above
+          }
         }
-        if (chunk === undefined) {
-          finish();
-          controller.close();
+        const request = controller.byobRequest;
+        if (!request?.view) {
+          controller.enqueue(chunk); // the chunk's buffer is the consumer's now
           return;
         }
-        controller.enqueue(chunk);
-        // (A shorter chunk is the last.) A store closed meanwhile refuses a request at once:
-        // the next pull asks again and reports it, after this chunk was delivered.
-        try {
-          while (chunk.length === this.#chunkSize && ahead.length < READ_AHEAD) ahead.push(read());
-        } catch {
-          // closed: see above
-        }
+        const n = Math.min(request.view.byteLength, chunk.length);
+        new Uint8Array(request.view.buffer, request.view.byteOffset, n).set(chunk.subarray(0, n));
+        request.respond(n);
+        if (n < chunk.length) rest = chunk.subarray(n);
+        else if (chunk.buffer.byteLength >= this.#chunkSize) spare.push(chunk.buffer);
       },
       cancel: () => {
         if (finished) return;

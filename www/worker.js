@@ -473,7 +473,8 @@ function forward(request) {
         fail(request.id, readerGone());
         return;
       }
-      request = { ...request, reader };
+      // A buffer handed back is not sent on: another context would receive a copy.
+      request = { ...request, reader, buffer: undefined };
       break;
     }
   }
@@ -975,7 +976,7 @@ function dispatch(request) {
         return;
       }
       case 'read':
-        readChunk(id, request.reader);
+        readChunk(id, request.reader, request.buffer);
         return;
       case 'has':
         reply(id, store.has(request.key, tableOf(request.table, false)));
@@ -1845,11 +1846,18 @@ function getValue(id, key, table) {
  * @param {number} id
  * @param {number} reader
  */
-function readChunk(id, reader) {
+function readChunk(id, reader, buffer) {
   if (!readers.has(reader)) throw named('WalnutInvalidArgumentError', `reader ${reader} is not open`);
   let chunk;
   try {
-    chunk = store.readNext(reader);
+    // A buffer the page handed back (see getStream) is read into and handed on again: a
+    // stream read back with a BYOB reader allocates nothing per chunk on either side.
+    if (buffer instanceof ArrayBuffer && buffer.byteLength >= chunkSize) {
+      const length = store.readNextInto(reader, new Uint8Array(buffer));
+      chunk = length === undefined ? undefined : new Uint8Array(buffer, 0, length);
+    } else {
+      chunk = store.readNext(reader);
+    }
   } catch (error) {
     closeReader(reader);
     throw error;

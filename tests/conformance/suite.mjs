@@ -161,6 +161,51 @@ export const cases = [
     },
   },
   {
+    name: 'a value read as a byte stream: BYOB readers with buffers of any size, and default readers',
+    async run(home) {
+      const db = await openSmall(home, unique('byob'));
+      const size = 3 * CHUNK + 17;
+      await db.put('v', bytes(size, 41));
+      await db.put('whole', bytes(2 * CHUNK, 42));
+      await db.put('empty', new Uint8Array(0));
+      // One buffer of `room` bytes, reused for every read: returns the bytes and the reads.
+      const byob = async (key, room) => {
+        const reader = (await db.get(key, { as: 'stream' })).getReader({ mode: 'byob' });
+        const parts = [];
+        let buffer = new ArrayBuffer(room);
+        for (;;) {
+          const { done, value } = await reader.read(new Uint8Array(buffer));
+          if (done) break;
+          parts.push(value.slice());
+          buffer = value.buffer;
+        }
+        const all = new Uint8Array(parts.reduce((n, p) => n + p.length, 0));
+        parts.reduce((at, p) => (all.set(p, at), at + p.length), 0);
+        return { all, reads: parts.length };
+      };
+      for (const room of [1000, CHUNK - 1, CHUNK, CHUNK + 1, 4 * CHUNK]) {
+        const { all, reads } = await byob('v', room);
+        equal(all, bytes(size, 41), `read into ${room}-byte buffers`);
+        const per = Math.min(room, CHUNK);
+        equal(reads, 3 * Math.ceil(CHUNK / per) + Math.ceil(17 / per), `reads into ${room}-byte buffers (none spans two chunks)`);
+      }
+      equal((await byob('whole', CHUNK)).all, bytes(2 * CHUNK, 42), 'whole chunks, the end found by an empty read');
+      equal((await byob('empty', 10)).reads, 0, 'an empty value ends at once');
+      // Half read with a BYOB reader, the rest with a default reader of the same stream.
+      const stream = await db.get('v', { as: 'stream' });
+      const first = stream.getReader({ mode: 'byob' });
+      const head = (await first.read(new Uint8Array(100))).value.slice();
+      first.releaseLock();
+      const rest = stream.getReader();
+      const parts = [head];
+      for (let r = await rest.read(); !r.done; r = await rest.read()) parts.push(r.value);
+      const joined = new Uint8Array(parts.reduce((n, p) => n + p.length, 0));
+      parts.reduce((at, p) => (joined.set(p, at), at + p.length), 0);
+      equal(joined, bytes(size, 41), 'a BYOB read, then a default reader');
+      await db.close();
+    },
+  },
+  {
     name: 'ordered scans with prefix, start, end, limit and reverse',
     async run(home) {
       const db = await openSmall(home, unique('scan'));

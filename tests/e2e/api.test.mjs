@@ -91,6 +91,78 @@ test('a stream reads chunks ahead; a store closed meanwhile still delivers what 
   assert.ok(r.next === 'WalnutClosedError' || r.next === 'done', r.next);
 });
 
+test('a stream read with a BYOB reader fills the caller\'s buffers of any size, and hands the chunks\' buffers back to the worker', async () => {
+  const r = await shared.page.evaluate(async () => {
+    const { readAll } = window.harness;
+    const chunk = 4096;
+    const n = 10 * chunk + 123;
+    const value = Uint8Array.from({ length: n }, (_, i) => (i * 13 + 5) & 255);
+    const same = (a, b) => a.length === b.length && a.every((x, i) => x === b[i]);
+    // Buffers the page hands the worker with its read requests (postMessage's transfer list).
+    const handedBack = [];
+    const post = Worker.prototype.postMessage;
+    Worker.prototype.postMessage = function (message, transfer) {
+      for (const request of message?.requests ?? []) {
+        if (request.op === 'read') handedBack.push(request.buffer?.byteLength ?? 0);
+      }
+      return post.call(this, message, transfer);
+    };
+    const db = await window.walnut.open('byob', { chunkSize: chunk });
+    await db.put('v', value);
+    await db.put('whole', value.subarray(0, 3 * chunk));
+    // Reads into views of `size` bytes, one buffer reused throughout.
+    const byob = async (stream, size) => {
+      const reader = stream.getReader({ mode: 'byob' });
+      const out = [];
+      let buffer = new ArrayBuffer(size);
+      for (;;) {
+        const { done, value: view } = await reader.read(new Uint8Array(buffer));
+        if (done) break;
+        out.push(view.slice());
+        buffer = view.buffer;
+      }
+      const all = new Uint8Array(out.reduce((a, x) => a + x.length, 0));
+      out.reduce((at, x) => (all.set(x, at), at + x.length), 0);
+      return { all, reads: out.length };
+    };
+    const sizes = [1000, chunk, chunk + 1, 3 * chunk];
+    const intact = [];
+    for (const size of sizes) {
+      handedBack.length = 0;
+      const { all, reads } = await byob(await db.getStream('v'), size);
+      intact.push({ size, same: same(all, value), reads, handedBack: handedBack.filter((b) => b >= chunk).length });
+    }
+    // Exactly whole chunks: the end is found by a read that returns nothing.
+    const whole = same((await byob(await db.getStream('whole'), chunk)).all, value.subarray(0, 3 * chunk));
+    const empty = await db.put('empty', new Uint8Array(0)).then(async () => (await byob(await db.getStream('empty'), 10)).reads);
+    // A default reader still gets the chunks themselves, and nothing is handed back.
+    handedBack.length = 0;
+    const viaDefault = same(await readAll(await db.getStream('v')), value);
+    const defaultHandedBack = handedBack.filter((b) => b > 0).length;
+    // Cancelled halfway through a BYOB read: the store goes on.
+    const half = (await db.getStream('v')).getReader({ mode: 'byob' });
+    await half.read(new Uint8Array(chunk));
+    await half.cancel();
+    const afterCancel = same((await byob(await db.getStream('v'), 777)).all, value);
+    Worker.prototype.postMessage = post;
+    await db.close();
+    return { intact, whole, empty, viaDefault, defaultHandedBack, afterCancel };
+  });
+  for (const { size, same, reads, handedBack } of r.intact) {
+    assert.ok(same, `read with views of ${size} bytes`);
+    // A view never takes more than one chunk: ceil(chunk / size) reads per chunk.
+    assert.equal(reads, 10 * Math.ceil(4096 / Math.min(size, 4096)) + Math.ceil(123 / Math.min(size, 4096)), `reads with views of ${size} bytes`);
+    // 11 reads, the first three before any chunk came back (two of them read ahead); the
+    // last (which finds the end) may find none back yet.
+    assert.ok(handedBack >= 7, `views of ${size} bytes: ${handedBack} of 12 reads handed a buffer back`);
+  }
+  assert.ok(r.whole);
+  assert.equal(r.empty, 0);
+  assert.ok(r.viaDefault);
+  assert.equal(r.defaultHandedBack, 0);
+  assert.ok(r.afterCancel);
+});
+
 test('keys sort bytewise and keep the form they were put with', async () => {
   const r = await shared.page.evaluate(async () => {
     const db = await window.walnut.open('ordering');

@@ -207,10 +207,11 @@ test('terminate() in the middle of a batch: after reopening none of it is visibl
   assert.deepEqual(r, { batchOutcome: 'WalnutClosedError', a: 'before', b: false, sentSome: true });
 });
 
-test('a 200 MiB put from a disk-backed File completes byte for byte under repeated forced GC, from the page and the sync store', async () => {
+test('a 200 MiB put from a disk-backed File, and its read back with a BYOB reader, complete byte for byte under repeated forced GC, from the page and the sync store', async () => {
   // The Blob is read through a BYOB reader into one lent buffer (www/worker.js writeLent);
   // a BYOB variant once hung under forced GC. Collect garbage in the page and its workers
-  // every 20 ms while the put runs, then read the value back.
+  // every 20 ms while the put runs, then read the value back through a BYOB reader (the
+  // chunks' buffers going back to the worker: walnut.js getStream).
   const { memoryProbe } = await import('../../bench/memory.mjs');
   const page = await pageWithFile();
   const probe = await memoryProbe(env.context, page);
@@ -241,7 +242,7 @@ test('a 200 MiB put from a disk-backed File completes byte for byte under repeat
     const r = await page.evaluate(async () => {
       const db = await window.walnut.open(`gc-${Date.now()}`);
       await db.put('v', window.bigFile);
-      const difference = await window.harness.compareStreams(await db.getStream('v'), window.bigFile.stream());
+      const difference = await window.harness.compareStreams(await db.getStream('v'), window.bigFile.stream(), { byob: 1 << 20 });
       const size = (await db.entries())[0].size;
       await db.close();
       const { syncWorker } = window;
