@@ -1102,7 +1102,7 @@ impl WalnutStore {
     /// The reader's next chunk (CRC-checked), or `undefined` at the end (which also closes it).
     #[wasm_bindgen(js_name = readNext)]
     pub fn read_next(&mut self, id: u32) -> JsResult<Option<js_sys::Uint8Array>> {
-        if !self.next_chunk(id, None)? {
+        if !self.next_chunk(id)? {
             return Ok(None);
         }
         Ok(Some(js_sys::Uint8Array::from(&self.buf[..])))
@@ -1110,22 +1110,25 @@ impl WalnutStore {
 
     /// As `readNext`, into `target` instead of a new buffer, so that a stream read back with
     /// a BYOB reader reuses its buffers (one copy, out of wasm memory; nothing allocated): the
-    /// chunk's length in bytes, written from `target[0]`, or `undefined` at the end (which also
-    /// closes the reader). Errors: `InvalidArgument` naming `target` if it is shorter than the
-    /// chunk (nothing is read then, and the chunk stays next).
+    /// chunk's length in bytes (a number), written from `target[0]`; the chunk as a new
+    /// `Uint8Array` if it is longer than `target` (chunks keep the size they were written with,
+    /// which may exceed today's `chunkSize`); or `undefined` at the end (which also closes the
+    /// reader).
     #[wasm_bindgen(js_name = readNextInto)]
-    pub fn read_next_into(&mut self, id: u32, target: &js_sys::Uint8Array) -> JsResult<Option<u32>> {
-        if !self.next_chunk(id, Some(target.length()))? {
-            return Ok(None);
+    pub fn read_next_into(&mut self, id: u32, target: &js_sys::Uint8Array) -> JsResult<JsValue> {
+        if !self.next_chunk(id)? {
+            return Ok(JsValue::UNDEFINED);
         }
         let len = self.buf.len() as u32;
+        if len > target.length() {
+            return Ok(js_sys::Uint8Array::from(&self.buf[..]).into());
+        }
         target.subarray(0, len).copy_from(&self.buf);
-        Ok(Some(len))
+        Ok(JsValue::from_f64(f64::from(len)))
     }
 
     /// Reads reader `id`'s next chunk into `self.buf`: false at the end (the reader closed).
-    /// With `room` (bytes), a chunk longer than that is refused before anything is read.
-    fn next_chunk(&mut self, id: u32, room: Option<u32>) -> JsResult<bool> {
+    fn next_chunk(&mut self, id: u32) -> JsResult<bool> {
         let reader = self
             .readers
             .get_mut(&id)
@@ -1134,10 +1137,6 @@ impl WalnutStore {
             self.close_reader(id);
             return Ok(false);
         };
-        if let Some(room) = room.filter(|&room| room < loc.len) {
-            let detail = format!("holds {room} bytes, less than the next chunk's {}", loc.len);
-            return Err(js_err(Error::invalid("target", detail)));
-        }
         reader.next += 1;
         store!(self, mut |s| s.read_chunk(&loc, &mut self.buf)).map_err(js_err)?;
         Ok(true)

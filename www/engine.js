@@ -835,18 +835,20 @@ export class Engine {
         if (rest === null) {
           const direct = view.length >= this.chunkSize;
           if (!direct) scratch ??= new Uint8Array(this.chunkSize);
-          const length = next(direct ? view : scratch);
-          if (length === undefined) {
+          // A number: the chunk's length, read into the buffer given; a Uint8Array: a chunk
+          // longer than it (written with a larger chunkSize), as its own array.
+          const got = next(direct ? view : scratch);
+          if (got === undefined) {
             this.#readers.delete(id);
             controller.close();
             request.respond(0);
             return;
           }
-          if (direct) {
-            request.respond(length);
+          if (direct && typeof got === 'number') {
+            request.respond(got);
             return;
           }
-          rest = scratch.subarray(0, length);
+          rest = typeof got === 'number' ? scratch.subarray(0, got) : got;
         }
         const n = Math.min(view.length, rest.length);
         view.set(rest.subarray(0, n));

@@ -122,6 +122,25 @@ function driveOn(home, gen) {
   })();
 }
 
+/**
+ * Reads `key` of `db` as a stream with a BYOB reader into one buffer of `room` bytes, reused
+ * for every read: the bytes read and how many reads it took.
+ */
+async function byobOf(db, key, room) {
+  const reader = (await db.get(key, { as: 'stream' })).getReader({ mode: 'byob' });
+  const parts = [];
+  let buffer = new ArrayBuffer(room);
+  for (;;) {
+    const { done, value } = await reader.read(new Uint8Array(buffer));
+    if (done) break;
+    parts.push(value.slice());
+    buffer = value.buffer;
+  }
+  const all = new Uint8Array(parts.reduce((n, p) => n + p.length, 0));
+  parts.reduce((at, p) => (all.set(p, at), at + p.length), 0);
+  return { all, reads: parts.length };
+}
+
 export const cases = [
   {
     name: 'values round-trip at sizes 0, 1, chunk-1, chunk, chunk+1 and large, across a reopen',
@@ -168,21 +187,7 @@ export const cases = [
       await db.put('v', bytes(size, 41));
       await db.put('whole', bytes(2 * CHUNK, 42));
       await db.put('empty', new Uint8Array(0));
-      // One buffer of `room` bytes, reused for every read: returns the bytes and the reads.
-      const byob = async (key, room) => {
-        const reader = (await db.get(key, { as: 'stream' })).getReader({ mode: 'byob' });
-        const parts = [];
-        let buffer = new ArrayBuffer(room);
-        for (;;) {
-          const { done, value } = await reader.read(new Uint8Array(buffer));
-          if (done) break;
-          parts.push(value.slice());
-          buffer = value.buffer;
-        }
-        const all = new Uint8Array(parts.reduce((n, p) => n + p.length, 0));
-        parts.reduce((at, p) => (all.set(p, at), at + p.length), 0);
-        return { all, reads: parts.length };
-      };
+      const byob = (key, room) => byobOf(db, key, room);
       for (const room of [1000, CHUNK - 1, CHUNK, CHUNK + 1, 4 * CHUNK]) {
         const { all, reads } = await byob('v', room);
         equal(all, bytes(size, 41), `read into ${room}-byte buffers`);
@@ -203,6 +208,17 @@ export const cases = [
       parts.reduce((at, p) => (joined.set(p, at), at + p.length), 0);
       equal(joined, bytes(size, 41), 'a BYOB read, then a default reader');
       await db.close();
+      // Chunks keep the size they were written with: a value written with chunks 4x today's
+      // is read into buffers of today's chunk size, and smaller, all the same.
+      const name = unique('byob-larger');
+      const big = await home.open(name, { chunkSize: 4 * CHUNK });
+      await big.put('v', bytes(9 * CHUNK + 3, 43));
+      await big.close();
+      const reopened = await openSmall(home, name);
+      for (const room of [1000, CHUNK, 4 * CHUNK]) {
+        equal((await byobOf(reopened, 'v', room)).all, bytes(9 * CHUNK + 3, 43), `chunks of 4 x ${CHUNK} bytes read into ${room}-byte buffers`);
+      }
+      await reopened.close();
     },
   },
   {
