@@ -123,22 +123,39 @@ function driveOn(home, gen) {
 }
 
 /**
- * Reads `key` of `db` as a stream with a BYOB reader into one buffer of `room` bytes, reused
- * for every read: the bytes read and how many reads it took.
+ * A BYOB reader of `stream` into one buffer of `room` bytes, reused: `read()` resolves as a
+ * default reader's does, each chunk valid until the next read.
+ * @param {ReadableStream<Uint8Array>} stream
+ * @param {number} room
  */
-async function byobOf(db, key, room) {
-  const reader = (await db.get(key, { as: 'stream' })).getReader({ mode: 'byob' });
-  const parts = [];
+export function byobReader(stream, room) {
+  const reader = stream.getReader({ mode: 'byob' });
   let buffer = new ArrayBuffer(room);
-  for (;;) {
-    const { done, value } = await reader.read(new Uint8Array(buffer));
-    if (done) break;
-    parts.push(value.slice());
-    buffer = value.buffer;
-  }
+  return {
+    async read() {
+      const r = await reader.read(new Uint8Array(buffer));
+      if (!r.done) buffer = r.value.buffer;
+      return r;
+    },
+  };
+}
+
+/**
+ * Reads `stream` with a BYOB reader into one buffer of `room` bytes, reused for every read:
+ * the bytes read and how many reads it took.
+ */
+export async function readByob(stream, room) {
+  const reader = byobReader(stream, room);
+  const parts = [];
+  for (let r = await reader.read(); !r.done; r = await reader.read()) parts.push(r.value.slice());
   const all = new Uint8Array(parts.reduce((n, p) => n + p.length, 0));
   parts.reduce((at, p) => (all.set(p, at), at + p.length), 0);
   return { all, reads: parts.length };
+}
+
+/** `key` of `db` read as by readByob. */
+async function byobOf(db, key, room) {
+  return readByob(await db.get(key, { as: 'stream' }), room);
 }
 
 export const cases = [

@@ -111,20 +111,7 @@ test('a stream read with a BYOB reader fills the caller\'s buffers of any size, 
     await db.put('v', value);
     await db.put('whole', value.subarray(0, 3 * chunk));
     // Reads into views of `size` bytes, one buffer reused throughout.
-    const byob = async (stream, size) => {
-      const reader = stream.getReader({ mode: 'byob' });
-      const out = [];
-      let buffer = new ArrayBuffer(size);
-      for (;;) {
-        const { done, value: view } = await reader.read(new Uint8Array(buffer));
-        if (done) break;
-        out.push(view.slice());
-        buffer = view.buffer;
-      }
-      const all = new Uint8Array(out.reduce((a, x) => a + x.length, 0));
-      out.reduce((at, x) => (all.set(x, at), at + x.length), 0);
-      return { all, reads: out.length };
-    };
+    const { readByob: byob } = await import('/tests/conformance/suite.mjs');
     const sizes = [1000, chunk, chunk + 1, 3 * chunk];
     const intact = [];
     for (const size of sizes) {
