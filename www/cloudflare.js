@@ -34,7 +34,7 @@
 import wasmModule from './walnut_core_bg.wasm';
 import { initSync } from './walnut_core.js';
 import { checkOptions } from './common.js';
-import { checkHostOptions, openEngine, syncStore } from './engine.js';
+import { checkHostOptions, openEngine, syncStore, zeroTimeout } from './engine.js';
 import { DurableObjectVolume } from './volume-do.js';
 
 export {
@@ -73,7 +73,9 @@ export function openDurableObject(storage, options) {
   }
   const volume = DurableObjectVolume.open(storage, { name, pageSize });
   try {
-    return syncStore(openEngine(volume, { name, core, relaxedFlushMs }), durability);
+    // A long putStream() gives way by zero timeouts: workerd delivers a MessageChannel
+    // message in a microtask, which lets no other request in.
+    return syncStore(openEngine(volume, { name, core, relaxedFlushMs, nextTask: zeroTimeout }), durability);
   } catch (error) {
     volume.close();
     throw error;

@@ -18,7 +18,7 @@ import { dirname, resolve } from 'node:path';
 import { closeSync, fsyncSync, mkdirSync, openSync as openFile, readdirSync, readFileSync, renameSync, rmSync, writeSync, existsSync } from 'node:fs';
 import { initSync } from './walnut_core.js';
 import { asyncStore } from './async.js';
-import { checkHostOptions, openEngine, syncStore } from './engine.js';
+import { checkHostOptions, openEngine, slicer, syncStore } from './engine.js';
 import { checkExportOptions, describe, importChunks, invalid } from './common.js';
 import { NodeVolume } from './volume-node.js';
 
@@ -125,9 +125,11 @@ export async function importInto(directory, source, options) {
         bytes += chunk.length;
         onProgress?.(bytes);
       };
+      const slices = slicer();
       for await (const chunk of importChunks(source)) {
         signal?.throwIfAborted();
         write(chunk);
+        await slices.wrote(chunk.length);
       }
       signal?.throwIfAborted();
       fsyncSync(fd);

@@ -190,6 +190,8 @@ export class SyncStore {
   /**
    * Streams a value in as one transaction, chunk by chunk as the source yields them (memory holds
    * one chunk): the old value stays until the commit, and an error, an abort or a crash leaves it.
+   * It gives the thread back to the event loop every 2 ms or 1 MiB written, so this worker's
+   * other calls and messages are served while it runs (each strict one flushes what it wrote).
    */
   putStream(
     key: Key,

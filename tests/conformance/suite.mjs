@@ -9,6 +9,8 @@
 //   home.direct                -> whether the core runs in the caller's thread (not behind a
 //                                 worker), so that writes apply in call order across keys
 //   home.stream(asyncIterable) -> what the home's put() takes to stream a value (page API)
+//   home.later(fn)             -> runs fn in a later task (optional: by default a MessageChannel
+//                                 message; workerd delivers those in a microtask)
 //
 // Crash cases (`crashes`) are split in two: `write(home)` runs where it can be killed (the
 // store's worker, a child process, the workerd process) and resolves once its acknowledged
@@ -151,6 +153,44 @@ export async function readByob(stream, room) {
   const all = new Uint8Array(parts.reduce((n, p) => n + p.length, 0));
   parts.reduce((at, p) => (all.set(p, at), at + p.length), 0);
   return { all, reads: parts.length };
+}
+
+/** `parts` joined into one Uint8Array. */
+function concat(parts) {
+  const all = new Uint8Array(parts.reduce((n, p) => n + p.length, 0));
+  parts.reduce((at, p) => (all.set(p, at), at + p.length), 0);
+  return all;
+}
+
+/**
+ * Counts the turns other tasks get: a task that queues itself again each time it runs (by
+ * `home.later`, else a MessageChannel message). `ticks` grows only while the thread is handed
+ * back to the event loop.
+ */
+function startTicker(home) {
+  const ticker = { ticks: 0, stopped: false };
+  let later = home.later;
+  if (!later) {
+    const channel = new MessageChannel();
+    let next;
+    channel.port1.onmessage = () => next();
+    later = (fn) => {
+      next = fn;
+      channel.port2.postMessage(null);
+    };
+    ticker.stop = () => {
+      ticker.stopped = true;
+      channel.port1.close();
+    };
+  }
+  ticker.stop ??= () => (ticker.stopped = true);
+  const tick = () => {
+    if (ticker.stopped) return;
+    ticker.ticks += 1;
+    later(tick);
+  };
+  later(tick);
+  return ticker;
 }
 
 /** `key` of `db` read as by readByob. */
@@ -656,6 +696,39 @@ export const cases = [
         );
         equal([await db.has('a'), await db.has('b')], [false, false], 'and nothing of it is written');
       }
+      await db.close();
+    },
+  },
+  {
+    name: 'a long streamed put gives the thread back between chunks, whatever its source',
+    async run(home) {
+      // Sources whose chunks are ready at once (an async generator, a Blob in memory) resolve
+      // each read in a microtask: a put that never gives way holds its thread, and everything
+      // else there (a worker's messages, a server's requests, timers) waits until it ends.
+      const db = await home.open(unique('give-way'));
+      const MIB = 1024 * 1024;
+      const ticker = startTicker(home);
+      async function* ready() {
+        for (let i = 0; i < 8; i++) yield bytes(MIB, 50 + i);
+      }
+      const sources = [
+        ['an async generator', () => ready()],
+        ['a Blob', () => new Blob([bytes(4 * MIB, 60), bytes(4 * MIB, 61)])],
+      ];
+      try {
+        for (const [label, source] of sources) {
+          const before = ticker.ticks;
+          const value = source();
+          if (home.sync) await db.putStream(label, value);
+          else await db.put(label, value instanceof Blob ? value : home.stream(value));
+          const turns = ticker.ticks - before;
+          ok(turns >= 3, `other tasks ran ${turns} times while 8 MiB from ${label} went in (at least 3)`);
+        }
+      } finally {
+        ticker.stop();
+      }
+      equal(await db.get('an async generator', { as: 'bytes' }), concat(Array.from({ length: 8 }, (_, i) => bytes(MIB, 50 + i))), 'the generator value');
+      equal(await db.get('a Blob', { as: 'bytes' }), concat([bytes(4 * MIB, 60), bytes(4 * MIB, 61)]), 'the Blob value');
       await db.close();
     },
   },
