@@ -15,7 +15,7 @@
  */
 
 import { dirname, resolve } from 'node:path';
-import { closeSync, fsyncSync, mkdirSync, openSync as openFile, readdirSync, readFileSync, renameSync, rmSync, writeSync, existsSync } from 'node:fs';
+import { closeSync, fsyncSync, mkdirSync, openSync as openFile, readdirSync, readFileSync, renameSync, rmdirSync, rmSync, writeSync, existsSync } from 'node:fs';
 import { initSync } from './walnut_core.js';
 import { asyncStore } from './async.js';
 import { checkHostOptions, openEngine, slicer, syncStore } from './engine.js';
@@ -146,8 +146,16 @@ export async function importInto(directory, source, options) {
       engine.close();
     }
     rmSync(`${partial}/LOCK`, { force: true });
-    if (existsSync(directory)) rmSync(directory, { recursive: true });
-    renameSync(partial, directory);
+    // Only an empty directory is replaced, checked again here: the source streamed in over many
+    // turns of the event loop, and a store may have been opened there meanwhile (a recursive
+    // remove deleted it, acknowledged writes and all). rmdir and rename refuse a non-empty one.
+    try {
+      if (existsSync(directory)) rmdirSync(directory);
+      renameSync(partial, directory);
+    } catch (error) {
+      if (error?.code !== 'ENOTEMPTY' && error?.code !== 'EEXIST') throw error;
+      throw invalid(`directory ${directory} is not empty any more (a store was opened there during the import): import into a new one`);
+    }
     // The rename durable too: the parent directory flushed.
     const parent = openFile(dirname(resolve(directory)), 'r');
     try {

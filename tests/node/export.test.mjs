@@ -3,7 +3,7 @@
 // naming the offset, and creates nothing.
 import assert from 'node:assert/strict';
 import { existsSync } from 'node:fs';
-import { mkdtemp, rm } from 'node:fs/promises';
+import { mkdtemp, readdir, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, test } from 'node:test';
@@ -55,6 +55,39 @@ test('an export restores into a new directory whole, and a cut one is refused na
     assert.equal(existsSync(target), false, `a refused import at ${cut} creates nothing`);
   }
   await assert.rejects(importInto(restored, file), { name: 'WalnutInvalidArgumentError' }, 'not into a store that exists');
+});
+
+test('a store opened where an import is going while its source streams in is not replaced: the import fails, its writes stay', async () => {
+  const { file } = await sourceExport('src-race');
+  const target = join(dir, 'raced');
+  // The export in 4 KiB pieces, each after a turn of the event loop (as a file or a network
+  // stream delivers them): the target is empty when the import starts, not when it ends.
+  async function* pieces() {
+    for (let at = 0; at < file.length; at += 4096) {
+      await new Promise((resolve) => setImmediate(resolve));
+      yield file.subarray(at, at + 4096);
+    }
+  }
+  const importing = importInto(target, pieces());
+  await new Promise((resolve) => setImmediate(resolve));
+  const db = await open(target);
+  await db.put('mine', 'acknowledged');
+  await assert.rejects(importing, (error) => {
+    assert.equal(error.name, 'WalnutInvalidArgumentError', error.message);
+    assert.match(error.message, /not empty/);
+    return true;
+  });
+  assert.equal(await db.get('mine', { as: 'text' }), 'acknowledged');
+  await db.close();
+  const reopened = await open(target);
+  assert.equal(await reopened.get('mine', { as: 'text' }), 'acknowledged', 'after a reopen');
+  assert.deepEqual(await reopened.keys(), ['mine'], 'nothing of the import in it');
+  await reopened.close();
+  assert.deepEqual(
+    (await readdir(dir)).filter((n) => n.startsWith('raced.import-')),
+    [],
+    'the import left no directory of its own behind',
+  );
 });
 
 /** A source store with every kind of content; its contents and its export. */
