@@ -90,6 +90,11 @@ impl TableMeta {
         TableMeta { id, name, next_seq: 1, flushed: 0, deleted_upto: 0 }
     }
 
+    /// Whether the table is as created: no write numbered yet, no mark set.
+    pub fn is_new(&self) -> bool {
+        self.next_seq == 1 && self.flushed == 0 && self.deleted_upto == 0
+    }
+
     /// The TABLE record stating this table's state.
     pub fn record(&self) -> TableRecord {
         TableRecord {

@@ -164,10 +164,23 @@ impl Lifecycle {
     /// `"checkpoint"`) when no file is free for a checkpoint slot yet (an OPFS pool refilling);
     /// storage errors. A failed checkpoint leaves the previous one in force.
     pub fn checkpoint<V: Volume>(&mut self, log: &mut Log<V>, index: &mut Index) -> Result<()> {
+        self.checkpoint_restating(log, index, true)
+    }
+
+    /// A checkpoint of a store an import is about to replace ([`crate::Store`]'s
+    /// `install_import`): as [`Life::checkpoint`], but the tables' states are not restated
+    /// before the prefix goes, so the log can be left with only a header-only tail segment.
+    /// The import brings its own tables; a power cut before it is installed recovers a new,
+    /// empty store (its numbers start over, as any new store's).
+    pub fn checkpoint_emptied<V: Volume>(&mut self, log: &mut Log<V>, index: &mut Index) -> Result<()> {
+        self.checkpoint_restating(log, index, false)
+    }
+
+    fn checkpoint_restating<V: Volume>(&mut self, log: &mut Log<V>, index: &mut Index, restate: bool) -> Result<()> {
         if !log.writer().volume().can_grow() {
             return Err(Error::Unsupported { detail: "a single-file store takes no checkpoints".into() });
         }
-        if self.write_checkpoint(log, index, &BTreeSet::new())? {
+        if self.write_checkpoint(log, index, &BTreeSet::new(), restate)? {
             Ok(())
         } else {
             Err(Error::io(
@@ -184,13 +197,15 @@ impl Lifecycle {
         let every = settings.checkpoint_bytes;
         let w = log.writer();
         if every > 0 && w.volume().can_grow() && !w.is_poisoned() && w.appended() - self.checkpointed_at >= every {
-            let _ = self.write_checkpoint(log, index, &BTreeSet::new());
+            let _ = self.write_checkpoint(log, index, &BTreeSet::new(), true);
         }
     }
 
     /// Writes a checkpoint; `Ok(false)` if no file could be had for a new slot. It needs every
     /// segment from the oldest record of a live value (and from the replay point) on, except
     /// `releasing`: a finished compaction round's victims, which no live value touches any more.
+    /// With `restate` (and nothing in `releasing`: compaction stated the tables at its start),
+    /// the tables' states are restated first when the prefix goes (`restate_tables_before_release`).
     /// So outside compaction only a prefix of the log is ever released, and a delete released
     /// with it can only hide values released too: a full scan of what remains (the fallback
     /// when no checkpoint reads) rebuilds the same state.
@@ -203,9 +218,10 @@ impl Lifecycle {
         log: &mut Log<V>,
         index: &mut Index,
         releasing: &BTreeSet<u32>,
+        restate: bool,
     ) -> Result<bool> {
         log.flush(index)?;
-        if releasing.is_empty() {
+        if restate && releasing.is_empty() {
             self.restate_tables_before_release(log, index)?;
         }
         let w = log.writer();
@@ -275,16 +291,21 @@ impl Lifecycle {
     /// when no checkpoint reads) must still find them. So every table's state is restated in
     /// the tail first, unless the last restatement still lies in what is kept. Costs one
     /// small record per table (a record header, [`crate::format::TABLE_PAYLOAD_LEN`] bytes and its name) each
-    /// time the prefix moves past it; nothing for a store without named tables.
+    /// time the prefix moves past it; nothing for a store whose only table is the default one,
+    /// untouched (no write numbered, no mark).
     fn restate_tables_before_release<V: Volume>(&mut self, log: &mut Log<V>, index: &mut Index) -> Result<()> {
         let keep_from = keep_from(log, index);
         let releases_prefix = log.writer().segments().keys().next().is_some_and(|&s| s < keep_from);
         let stated_in_kept = self.stated_segment.is_some_and(|s| s >= keep_from);
-        let named = index.tables().iter().any(|m| m.id != 0);
-        if !releases_prefix || stated_in_kept || !named {
+        if !releases_prefix || stated_in_kept {
             return Ok(());
         }
-        let states: Vec<_> = index.tables().iter().filter(|m| m.id != 0).map(|m| m.record()).collect();
+        // Every named table, and the default one once it has numbered a write or holds a
+        // mark: its numbers must not start over either.
+        let states: Vec<_> = index.tables().iter().filter(|m| m.id != 0 || !m.is_new()).map(|m| m.record()).collect();
+        if states.is_empty() {
+            return Ok(());
+        }
         for r in &states {
             log.table_copy(r)?;
         }
@@ -441,7 +462,7 @@ impl Lifecycle {
         // any victim goes): after the second, neither slot needs the victims, which the second
         // checkpoint releases.
         for _ in 0..2 {
-            if !self.write_checkpoint(log, index, &c.victims)? {
+            if !self.write_checkpoint(log, index, &c.victims, true)? {
                 return Err(Error::io("compact", "no file is free for a checkpoint yet; try again"));
             }
         }

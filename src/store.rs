@@ -303,8 +303,8 @@ impl<V: Volume> Store<V> {
                 ));
             }
             self.log.writer_mut().rotate_if_used()?;
-            self.life.checkpoint(&mut self.log, &mut self.index)?;
-            self.life.checkpoint(&mut self.log, &mut self.index)?;
+            self.life.checkpoint_emptied(&mut self.log, &mut self.index)?;
+            self.life.checkpoint_emptied(&mut self.log, &mut self.index)?;
         }
         let w = self.log.writer();
         if w.segments().len() != 1 || w.segment_len(w.tail_segment()) > FILE_HEADER_LEN as u64 {

@@ -453,6 +453,41 @@ fn a_full_scan_after_checkpoints_released_the_prefix_finds_every_table_and_its_m
     assert_eq!(s.append(q, b"next", S).unwrap(), 6, "numbers go on above every one handed out");
 }
 
+/// The default table (id 0) numbers its queue entries too: a checkpoint releasing the prefix
+/// that held its only statement must restate it as it does a named table's, or a full scan
+/// starts its numbers over and hands out again ones a reader already consumed (found by a
+/// review, open since; only when no checkpoint reads).
+#[test]
+fn a_full_scan_after_checkpoints_released_the_prefix_keeps_the_default_tables_numbers() {
+    // No compaction: it restates every table itself; here only the checkpoints release.
+    let opts = Options { compaction_ratio: 1.0, ..small() };
+    let mut s = Store::open(MemoryVolume::default(), opts.clone()).unwrap();
+    for i in 0..5u64 {
+        assert_eq!(s.append(0, &pattern(50, i), S).unwrap(), i + 1);
+    }
+    s.mark_flushed(0, 5, S).unwrap();
+    s.delete_up_to(0, 5, S).unwrap();
+    // Later writes go to another table's queue and are deleted too, but its last: every
+    // record of the default table lies in the prefix the checkpoints release.
+    let q = s.create_table("q").unwrap();
+    for i in 0..40u64 {
+        s.append(q, &pattern(300, i), S).unwrap();
+    }
+    s.delete_up_to(q, 39, S).unwrap();
+    s.checkpoint().unwrap();
+    s.checkpoint().unwrap();
+    let before = state(&s);
+    let stats = s.stats();
+    assert_eq!(stats.compactions, 0);
+    let v = s.into_volume();
+    let s = Store::open(without_checkpoints(v), opts.clone()).unwrap();
+    assert!(s.recovery().checkpoint.is_none(), "the full scan ran");
+    assert!(stats.segments < 8, "the checkpoints released the prefix ({} segments left)", stats.segments);
+    assert_eq!(state(&s), before);
+    let mut s = s;
+    assert_eq!(s.append(0, b"next", S).unwrap(), 6, "numbers go on above every one handed out");
+}
+
 /// Compaction restates every table before its first copy; a group `delete_up_to` still queued
 /// in the committer must be in that statement, or a full scan after the victims go brings the
 /// deleted entries back (found by review).
