@@ -274,11 +274,12 @@ export class AsyncStore {
       const controllers = this.#root.#controllers;
       controllers.add(controller);
       try {
-        ticket = await this.#engine.transaction(
+        const done = await this.#engine.transaction(
           ops.map((o) => ({ type: o.type, key: o.key, isString: o.isString, value: o.value, table: o.table })),
           { strict, onProgress, signal: aborted, checks, txId },
         );
-        seqs = this.#engine.namedSeqs(names);
+        ticket = done.ticket;
+        seqs = this.#engine.namedSeqs(names, done.seqs);
         if (txId !== undefined) {
           outcome = { applied: ticket.applied, version: ticket.version, seqs: ticket.applied ? seqs : [] };
           ticket = ticket.ticket;

@@ -164,6 +164,15 @@ export function slicer(nextTask = defaultNextTask) {
 }
 
 /**
+ * The last number a write took in table `table` (0 if none), of its `lastSeqs()`.
+ * @param {Array<{ table: number, last: number }>} seqs
+ * @param {number | undefined} table
+ */
+function seqOf(seqs, table) {
+  return seqs.find((s) => s.table === (table ?? 0))?.last ?? 0;
+}
+
+/**
  * Yields the chunks of a value source as Uint8Arrays. A Blob is read through a BYOB reader into
  * one lent buffer (no allocation, no garbage per chunk): each chunk is then a view valid until
  * the next is asked for, so the consumer copies it (into wasm memory) at once.
@@ -371,7 +380,7 @@ export class Engine {
 
   /** The last sequence number the last write took in table `table` (0 if none). */
   lastSeqOf(table) {
-    return this.lastSeqs().find((s) => s.table === table)?.last ?? 0;
+    return seqOf(this.lastSeqs(), table);
   }
 
   /** The id of table `name`, or undefined. */
@@ -466,8 +475,8 @@ export class Engine {
   }
 
   /** The last write's sequence numbers, with table names from `names`. */
-  namedSeqs(names) {
-    return this.lastSeqs().map(({ table, first, last }) => ({ table: names.get(table) ?? '', first, last }));
+  namedSeqs(names, seqs = this.lastSeqs()) {
+    return seqs.map(({ table, first, last }) => ({ table: names.get(table) ?? '', first, last }));
   }
 
   /** Creates table `name` (flushed) or finds it. @returns {number} its id */
@@ -579,7 +588,10 @@ export class Engine {
    * close aborts the transaction and cancels the streams not read to their end.
    * @param {Array<{ type: 'put' | 'delete', key: Uint8Array, isString: boolean, value?: Uint8Array | ReadableStream | Blob | AsyncIterable<unknown>, param?: string }>} ops
    * @param {{ strict: boolean, onProgress?: (bytes: number, total?: number) => void, signal?: AbortSignal }} options
-   * @returns {Promise<number>} the commit's ticket
+   * @returns {Promise<{ ticket: number | { applied: boolean, ticket: number, version: number }, seqs: Array<{ table: number, first: number, last: number }> }>}
+   *   the commit's ticket (with `txId`, commitWithId's answer) and the sequence numbers it
+   *   took, read in the commit's own turn (a microtask later, another stream may have
+   *   committed: its numbers would be read instead)
    */
   async transaction(ops, { strict, onProgress, signal, checks, txId }) {
     let total = 0;
@@ -630,8 +642,9 @@ export class Engine {
       report(); // a write of empty values gets its one report here
       if (checks) this.checkVersions(checks); // in the same turn as the commit
       const ticket = call(() => (txId === undefined ? core.commit(txn, strict) : this.#commitWithId(core, txn, strict, txId)));
+      const seqs = this.lastSeqs();
       if (!strict) this.#armFlush();
-      return ticket;
+      return { ticket, seqs };
     } catch (error) {
       if (txn !== undefined && !this.#closed) abortQuietly(core, txn);
       await current?.return?.();
@@ -1108,14 +1121,13 @@ export class SyncStore {
     const { onProgress, signal, strict } = checkWriteOptions(options, this.#durability);
     checkSource(source);
     const tid = this.#namedTable('appendStream');
-    const ticket = await this.#engine.transaction([{ type: 'append', table: tid, value: source, param: 'source' }], {
+    const { ticket, seqs } = await this.#engine.transaction([{ type: 'append', table: tid, value: source, param: 'source' }], {
       strict,
       onProgress,
       signal,
     });
-    const seq = this.#seq(tid);
     this.#settle(ticket, strict);
-    return seq;
+    return seqOf(seqs, tid);
   }
 
   /** This view's table id for `call`, which only a named table has (created if `create`). */
@@ -1485,13 +1497,12 @@ export class SyncStore {
     const k = encodeKey(key);
     checkSource(source);
     const tid = this.#tid(true);
-    const ticket = await this.#engine.transaction(
+    const { ticket, seqs } = await this.#engine.transaction(
       [{ type: 'put', key: k.bytes, isString: k.isString, value: source, param: 'source', table: tid }],
       { strict, onProgress, signal },
     );
-    const seq = this.#seq(tid);
     this.#settle(ticket, strict);
-    return seq;
+    return seqOf(seqs, tid);
   }
 
   /**

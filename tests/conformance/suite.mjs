@@ -733,6 +733,42 @@ export const cases = [
     },
   },
   {
+    name: 'streamed writes under way at once each resolve to the sequence number they took',
+    async run(home) {
+      // Each commit's numbers are read in its own turn: read a microtask later, another
+      // stream's commit in between handed both writes the same number (found by a review).
+      const db = await openSmall(home, unique('seq-race'));
+      async function* two(i) {
+        yield bytes(CHUNK, 70 + i);
+        yield bytes(10, 80 + i);
+      }
+      const valueOf = (i) => concat([bytes(CHUNK, 70 + i), bytes(10, 80 + i)]);
+      const q = db.table('q');
+      const appended = await Promise.all(
+        [0, 1, 2, 3].map((i) => (home.sync ? q.appendStream(two(i)) : q.append(home.stream(two(i))))),
+      );
+      const entries = await q.read({ as: 'bytes' });
+      for (const [i, seq] of appended.entries()) {
+        const entry = entries.find((e) => e.seq === seq);
+        ok(entry, `append ${i} resolved to ${seq}, a number of the queue ${JSON.stringify(entries.map((e) => e.seq))}`);
+        equal(entry.value, valueOf(i), `entry ${seq} holds append ${i}'s value`);
+      }
+      equal(new Set(appended).size, 4, `four appends, four numbers (${appended})`);
+      const t = db.table('docs');
+      const put = await Promise.all(
+        [0, 1, 2, 3].map((i) => (home.sync ? t.putStream(`k${i}`, two(i)) : t.put(`k${i}`, home.stream(two(i))))),
+      );
+      const changes = await t.changes();
+      for (const [i, seq] of put.entries()) {
+        ok(
+          changes.some((c) => c.seq === seq && c.key === `k${i}`),
+          `put ${i} resolved to ${seq}, its change: ${JSON.stringify(changes.map((c) => [c.seq, c.key]))}`,
+        );
+      }
+      await db.close();
+    },
+  },
+  {
     name: 'export: a streamed snapshot taken when called, as one walnut log with its end mark',
     async run(home) {
       const db = await openSmall(home, unique('export'));
