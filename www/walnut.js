@@ -662,7 +662,9 @@ export class WalnutStore extends EventTarget {
   async #stream(key, seq) {
     const opened = await this.#request({ op: 'openReader', key, seq });
     if (opened === undefined) return undefined;
-    const { reader } = opened;
+    const { reader, size } = opened;
+    /** Bytes delivered so far: reads ahead are asked for only while some are still to come. */
+    let received = 0;
     let finished = false;
     const finish = () => {
       finished = true;
@@ -704,10 +706,14 @@ export class WalnutStore extends EventTarget {
             controller.byobRequest?.respond(0);
             return;
           }
-          // (A shorter chunk is the last.) A store closed meanwhile refuses a request at once:
-          // the next pull asks again and reports it, after this chunk was delivered.
+          // Chunks keep the size they were written with (other chunk sizes, pieces written
+          // while small writes waited): more is asked for while the value's size is not
+          // reached, so at most the read that finds the end is asked for past it. A store
+          // closed meanwhile refuses a request at once: the next pull asks again and reports
+          // it, after this chunk was delivered.
+          received += chunk.length;
           try {
-            while (chunk.length === this.#chunkSize && ahead.length < READ_AHEAD) ahead.push(read());
+            while (received < size && ahead.length < READ_AHEAD) ahead.push(read());
           } catch {
             // closed: see above
           }
