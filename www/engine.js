@@ -39,6 +39,7 @@ import {
   valueBytes,
   WalnutClosedError,
   WalnutError,
+  WalnutIoError,
   WalnutPoisonedError,
   WalnutConflictError,
   runTransaction,
@@ -202,6 +203,42 @@ async function* chunksOf(source, param) {
   for await (const chunk of source) yield chunkBytes(chunk, param);
 }
 
+/**
+ * `chunks` (Uint8Arrays, each valid until the next is asked for) regrouped into pieces of whole
+ * `size`-byte chunks, the last shorter: a source's pieces are not the log's chunks (a fetch
+ * body comes in pieces of a few KiB), and each piece written as a chunk of its own made a
+ * value of many small records, slower to write and to read back, with more index per value.
+ * A run of whole chunks is passed on as a view of the piece holding it; the rest is gathered
+ * in one staging buffer of `size` bytes. Each piece yielded is valid until the next is asked.
+ * @param {AsyncIterable<Uint8Array>} chunks
+ * @param {number} size the store's chunk size, bytes
+ */
+async function* gathered(chunks, size) {
+  let staging = null;
+  let filled = 0;
+  for await (const chunk of chunks) {
+    let at = 0;
+    while (at < chunk.length) {
+      if (filled === 0 && chunk.length - at >= size) {
+        const whole = Math.floor((chunk.length - at) / size) * size;
+        yield chunk.subarray(at, at + whole);
+        at += whole;
+        continue;
+      }
+      staging ??= new Uint8Array(size);
+      const n = Math.min(size - filled, chunk.length - at);
+      staging.set(chunk.subarray(at, at + n), filled);
+      filled += n;
+      at += n;
+      if (filled === size) {
+        filled = 0;
+        yield staging;
+      }
+    }
+  }
+  if (filled > 0) yield staging.subarray(0, filled);
+}
+
 /** Bytes lent to a Blob's BYOB reader per read. */
 const LENT_BYTES = 1 << 20;
 
@@ -231,17 +268,27 @@ const reading = new Set();
  */
 async function* lentChunks(reader, bytes) {
   let buffer = new ArrayBuffer(bytes);
+  let filled = 0;
   let ended = false;
   reading.add(reader);
   try {
     for (;;) {
-      const { done, value } = await reader.read(new Uint8Array(buffer));
+      // Filled before it is handed on: a read may return less than it was lent (Firefox reads
+      // a disk-backed File 4-64 KiB at a time, even into a 1 MiB view).
+      const { done, value } = await reader.read(new Uint8Array(buffer, filled, bytes - filled));
       if (done) {
         ended = true;
+        // A read cancelled from elsewhere ends without its buffer: what was read is lost.
+        if (!value) throw new WalnutIoError('reading the value failed: its stream was cancelled');
+        if (filled > 0) yield new Uint8Array(value.buffer, 0, filled);
         return;
       }
       buffer = value.buffer;
-      yield new Uint8Array(buffer, 0, value.byteLength);
+      filled += value.byteLength;
+      if (filled === bytes) {
+        filled = 0;
+        yield new Uint8Array(buffer, 0, bytes);
+      }
     }
   } finally {
     reading.delete(reader);
@@ -628,7 +675,7 @@ export class Engine {
           report();
           continue;
         }
-        current = chunksOf(op.value, op.param ?? 'value');
+        current = gathered(chunksOf(op.value, op.param ?? 'value'), this.chunkSize);
         for await (const chunk of current) {
           check();
           call(() => core.txnChunk(txn, chunk));
@@ -695,7 +742,7 @@ export class Engine {
         return (async () => {
           call(() => core.txnPut(txn, key.bytes, key.isString, tid));
           const slices = slicer(this.#nextTask);
-          for await (const chunk of chunksOf(value, 'value')) {
+          for await (const chunk of gathered(chunksOf(value, 'value'), this.chunkSize)) {
             call(() => this.#live().txnChunk(txn, chunk));
             await slices.wrote(chunk.length);
           }
