@@ -355,6 +355,12 @@ impl Lifecycle {
             if self.converged_at == Some(log.writer().appended()) {
                 return Ok(CompactStep::Idle);
             }
+            // Queued commits are not in the index yet: applied first, so that the plan sees
+            // their values live and never takes a segment they lie in for a victim (the
+            // round would copy its values and then fail at its end: "still in use").
+            if log.queued() > 0 {
+                log.flush(index)?;
+            }
             match plan(log, index, settings, eager, &self.pins)? {
                 Some(c) => self.compaction = Some(c),
                 None => return Ok(CompactStep::Idle),
@@ -483,7 +489,9 @@ pub(crate) fn dead_ratio<V: Volume>(log: &Log<V>, index: &Index) -> f64 {
     if total == 0 {
         return 0.0;
     }
-    1.0 - (index.live_record_bytes() as f64 / total as f64).min(1.0)
+    // Values of queued commits and open transactions are not in the index yet, but not dead.
+    let live = index.live_record_bytes() + log.pending_value_bytes();
+    1.0 - (live as f64 / total as f64).min(1.0)
 }
 
 fn compaction_due<V: Volume>(log: &Log<V>, index: &Index, settings: &Settings) -> bool {

@@ -430,6 +430,24 @@ impl<V: Volume> Log<V> {
         self.txns.len()
     }
 
+    /// Bytes of the records holding the values of commits waiting for the committer's flush
+    /// and of transactions still open: not live in the index yet, and not dead either (they
+    /// become live when applied or committed; an abort makes an open one's dead). Compaction's
+    /// trigger and `dead_ratio` count them as live. Walks their chunk lists (a value of N
+    /// chunks: N steps), after every commit.
+    pub fn pending_value_bytes(&self) -> u64 {
+        fn of(ops: &[Op]) -> u64 {
+            ops.iter()
+                .map(|op| match op {
+                    Op::Put { entry, .. } => entry.chunks.iter().map(ChunkLoc::record_bytes).sum(),
+                    _ => 0,
+                })
+                .sum()
+        }
+        let queued: u64 = self.committer.queue.iter().map(|q| of(&q.ops)).sum();
+        queued + self.txns.values().map(|t| of(&t.ops)).sum::<u64>()
+    }
+
     /// Location and LSN of the earliest BEGIN of a transaction still open.
     pub fn oldest_open(&self) -> Option<(u64, u64)> {
         self.txns.values().map(|t| t.begin).min()
