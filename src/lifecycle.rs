@@ -306,10 +306,13 @@ impl Lifecycle {
         if states.is_empty() {
             return Ok(());
         }
+        // The segment the restatement starts in: its records may run into the next ones (the
+        // tail fills), and it is kept whole only while this one is.
+        let first = log.writer().tail_segment();
         for r in &states {
             log.table_copy(r)?;
         }
-        self.stated_segment = Some(log.writer().tail_segment());
+        self.stated_segment = Some(first);
         log.flush(index)
     }
 
@@ -355,13 +358,17 @@ impl Lifecycle {
             if self.converged_at == Some(log.writer().appended()) {
                 return Ok(CompactStep::Idle);
             }
-            // Queued commits are not in the index yet: applied first, so that the plan sees
-            // their values live and never takes a segment they lie in for a victim (the
-            // round would copy its values and then fail at its end: "still in use").
-            if log.queued() > 0 {
+            let mut planned = plan(log, index, settings, eager, &self.pins)?;
+            // Queued commits are not in the index yet: a segment they lie in looks dead. When a
+            // round is to begin, they are applied first and the plan made again, so that no
+            // such segment becomes a victim (the round would copy its values and then fail at
+            // its end: "still in use"). Only then: a flush here for every commit while nothing
+            // can be compacted would undo group commit.
+            if planned.is_some() && log.queued() > 0 {
                 log.flush(index)?;
+                planned = plan(log, index, settings, eager, &self.pins)?;
             }
-            match plan(log, index, settings, eager, &self.pins)? {
+            match planned {
                 Some(c) => self.compaction = Some(c),
                 None => return Ok(CompactStep::Idle),
             }

@@ -246,6 +246,34 @@ fn values_of_queued_commits_and_open_transactions_are_not_dead() {
     assert_eq!(s.get(b"b").unwrap(), Some(value(2)));
 }
 
+/// While compaction is due but nothing can be compacted (here an open transaction holds every
+/// dead segment), a group commit's maintenance step must not flush it: group commit would
+/// become a flush per commit (a review found 10 of 10 flushed alone after the fix above first
+/// flushed before planning).
+#[test]
+fn group_commits_stay_queued_while_compaction_is_due_but_has_no_victim() {
+    let opts = Options { compaction_ratio: 0.5, ..small() };
+    let mut s = Store::open(MemoryVolume::default(), opts).unwrap();
+    let t = s.begin().unwrap(); // held open: no segment from here on may be a victim
+    for i in 0..20u64 {
+        s.put(b"big", &pattern(3000, i), Durability::Strict).unwrap();
+    }
+    assert!(s.stats().dead_ratio >= 0.5, "{:?}", s.stats());
+    let mut flushed_alone = 0;
+    for i in 0..10u8 {
+        s.put(&[b'g', i], b"x", Durability::Group).unwrap();
+        if s.outcome(s.last_ticket()) == walnut::Outcome::Committed {
+            flushed_alone += 1;
+        }
+    }
+    assert_eq!(flushed_alone, 0, "group commits flushed by their own maintenance step");
+    s.sync().unwrap();
+    for i in 0..10u8 {
+        assert_eq!(s.get(&[b'g', i]).unwrap().as_deref(), Some(&b"x"[..]));
+    }
+    s.abort(t).unwrap();
+}
+
 #[test]
 fn compaction_skips_a_value_overwritten_while_it_is_copied() {
     let mut s = Store::open(MemoryVolume::default(), small()).unwrap();
