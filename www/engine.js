@@ -212,11 +212,14 @@ async function* chunksOf(source, param) {
  * in one staging buffer of `size` bytes. Each piece yielded is valid until the next is asked.
  * @param {AsyncIterable<Uint8Array>} chunks
  * @param {number} size the store's chunk size, bytes
+ * @param {() => void} check called as each piece arrives (throws to stop: an abort, a close),
+ *   so a slow source is stopped at its next piece, not at the next whole chunk
  */
-async function* gathered(chunks, size) {
+async function* gathered(chunks, size, check) {
   let staging = null;
   let filled = 0;
   for await (const chunk of chunks) {
+    check();
     let at = 0;
     while (at < chunk.length) {
       if (filled === 0 && chunk.length - at >= size) {
@@ -675,7 +678,7 @@ export class Engine {
           report();
           continue;
         }
-        current = gathered(chunksOf(op.value, op.param ?? 'value'), this.chunkSize);
+        current = gathered(chunksOf(op.value, op.param ?? 'value'), this.chunkSize, check);
         for await (const chunk of current) {
           check();
           call(() => core.txnChunk(txn, chunk));
@@ -742,7 +745,7 @@ export class Engine {
         return (async () => {
           call(() => core.txnPut(txn, key.bytes, key.isString, tid));
           const slices = slicer(this.#nextTask);
-          for await (const chunk of gathered(chunksOf(value, 'value'), this.chunkSize)) {
+          for await (const chunk of gathered(chunksOf(value, 'value'), this.chunkSize, () => this.#live())) {
             call(() => this.#live().txnChunk(txn, chunk));
             await slices.wrote(chunk.length);
           }

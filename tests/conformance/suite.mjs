@@ -761,6 +761,32 @@ export const cases = [
     },
   },
   {
+    name: 'an aborted streamed put stops at the source\'s next piece, before a whole chunk has come',
+    async run(home) {
+      // Pieces are gathered into whole chunks; the abort is still seen as each piece arrives
+      // (a review found it seen only once a chunk filled: never, for a source that stalls).
+      const db = await openSmall(home, unique('abort-piece'));
+      await db.put('v', 'old');
+      const controller = new AbortController();
+      async function* slow() {
+        for (let i = 0; i < 3; i++) yield bytes(100, 110 + i);
+        controller.abort();
+        yield bytes(100, 113); // less than a chunk so far, and then nothing more
+        await new Promise(() => {});
+      }
+      const options = { signal: controller.signal };
+      await fails(
+        () => (home.sync ? db.putStream('v', slow(), options) : db.put('v', home.stream(slow()), options)),
+        'AbortError',
+        undefined,
+        'the put',
+      );
+      equal(await db.get('v', { as: 'text' }), 'old', 'the old value stays');
+      equal((await db.stats()).openTransactions, 0, 'no transaction left open');
+      await db.close();
+    },
+  },
+  {
     name: 'streamed writes under way at once each resolve to the sequence number they took',
     async run(home) {
       // Each commit's numbers are read in its own turn: read a microtask later, another
