@@ -453,6 +453,21 @@ fn a_full_scan_after_checkpoints_released_the_prefix_finds_every_table_and_its_m
     assert_eq!(s.append(q, b"next", S).unwrap(), 6, "numbers go on above every one handed out");
 }
 
+/// Five entries appended to the default table's queue (numbers 1..=5 checked), flushed and
+/// deleted up to 5; then table "q" with 40 entries of 300 bytes, deleted up to `q_upto`.
+fn default_queue_consumed_then_queue_q(s: &mut Store<MemoryVolume>, q_upto: u64) {
+    for i in 0..5u64 {
+        assert_eq!(s.append(0, &pattern(50, i), S).unwrap(), i + 1);
+    }
+    s.mark_flushed(0, 5, S).unwrap();
+    s.delete_up_to(0, 5, S).unwrap();
+    let q = s.create_table("q").unwrap();
+    for i in 0..40u64 {
+        s.append(q, &pattern(300, i), S).unwrap();
+    }
+    s.delete_up_to(q, q_upto, S).unwrap();
+}
+
 /// The default table (id 0) numbers its queue entries too: a checkpoint releasing the prefix
 /// that held its only statement must restate it as it does a named table's, or a full scan
 /// starts its numbers over and hands out again ones a reader already consumed (found by a
@@ -462,18 +477,9 @@ fn a_full_scan_after_checkpoints_released_the_prefix_keeps_the_default_tables_nu
     // No compaction: it restates every table itself; here only the checkpoints release.
     let opts = Options { compaction_ratio: 1.0, ..small() };
     let mut s = Store::open(MemoryVolume::default(), opts.clone()).unwrap();
-    for i in 0..5u64 {
-        assert_eq!(s.append(0, &pattern(50, i), S).unwrap(), i + 1);
-    }
-    s.mark_flushed(0, 5, S).unwrap();
-    s.delete_up_to(0, 5, S).unwrap();
     // Later writes go to another table's queue and are deleted too, but its last: every
     // record of the default table lies in the prefix the checkpoints release.
-    let q = s.create_table("q").unwrap();
-    for i in 0..40u64 {
-        s.append(q, &pattern(300, i), S).unwrap();
-    }
-    s.delete_up_to(q, 39, S).unwrap();
+    default_queue_consumed_then_queue_q(&mut s, 39);
     s.checkpoint().unwrap();
     s.checkpoint().unwrap();
     let before = state(&s);
@@ -571,16 +577,7 @@ fn a_restatement_across_a_segment_boundary_is_kept_whole() {
     let mut lost = Vec::new();
     for pad in (0..4200usize).step_by(3) {
         let mut s = Store::open(MemoryVolume::default(), opts.clone()).unwrap();
-        for i in 0..5u64 {
-            s.append(0, &pattern(50, i), S).unwrap();
-        }
-        s.mark_flushed(0, 5, S).unwrap();
-        s.delete_up_to(0, 5, S).unwrap();
-        let q = s.create_table("q").unwrap();
-        for i in 0..40u64 {
-            s.append(q, &pattern(300, i), S).unwrap();
-        }
-        s.delete_up_to(q, 40, S).unwrap();
+        default_queue_consumed_then_queue_q(&mut s, 40);
         s.put(b"pad0", &pattern(3000, 8), S).unwrap();
         s.delete(b"pad0", S).unwrap();
         if pad > 0 {
