@@ -7,7 +7,7 @@ mod common;
 
 use std::collections::BTreeMap;
 
-use common::{crash_seeds, pattern, CrashVolume};
+use common::{crash_seeds, pattern, without_checkpoints, CrashVolume};
 use walnut::storage::{MemoryVolume, Volume};
 use walnut::{BatchOp, Durability, KeyRange, Options, Store};
 
@@ -196,19 +196,6 @@ fn a_dropped_table_is_gone_at_once_and_its_id_is_never_given_again() {
     s.compact().unwrap();
     let s = reopen(s, &opts);
     assert_eq!(s.tables().len(), 2);
-}
-
-/// Deletes the checkpoint files: recovery then scans every segment that remains.
-fn without_checkpoints(mut v: MemoryVolume) -> MemoryVolume {
-    let files = v
-        .files()
-        .iter()
-        .filter(|(_, f)| !f.to_vec().starts_with(&walnut::format::CHECKPOINT_MAGIC))
-        .map(|(id, f)| (*id, f.clone()))
-        .collect::<BTreeMap<_, _>>();
-    assert!(files.len() < v.files().len(), "the store had checkpoints");
-    v.set_files(files);
-    v
 }
 
 #[test]
