@@ -202,13 +202,16 @@ impl Lifecycle {
     }
 
     /// Writes a checkpoint; `Ok(false)` if no file could be had for a new slot. It needs every
-    /// segment from the oldest record of a live value (and from the replay point) on, except
-    /// `releasing`: a finished compaction round's victims, which no live value touches any more.
-    /// With `restate` (and nothing in `releasing`: compaction stated the tables at its start),
-    /// the tables' states are restated first when the prefix goes (`restate_tables_before_release`).
-    /// So outside compaction only a prefix of the log is ever released, and a delete released
-    /// with it can only hide values released too: a full scan of what remains (the fallback
-    /// when no checkpoint reads) rebuilds the same state.
+    /// segment from the oldest record of a live value (and from the replay point, and from the
+    /// BEGIN of every transaction that deletes and commits in what is kept:
+    /// [`Log::chain_floor`]) on, except `releasing`: a finished compaction round's victims,
+    /// which no live value touches any more. With `restate` (and nothing in `releasing`:
+    /// compaction stated the tables at its start), the tables' states are restated first when
+    /// the prefix goes (`restate_tables_before_release`). So outside compaction only a prefix
+    /// of the log is ever released, and a delete released with it can only hide values
+    /// released too: a plain delete hides values written before it, a transaction's the
+    /// values committed before its COMMIT, which is released with it. A full scan of what
+    /// remains (the fallback when no checkpoint reads) rebuilds the same state.
     ///
     /// The committer flushes first, so the index holds every commit below the log's end: the
     /// checkpoint's `index_lsn`. Records of transactions still open lie between the replay
@@ -281,6 +284,9 @@ impl Lifecycle {
             .collect();
         for seg in garbage {
             log.writer_mut().release_segment(seg)?;
+        }
+        if let Some(&first) = log.writer().segments().keys().next() {
+            log.forget_chains_below(first);
         }
         Ok(true)
     }
@@ -484,10 +490,11 @@ impl Lifecycle {
 }
 
 /// The first segment a checkpoint written now needs: that of the oldest record of a live value,
-/// or of the replay point (the oldest open transaction's BEGIN, else the tail) if earlier.
+/// or of the replay point (the oldest open transaction's BEGIN, else the tail) if earlier, or
+/// lower still to keep the chain of every COMMIT kept whole ([`Log::chain_floor`]).
 fn keep_from<V: Volume>(log: &Log<V>, index: &Index) -> u32 {
     let from_seg = log.oldest_open().map_or(log.writer().tail_segment(), |(at, _)| loc_segment(at));
-    index.first_live_segment().map_or(from_seg, |s| s.min(from_seg))
+    log.chain_floor(index.first_live_segment().map_or(from_seg, |s| s.min(from_seg)))
 }
 
 /// Fraction of the log's bytes that no live value's records use (0.0..=1.0).
@@ -544,13 +551,18 @@ fn plan<V: Volume>(
     let mut tombstones = BTreeSet::new();
     let mut dropped = BTreeSet::new();
     for &seg in &victims {
-        // Only a surviving older segment could hold a value the delete must keep hidden.
-        if oldest_kept.is_some_and(|o| o < seg) {
-            let (keys, drops) = deleted_keys(log, seg)?;
-            // Keys of dropped tables need none: their drop hides them.
-            let live_table = |k: &Vec<u8>| index.tables().get(crate::format::split_ikey(k).0).is_some();
-            tombstones.extend(keys.into_iter().filter(|k| !index.contains(k) && live_table(k)));
-            dropped.extend(drops.into_iter().filter(|t| index.tables().get(*t).is_none()));
+        let deleted = deleted_keys(log, seg)?;
+        // A plain delete (or drop) only hides values written before it: only a surviving
+        // older segment could hold one. A transaction's DELETE takes effect at its COMMIT, so
+        // it hides the puts of its key committed before that, which any segment kept may
+        // hold (a full scan drops a COMMIT whose chain a round released).
+        let older_kept = oldest_kept.is_some_and(|o| o < seg);
+        let keys = deleted.in_txn.into_iter().chain(deleted.plain.into_iter().filter(|_| older_kept));
+        // Keys of dropped tables need none: their drop hides them.
+        let live_table = |k: &Vec<u8>| index.tables().get(crate::format::split_ikey(k).0).is_some();
+        tombstones.extend(keys.filter(|k| !index.contains(k) && live_table(k)));
+        if older_kept {
+            dropped.extend(deleted.drops.into_iter().filter(|t| index.tables().get(*t).is_none()));
         }
     }
     Ok(Some(Compaction {
@@ -564,15 +576,24 @@ fn plan<V: Volume>(
     }))
 }
 
-/// Keys deleted by records of segment `seg` (read from its record headers and keys, as
-/// internal keys), and the tables its TABLE records drop.
-fn deleted_keys<V: Volume>(log: &Log<V>, seg: u32) -> Result<(Vec<Vec<u8>>, Vec<u32>)> {
+/// What the records of one segment delete (read from their headers and keys).
+#[derive(Default)]
+struct Deleted {
+    /// Internal keys of plain deletes (DELETE_ONE).
+    plain: Vec<Vec<u8>>,
+    /// Internal keys of transactions' DELETEs (committed, aborted or open alike).
+    in_txn: Vec<Vec<u8>>,
+    /// Tables that TABLE records drop.
+    drops: Vec<u32>,
+}
+
+/// What the records of segment `seg` delete.
+fn deleted_keys<V: Volume>(log: &Log<V>, seg: u32) -> Result<Deleted> {
     let w = log.writer();
-    let Some(&id) = w.segments().get(&seg) else { return Ok((Vec::new(), Vec::new())) };
+    let mut out = Deleted::default();
+    let Some(&id) = w.segments().get(&seg) else { return Ok(out) };
     let file = w.volume().file(id)?;
     let size = file.size()?;
-    let mut keys = Vec::new();
-    let mut drops = Vec::new();
     let mut at = FILE_HEADER_LEN as u64;
     let mut hb = [0u8; RECORD_HEADER_LEN];
     while at + RECORD_HEADER_LEN as u64 <= size && read_exact_at(file, &mut hb, at)? {
@@ -584,15 +605,19 @@ fn deleted_keys<V: Volume>(log: &Log<V>, seg: u32) -> Result<(Vec<Vec<u8>>, Vec<
             }
             if h.kind == Kind::Table {
                 if let Some(r) = TableRecord::decode(&payload).filter(|r| r.op == TABLE_OP_DROP) {
-                    drops.push(r.table);
+                    out.drops.push(r.table);
                 }
             } else if let Some(ik) = split_seq(h.flags, &payload).and_then(|(_, key)| ikey_from_record(h.flags, key)) {
-                keys.push(ik);
+                if h.kind == Kind::Delete {
+                    out.in_txn.push(ik);
+                } else {
+                    out.plain.push(ik);
+                }
             }
         }
         at += h.record_len();
     }
-    Ok((keys, drops))
+    Ok(out)
 }
 
 /// Whether a value whose records span segments `span` has any record in one of `segments`.

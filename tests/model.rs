@@ -405,6 +405,61 @@ mod on_a_volume {
         );
     }
 
+    /// Found by the model at 200,000 sequences (shrunk): a transaction deletes key 0, later
+    /// puts of key 0 commit, then the transaction does. Its DELETE lies a segment before its
+    /// COMMIT; the clean close's checkpoint released that segment, so a full scan (the
+    /// fallback when no checkpoint reads) could not prove the COMMIT and brought key 0 back.
+    #[test]
+    fn a_full_scan_keeps_a_delete_that_committed_after_later_puts_of_its_key() {
+        use walnut::RecoveryMode;
+        let options = walnut::Options {
+            chunk_size: 64,
+            direct_write_threshold: 90,
+            batch_bytes: 150,
+            recovery_mode: RecoveryMode::TolerateTailCorruption,
+            segment_size: 4096,
+            checkpoint_bytes: 4096,
+            compaction_ratio: 0.3,
+            id_retention: 10000,
+        };
+        let strict = Durability::Strict;
+        let put = |key, len| Op::Put { key, len, durability: strict };
+        let mut h = Harness::new(options);
+        for op in [
+            put(0, 173),
+            Op::Crash { seed: 0 },
+            Op::Clear { durability: strict },
+            put(0, 0),
+            put(0, 0),
+            Op::Clear { durability: strict },
+            Op::CreateTable { table: 1 },
+            put(0, 257),
+            put(0, 0),
+            Op::Batch { ops: vec![(0, None)], durability: strict },
+            put(0, 144),
+            put(0, 120),
+            put(0, 0),
+            put(0, 187),
+            put(0, 24),
+            Op::Batch { ops: vec![(0, None)], durability: strict },
+            put(0, 65),
+            Op::TxBegin { slot: 1 },
+            Op::TxBegin { slot: 0 },
+            Op::TxWrite { slot: 0, key: 0, len: None },
+            Op::TxCommit { slot: 1, id: None, durability: strict },
+            put(0, 219),
+            put(0, 0),
+            put(0, 0),
+            Op::TxCommit { slot: 0, id: None, durability: strict },
+            Op::Clear { durability: strict },
+        ] {
+            h.run(&op);
+        }
+        // The clean close's checks: the reopen, and a full scan without the checkpoints.
+        h.run(&Op::Reopen);
+        assert_eq!(h.counts().tx_commits, 2);
+    }
+
     /// Found by CI (the run of 62be8c9): a key rewritten with the same bytes (two empty
     /// values) is a change to a transaction that read it, since a read is checked by version
     /// (the LSN of the key's last write), not by value. The model compared values and called

@@ -7,7 +7,7 @@ mod common;
 
 use std::collections::BTreeMap;
 
-use common::{crash_seeds, pattern, CrashVolume};
+use common::{crash_seeds, pattern, without_checkpoints, CrashVolume};
 use walnut::storage::{MemoryVolume, Volume};
 use walnut::{Durability, Error, IdStatus, KeyRange, Options, Store, TxCommit, MAX_TX_DEPTH};
 
@@ -516,4 +516,146 @@ fn a_rollback_takes_back_the_chunks_it_added_to_a_value_still_streaming() {
     s.checkpoint().unwrap();
     let reopened = Store::open(CrashVolume::from_image(s.volume().live_image()), opts).unwrap();
     assert_eq!(reopened.get(b"k").unwrap().as_deref(), Some(&b"aaaccc"[..]), "from the checkpoint");
+}
+
+/// A transaction's DELETE takes effect at its COMMIT, not where its record lies: puts of the
+/// same key committed in between come before it. So a checkpoint that lets the log's prefix go
+/// must keep every COMMIT's chain whole, or the fallback when no checkpoint reads (a full
+/// scan of what remains) drops the COMMIT and brings those puts back (found by the model).
+/// Returns the store with the delete committed last, its DELETE record `segments` segments
+/// before its COMMIT, and a live value (`anchor`) written just before the COMMIT.
+fn deleted_by_a_transaction_that_commits_after_later_puts(opts: &Options) -> Store<MemoryVolume> {
+    let mut s = Store::open(MemoryVolume::default(), opts.clone()).unwrap();
+    s.put(b"k", b"first", S).unwrap();
+    let t = s.begin().unwrap();
+    s.txn_delete(t, b"k").unwrap();
+    // Past a segment boundary, so the DELETE lies in an earlier segment than the COMMIT.
+    for i in 0..12u64 {
+        s.put(b"pad", &pattern(900, i), S).unwrap();
+    }
+    s.delete(b"pad", S).unwrap();
+    s.put(b"anchor", b"live", S).unwrap();
+    s.put(b"k", b"later", S).unwrap();
+    s.commit(t, S).unwrap();
+    assert_eq!(s.get(b"k").unwrap(), None, "the transaction's delete commits last");
+    s
+}
+
+#[test]
+fn a_full_scan_keeps_a_transactions_delete_after_the_prefix_goes() {
+    let opts = small();
+    let mut s = deleted_by_a_transaction_that_commits_after_later_puts(&opts);
+    // Two checkpoints: neither slot needs the prefix below the anchor (the COMMIT's segment).
+    s.checkpoint().unwrap();
+    s.checkpoint().unwrap();
+    let s = Store::open(without_checkpoints(s.into_volume()), opts).unwrap();
+    assert!(s.recovery().checkpoint.is_none(), "a full scan");
+    assert_eq!(s.get(b"k").unwrap(), None, "a full scan brought the deleted key back");
+}
+
+/// The same after a reopen: the chains of commits below the replay point are not read again,
+/// so what was kept for them must stay kept.
+#[test]
+fn a_full_scan_keeps_a_transactions_delete_after_a_reopen_and_a_release() {
+    let opts = small();
+    let s = deleted_by_a_transaction_that_commits_after_later_puts(&opts);
+    let mut s = Store::open(s.into_volume(), opts.clone()).unwrap();
+    assert!(s.recovery().checkpoint.is_some());
+    // Writes after the reopen, and checkpoints that would release every segment below the
+    // anchor's (the COMMIT's): the DELETE's segment must stay.
+    for i in 0..3u64 {
+        s.put(b"more", &pattern(300, i), S).unwrap();
+    }
+    s.checkpoint().unwrap();
+    s.checkpoint().unwrap();
+    let v = s.into_volume();
+    let s = Store::open(without_checkpoints(v), opts).unwrap();
+    assert_eq!(s.get(b"anchor").unwrap().as_deref(), Some(&b"live"[..]));
+    assert_eq!(s.get(b"k").unwrap(), None, "a full scan brought the deleted key back");
+}
+
+/// Compaction releases segments in the middle of the log: one holding a transaction's DELETE
+/// whose COMMIT (kept) came after later puts of the key needs a tombstone too, though no
+/// older segment survives.
+#[test]
+fn compaction_keeps_a_transactions_delete_whose_record_it_releases() {
+    let opts = small();
+    let mut s = Store::open(MemoryVolume::default(), opts.clone()).unwrap();
+    // A live value in the first segment: the prefix is not released, compaction must empty it.
+    s.put(b"oldest", b"live", S).unwrap();
+    s.put(b"k", b"first", S).unwrap();
+    let t = s.begin().unwrap();
+    s.txn_delete(t, b"k").unwrap();
+    for i in 0..12u64 {
+        s.put(b"pad", &pattern(900, i), S).unwrap();
+    }
+    s.delete(b"pad", S).unwrap();
+    s.put(b"k", b"later", S).unwrap();
+    s.commit(t, S).unwrap();
+    assert!(s.compact().unwrap() > 0, "a round ran");
+    let s = Store::open(without_checkpoints(s.into_volume()), opts).unwrap();
+    assert_eq!(s.get(b"oldest").unwrap().as_deref(), Some(&b"live"[..]));
+    assert_eq!(s.get(b"k").unwrap(), None, "a full scan brought the deleted key back");
+}
+
+/// A power cut at every operation of the scenarios above (the commit that deletes, a
+/// compaction round, checkpoints that release the prefix): recovery and a full scan of the
+/// same image (no checkpoints) agree on every key, and once the COMMIT was acknowledged the
+/// key stays deleted in both.
+#[test]
+fn a_crash_at_every_operation_keeps_a_transactions_delete_in_a_full_scan() {
+    let opts = small();
+    let run = |cut: Option<u64>| {
+        let mut s = Store::open(CrashVolume::default(), opts.clone()).unwrap();
+        s.put(b"oldest", b"live", S).unwrap();
+        s.put(b"k", b"first", S).unwrap();
+        let start = s.volume().cut.used();
+        if let Some(n) = cut {
+            s.volume().cut.after(n);
+        }
+        let mut committed_at = None;
+        let _ = (|| -> walnut::Result<()> {
+            let t = s.begin()?;
+            s.txn_delete(t, b"k")?;
+            for i in 0..12u64 {
+                s.put(b"pad", &pattern(900, i), S)?;
+            }
+            s.delete(b"pad", S)?;
+            s.put(b"anchor", b"live", S)?;
+            s.put(b"k", b"later", S)?;
+            s.commit(t, S)?;
+            committed_at = Some(s.volume().cut.used() - start);
+            s.compact()?;
+            s.delete(b"oldest", S)?;
+            s.checkpoint()?;
+            s.checkpoint()?;
+            Ok(())
+        })();
+        let used = s.volume().cut.used() - start;
+        (s, used, committed_at)
+    };
+    let (_, total, committed_at) = run(None);
+    let committed_at = committed_at.expect("the commit succeeded");
+    let keys: [&[u8]; 4] = [b"oldest", b"k", b"pad", b"anchor"];
+    let seeds = crash_seeds(&[1, 2]);
+    let mut tried = 0;
+    for cut in 0..=total {
+        let (s, _, _) = run(Some(cut));
+        for &seed in &seeds {
+            let image = s.volume().crash_image(seed);
+            let r = Store::open(CrashVolume::from_image(image.clone()), opts.clone())
+                .unwrap_or_else(|e| panic!("cut at op {cut}, seed {seed}: {e}"));
+            let state: Vec<_> = keys.iter().map(|k| r.get(k).unwrap()).collect();
+            if cut >= committed_at {
+                assert_eq!(state[1], None, "cut {cut} seed {seed}: the delete was acknowledged");
+            }
+            let scanned: BTreeMap<u32, Vec<u8>> =
+                image.into_iter().filter(|(_, f)| !f.starts_with(&walnut::format::CHECKPOINT_MAGIC)).collect();
+            let full = Store::open(CrashVolume::from_image(scanned), opts.clone()).unwrap();
+            let scanned_state: Vec<_> = keys.iter().map(|k| full.get(k).unwrap()).collect();
+            assert_eq!(scanned_state, state, "cut {cut} seed {seed}: a full scan differs");
+            tried += 1;
+        }
+    }
+    println!("crash points: a transaction's delete through compaction and releases: {tried}");
 }

@@ -18,7 +18,7 @@
 //! quota error, not a confusing "not open". Nothing is re-read and no segment is released, so
 //! open readers keep their chunks.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::ops::Range;
 
 use crc32fast::Hasher;
@@ -253,6 +253,18 @@ pub(crate) struct Log<V: Volume> {
     next_seq: HashMap<u32, u64>,
     /// The sequence numbers the last commit written took: (table, first, last).
     last_seqs: Vec<(u32, u64, u64)>,
+    /// Chain floors: for each segment holding the COMMIT of a transaction that deletes and
+    /// began in an earlier segment, the lowest such BEGIN's segment. See [`Log::chain_floor`].
+    chains: BTreeMap<u32, u32>,
+}
+
+/// Records in `chains` (see [`Log::chain_floor`]) a transaction that deletes, whose records
+/// span segments `span` (its BEGIN's, its COMMIT's).
+pub(crate) fn note_chain(chains: &mut BTreeMap<u32, u32>, (begin, commit): (u32, u32)) {
+    if begin < commit {
+        let floor = chains.entry(commit).or_insert(begin);
+        *floor = (*floor).min(begin);
+    }
 }
 
 /// Gives `ops` (a transaction's writes, in chain order) their sequence numbers from `bases`
@@ -348,6 +360,7 @@ impl<V: Volume> Log<V> {
             applied: 0,
             next_seq: HashMap::new(),
             last_seqs: Vec::new(),
+            chains: BTreeMap::new(),
         }
     }
 
@@ -363,6 +376,34 @@ impl<V: Volume> Log<V> {
         self.applied += 1;
         self.next_seq.clear();
         self.last_seqs.clear();
+        self.chains.clear();
+    }
+
+    /// Takes recovery's chain floors (see [`Log::chain_floor`]).
+    pub fn set_chains(&mut self, chains: BTreeMap<u32, u32>) {
+        self.chains = chains;
+    }
+
+    /// The first segment a suffix of the log that starts at segment `from` must keep so that
+    /// every COMMIT in it keeps its whole chain, down to its BEGIN (`from` itself, or lower).
+    ///
+    /// A transaction's DELETE takes effect at its COMMIT, after every write committed before
+    /// it, though its record may lie segments earlier. A full scan (the fallback when no
+    /// checkpoint reads) proves a COMMIT only by its whole chain: had the DELETE's segment
+    /// gone, it would drop the COMMIT and bring back the puts of that key committed in between.
+    /// (A transaction that only puts needs no floor: a value of it still live keeps its whole
+    /// chain anyway, and one overwritten since may be dropped.) Compaction, which releases
+    /// segments from the middle of the log, writes tombstones instead (lifecycle.rs).
+    pub fn chain_floor(&self, mut from: u32) -> u32 {
+        while let Some(floor) = self.chains.range(from..).map(|(_, &f)| f).min().filter(|&f| f < from) {
+            from = floor;
+        }
+        from
+    }
+
+    /// Forgets the chain floors of COMMITs in segments below `first` (released).
+    pub fn forget_chains_below(&mut self, first: u32) {
+        self.chains = self.chains.split_off(&first);
     }
 
     /// The sequence number table `table`'s next commit takes; `None` if the table does not exist.
@@ -724,6 +765,9 @@ impl<V: Volume> Log<V> {
             }
         };
         let span = (loc_segment(t.begin.0), loc_segment(at));
+        if t.ops.iter().any(|op| matches!(op, Op::Delete { .. })) {
+            note_chain(&mut self.chains, span);
+        }
         for op in &mut t.ops {
             if let Op::Put { entry, .. } = op {
                 entry.span = span;

@@ -31,6 +31,7 @@ use crate::format::{
 use crate::index::{ChunkLoc, Entry, Index, Op};
 use crate::storage::{read_exact_at, write_all_at, FileId, Storage, Volume};
 use crate::wal::checkpoint;
+use crate::wal::log::note_chain;
 
 /// What recovery does with an invalid record (raft-engine's recovery modes).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -131,6 +132,10 @@ pub(crate) struct Recovered {
     /// The highest checkpoint number any checkpoint header carries (0: none): the next
     /// checkpoint is numbered above it, chosen or not.
     pub checkpoint_seq: u64,
+    /// Chain floors of the COMMITs found (see `Log::chain_floor`). Those not read again (below
+    /// the replay point, in its segment too) or whose BEGIN was not read are given the
+    /// checkpoint's first needed segment, which its writer chose below every floor it knew.
+    pub chains: BTreeMap<u32, u32>,
 }
 
 /// A checkpoint file and the segments its checkpoint needs: those it lists and every segment
@@ -325,6 +330,10 @@ struct Replay {
     open: HashMap<u64, ScanTxn>,
     max_txn: u64,
     report: RecoveryReport,
+    /// Chain floors of the COMMITs read (see `Recovered::chains`).
+    chains: BTreeMap<u32, u32>,
+    /// The floor of a COMMIT whose BEGIN lies below the replay point.
+    unknown_floor: u32,
 }
 
 impl Replay {
@@ -343,7 +352,18 @@ impl Replay {
             // Held by the checkpoint already. Ends of transactions only close them; records of
             // transactions still open at the checkpoint build their chains.
             match h.kind {
-                Kind::Commit | Kind::Abort => {
+                Kind::Commit => {
+                    // Begun before the replay point: what it holds and where is not known.
+                    match self.open.remove(&h.txn) {
+                        Some(t) if !t.records.iter().any(|r| r.kind == Kind::Delete) => {}
+                        t => {
+                            let begin = t.map_or(self.unknown_floor, |t| loc_segment(t.begin));
+                            note_chain(&mut self.chains, (begin, loc_segment(at)));
+                        }
+                    }
+                    return;
+                }
+                Kind::Abort => {
                     self.open.remove(&h.txn);
                     return;
                 }
@@ -396,6 +416,9 @@ impl Replay {
                     }
                     Ok(ops) => {
                         let span = (loc_segment(t.begin), loc_segment(at));
+                        if ops.iter().any(|op| matches!(op, Op::Delete { .. })) {
+                            note_chain(&mut self.chains, span);
+                        }
                         for op in ops {
                             self.index.apply(with_lsn(op, h.lsn, span));
                         }
@@ -634,6 +657,7 @@ pub(crate) fn recover<V: Volume>(volume: &mut V, mode: RecoveryMode) -> Result<R
             next_txn: 1,
             checkpoint_slots,
             checkpoint_seq: 0,
+            chains: BTreeMap::new(),
         });
     }
 
@@ -693,7 +717,8 @@ pub(crate) fn recover<V: Volume>(volume: &mut V, mode: RecoveryMode) -> Result<R
             }
             match checkpoint::load(volume.file(id)?, &head)? {
                 Ok(index) => {
-                    chosen = Some((id, head.header, index));
+                    let first_needed = head.segments.first().copied().unwrap_or(u32::MAX);
+                    chosen = Some((id, head.header, index, first_needed));
                     break;
                 }
                 Err(why) => {
@@ -705,13 +730,29 @@ pub(crate) fn recover<V: Volume>(volume: &mut V, mode: RecoveryMode) -> Result<R
         let (first_seg, first_header) = c.segments.iter().next().map(|(&s, &(_, h))| (s, h)).unwrap_or_default();
         let attempt = report.clone();
         let (replay, start, lsn, next_txn, ck) = match chosen {
-            Some((id, h, index)) => {
+            Some((id, h, index, first_needed)) => {
                 report.checkpoint = Some((h.seq, h.replay_lsn));
-                let replay = Replay { index, index_lsn: h.index_lsn, open: HashMap::new(), max_txn: 0, report };
+                let replay = Replay {
+                    index,
+                    index_lsn: h.index_lsn,
+                    open: HashMap::new(),
+                    max_txn: 0,
+                    report,
+                    chains: BTreeMap::new(),
+                    unknown_floor: first_needed.min(loc_segment(h.replay_from)),
+                };
                 (replay, h.replay_from, h.replay_lsn, h.next_txn, Some((id, h.seq, h.index_lsn)))
             }
             None => {
-                let replay = Replay { index: Index::default(), index_lsn: 0, open: HashMap::new(), max_txn: 0, report };
+                let replay = Replay {
+                    index: Index::default(),
+                    index_lsn: 0,
+                    open: HashMap::new(),
+                    max_txn: 0,
+                    report,
+                    chains: BTreeMap::new(),
+                    unknown_floor: first_seg,
+                };
                 (replay, loc(first_seg, FILE_HEADER_LEN as u64), first_header.base_lsn, 1, None)
             }
         };
@@ -730,7 +771,13 @@ pub(crate) fn recover<V: Volume>(volume: &mut V, mode: RecoveryMode) -> Result<R
         }
     };
     let ScanEnd { tail, lsn, cut } = end;
-    let Replay { mut index, open, max_txn, mut report, .. } = replay;
+    let Replay { mut index, open, max_txn, mut report, mut chains, unknown_floor, .. } = replay;
+    if !full_scan {
+        // The COMMITs below the replay point (in its segment too) were not read again: what
+        // the checkpoint kept for their chains stays kept until the part of the log that must
+        // be kept starts above the replay point's segment.
+        note_chain(&mut chains, (unknown_floor, start_seg));
+    }
     let mut left: Vec<ScanTxn> = open.into_values().collect();
     left.sort_by_key(|t| t.begin);
     for t in left {
@@ -799,6 +846,7 @@ pub(crate) fn recover<V: Volume>(volume: &mut V, mode: RecoveryMode) -> Result<R
         next_txn: (max_txn + 1).max(ck_next_txn),
         checkpoint_slots: slots,
         checkpoint_seq,
+        chains,
     })
 }
 
