@@ -270,7 +270,7 @@ where
     let config = ProptestConfig {
         cases,
         max_shrink_iters: 4000,
-        failure_persistence: Some(Box::new(proptest::test_runner::FileFailurePersistence::SourceParallel(
+        failure_persistence: Some(Box::new(proptest::test_runner::FileFailurePersistence::WithSource(
             "proptest-regressions",
         ))),
         source_file: Some(file!()),
