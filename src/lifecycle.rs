@@ -47,6 +47,9 @@ struct Compaction {
     /// Tables dropped by TABLE records of the victims (and not created since): their drops are
     /// written again, as tombstones are.
     dropped: Vec<u32>,
+    /// Chains the victims cut (by their COMMIT's segment, sealed), forgotten once the round's
+    /// tombstones (their deletes among them) are durable.
+    settles: Vec<u32>,
     /// Whether the tables' states were written for this round.
     stated: bool,
     /// The value being copied.
@@ -485,6 +488,9 @@ impl Lifecycle {
                 return Err(Error::io("compact", "no file is free for a checkpoint yet; try again"));
             }
         }
+        // The deletes of the chains the victims cut are durable at the log's end now: those
+        // chains need not be kept whole any more.
+        log.forget_chains(&c.settles);
         Ok(CompactStep::Done)
     }
 }
@@ -550,6 +556,8 @@ fn plan<V: Volume>(
     let oldest_kept = w.segments().keys().find(|s| !victims.contains(s)).copied();
     let mut tombstones = BTreeSet::new();
     let mut dropped = BTreeSet::new();
+    // Keys of dropped tables need none: their drop hides them.
+    let live_table = |k: &Vec<u8>| index.tables().get(crate::format::split_ikey(k).0).is_some();
     for &seg in &victims {
         let deleted = deleted_keys(log, seg)?;
         // A plain delete (or drop) only hides values written before it: only a surviving
@@ -558,18 +566,32 @@ fn plan<V: Volume>(
         // hold (a full scan drops a COMMIT whose chain a round released).
         let older_kept = oldest_kept.is_some_and(|o| o < seg);
         let keys = deleted.in_txn.into_iter().chain(deleted.plain.into_iter().filter(|_| older_kept));
-        // Keys of dropped tables need none: their drop hides them.
-        let live_table = |k: &Vec<u8>| index.tables().get(crate::format::split_ikey(k).0).is_some();
         tombstones.extend(keys.filter(|k| !index.contains(k) && live_table(k)));
         if older_kept {
             dropped.extend(deleted.drops.into_iter().filter(|t| index.tables().get(*t).is_none()));
         }
     }
+    // A victim anywhere in the chain of a transaction that deletes (its BEGIN, its COMMIT, a
+    // record between) makes a full scan drop that COMMIT, with the DELETEs it kept: the
+    // transactions' DELETEs of every segment of such a chain are written again too. The
+    // chain floors (`Log::chain_floor`) give the ranges; a sealed COMMIT segment's range is
+    // then settled and forgotten, so the prefix may go.
+    let cut = log.chains_meeting(&victims);
+    let ranges: BTreeSet<u32> = cut
+        .iter()
+        .flat_map(|&(c, f)| w.segments().range(f..=c).map(|(&s, _)| s))
+        .filter(|s| !victims.contains(s))
+        .collect();
+    for seg in ranges {
+        tombstones.extend(deleted_keys(log, seg)?.in_txn.into_iter().filter(|k| !index.contains(k) && live_table(k)));
+    }
+    let settles = cut.iter().map(|&(c, _)| c).filter(|&c| c < tail_seg).collect();
     Ok(Some(Compaction {
         victims,
         queue,
         tombstones: tombstones.into_iter().collect(),
         dropped: dropped.into_iter().collect(),
+        settles,
         stated: false,
         copy: None,
         log_bytes: w.log_bytes(),

@@ -598,64 +598,160 @@ fn compaction_keeps_a_transactions_delete_whose_record_it_releases() {
     assert_eq!(s.get(b"k").unwrap(), None, "a full scan brought the deleted key back");
 }
 
-/// A power cut at every operation of the scenarios above (the commit that deletes, a
-/// compaction round, checkpoints that release the prefix): recovery and a full scan of the
-/// same image (no checkpoints) agree on every key, and once the COMMIT was acknowledged the
-/// key stays deleted in both.
+/// A store on a `CrashVolume`, a transaction that deletes "k" committed by `scenario`, which
+/// returns the volume's operation count once the COMMIT is acknowledged.
+type DeleteScenario = fn(&mut Store<CrashVolume>, u64) -> walnut::Result<u64>;
+
+/// A power cut at every operation of each scenario above (the commit that deletes, a
+/// compaction round, checkpoints that release the prefix), two seeds: recovery and a full
+/// scan of the same image (no checkpoints) agree on every key, and once the COMMIT was
+/// acknowledged "k" stays deleted in both.
 #[test]
 fn a_crash_at_every_operation_keeps_a_transactions_delete_in_a_full_scan() {
-    let opts = small();
-    let run = |cut: Option<u64>| {
-        let mut s = Store::open(CrashVolume::default(), opts.clone()).unwrap();
-        s.put(b"oldest", b"live", S).unwrap();
-        s.put(b"k", b"first", S).unwrap();
-        let start = s.volume().cut.used();
-        if let Some(n) = cut {
-            s.volume().cut.after(n);
+    fn prefix_and_compaction(s: &mut Store<CrashVolume>, start: u64) -> walnut::Result<u64> {
+        s.put(b"oldest", b"live", S)?;
+        s.put(b"k", b"first", S)?;
+        let t = s.begin()?;
+        s.txn_delete(t, b"k")?;
+        for i in 0..12u64 {
+            s.put(b"pad", &pattern(900, i), S)?;
         }
-        let mut committed_at = None;
-        let _ = (|| -> walnut::Result<()> {
-            let t = s.begin()?;
-            s.txn_delete(t, b"k")?;
-            for i in 0..12u64 {
-                s.put(b"pad", &pattern(900, i), S)?;
-            }
-            s.delete(b"pad", S)?;
-            s.put(b"anchor", b"live", S)?;
-            s.put(b"k", b"later", S)?;
-            s.commit(t, S)?;
-            committed_at = Some(s.volume().cut.used() - start);
-            s.compact()?;
-            s.delete(b"oldest", S)?;
-            s.checkpoint()?;
-            s.checkpoint()?;
-            Ok(())
-        })();
-        let used = s.volume().cut.used() - start;
-        (s, used, committed_at)
-    };
-    let (_, total, committed_at) = run(None);
-    let committed_at = committed_at.expect("the commit succeeded");
-    let keys: [&[u8]; 4] = [b"oldest", b"k", b"pad", b"anchor"];
-    let seeds = crash_seeds(&[1, 2]);
-    let mut tried = 0;
-    for cut in 0..=total {
-        let (s, _, _) = run(Some(cut));
-        for &seed in &seeds {
-            let image = s.volume().crash_image(seed);
-            let r = Store::open(CrashVolume::from_image(image.clone()), opts.clone())
-                .unwrap_or_else(|e| panic!("cut at op {cut}, seed {seed}: {e}"));
-            let state: Vec<_> = keys.iter().map(|k| r.get(k).unwrap()).collect();
-            if cut >= committed_at {
-                assert_eq!(state[1], None, "cut {cut} seed {seed}: the delete was acknowledged");
-            }
-            let scanned: BTreeMap<u32, Vec<u8>> =
-                image.into_iter().filter(|(_, f)| !f.starts_with(&walnut::format::CHECKPOINT_MAGIC)).collect();
-            let full = Store::open(CrashVolume::from_image(scanned), opts.clone()).unwrap();
-            let scanned_state: Vec<_> = keys.iter().map(|k| full.get(k).unwrap()).collect();
-            assert_eq!(scanned_state, state, "cut {cut} seed {seed}: a full scan differs");
-            tried += 1;
-        }
+        s.delete(b"pad", S)?;
+        s.put(b"anchor", b"live", S)?;
+        s.put(b"k", b"later", S)?;
+        s.commit(t, S)?;
+        let committed = s.volume().cut.used() - start;
+        s.compact()?;
+        s.delete(b"oldest", S)?;
+        s.checkpoint()?;
+        s.checkpoint()?;
+        Ok(committed)
     }
-    println!("crash points: a transaction's delete through compaction and releases: {tried}");
+    fn only_the_commit_in_a_victim(s: &mut Store<CrashVolume>, start: u64) -> walnut::Result<u64> {
+        s.put(b"k", b"first", S)?;
+        let t = s.begin()?;
+        s.txn_delete(t, b"k")?;
+        s.put(b"big0", &pattern(3800, 0), S)?;
+        s.put(b"big1", &pattern(3800, 1), S)?;
+        s.commit(t, S)?;
+        let committed = s.volume().cut.used() - start;
+        s.put(b"big1", b"x", S)?;
+        s.put(b"big2", &pattern(3800, 2), S)?;
+        s.compact()?;
+        s.delete(b"big0", S)?;
+        s.checkpoint()?;
+        s.checkpoint()?;
+        Ok(committed)
+    }
+    fn only_the_begin_in_a_victim(s: &mut Store<CrashVolume>, start: u64) -> walnut::Result<u64> {
+        s.put(b"junk", &pattern(3800, 9), S)?;
+        let t = s.begin()?;
+        s.put(b"junk", b"gone", S)?;
+        s.put(b"big1", &pattern(3700, 1), S)?;
+        s.txn_delete(t, b"k")?;
+        s.put(b"k", b"later", S)?;
+        s.put(b"big2", &pattern(3800, 2), S)?;
+        s.commit(t, S)?;
+        let committed = s.volume().cut.used() - start;
+        s.put(b"big3", &pattern(3800, 3), S)?;
+        s.compact()?;
+        Ok(committed)
+    }
+    let scenarios: [(&str, Options, DeleteScenario); 3] = [
+        ("prefix and compaction", small(), prefix_and_compaction),
+        ("only the COMMIT in a victim", one_value_per_segment(), only_the_commit_in_a_victim),
+        ("only the BEGIN in a victim", one_value_per_segment(), only_the_begin_in_a_victim),
+    ];
+    let keys: [&[u8]; 8] = [b"k", b"oldest", b"pad", b"anchor", b"big0", b"big1", b"big2", b"junk"];
+    let seeds = crash_seeds(&[1, 2]);
+    for (name, opts, scenario) in scenarios {
+        let run = |cut: Option<u64>| {
+            let mut s = Store::open(CrashVolume::default(), opts.clone()).unwrap();
+            let start = s.volume().cut.used();
+            if let Some(n) = cut {
+                s.volume().cut.after(n);
+            }
+            let committed = scenario(&mut s, start).ok();
+            let used = s.volume().cut.used() - start;
+            (s, used, committed)
+        };
+        let (_, total, committed_at) = run(None);
+        let committed_at = committed_at.expect("the scenario ran to its end");
+        let mut tried = 0;
+        for cut in 0..=total {
+            let (s, _, _) = run(Some(cut));
+            for &seed in &seeds {
+                let image = s.volume().crash_image(seed);
+                let r = Store::open(CrashVolume::from_image(image.clone()), opts.clone())
+                    .unwrap_or_else(|e| panic!("{name}: cut at op {cut}, seed {seed}: {e}"));
+                let state: Vec<_> = keys.iter().map(|k| r.get(k).unwrap()).collect();
+                if cut >= committed_at {
+                    assert_eq!(state[0], None, "{name}: cut {cut} seed {seed}: the delete was acknowledged");
+                }
+                let scanned: BTreeMap<u32, Vec<u8>> =
+                    image.into_iter().filter(|(_, f)| !f.starts_with(&walnut::format::CHECKPOINT_MAGIC)).collect();
+                let full = Store::open(CrashVolume::from_image(scanned), opts.clone()).unwrap();
+                let scanned_state: Vec<_> = keys.iter().map(|k| full.get(k).unwrap()).collect();
+                assert_eq!(scanned_state, state, "{name}: cut {cut} seed {seed}: a full scan differs");
+                tried += 1;
+            }
+        }
+        println!("crash points: a transaction's delete, {name}: {tried} ({} ops x {} seeds)", total + 1, seeds.len());
+    }
+}
+
+/// Values of one chunk each (PUT_ONE) fill a 4 KiB segment: one live one keeps its segment
+/// under 5% dead, out of compaction's reach.
+fn one_value_per_segment() -> Options {
+    Options { chunk_size: 4096, segment_size: 4096, checkpoint_bytes: 0, compaction_ratio: 1.0, ..Options::default() }
+}
+
+/// Compaction takes a segment holding only the COMMIT of a transaction whose DELETE lies in a
+/// segment kept: a full scan finds the transaction incomplete, so its delete must be written
+/// again (found by a review of the first fix, which tombstoned only DELETEs in the victims).
+#[test]
+fn compaction_that_takes_only_the_commit_of_a_transactions_delete_keeps_the_delete() {
+    let opts = one_value_per_segment();
+    let mut s = Store::open(MemoryVolume::default(), opts.clone()).unwrap();
+    s.put(b"k", b"first", S).unwrap();
+    let t = s.begin().unwrap();
+    s.txn_delete(t, b"k").unwrap();
+    s.put(b"big0", &pattern(3800, 0), S).unwrap(); // live: segment 0 is no victim
+    s.put(b"big1", &pattern(3800, 1), S).unwrap(); // segment 1
+    s.commit(t, S).unwrap(); // segment 1
+    s.put(b"big1", b"x", S).unwrap(); // segment 1 now nearly all dead: a victim
+    s.put(b"big2", &pattern(3800, 2), S).unwrap();
+    s.put(b"big3", &pattern(3800, 3), S).unwrap();
+    assert_eq!(s.get(b"k").unwrap(), None);
+    assert!(s.compact().unwrap() > 0, "a round ran");
+    let v = s.into_volume();
+    assert_eq!(Store::open(v.clone(), opts.clone()).unwrap().get(b"k").unwrap(), None, "from a checkpoint");
+    let full = Store::open(without_checkpoints(v), opts).unwrap();
+    assert!(full.recovery().checkpoint.is_none(), "a full scan");
+    assert_eq!(full.get(b"big0").unwrap().as_deref(), Some(&pattern(3800, 0)[..]));
+    assert_eq!(full.get(b"k").unwrap(), None, "a full scan brought the deleted key back");
+}
+
+/// The same with the victim holding only the transaction's BEGIN: the COMMIT is left without
+/// one, and the put committed between the DELETE and the COMMIT must stay deleted.
+#[test]
+fn compaction_that_takes_only_the_begin_of_a_transactions_delete_keeps_the_delete() {
+    let opts = one_value_per_segment();
+    let mut s = Store::open(MemoryVolume::default(), opts.clone()).unwrap();
+    s.put(b"junk", &pattern(3800, 9), S).unwrap();
+    let t = s.begin().unwrap(); // segment 0
+    s.put(b"junk", b"gone", S).unwrap(); // segment 0 nearly all dead: a victim
+    s.put(b"big1", &pattern(3700, 1), S).unwrap(); // segment 1, live
+    s.txn_delete(t, b"k").unwrap(); // segment 1
+    s.put(b"k", b"later", S).unwrap(); // committed before the transaction
+    s.put(b"big2", &pattern(3800, 2), S).unwrap(); // segment 2, live
+    s.commit(t, S).unwrap(); // segment 2
+    s.put(b"big3", &pattern(3800, 3), S).unwrap();
+    assert_eq!(s.get(b"k").unwrap(), None);
+    assert!(s.compact().unwrap() > 0, "a round ran");
+    let v = s.into_volume();
+    assert_eq!(Store::open(v.clone(), opts.clone()).unwrap().get(b"k").unwrap(), None, "from a checkpoint");
+    let full = Store::open(without_checkpoints(v), opts).unwrap();
+    assert!(full.recovery().checkpoint.is_none(), "a full scan");
+    assert_eq!(full.get(b"k").unwrap(), None, "a full scan brought the deleted key back");
 }

@@ -18,7 +18,7 @@
 //! quota error, not a confusing "not open". Nothing is re-read and no segment is released, so
 //! open readers keep their chunks.
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::ops::Range;
 
 use crc32fast::Hasher;
@@ -404,6 +404,20 @@ impl<V: Volume> Log<V> {
     /// Forgets the chain floors of COMMITs in segments below `first` (released).
     pub fn forget_chains_below(&mut self, first: u32) {
         self.chains = self.chains.split_off(&first);
+    }
+
+    /// The chains (COMMIT segment, floor) with a segment among `segments`: releasing it would
+    /// cut them, and a full scan drop their COMMITs.
+    pub fn chains_meeting(&self, segments: &BTreeSet<u32>) -> Vec<(u32, u32)> {
+        self.chains.iter().filter(|&(&c, &f)| segments.range(f..=c).next().is_some()).map(|(&c, &f)| (c, f)).collect()
+    }
+
+    /// Forgets the chain floors of the COMMITs in `segments`: their transactions' deletes are
+    /// written again at the log's end (compaction's tombstones), so their chains may go.
+    pub fn forget_chains(&mut self, segments: &[u32]) {
+        for c in segments {
+            self.chains.remove(c);
+        }
     }
 
     /// The sequence number table `table`'s next commit takes; `None` if the table does not exist.
