@@ -573,8 +573,15 @@ impl Harness {
     /// A write to table `n` that took numbers up to `last` (`count` of them): they must follow
     /// the last number of the table in the model (queued commits included), gaplessly. Returns
     /// `effect` with the table's last number moved.
+    ///
+    /// A group commit can fail within its own call (its maintenance step's flush met a full
+    /// disk, failing it with the commits queued before it): its numbers were then never
+    /// taken, the rollback hands them out again, and there is nothing to check.
     fn numbered(&mut self, n: u8, last: u64, count: u64, mut effect: Effect) -> Effect {
         self.poll();
+        if matches!(self.store.outcome(self.store.last_ticket()), Outcome::Failed(_)) {
+            return effect;
+        }
         let m = self.with_queued();
         let (before, flushed, deleted) = meta_of(&m, n).unwrap_or_else(|| {
             // Applied within this effect (a table created in the same batch is not possible).
