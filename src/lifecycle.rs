@@ -18,7 +18,7 @@
 //! apart: the [`Log`] (writes, and the committer, which alone makes anything durable) and the
 //! [`Index`] (what is committed). Neither flushes behind the committer's back: they ask it.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
 use crate::error::{Error, Result};
 use crate::format::{
@@ -521,7 +521,7 @@ fn compaction_due<V: Volume>(log: &Log<V>, index: &Index, settings: &Settings) -
 
 /// Chooses the victims and what must move out of them.
 fn plan<V: Volume>(
-    log: &Log<V>,
+    log: &mut Log<V>,
     index: &Index,
     settings: &Settings,
     eager: bool,
@@ -576,6 +576,13 @@ fn plan<V: Volume>(
     // transactions' DELETEs of every segment of such a chain are written again too. The
     // chain floors (`Log::chain_floor`) give the ranges; a sealed COMMIT segment's range is
     // then settled and forgotten, so the prefix may go.
+    // Floors recovery could not know (COMMITs below its replay point): read them now, once,
+    // rather than restate every delete of that part of the log round after round.
+    if let Some((first, last)) = log.unknown_chains().filter(|&(f, l)| victims.range(f..=l).next().is_some()) {
+        let found = chains_in(log, first, last)?;
+        log.resolve_unknown_chains(&found);
+    }
+    let w = log.writer();
     let cut = log.chains_meeting(&victims);
     let ranges: BTreeSet<u32> = cut
         .iter()
@@ -598,6 +605,64 @@ fn plan<V: Volume>(
     }))
 }
 
+/// Calls `each` with the location (in segment `seg`) and header of every record of that
+/// segment, in order, up to the first that does not read or decode (the torn tail, or the
+/// writer's tail being written).
+fn each_record<V: Volume>(
+    log: &Log<V>,
+    seg: u32,
+    mut each: impl FnMut(&<V as Volume>::File, u64, &RecordHeader) -> Result<()>,
+) -> Result<()> {
+    let w = log.writer();
+    let Some(&id) = w.segments().get(&seg) else { return Ok(()) };
+    let file = w.volume().file(id)?;
+    let size = file.size()?;
+    let mut at = FILE_HEADER_LEN as u64;
+    let mut hb = [0u8; RECORD_HEADER_LEN];
+    while at + RECORD_HEADER_LEN as u64 <= size && read_exact_at(file, &mut hb, at)? {
+        let Ok(h) = RecordHeader::decode(&hb) else { break };
+        each(file, at, &h)?;
+        at += h.record_len();
+    }
+    Ok(())
+}
+
+/// The chains of the transactions that delete, COMMIT in segments `first..=last` and began
+/// in an earlier one there: (COMMIT segment, BEGIN segment), read from the record headers.
+/// A transaction whose BEGIN is gone had its chain cut, and its deletes restated, by the
+/// compaction round that took it.
+fn chains_in<V: Volume>(log: &Log<V>, first: u32, last: u32) -> Result<Vec<(u32, u32)>> {
+    let segments: Vec<u32> = log.writer().segments().range(first..=last).map(|(&s, _)| s).collect();
+    let mut begins: HashMap<u64, u32> = HashMap::new();
+    let mut deleting: HashSet<u64> = HashSet::new();
+    let mut found = Vec::new();
+    for seg in segments {
+        each_record(log, seg, |_, _, h| {
+            match h.kind {
+                Kind::Begin => {
+                    begins.insert(h.txn, seg);
+                }
+                Kind::Delete => {
+                    deleting.insert(h.txn);
+                }
+                Kind::Commit => {
+                    if let Some(begin) = begins.remove(&h.txn).filter(|&b| b < seg && deleting.contains(&h.txn)) {
+                        found.push((seg, begin));
+                    }
+                    deleting.remove(&h.txn);
+                }
+                Kind::Abort => {
+                    begins.remove(&h.txn);
+                    deleting.remove(&h.txn);
+                }
+                _ => {}
+            }
+            Ok(())
+        })?;
+    }
+    Ok(found)
+}
+
 /// What the records of one segment delete (read from their headers and keys).
 #[derive(Default)]
 struct Deleted {
@@ -611,19 +676,12 @@ struct Deleted {
 
 /// What the records of segment `seg` delete.
 fn deleted_keys<V: Volume>(log: &Log<V>, seg: u32) -> Result<Deleted> {
-    let w = log.writer();
     let mut out = Deleted::default();
-    let Some(&id) = w.segments().get(&seg) else { return Ok(out) };
-    let file = w.volume().file(id)?;
-    let size = file.size()?;
-    let mut at = FILE_HEADER_LEN as u64;
-    let mut hb = [0u8; RECORD_HEADER_LEN];
-    while at + RECORD_HEADER_LEN as u64 <= size && read_exact_at(file, &mut hb, at)? {
-        let Ok(h) = RecordHeader::decode(&hb) else { break };
+    each_record(log, seg, |file, at, h| {
         if matches!(h.kind, Kind::Delete | Kind::DeleteOne | Kind::Table) {
             let mut payload = vec![0u8; h.len as usize];
             if !read_exact_at(file, &mut payload, at + RECORD_HEADER_LEN as u64)? {
-                break;
+                return Ok(());
             }
             if h.kind == Kind::Table {
                 if let Some(r) = TableRecord::decode(&payload).filter(|r| r.op == TABLE_OP_DROP) {
@@ -637,8 +695,8 @@ fn deleted_keys<V: Volume>(log: &Log<V>, seg: u32) -> Result<Deleted> {
                 }
             }
         }
-        at += h.record_len();
-    }
+        Ok(())
+    })?;
     Ok(out)
 }
 

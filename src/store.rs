@@ -219,7 +219,7 @@ impl<V: Volume> Store<V> {
         let last_checkpoint_lsn = r.report.checkpoint.map_or(0, |c| c.1);
         self.index = r.index;
         self.index.ids_mut().set_retention(self.options.id_retention);
-        self.log.set_chains(r.chains);
+        self.log.set_chains(r.chains, r.unknown_chains);
         self.life = Lifecycle::new(r.checkpoint_slots, r.checkpoint_seq, last_checkpoint_lsn);
         self.report = r.report;
         self.last_lsn = 0;

@@ -256,6 +256,10 @@ pub(crate) struct Log<V: Volume> {
     /// Chain floors: for each segment holding the COMMIT of a transaction that deletes and
     /// began in an earlier segment, the lowest such BEGIN's segment. See [`Log::chain_floor`].
     chains: BTreeMap<u32, u32>,
+    /// Segments (first, last) holding COMMITs recovery did not read whole, whose floors are not
+    /// known: every segment from `first` stays while `last` is kept, until compaction reads
+    /// them ([`Log::resolve_unknown_chains`]).
+    unknown_chains: Option<(u32, u32)>,
 }
 
 /// Records in `chains` (see [`Log::chain_floor`]) a transaction that deletes, whose records
@@ -361,6 +365,7 @@ impl<V: Volume> Log<V> {
             next_seq: HashMap::new(),
             last_seqs: Vec::new(),
             chains: BTreeMap::new(),
+            unknown_chains: None,
         }
     }
 
@@ -377,11 +382,27 @@ impl<V: Volume> Log<V> {
         self.next_seq.clear();
         self.last_seqs.clear();
         self.chains.clear();
+        self.unknown_chains = None;
     }
 
     /// Takes recovery's chain floors (see [`Log::chain_floor`]).
-    pub fn set_chains(&mut self, chains: BTreeMap<u32, u32>) {
+    pub fn set_chains(&mut self, chains: BTreeMap<u32, u32>, unknown: Option<(u32, u32)>) {
         self.chains = chains;
+        self.unknown_chains = unknown;
+    }
+
+    /// The segments whose COMMITs' floors are not known (see [`Log::unknown_chains`]).
+    pub fn unknown_chains(&self) -> Option<(u32, u32)> {
+        self.unknown_chains
+    }
+
+    /// Replaces the unknown floors with `found` (COMMIT segment, BEGIN segment): those of the
+    /// transactions that delete, read from the segments in [`Log::unknown_chains`].
+    pub fn resolve_unknown_chains(&mut self, found: &[(u32, u32)]) {
+        for &(commit, begin) in found {
+            note_chain(&mut self.chains, (begin, commit));
+        }
+        self.unknown_chains = None;
     }
 
     /// The first segment a suffix of the log that starts at segment `from` must keep so that
@@ -395,15 +416,19 @@ impl<V: Volume> Log<V> {
     /// chain anyway, and one overwritten since may be dropped.) Compaction, which releases
     /// segments from the middle of the log, writes tombstones instead (lifecycle.rs).
     pub fn chain_floor(&self, mut from: u32) -> u32 {
-        while let Some(floor) = self.chains.range(from..).map(|(_, &f)| f).min().filter(|&f| f < from) {
-            from = floor;
+        loop {
+            let unknown = self.unknown_chains.filter(|&(_, last)| last >= from).map(|(first, _)| first);
+            match self.chains.range(from..).map(|(_, &f)| f).chain(unknown).min() {
+                Some(floor) if floor < from => from = floor,
+                _ => return from,
+            }
         }
-        from
     }
 
     /// Forgets the chain floors of COMMITs in segments below `first` (released).
     pub fn forget_chains_below(&mut self, first: u32) {
         self.chains = self.chains.split_off(&first);
+        self.unknown_chains = self.unknown_chains.filter(|&(_, last)| last >= first);
     }
 
     /// The chains (COMMIT segment, floor) with a segment among `segments`: releasing it would

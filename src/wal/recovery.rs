@@ -132,10 +132,12 @@ pub(crate) struct Recovered {
     /// The highest checkpoint number any checkpoint header carries (0: none): the next
     /// checkpoint is numbered above it, chosen or not.
     pub checkpoint_seq: u64,
-    /// Chain floors of the COMMITs found (see `Log::chain_floor`). Those not read again (below
-    /// the replay point, in its segment too) or whose BEGIN was not read are given the
-    /// checkpoint's first needed segment, which its writer chose below every floor it knew.
+    /// Chain floors of the COMMITs read whole (see `Log::chain_floor`).
     pub chains: BTreeMap<u32, u32>,
+    /// The segments (first, last) holding COMMITs not read whole (below the replay point, or
+    /// with a BEGIN before it): `first` is the checkpoint's first needed segment, which its
+    /// writer chose below every floor it knew.
+    pub unknown_chains: Option<(u32, u32)>,
 }
 
 /// A checkpoint file and the segments its checkpoint needs: those it lists and every segment
@@ -334,6 +336,8 @@ struct Replay {
     chains: BTreeMap<u32, u32>,
     /// The floor of a COMMIT whose BEGIN lies below the replay point.
     unknown_floor: u32,
+    /// The last segment holding such a COMMIT (0: none).
+    unknown_to: u32,
 }
 
 impl Replay {
@@ -356,10 +360,8 @@ impl Replay {
                     // Begun before the replay point: what it holds and where is not known.
                     match self.open.remove(&h.txn) {
                         Some(t) if !t.records.iter().any(|r| r.kind == Kind::Delete) => {}
-                        t => {
-                            let begin = t.map_or(self.unknown_floor, |t| loc_segment(t.begin));
-                            note_chain(&mut self.chains, (begin, loc_segment(at)));
-                        }
+                        Some(t) => note_chain(&mut self.chains, (loc_segment(t.begin), loc_segment(at))),
+                        None => self.unknown_to = self.unknown_to.max(loc_segment(at)),
                     }
                     return;
                 }
@@ -658,6 +660,7 @@ pub(crate) fn recover<V: Volume>(volume: &mut V, mode: RecoveryMode) -> Result<R
             checkpoint_slots,
             checkpoint_seq: 0,
             chains: BTreeMap::new(),
+            unknown_chains: None,
         });
     }
 
@@ -740,6 +743,7 @@ pub(crate) fn recover<V: Volume>(volume: &mut V, mode: RecoveryMode) -> Result<R
                     report,
                     chains: BTreeMap::new(),
                     unknown_floor: first_needed.min(loc_segment(h.replay_from)),
+                    unknown_to: 0,
                 };
                 (replay, h.replay_from, h.replay_lsn, h.next_txn, Some((id, h.seq, h.index_lsn)))
             }
@@ -752,6 +756,7 @@ pub(crate) fn recover<V: Volume>(volume: &mut V, mode: RecoveryMode) -> Result<R
                     report,
                     chains: BTreeMap::new(),
                     unknown_floor: first_seg,
+                    unknown_to: 0,
                 };
                 (replay, loc(first_seg, FILE_HEADER_LEN as u64), first_header.base_lsn, 1, None)
             }
@@ -771,13 +776,13 @@ pub(crate) fn recover<V: Volume>(volume: &mut V, mode: RecoveryMode) -> Result<R
         }
     };
     let ScanEnd { tail, lsn, cut } = end;
-    let Replay { mut index, open, max_txn, mut report, mut chains, unknown_floor, .. } = replay;
-    if !full_scan {
-        // The COMMITs below the replay point (in its segment too) were not read again: what
-        // the checkpoint kept for their chains stays kept until the part of the log that must
-        // be kept starts above the replay point's segment.
-        note_chain(&mut chains, (unknown_floor, start_seg));
-    }
+    let Replay { mut index, open, max_txn, mut report, chains, unknown_floor, unknown_to, .. } = replay;
+    // The COMMITs below the replay point (in its segment too), and those after it whose BEGIN
+    // lies before it, were not read whole: what the checkpoint kept for their chains stays
+    // kept (see `Log::chain_floor`) until compaction reads that part of the log or the part
+    // that must be kept starts above it.
+    let last = start_seg.max(unknown_to);
+    let unknown_chains = (!full_scan && unknown_floor < last).then_some((unknown_floor, last));
     let mut left: Vec<ScanTxn> = open.into_values().collect();
     left.sort_by_key(|t| t.begin);
     for t in left {
@@ -847,6 +852,7 @@ pub(crate) fn recover<V: Volume>(volume: &mut V, mode: RecoveryMode) -> Result<R
         checkpoint_slots: slots,
         checkpoint_seq,
         chains,
+        unknown_chains,
     })
 }
 
