@@ -427,6 +427,14 @@ impl Lifecycle {
             c.stated = true;
         }
         loop {
+            // A value overwritten or deleted since its copy began: its old records are dead, and
+            // their segments may be released already (by a checkpoint, a dead prefix). The
+            // copy is stale: it stops here, not at a read of a segment that is gone.
+            let stale = c.copy.as_ref().is_some_and(|copy| index.get(&copy.key).is_none_or(|e| e.lsn != copy.lsn));
+            if let Some(copy) = c.copy.take_if(|_| stale) {
+                log.abort(copy.txn)?;
+                return Ok(CompactStep::Progress);
+            }
             if let Some(copy) = &mut c.copy {
                 if let Some(&chunk) = copy.chunks.get(copy.next) {
                     copy.next += 1;

@@ -780,3 +780,34 @@ fn eager_compaction_steps_become_idle_for_values_of_a_few_chunks() {
     s.put(b"k\x00", b"new", Durability::Strict).unwrap();
     assert_ne!(s.compact_step().unwrap(), walnut::CompactStep::Idle);
 }
+
+/// A value overwritten while a compaction round copies it: its old segments may be released
+/// before the copy's next chunk is read (here by a checkpoint, the prefix being dead). The
+/// copy is stale and must stop there, not fail the round with "index points into segment 0,
+/// which is gone", a corruption error for a healthy log (found by a review's fuzzer).
+#[test]
+fn a_copy_whose_value_was_overwritten_stops_before_reading_a_released_segment() {
+    let opts = Options {
+        chunk_size: 256,
+        segment_size: 4096,
+        checkpoint_bytes: 0,
+        compaction_ratio: 1.0,
+        ..Options::default()
+    };
+    let mut s = Store::open(MemoryVolume::default(), opts.clone()).unwrap();
+    let big = pattern(6000, 1);
+    s.put(b"v", &big, Durability::Strict).unwrap(); // segments 0 and 1
+    s.put(b"junk", &pattern(1500, 2), Durability::Strict).unwrap();
+    s.put(b"junk", b"x", Durability::Strict).unwrap(); // segment 1 partly dead: a victim
+    for _ in 0..4 {
+        s.put(b"tail", &pattern(1000, 3), Durability::Strict).unwrap();
+    }
+    assert_eq!(s.compact_step().unwrap(), walnut::CompactStep::Progress, "a round began its copy of v");
+    s.put(b"v", b"new", Durability::Strict).unwrap(); // v's old chunks are dead now
+    s.checkpoint().unwrap();
+    s.checkpoint().unwrap();
+    while s.compact_step().unwrap() != walnut::CompactStep::Idle {}
+    assert_eq!(s.get(b"v").unwrap().as_deref(), Some(&b"new"[..]));
+    let s = Store::open(s.into_volume(), opts).unwrap();
+    assert_eq!(s.get(b"v").unwrap().as_deref(), Some(&b"new"[..]));
+}
