@@ -750,18 +750,18 @@ fn a_checkpoint_without_a_free_file_fails_instead_of_reporting_success() {
     assert_eq!(s.stats().checkpoints, 1);
 }
 
+/// 256-byte chunks in 4 KiB segments, no automatic checkpoint or compaction: a value of a
+/// few KiB spans segments.
+fn chunks_of_256() -> Options {
+    Options { chunk_size: 256, segment_size: 4096, checkpoint_bytes: 0, compaction_ratio: 1.0, ..Options::default() }
+}
+
 /// Stepping compaction eagerly (as the JS `compact()` does until idle) ends: segments of
 /// values just over one chunk count their transaction records as dead, and were planned again
 /// forever (found by review).
 #[test]
 fn eager_compaction_steps_become_idle_for_values_of_a_few_chunks() {
-    let opts = Options {
-        chunk_size: 256,
-        segment_size: 4096,
-        checkpoint_bytes: 0,
-        compaction_ratio: 1.0,
-        ..Options::default()
-    };
+    let opts = chunks_of_256();
     let mut s = Store::open(walnut::storage::MemoryVolume::default(), opts).unwrap();
     for round in 0..2u64 {
         for k in 0..40u8 {
@@ -787,13 +787,7 @@ fn eager_compaction_steps_become_idle_for_values_of_a_few_chunks() {
 /// which is gone", a corruption error for a healthy log (found by a review's fuzzer).
 #[test]
 fn a_copy_whose_value_was_overwritten_stops_before_reading_a_released_segment() {
-    let opts = Options {
-        chunk_size: 256,
-        segment_size: 4096,
-        checkpoint_bytes: 0,
-        compaction_ratio: 1.0,
-        ..Options::default()
-    };
+    let opts = chunks_of_256();
     let mut s = Store::open(MemoryVolume::default(), opts.clone()).unwrap();
     let big = pattern(6000, 1);
     s.put(b"v", &big, Durability::Strict).unwrap(); // segments 0 and 1

@@ -411,17 +411,7 @@ mod on_a_volume {
     /// fallback when no checkpoint reads) could not prove the COMMIT and brought key 0 back.
     #[test]
     fn a_full_scan_keeps_a_delete_that_committed_after_later_puts_of_its_key() {
-        use walnut::RecoveryMode;
-        let options = walnut::Options {
-            chunk_size: 64,
-            direct_write_threshold: 90,
-            batch_bytes: 150,
-            recovery_mode: RecoveryMode::TolerateTailCorruption,
-            segment_size: 4096,
-            checkpoint_bytes: 4096,
-            compaction_ratio: 0.3,
-            id_retention: 10000,
-        };
+        let options = walnut::Options { direct_write_threshold: 90, batch_bytes: 150, ..options() };
         let strict = Durability::Strict;
         let put = |key, len| Op::Put { key, len, durability: strict };
         let mut h = Harness::new(options);
@@ -468,17 +458,7 @@ mod on_a_volume {
     /// model now checks only writes not failed when their call returns.
     #[test]
     fn numbers_stay_gapless_after_a_write_the_full_disk_refused() {
-        use walnut::RecoveryMode;
-        let options = walnut::Options {
-            chunk_size: 64,
-            direct_write_threshold: 120,
-            batch_bytes: 4096,
-            recovery_mode: RecoveryMode::TolerateTailCorruption,
-            segment_size: 4096,
-            checkpoint_bytes: 4096,
-            compaction_ratio: 0.3,
-            id_retention: 10000,
-        };
+        let options = walnut::Options { direct_write_threshold: 120, batch_bytes: 4096, ..options() };
         let strict = Durability::Strict;
         let mut h = Harness::new(options);
         for op in [

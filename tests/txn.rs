@@ -628,12 +628,7 @@ fn a_crash_at_every_operation_keeps_a_transactions_delete_in_a_full_scan() {
         Ok(committed)
     }
     fn only_the_commit_in_a_victim(s: &mut Store<CrashVolume>, start: u64) -> walnut::Result<u64> {
-        s.put(b"k", b"first", S)?;
-        let t = s.begin()?;
-        s.txn_delete(t, b"k")?;
-        s.put(b"big0", &pattern(3800, 0), S)?;
-        s.put(b"big1", &pattern(3800, 1), S)?;
-        s.commit(t, S)?;
+        delete_committed_a_segment_later(s)?;
         let committed = s.volume().cut.used() - start;
         s.put(b"big1", b"x", S)?;
         s.put(b"big2", &pattern(3800, 2), S)?;
@@ -706,6 +701,18 @@ fn one_value_per_segment() -> Options {
     Options { chunk_size: 4096, segment_size: 4096, checkpoint_bytes: 0, compaction_ratio: 1.0, ..Options::default() }
 }
 
+/// A transaction deletes "k" (put before it) in segment 0, kept out of compaction by a live
+/// value there ("big0"), and commits in segment 1 beside "big1".
+fn delete_committed_a_segment_later<V: Volume>(s: &mut Store<V>) -> walnut::Result<()> {
+    s.put(b"k", b"first", S)?;
+    let t = s.begin()?;
+    s.txn_delete(t, b"k")?;
+    s.put(b"big0", &pattern(3800, 0), S)?;
+    s.put(b"big1", &pattern(3800, 1), S)?;
+    s.commit(t, S)?;
+    Ok(())
+}
+
 /// Compaction takes a segment holding only the COMMIT of a transaction whose DELETE lies in a
 /// segment kept: a full scan finds the transaction incomplete, so its delete must be written
 /// again (found by a review of the first fix, which tombstoned only DELETEs in the victims).
@@ -713,12 +720,7 @@ fn one_value_per_segment() -> Options {
 fn compaction_that_takes_only_the_commit_of_a_transactions_delete_keeps_the_delete() {
     let opts = one_value_per_segment();
     let mut s = Store::open(MemoryVolume::default(), opts.clone()).unwrap();
-    s.put(b"k", b"first", S).unwrap();
-    let t = s.begin().unwrap();
-    s.txn_delete(t, b"k").unwrap();
-    s.put(b"big0", &pattern(3800, 0), S).unwrap(); // live: segment 0 is no victim
-    s.put(b"big1", &pattern(3800, 1), S).unwrap(); // segment 1
-    s.commit(t, S).unwrap(); // segment 1
+    delete_committed_a_segment_later(&mut s).unwrap();
     s.put(b"big1", b"x", S).unwrap(); // segment 1 now nearly all dead: a victim
     s.put(b"big2", &pattern(3800, 2), S).unwrap();
     s.put(b"big3", &pattern(3800, 3), S).unwrap();
@@ -830,12 +832,7 @@ fn compaction_after_a_reopen_does_not_restate_the_same_deletes_round_after_round
 fn compaction_after_a_reopen_keeps_a_delete_whose_commit_recovery_did_not_read() {
     let opts = one_value_per_segment();
     let mut s = Store::open(MemoryVolume::default(), opts.clone()).unwrap();
-    s.put(b"k", b"first", S).unwrap();
-    let t = s.begin().unwrap();
-    s.txn_delete(t, b"k").unwrap();
-    s.put(b"big0", &pattern(3800, 0), S).unwrap(); // live: segment 0 is no victim
-    s.put(b"big1", &pattern(3800, 1), S).unwrap(); // segment 1
-    s.commit(t, S).unwrap(); // segment 1
+    delete_committed_a_segment_later(&mut s).unwrap();
     s.put(b"big1", b"x", S).unwrap(); // segment 1 now nearly all dead: a victim
     s.put(b"big2", &pattern(3800, 2), S).unwrap();
     s.put(b"big3", &pattern(3800, 3), S).unwrap();
