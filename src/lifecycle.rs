@@ -208,9 +208,10 @@ impl Lifecycle {
     /// segment from the oldest record of a live value (and from the replay point, and from the
     /// BEGIN of every transaction that deletes and commits in what is kept:
     /// [`Log::chain_floor`]) on, except `releasing`: a finished compaction round's victims,
-    /// which no live value touches any more. With `restate` (and nothing in `releasing`:
-    /// compaction stated the tables at its start), the tables' states are restated first when
-    /// the prefix goes (`restate_tables_before_release`). So outside compaction only a prefix
+    /// which no live value touches any more. With `restate`, the tables' states are restated
+    /// first when the prefix goes past the last restatement (`restate_tables_before_release`;
+    /// a compaction round's checkpoints too: its own statement, written at its start, may lie
+    /// in the prefix they release by then). So outside compaction only a prefix
     /// of the log is ever released, and a delete released with it can only hide values
     /// released too: a plain delete hides values written before it, a transaction's the
     /// values committed before its COMMIT, which is released with it. A full scan of what
@@ -227,7 +228,7 @@ impl Lifecycle {
         restate: bool,
     ) -> Result<bool> {
         log.flush(index)?;
-        if restate && releasing.is_empty() {
+        if restate {
             self.restate_tables_before_release(log, index)?;
         }
         let w = log.writer();
@@ -321,8 +322,10 @@ impl Lifecycle {
         for r in &states {
             log.table_copy(r)?;
         }
+        // Counted once written out: a full disk's rollback cuts what is not.
+        log.flush(index)?;
         self.stated_segment = Some(first);
-        log.flush(index)
+        Ok(())
     }
 
     /// After a commit: one compaction step if compaction is under way or due (never more than
@@ -419,11 +422,18 @@ impl Lifecycle {
             // table not yet stated would not land). Queued group commits first: a mark still
             // in the committer's queue is not in the index yet, and a statement without it,
             // written after it, would outlive it once the victims go.
+            // Once written out it is the last restatement: the round's checkpoints restate
+            // again only if they release the segment it starts in. (Not before: a full disk's
+            // rollback cuts what is not written out yet, and a statement cut back states
+            // nothing.)
             log.flush(index)?;
             let states: Vec<_> = index.tables().iter().map(|m| m.record()).collect();
+            let first = log.writer().tail_segment();
             for r in &states {
                 log.table_copy(r)?;
             }
+            log.flush(index)?;
+            self.stated_segment = Some(first);
             c.stated = true;
         }
         loop {
