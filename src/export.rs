@@ -14,7 +14,7 @@ use crc32fast::Hasher;
 use crate::error::{Error, Result};
 use crate::format::{
     record_key, CommitPayload, FileHeader, Kind, RecordHeader, TableRecord, FILE_HEADER_LEN, IMPORT_MAGIC, MAGIC,
-    MAX_SEGMENT_LEN, RECORD_HEADER_LEN, TABLE_OP_DROP,
+    MAX_SEGMENT_LEN, RECORD_HEADER_LEN,
 };
 use crate::index::Entry;
 use crate::storage::overlay::Overlay;
@@ -91,11 +91,7 @@ impl Export {
             store.pin(&e.chunks);
         }
         // Every table's state, the default table's too (its sequence numbers go on).
-        let mut tables: Vec<TableRecord> = store.index.tables().iter().map(|m| m.record()).collect();
-        let next_id = store.index.tables().next_id();
-        if next_id > 1 && store.index.tables().get(next_id - 1).is_none() {
-            tables.push(TableRecord { op: TABLE_OP_DROP, table: next_id - 1, ..TableRecord::default() });
-        }
+        let tables = store.index.tables().statement(true);
         // (Not the end marks of exports this store was imported from.)
         let ids = store
             .index

@@ -142,6 +142,22 @@ impl Tables {
     pub fn next_id(&self) -> u32 {
         self.next_id
     }
+
+    /// The records that state every table again later in the log (a restatement before a
+    /// release, a compaction round's statement, an export): each table's TABLE STATE, the
+    /// default table's only if `with_new_default` or it has numbered a write or holds a mark;
+    /// then, if the highest id ever given belongs to a table dropped since, a TABLE DROP of it,
+    /// so that a full scan of what follows gives no table that id again (its own DROP may be
+    /// released).
+    pub fn statement(&self, with_new_default: bool) -> Vec<TableRecord> {
+        let mut out: Vec<TableRecord> =
+            self.iter().filter(|m| with_new_default || m.id != 0 || !m.is_new()).map(TableMeta::record).collect();
+        let last = self.next_id.saturating_sub(1);
+        if last > 0 && self.get(last).is_none() {
+            out.push(TableRecord { op: TABLE_OP_DROP, table: last, ..TableRecord::default() });
+        }
+        out
+    }
 }
 
 /// Default of [`crate::Options::id_retention`]: commit ids remembered.

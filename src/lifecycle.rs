@@ -311,8 +311,9 @@ impl Lifecycle {
             return Ok(());
         }
         // Every named table, and the default one once it has numbered a write or holds a
-        // mark: its numbers must not start over either.
-        let states: Vec<_> = index.tables().iter().filter(|m| m.id != 0 || !m.is_new()).map(|m| m.record()).collect();
+        // mark: its numbers must not start over either. And the highest id's drop, if it was
+        // dropped: a full scan must not give that id again.
+        let states = index.tables().statement(false);
         if states.is_empty() {
             return Ok(());
         }
@@ -427,7 +428,7 @@ impl Lifecycle {
             // rollback cuts what is not written out yet, and a statement cut back states
             // nothing.)
             log.flush(index)?;
-            let states: Vec<_> = index.tables().iter().map(|m| m.record()).collect();
+            let states = index.tables().statement(true);
             let first = log.writer().tail_segment();
             for r in &states {
                 log.table_copy(r)?;

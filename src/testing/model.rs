@@ -1179,6 +1179,15 @@ impl Harness {
                             .collect();
                         panic!("a full scan without the checkpoints differs at (key, got len, model len): {diff:?}");
                     }
+                    // Table ids are never given again: the next table created gets the same id
+                    // after a full scan as after normal recovery (a copy of it, here).
+                    let mut full = full;
+                    let mut normal = Store::open(CrashVolume::from_image(image.clone()), self.options.clone()).unwrap();
+                    assert_eq!(
+                        full.create_table("probe").ok(),
+                        normal.create_table("probe").ok(),
+                        "the next table's id after a full scan"
+                    );
                 } else {
                     self.assert_prefix(&got, "after a failed close");
                 }
