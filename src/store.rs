@@ -294,6 +294,7 @@ impl<V: Volume> Store<V> {
         if let Some(why) = self.import_refusal() {
             return Err(Error::invalid("store", why));
         }
+        let next_table_id = self.index.tables().next_id();
         let w = self.log.writer();
         if w.segments().len() > 1 || w.segment_len(w.tail_segment()) > FILE_HEADER_LEN as u64 {
             // A rotation without a free file would poison the writer: refuse first.
@@ -330,8 +331,19 @@ impl<V: Volume> Store<V> {
             let _ = self.log.writer_mut().volume_mut().release(file);
         }
         self.importing = None;
-        let reloaded = self.reload();
-        r.and(reloaded)
+        self.reload()?;
+        // Ids of tables this store dropped before the import are not given to new tables:
+        // one TABLE DROP of the highest raises the next id (the import's own tables keep
+        // theirs). Best effort: a failure, like a power cut before it, leaves the next id the
+        // import's, as a new store's would be.
+        let last = next_table_id.saturating_sub(1);
+        if r.is_ok() && last > 0 && self.index.tables().next_id() <= last {
+            let _ = self.table_write(
+                TableRecord { op: TABLE_OP_DROP, table: last, ..TableRecord::default() },
+                Durability::Strict,
+            );
+        }
+        r
     }
 
     /// What recovery found when this store was opened.
