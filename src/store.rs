@@ -283,6 +283,10 @@ impl<V: Volume> Store<V> {
     /// 3. Write [`crate::format::MAGIC`] over the staged file's magic and flush: it is now
     ///    segment 0 (a write of it cut short is still an import not installed).
     ///
+    /// Once reloaded, if this store had given table ids above the import's highest (tables it
+    /// dropped), one strict TABLE DROP of its highest keeps new tables from taking them again
+    /// (best effort: a power cut before it starts the ids over, as in a new store).
+    ///
     /// Errors: [`Error::InvalidArgument`] (parameter `store`) if the store is not empty
     /// ([`Store::import_refusal`]); [`Error::Io`] (op `"import"`) if no file is free for step 1
     /// (an OPFS pool refilling: try again); storage errors. A failure in step 1 leaves the store
@@ -331,7 +335,8 @@ impl<V: Volume> Store<V> {
             let _ = self.log.writer_mut().volume_mut().release(file);
         }
         self.importing = None;
-        self.reload()?;
+        let reloaded = self.reload();
+        let r = r.and(reloaded);
         // Ids of tables this store dropped before the import are not given to new tables:
         // one TABLE DROP of the highest raises the next id (the import's own tables keep
         // theirs). Best effort: a failure, like a power cut before it, leaves the next id the
