@@ -7,7 +7,7 @@ mod common;
 
 use std::collections::BTreeMap;
 
-use common::{crash_seeds, pattern, without_checkpoints, CrashVolume};
+use common::{crash_seeds, pattern, segments_of, without_checkpoints, CrashVolume};
 use walnut::storage::{MemoryVolume, Volume};
 use walnut::{BatchOp, Durability, KeyRange, Options, Store};
 
@@ -306,9 +306,7 @@ fn a_crash_at_every_operation_of_delete_up_to_compaction_and_drop_table() {
             let got = state(&r);
             // Without its checkpoints, a full scan of the segments left finds the same state:
             // compaction restated what the released segments held.
-            let scanned: BTreeMap<u32, Vec<u8>> =
-                image.into_iter().filter(|(_, f)| !f.starts_with(&walnut::format::CHECKPOINT_MAGIC)).collect();
-            let full = Store::open(CrashVolume::from_image(scanned), opts.clone()).unwrap();
+            let full = Store::open(CrashVolume::from_image(segments_of(&image)), opts.clone()).unwrap();
             assert_eq!(state(&full), got, "cut at op {cut}, seed {seed}: a full scan differs");
             assert!(
                 acks[first_possible..].iter().any(|(_, m)| *m == got),
@@ -565,25 +563,17 @@ fn the_numbers_a_commit_took_are_found_again_by_its_lsn() {
 /// 4,200). Padding moves where the restatement falls, byte by byte (every third).
 #[test]
 fn a_restatement_across_a_segment_boundary_is_kept_whole() {
-    let opts = Options { compaction_ratio: 1.0, ..small() };
-    let mut lost = Vec::new();
-    for pad in (0..4200usize).step_by(3) {
-        let mut s = Store::open(MemoryVolume::default(), opts.clone()).unwrap();
-        default_queue_consumed_then_queue_q(&mut s, 40);
-        s.put(b"pad0", &pattern(3000, 8), S).unwrap();
-        s.delete(b"pad0", S).unwrap();
-        if pad > 0 {
-            s.put(b"pad", &pattern(pad, 9), S).unwrap();
-            s.delete(b"pad", S).unwrap();
-        }
-        s.checkpoint().unwrap();
-        s.checkpoint().unwrap();
-        let before = state(&s);
-        let s = Store::open(without_checkpoints(s.into_volume()), opts.clone()).unwrap();
-        if state(&s) != before {
-            lost.push(pad);
-        }
-    }
+    let lost = paddings_a_full_scan_loses(
+        |s| {
+            default_queue_consumed_then_queue_q(s, 40);
+            s.put(b"pad0", &pattern(3000, 8), S).unwrap();
+            s.delete(b"pad0", S).unwrap();
+        },
+        |s| {
+            s.checkpoint().unwrap();
+            s.checkpoint().unwrap();
+        },
+    );
     assert!(lost.is_empty(), "a full scan lost table states with {} paddings: {lost:?}", lost.len());
 }
 
@@ -594,29 +584,48 @@ fn a_restatement_across_a_segment_boundary_is_kept_whole() {
 /// review). Padding moves where the round's statement falls, byte by byte (every third).
 #[test]
 fn a_compaction_rounds_statement_of_an_empty_table_outlives_the_round() {
+    let lost = paddings_a_full_scan_loses(
+        |s| {
+            s.create_table("empty").unwrap();
+            for i in 0..30u64 {
+                s.put(b"x", &pattern(300, i), S).unwrap();
+            }
+            s.delete(b"x", S).unwrap();
+        },
+        |s| {
+            s.compact().unwrap();
+            assert!(s.table("empty").is_some());
+        },
+    );
+    assert!(lost.is_empty(), "a full scan lost the empty table with {} paddings: {lost:?}", lost.len());
+}
+
+/// The paddings (0 to 4,200 bytes, every third) after which a full scan finds another state than
+/// the store had: `prepare` fills a new store, a value of the padding's length is put and
+/// deleted (moving where later records fall, byte by byte), `release` lets segments go, and
+/// the store is reopened without its checkpoints.
+fn paddings_a_full_scan_loses(
+    prepare: impl Fn(&mut Store<MemoryVolume>),
+    release: impl Fn(&mut Store<MemoryVolume>),
+) -> Vec<usize> {
     let opts = Options { compaction_ratio: 1.0, ..small() };
     let mut lost = Vec::new();
     for pad in (0..4200usize).step_by(3) {
         let mut s = Store::open(MemoryVolume::default(), opts.clone()).unwrap();
-        s.create_table("empty").unwrap();
-        for i in 0..30u64 {
-            s.put(b"x", &pattern(300, i), S).unwrap();
-        }
-        s.delete(b"x", S).unwrap();
+        prepare(&mut s);
         if pad > 0 {
             s.put(b"pad", &pattern(pad, 9), S).unwrap();
             s.delete(b"pad", S).unwrap();
         }
-        s.compact().unwrap();
+        release(&mut s);
         let before = state(&s);
-        assert!(before.iter().any(|t| t.0 == "empty"));
         let s = Store::open(without_checkpoints(s.into_volume()), opts.clone()).unwrap();
         assert!(s.recovery().checkpoint.is_none(), "the full scan ran");
         if state(&s) != before {
             lost.push(pad);
         }
     }
-    assert!(lost.is_empty(), "a full scan lost the empty table with {} paddings: {lost:?}", lost.len());
+    lost
 }
 
 /// A compaction round's statement of the tables, cut back by a full disk before it was written
@@ -651,13 +660,7 @@ fn a_statement_a_full_disk_cut_back_is_not_counted() {
     assert_eq!(s.stats().segments, 1, "the checkpoints released the prefix");
     let before = state(&s);
     assert!(before.iter().any(|t| t.0 == "empty"));
-    let scanned: BTreeMap<u32, Vec<u8>> = s
-        .volume()
-        .live_image()
-        .into_iter()
-        .filter(|(_, f)| !f.starts_with(&walnut::format::CHECKPOINT_MAGIC))
-        .collect();
-    let s = Store::open(CrashVolume::from_image(scanned), opts.clone()).unwrap();
+    let s = Store::open(CrashVolume::from_image(segments_of(&s.volume().live_image())), opts.clone()).unwrap();
     assert!(s.recovery().checkpoint.is_none(), "the full scan ran");
     assert_eq!(state(&s), before, "the full scan lost the empty table");
 }
@@ -692,13 +695,8 @@ fn a_full_scan_never_gives_a_dropped_tables_id_again() {
         assert!(s.stats().segments < segments, "the records of table b were released");
         let image = s.volume().live_image();
         drop(s);
-        let scanned: BTreeMap<u32, Vec<u8>> = image
-            .iter()
-            .filter(|(_, f)| !f.starts_with(&walnut::format::CHECKPOINT_MAGIC))
-            .map(|(&i, f)| (i, f.clone()))
-            .collect();
+        let mut full = Store::open(CrashVolume::from_image(segments_of(&image)), opts.clone()).unwrap();
         let mut normal = Store::open(CrashVolume::from_image(image), opts.clone()).unwrap();
-        let mut full = Store::open(CrashVolume::from_image(scanned), opts.clone()).unwrap();
         assert!(full.recovery().checkpoint.is_none(), "the full scan ran");
         assert_eq!(state(&full), state(&normal));
         assert_eq!(normal.create_table("c").unwrap(), 3);

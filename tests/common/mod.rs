@@ -273,3 +273,12 @@ pub fn without_checkpoints(mut v: walnut::storage::MemoryVolume) -> walnut::stor
     v.set_files(files);
     v
 }
+
+/// The files of a crash or live image but its checkpoints: what a full scan reads.
+pub fn segments_of(image: &std::collections::BTreeMap<u32, Vec<u8>>) -> std::collections::BTreeMap<u32, Vec<u8>> {
+    image
+        .iter()
+        .filter(|(_, f)| !f.starts_with(&walnut::format::CHECKPOINT_MAGIC))
+        .map(|(&id, f)| (id, f.clone()))
+        .collect()
+}
