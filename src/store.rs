@@ -283,10 +283,6 @@ impl<V: Volume> Store<V> {
     /// 3. Write [`crate::format::MAGIC`] over the staged file's magic and flush: it is now
     ///    segment 0 (a write of it cut short is still an import not installed).
     ///
-    /// Once reloaded, if this store had given table ids above the import's highest (tables it
-    /// dropped), one strict TABLE DROP of its highest keeps new tables from taking them again
-    /// (best effort: a power cut before it starts the ids over, as in a new store).
-    ///
     /// Errors: [`Error::InvalidArgument`] (parameter `store`) if the store is not empty
     /// ([`Store::import_refusal`]); [`Error::Io`] (op `"import"`) if no file is free for step 1
     /// (an OPFS pool refilling: try again); storage errors. A failure in step 1 leaves the store
@@ -298,7 +294,6 @@ impl<V: Volume> Store<V> {
         if let Some(why) = self.import_refusal() {
             return Err(Error::invalid("store", why));
         }
-        let next_table_id = self.index.tables().next_id();
         let w = self.log.writer();
         if w.segments().len() > 1 || w.segment_len(w.tail_segment()) > FILE_HEADER_LEN as u64 {
             // A rotation without a free file would poison the writer: refuse first.
@@ -336,19 +331,7 @@ impl<V: Volume> Store<V> {
         }
         self.importing = None;
         let reloaded = self.reload();
-        let r = r.and(reloaded);
-        // Ids of tables this store dropped before the import are not given to new tables:
-        // one TABLE DROP of the highest raises the next id (the import's own tables keep
-        // theirs). Best effort: a failure, like a power cut before it, leaves the next id the
-        // import's, as a new store's would be.
-        let last = next_table_id.saturating_sub(1);
-        if r.is_ok() && last > 0 && self.index.tables().next_id() <= last {
-            let _ = self.table_write(
-                TableRecord { op: TABLE_OP_DROP, table: last, ..TableRecord::default() },
-                Durability::Strict,
-            );
-        }
-        r
+        r.and(reloaded)
     }
 
     /// What recovery found when this store was opened.
@@ -1096,8 +1079,9 @@ impl<V: Volume> Store<V> {
 
     /// Drops table `name` with one TABLE record, flushed (as a creation is: a write to the
     /// table after the call must not land in it): its keys, queue and marks are gone at once
-    /// (its records are reclaimed by compaction); its id is never given again. Returns whether
-    /// it existed.
+    /// (its records are reclaimed by compaction); its id is never given again, except after
+    /// an import, which replaces the store's tables and ids by the export's (docs/FORMAT.md,
+    /// section 12). Returns whether it existed.
     pub fn drop_table(&mut self, name: &str) -> Result<bool> {
         self.live()?;
         let Some(id) = self.index.tables().by_name(name).map(|m| m.id) else { return Ok(false) };

@@ -618,26 +618,3 @@ fn a_segment_whose_magic_was_zeroed_is_reported_not_released() {
     println!("{out:#?}");
     assert!(out.iter().all(|o| o.contains("refused")), "{out:#?}");
 }
-
-/// An import replaces the store by the exported one, its tables with their ids; a table the
-/// store had dropped before does not lend its id to the next table created, when the import's
-/// ids stop below it (found by a review: the stale id then named the new table).
-#[test]
-fn an_import_does_not_give_the_id_of_a_table_dropped_before_it_again() {
-    let mut src = Store::open(MemoryVolume::default(), small()).unwrap();
-    src.put(b"k", b"v", S).unwrap();
-    let bytes = export_bytes(&mut src);
-    let tmp = tempfile::tempdir().unwrap();
-    let mut s = Store::open(walnut::DirVolume::open(tmp.path().join("store")).unwrap(), small()).unwrap();
-    assert_eq!(s.create_table("x").unwrap(), 1);
-    assert_eq!(s.create_table("y").unwrap(), 2);
-    assert!(s.drop_table("x").unwrap());
-    assert!(s.drop_table("y").unwrap());
-    import_into(&mut s, &bytes).unwrap();
-    assert_eq!(s.get(b"k").unwrap().as_deref(), Some(&b"v"[..]));
-    assert!(s.put_in(2, b"k", false, b"stale", S).is_err(), "the dropped table's id names no table");
-    assert_eq!(s.create_table("z").unwrap(), 3, "the next id is above every one the store gave");
-    drop(s);
-    let mut s = Store::open(walnut::DirVolume::open(tmp.path().join("store")).unwrap(), small()).unwrap();
-    assert_eq!(s.create_table("w").unwrap(), 4, "after a reopen");
-}
