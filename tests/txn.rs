@@ -697,6 +697,15 @@ fn a_crash_at_every_operation_keeps_a_transactions_delete_in_a_full_scan() {
 
 /// Values of one chunk each (PUT_ONE) fill a 4 KiB segment: one live one keeps its segment
 /// under 5% dead, out of compaction's reach.
+/// [`delete_committed_a_segment_later`], then "big1" overwritten by a small value: segment 1,
+/// holding the transaction's COMMIT, is nearly all dead (a victim); two more segments follow.
+fn commit_alone_in_a_victim(s: &mut Store<MemoryVolume>) {
+    delete_committed_a_segment_later(s).unwrap();
+    s.put(b"big1", b"x", S).unwrap();
+    s.put(b"big2", &pattern(3800, 2), S).unwrap();
+    s.put(b"big3", &pattern(3800, 3), S).unwrap();
+}
+
 fn one_value_per_segment() -> Options {
     Options { chunk_size: 4096, segment_size: 4096, checkpoint_bytes: 0, compaction_ratio: 1.0, ..Options::default() }
 }
@@ -720,10 +729,7 @@ fn delete_committed_a_segment_later<V: Volume>(s: &mut Store<V>) -> walnut::Resu
 fn compaction_that_takes_only_the_commit_of_a_transactions_delete_keeps_the_delete() {
     let opts = one_value_per_segment();
     let mut s = Store::open(MemoryVolume::default(), opts.clone()).unwrap();
-    delete_committed_a_segment_later(&mut s).unwrap();
-    s.put(b"big1", b"x", S).unwrap(); // segment 1 now nearly all dead: a victim
-    s.put(b"big2", &pattern(3800, 2), S).unwrap();
-    s.put(b"big3", &pattern(3800, 3), S).unwrap();
+    commit_alone_in_a_victim(&mut s);
     assert_eq!(s.get(b"k").unwrap(), None);
     assert!(s.compact().unwrap() > 0, "a round ran");
     let v = s.into_volume();
@@ -832,10 +838,7 @@ fn compaction_after_a_reopen_does_not_restate_the_same_deletes_round_after_round
 fn compaction_after_a_reopen_keeps_a_delete_whose_commit_recovery_did_not_read() {
     let opts = one_value_per_segment();
     let mut s = Store::open(MemoryVolume::default(), opts.clone()).unwrap();
-    delete_committed_a_segment_later(&mut s).unwrap();
-    s.put(b"big1", b"x", S).unwrap(); // segment 1 now nearly all dead: a victim
-    s.put(b"big2", &pattern(3800, 2), S).unwrap();
-    s.put(b"big3", &pattern(3800, 3), S).unwrap();
+    commit_alone_in_a_victim(&mut s);
     let mut s = Store::open(s.into_volume(), opts.clone()).unwrap();
     assert!(s.recovery().checkpoint.is_some(), "recovered from the closing checkpoint");
     assert!(s.compact().unwrap() > 0, "a round ran");
