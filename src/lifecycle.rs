@@ -423,16 +423,16 @@ impl Lifecycle {
             // table not yet stated would not land). Queued group commits first: a mark still
             // in the committer's queue is not in the index yet, and a statement without it,
             // written after it, would outlive it once the victims go.
-            // Once written out it is the last restatement: the round's checkpoints restate
-            // again only if they release the segment it starts in. (Not before: a full disk's
-            // rollback cuts what is not written out yet, and a statement cut back states
-            // nothing.)
             log.flush(index)?;
             let states = index.tables().statement(true);
             let first = log.writer().tail_segment();
             for r in &states {
                 log.table_copy(r)?;
             }
+            // Once written out it is the last restatement: the round's checkpoints restate
+            // again only if they release the segment it starts in. (Not before: a full disk's
+            // rollback cuts what is not written out yet, and a statement cut back states
+            // nothing.)
             log.flush(index)?;
             self.stated_segment = Some(first);
             c.stated = true;
