@@ -149,6 +149,11 @@ impl Lifecycle {
         !self.pins.is_empty()
     }
 
+    /// The checkpoint slots' files.
+    pub fn slot_files(&self) -> Vec<FileId> {
+        self.slots.iter().map(|s| s.file).collect()
+    }
+
     /// Forgets the checkpoint slots and hands back their files (an import removes them; the
     /// next checkpoint starts a new slot).
     pub fn take_slot_files(&mut self) -> Vec<FileId> {

@@ -278,8 +278,10 @@ impl<V: Volume> Store<V> {
     /// 1. If the log holds records (an emptied store): seal the tail segment, then checkpoint
     ///    twice, so both checkpoint slots need only the new, header-only tail segment and every
     ///    other segment is released (recovery: the empty index, then nothing to replay).
-    /// 2. Release the checkpoint files (recovery: a full scan of a header-only segment), then
-    ///    the last segment (recovery: no file at all, a new store).
+    /// 2. Release every file the log no longer knows (one whose release failed earlier;
+    ///    recovery: the checkpoints still in force), then the checkpoint files (recovery: a full
+    ///    scan of a header-only segment), then the last segment (recovery: no file at all, a
+    ///    new store). The staged file is then the volume's only file.
     /// 3. Write [`crate::format::MAGIC`] over the staged file's magic and flush: it is now
     ///    segment 0 (a write of it cut short is still an import not installed).
     ///
@@ -312,10 +314,21 @@ impl<V: Volume> Store<V> {
             return Err(Error::io("import", "the store's log could not be emptied (a segment is still needed)"));
         }
         let steps = |s: &mut Self| -> Result<()> {
+            // Files the log no longer knows (a release that failed) go first, while both
+            // checkpoints still say the header-only tail is all there is: once the checkpoint
+            // files are gone, a full scan would read such a file, and once the magic is
+            // written, it would lie beside the import's segment 0.
+            let slots = s.life.slot_files();
+            let tail: Vec<FileId> = s.log.writer().segments().values().copied().collect();
+            let volume = s.log.writer_mut().volume_mut();
+            for id in volume.ids() {
+                if id != file && !slots.contains(&id) && !tail.contains(&id) {
+                    volume.release(id)?;
+                }
+            }
             for id in s.life.take_slot_files() {
                 s.log.writer_mut().volume_mut().release(id)?;
             }
-            let tail: Vec<FileId> = s.log.writer().segments().values().copied().collect();
             for id in tail {
                 s.log.writer_mut().volume_mut().release(id)?;
             }

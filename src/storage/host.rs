@@ -33,7 +33,8 @@ export interface VolumeHost {
   flush(id: number): void;
   /** A new empty file's id. */
   create(): number;
-  /** The file's contents are no longer needed. */
+  /** The file's contents are no longer needed. If it throws, the file stays listed, to be
+   *  released again. */
   release(id: number): void;
   /** The store is closed: release the lock and every resource. */
   close(): void;
@@ -191,8 +192,12 @@ impl Volume for HostVolume {
     }
 
     fn release(&mut self, id: FileId) -> Result<()> {
-        self.files.remove(&id).ok_or_else(|| Error::io("release", format!("no file {id}")))?;
-        self.host.release(id).map_err(|e| map_host("release", &e))
+        if !self.files.contains_key(&id) {
+            return Err(Error::io("release", format!("no file {id}")));
+        }
+        self.host.release(id).map_err(|e| map_host("release", &e))?;
+        self.files.remove(&id);
+        Ok(())
     }
 }
 

@@ -473,10 +473,12 @@ impl super::Volume for OpfsVolume {
     }
 
     fn release(&mut self, id: super::FileId) -> Result<()> {
-        let (name, mut file) = self.files.remove(&id).ok_or_else(|| Error::io("release", format!("no file {id}")))?;
+        let (_, file) = self.files.get_mut(&id).ok_or_else(|| Error::io("release", format!("no file {id}")))?;
         file.truncate(0)?;
         file.flush()?;
-        self.pool.borrow_mut().free.push((name, file));
+        if let Some(released) = self.files.remove(&id) {
+            self.pool.borrow_mut().free.push(released);
+        }
         Ok(())
     }
 

@@ -30,6 +30,8 @@ pub trait Volume {
     /// cannot grow; [`Error::QuotaExceeded`]; [`Error::Io`] (e.g. a pool run dry).
     fn create(&mut self) -> Result<FileId>;
     /// Gives file `id` back: its contents are no longer needed (a pool empties and keeps it).
+    /// On error the file stays in [`Volume::ids`], whatever it then holds, so that it can be
+    /// released again (an import's switch releases every file but its own).
     fn release(&mut self, id: FileId) -> Result<()>;
     /// Whether [`Volume::create`] can work: a store on a volume that cannot grow keeps one
     /// segment and takes no checkpoints.
@@ -244,10 +246,12 @@ impl Volume for DirVolume {
         Ok(id)
     }
     fn release(&mut self, id: FileId) -> Result<()> {
-        let mut file = self.files.remove(&id).ok_or_else(|| no_such(id))?;
-        let emptied = file.truncate(0).and_then(|()| file.flush());
-        self.free.push((id, file));
-        emptied
+        let file = self.files.get_mut(&id).ok_or_else(|| no_such(id))?;
+        file.truncate(0).and_then(|()| file.flush())?;
+        if let Some(file) = self.files.remove(&id) {
+            self.free.push((id, file));
+        }
+        Ok(())
     }
 }
 
