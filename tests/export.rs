@@ -361,11 +361,30 @@ fn emptied<V: Volume>(s: &mut Store<V>) {
 /// or to the whole import: never part of it, never a value the store held before.
 #[test]
 fn a_power_cut_at_every_operation_of_an_import_leaves_the_empty_store_or_the_import() {
+    power_cut_at_every_operation_of_an_import(false);
+}
+
+/// The same for an import retried after one whose first release failed: the switch releases
+/// the segment file the log forgot as well.
+#[test]
+fn a_power_cut_at_every_operation_of_a_retried_import_leaves_the_empty_store_or_the_import() {
+    power_cut_at_every_operation_of_an_import(true);
+}
+
+fn power_cut_at_every_operation_of_an_import(retried: bool) {
     let (want, bytes) = source();
     let opts = small();
     let run = |cut: Option<u64>| -> (Store<CrashVolume>, u64) {
         let mut s = Store::open(CrashVolume::default(), opts.clone()).unwrap();
         emptied(&mut s);
+        if retried {
+            let files = s.volume().ids().len();
+            s.volume().failing_releases.set(1);
+            let e = import_into(&mut s, &bytes).unwrap_err();
+            assert!(matches!(e, walnut::Error::Io { op: "release", .. }), "{e}");
+            assert_eq!(s.volume().failing_releases.get(), 0);
+            assert!(s.volume().ids().len() > 2 && s.volume().ids().len() <= files + 2, "a file the log forgot");
+        }
         let before = s.volume().cut.used();
         if let Some(n) = cut {
             s.volume().cut.after(n);
@@ -422,7 +441,7 @@ fn a_power_cut_at_every_operation_of_an_import_leaves_the_empty_store_or_the_imp
     }
     assert!(imported > 0 && imported < tried);
     println!(
-        "crash points: import: {tried} ({} ops x {} seeds), {imported} recovered the import",
+        "crash points: import (retried: {retried}): {tried} ({} ops x {} seeds), {imported} recovered the import",
         total + 1,
         seeds.len()
     );

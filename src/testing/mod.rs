@@ -375,6 +375,9 @@ pub struct CrashVolume {
     pub quota: Rc<Cell<bool>>,
     /// Writes left before the disk fills (see [`CrashVolume::fill_after`]).
     fill_after: Rc<Cell<Option<u64>>>,
+    /// While above 0, each release fails (`Io`, op `"release"`), counting down, and leaves the
+    /// file as it was, still listed: a release that failed.
+    pub failing_releases: Cell<u32>,
 }
 
 impl CrashVolume {
@@ -473,6 +476,13 @@ impl Volume for CrashVolume {
         Ok(id)
     }
     fn release(&mut self, id: u32) -> Result<()> {
+        if !self.files.contains_key(&id) {
+            return Err(Error::io("release", format!("no file {id}")));
+        }
+        if self.failing_releases.get() > 0 {
+            self.failing_releases.set(self.failing_releases.get() - 1);
+            return Err(Error::io("release", "EIO"));
+        }
         let f = self.files.remove(&id).ok_or_else(|| Error::io("release", format!("no file {id}")))?;
         if !self.cut.take() && !self.ghosts.contains(&id) {
             self.released_after_cut.insert(id, f.inner);
