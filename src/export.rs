@@ -14,7 +14,7 @@ use crc32fast::Hasher;
 use crate::error::{Error, Result};
 use crate::format::{
     record_key, CommitPayload, FileHeader, Kind, RecordHeader, TableRecord, FILE_HEADER_LEN, IMPORT_MAGIC, MAGIC,
-    MAX_SEGMENT_LEN, RECORD_HEADER_LEN,
+    MAX_SEGMENT_LEN, RECORD_HEADER_LEN, TABLE_OP_DROP,
 };
 use crate::index::Entry;
 use crate::storage::overlay::Overlay;
@@ -366,6 +366,7 @@ impl Import {
     /// reloaded (the next open recovers the empty store).
     pub fn finish<V: Volume>(self, store: &mut Store<V>) -> Result<Imported> {
         self.check(store)?;
+        let next_table = store.index.tables().next_id();
         let checked = (|| {
             if self.header.len() < FILE_HEADER_LEN {
                 return Err(Error::Corruption { at: 0, detail: "the export is shorter than its header".into() });
@@ -377,8 +378,15 @@ impl Import {
             f.flush()?;
             let mut view = Overlay::new(&*f, self.written);
             view.write_at(&MAGIC, 0)?;
-            let verified = verify_export(view)?;
-            Ok(verified.stats().keys)
+            let mut verified = verify_export(view)?;
+            let values = verified.stats().keys;
+            let statement = table_id_statement(&mut verified, next_table, self.written)?;
+            drop(verified);
+            if !statement.is_empty() {
+                crate::storage::write_all_at(f, &statement, self.written)?;
+                f.flush()?;
+            }
+            Ok(values)
         })();
         let values = match checked {
             Ok(v) => v,
@@ -408,6 +416,29 @@ impl Import {
             let _ = store.log.writer_mut().volume_mut().release(self.file);
         }
     }
+}
+
+/// The record that keeps table ids the store gave before an import from being given again:
+/// a TABLE DROP of `next_table - 1` (the store's highest id) when the export's next id is
+/// below `next_table`, as the bytes to append to the staged file at `end` (its length); empty
+/// when none is needed. Written through `verified` (the store opened on the checked view of
+/// the staged file), so its LSN and transaction id follow the export's last ones. The staged
+/// file takes it, flushed, before the switch writes its magic: the import and the id are
+/// installed together or not at all (docs/FORMAT.md, section 12).
+///
+/// Errors: storage errors of the view.
+fn table_id_statement<S: Storage>(verified: &mut Store<S>, next_table: u32, end: u64) -> Result<Vec<u8>> {
+    if verified.index.tables().next_id() >= next_table {
+        return Ok(Vec::new());
+    }
+    let rec = TableRecord { op: TABLE_OP_DROP, table: next_table - 1, ..TableRecord::default() };
+    verified.log.table(rec, crate::wal::log::Durability::Strict, &mut verified.index)?;
+    let size = verified.volume().size()?;
+    let mut out = vec![0; usize::try_from(size.saturating_sub(end)).unwrap_or(0)];
+    if !crate::storage::read_exact_at(verified.volume(), &mut out, end)? {
+        return Err(Error::io("import", "the staged file's view is shorter than its size"));
+    }
+    Ok(out)
 }
 
 /// Checks that `file` is a whole export: recovery keeps every record (no torn or damaged tail,

@@ -1092,9 +1092,10 @@ impl<V: Volume> Store<V> {
 
     /// Drops table `name` with one TABLE record, flushed (as a creation is: a write to the
     /// table after the call must not land in it): its keys, queue and marks are gone at once
-    /// (its records are reclaimed by compaction); its id is never given again, except after
-    /// an import, which replaces the store's tables and ids by the export's (docs/FORMAT.md,
-    /// section 12). Returns whether it existed.
+    /// (its records are reclaimed by compaction); its id is never given again, an import's
+    /// included (the import states the store's highest id). Only an import whose switch failed
+    /// part way, or a power cut in the middle of that switch, leaves a new, empty store whose
+    /// ids start over (docs/FORMAT.md, section 12). Returns whether it existed.
     pub fn drop_table(&mut self, name: &str) -> Result<bool> {
         self.live()?;
         let Some(id) = self.index.tables().by_name(name).map(|m| m.id) else { return Ok(false) };

@@ -1116,6 +1116,15 @@ impl Harness {
                     return;
                 }
                 let mut fresh = Store::open(CrashVolume::default(), self.options.clone()).unwrap();
+                // Tables the new store created and dropped first: whatever recovers the import
+                // gives the next table an id above theirs and the export's.
+                let dropped = (seed % 4) as u32;
+                for t in 0..dropped {
+                    let name = format!("dropped {t}");
+                    fresh.create_table(&name).unwrap();
+                    fresh.drop_table(&name).unwrap();
+                }
+                let next_table = self.store.index.tables().next_id().max(dropped + 1);
                 let before = fresh.volume().cut.used();
                 if let Some(n) = cut {
                     fresh.volume().cut.after(u64::from(n));
@@ -1131,13 +1140,17 @@ impl Harness {
                 let cut_short = fresh.volume().cut.used() - before < u64::from(cut.unwrap_or(u16::MAX));
                 if cut.is_some() && !cut_short {
                     let image = fresh.volume().crash_image(seed);
-                    let back = Store::open(CrashVolume::from_image(image), self.options.clone()).unwrap();
+                    let mut back = Store::open(CrashVolume::from_image(image), self.options.clone()).unwrap();
                     let got = state(&back);
                     assert!(got == want || got.is_empty(), "an import cut by a power cut recovered part of it");
+                    if !got.is_empty() {
+                        assert_eq!(back.create_table("probe").unwrap(), next_table, "a dropped table's id given again");
+                    }
                     self.counts.imports_cut += 1;
                 } else {
                     assert!(done.is_ok(), "the import of a healthy export failed: {done:?}");
                     assert_eq!(state(&fresh), want, "the export, imported, holds what the store holds");
+                    assert_eq!(fresh.create_table("probe").unwrap(), next_table, "a dropped table's id given again");
                     self.counts.imports += 1;
                 }
             }
