@@ -18,8 +18,9 @@ pub const MAGIC: [u8; 8] = *b"WALNUTLG";
 /// adds tables (keys of named tables and queues in the [`TABLE_TAG`] key space, TABLE records)
 /// and per-table sequence numbers (COMMIT, PUT_ONE and DELETE_ONE with [`FLAG_SEQ`]); version 6
 /// adds ROLLBACK records (a nested transaction's abort: its records leave the chain); version 7
-/// adds import staging files ([`IMPORT_MAGIC`]).
-pub const FORMAT_VERSION: u16 = 7;
+/// adds import staging files ([`IMPORT_MAGIC`]); version 8 keeps, with each commit id in a
+/// checkpoint, the sequence numbers its commit took.
+pub const FORMAT_VERSION: u16 = 8;
 /// Oldest format version this build reads: a version 1 log is segment 0 of a version 2 store,
 /// and a version 2 store opens as version 3 (its checkpoints replay as version 2 did).
 pub const MIN_READ_VERSION: u16 = 1;
@@ -638,13 +639,13 @@ impl CheckpointHeader {
         b
     }
 
-    /// Decodes and validates magic, version (2 to 7), header length, CRC and ranges from the
+    /// Decodes and validates magic, version (2 to 8), header length, CRC and ranges from the
     /// first bytes of a checkpoint file (at least the header's length); `None` if any fails.
     pub fn decode(b: &[u8]) -> Option<CheckpointHeader> {
         let version = u16_at(b, FH_VERSION)?;
         let (len, crc_at) = match version {
             2 => (CHECKPOINT_HEADER_LEN_V2, CK2_CRC),
-            3..=7 => (CHECKPOINT_HEADER_LEN, CK_CRC),
+            3..=FORMAT_VERSION => (CHECKPOINT_HEADER_LEN, CK_CRC),
             _ => return None,
         };
         // Version 2's reserved field, and version 3's (where version 4 counts ids), are 0.

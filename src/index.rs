@@ -56,8 +56,9 @@ pub enum Op {
     Put { key: Vec<u8>, entry: Entry },
     /// Removes `key`.
     Delete { key: Vec<u8> },
-    /// Remembers that the transaction with commit id `id` committed at `lsn`.
-    Id { id: Vec<u8>, lsn: u64 },
+    /// Remembers that the transaction with commit id `id` committed at `lsn`, taking the
+    /// sequence numbers `seqs` (`(table, first, last)` per table it numbered).
+    Id { id: Vec<u8>, lsn: u64, seqs: Vec<(u32, u64, u64)> },
     /// A commit took table `table`'s sequence numbers up to `last`.
     Seq { table: u32, last: u64 },
     /// A TABLE record: a table's state (created, or its marks moved), or its drop.
@@ -163,12 +164,18 @@ impl Tables {
 /// Default of [`crate::Options::id_retention`]: commit ids remembered.
 pub const DEFAULT_ID_RETENTION: usize = 10_000;
 
+/// Sequence numbers a commit took in one table: `(table, first, last)`.
+pub(crate) type SeqRange = (u32, u64, u64);
+
 /// Ids of committed transactions, the newest [`Ids::retention`] of them, each with its COMMIT's
 /// LSN: a commit with an id remembered here is not made again (SynapseDB's persistent dedupe of
 /// transaction ids). Kept in checkpoints and rebuilt by replay, so it holds across restarts.
 #[derive(Debug, Clone)]
 pub(crate) struct Ids {
-    by_id: HashMap<Vec<u8>, u64>,
+    /// Each id's COMMIT LSN and the sequence numbers that commit took (`(table, first, last)`;
+    /// empty when it took none, or when it is not known: an id read from a checkpoint older
+    /// than version 8, or from an export).
+    by_id: HashMap<Vec<u8>, (u64, Vec<SeqRange>)>,
     /// In commit order (oldest first): which to forget first.
     order: VecDeque<Vec<u8>>,
     retention: usize,
@@ -185,12 +192,19 @@ impl Default for Ids {
 impl Ids {
     /// The LSN of the COMMIT that carried `id`, if it is remembered.
     pub fn get(&self, id: &[u8]) -> Option<u64> {
-        self.by_id.get(id).copied()
+        self.by_id.get(id).map(|e| e.0)
     }
 
-    /// Remembers `id`, forgetting the oldest beyond the retention.
-    pub fn insert(&mut self, id: Vec<u8>, lsn: u64) {
-        if self.by_id.insert(id.clone(), lsn).is_none() {
+    /// The sequence numbers the commit at `lsn` took, if an id remembered came with it
+    /// (empty if none is known). Walks every id: for the rare retried write.
+    pub fn seqs_at(&self, lsn: u64) -> &[(u32, u64, u64)] {
+        self.by_id.values().find(|e| e.0 == lsn).map_or(&[], |e| e.1.as_slice())
+    }
+
+    /// Remembers `id`, committed at `lsn` with the numbers `seqs`, forgetting the oldest
+    /// beyond the retention.
+    pub fn insert(&mut self, id: Vec<u8>, lsn: u64, seqs: Vec<(u32, u64, u64)>) {
+        if self.by_id.insert(id.clone(), (lsn, seqs)).is_none() {
             self.order.push_back(id);
         }
         self.trim();
@@ -216,12 +230,20 @@ impl Ids {
 
     /// The ids with their LSNs, oldest first.
     pub fn iter(&self) -> impl Iterator<Item = (&[u8], u64)> {
-        self.order.iter().map(|id| (id.as_slice(), self.by_id.get(id).copied().unwrap_or_default()))
+        self.iter_with_seqs().map(|(id, lsn, _)| (id, lsn))
+    }
+
+    /// The ids with their LSNs and the numbers their commits took, oldest first.
+    pub fn iter_with_seqs(&self) -> impl Iterator<Item = (&[u8], u64, &[SeqRange])> {
+        self.order.iter().map(|id| {
+            let (lsn, seqs) = self.by_id.get(id).map_or((0, &[][..]), |e| (e.0, e.1.as_slice()));
+            (id.as_slice(), lsn, seqs)
+        })
     }
 
     /// Forgets ids committed at or after `lsn` (their COMMIT was cut off).
     fn retain_below(&mut self, lsn: u64) {
-        self.by_id.retain(|_, &mut l| l < lsn);
+        self.by_id.retain(|_, e| e.0 < lsn);
         let by_id = &self.by_id;
         self.order.retain(|id| by_id.contains_key(id));
     }
@@ -522,7 +544,7 @@ impl Index {
                     self.overlay.remove(&key);
                 }
             }
-            Op::Id { id, lsn } => self.ids.insert(id, lsn),
+            Op::Id { id, lsn, seqs } => self.ids.insert(id, lsn, seqs),
             op @ (Op::Seq { .. } | Op::Table(_)) => self.apply(op),
         }
     }

@@ -627,12 +627,30 @@ impl<V: Volume> Store<V> {
         self.log.last_seqs()
     }
 
-    /// The sequence numbers the commit at `lsn` took, per table: `(table, first, last)`, found
-    /// from its queue and change-feed entries (the answer to a write retried under a commit id
-    /// that was made already, [`Store::id_status`]). Tables whose entries of that commit were
-    /// deleted ([`Store::delete_up_to`]) or that it left unnumbered are absent. Reads each
-    /// table's queue and feed backwards from their ends to the commit (cheap for a recent one).
+    /// The sequence numbers the commit at `lsn` took, per table: `(table, first, last)` (the
+    /// answer to a write retried under a commit id that was made already, [`Store::id_status`]).
+    /// Kept with the commit's id (checkpoints too, format version 8), so compaction moving its
+    /// entries and [`Store::delete_up_to`] deleting them leave the answer as it was. Tables
+    /// dropped since are absent.
+    ///
+    /// For an id whose numbers are not kept (read from a checkpoint older than version 8, or
+    /// imported from an export), they are found from the commit's queue and change-feed
+    /// entries still at that LSN: then tables whose entries were deleted, or moved by
+    /// compaction, are absent too. That walk reads each table's queue and feed backwards from
+    /// their ends to the commit (cheap for a recent one).
     pub fn commit_seqs(&self, lsn: u64) -> Vec<(u32, u64, u64)> {
+        let kept = self.index.ids().seqs_at(lsn);
+        if !kept.is_empty() {
+            let tables = self.index.tables();
+            let mut out: Vec<(u32, u64, u64)> = kept.iter().copied().filter(|s| tables.get(s.0).is_some()).collect();
+            out.sort_unstable();
+            return out;
+        }
+        self.seqs_by_entries(lsn)
+    }
+
+    /// [`Store::commit_seqs`] from the entries still at `lsn`.
+    fn seqs_by_entries(&self, lsn: u64) -> Vec<(u32, u64, u64)> {
         const PAGE: usize = 256;
         let mut out = Vec::new();
         for meta in self.index.tables().iter() {

@@ -127,7 +127,7 @@ fn fixtures() -> Vec<Fixture> {
 
 /// Fixture directories of older format versions, which every build must still read. Their
 /// logs were written by the same scenarios as today's, so the same expectations hold.
-const LEGACY: &[&str] = &["v1", "v2", "v3", "v4", "v5", "v6"];
+const LEGACY: &[&str] = &["v1", "v2", "v3", "v4", "v5", "v6", "v7"];
 
 /// Every (key, value) the store holds, in key order.
 fn contents<V: Volume>(s: &Store<V>) -> Vec<(Vec<u8>, Vec<u8>)> {

@@ -396,12 +396,13 @@ mod on_a_volume {
             t.tx_duplicates += c.tx_duplicates;
             t.imports += c.imports;
             t.imports_cut += c.imports_cut;
+            t.retries_checked += c.retries_checked;
             Ok(())
         });
         let t = total.into_inner();
         println!(
-            "crash points: model on a volume: {} ({cases} sequences; {} reopens, {} failed group commits, {} rollbacks, {} checkpoints, {} compaction rounds; transactions: {} committed, {} conflicts, {} duplicate ids; exports imported: {} whole, {} cut by a power cut)",
-            t.crashes, t.reopens, t.failed_commits, t.rollbacks, t.checkpoints, t.compactions, t.tx_commits, t.tx_conflicts, t.tx_duplicates, t.imports, t.imports_cut
+            "crash points: model on a volume: {} ({cases} sequences; {} reopens, {} failed group commits, {} rollbacks, {} checkpoints, {} compaction rounds; transactions: {} committed, {} conflicts, {} duplicate ids; exports imported: {} whole, {} cut by a power cut; {} retried ids' numbers checked)",
+            t.crashes, t.reopens, t.failed_commits, t.rollbacks, t.checkpoints, t.compactions, t.tx_commits, t.tx_conflicts, t.tx_duplicates, t.imports, t.imports_cut, t.retries_checked
         );
     }
 

@@ -556,6 +556,55 @@ fn the_numbers_a_commit_took_are_found_again_by_its_lsn() {
     assert_eq!(s.commit_seqs(lsn), taken, "after a reopen");
 }
 
+/// Compaction copies queue and change-feed entries under new LSNs, so the numbers a commit
+/// took could not be found by its LSN once they were moved: a write retried under its commit id
+/// answered 0 (`retriedValue` in www/worker.js). The numbers are kept with the commit id now,
+/// in checkpoints too, and deleting the entries (`delete_up_to`) does not take them either.
+#[test]
+fn the_numbers_a_commit_took_outlive_compaction_and_deletion() {
+    let opts = small();
+    let mut s = Store::open(MemoryVolume::default(), opts.clone()).unwrap();
+    let a = s.create_table("a").unwrap();
+    let b = s.create_table("b").unwrap();
+    s.append(a, b"first", S).unwrap();
+    let ops = [BatchOp::Append { table: a, value: b"x" }, BatchOp::PutIn { table: b, key: b"k", value: b"v" }];
+    s.batch_with_id(&ops, b"retry-me", S).unwrap();
+    let mut taken = s.last_seqs().to_vec();
+    taken.sort();
+    assert_eq!(taken, vec![(a, 2, 2), (b, 1, 1)]);
+    let lsn = match s.id_status(b"retry-me") {
+        Some(walnut::IdStatus::Committed { lsn }) => lsn,
+        other => panic!("the id is not remembered as committed: {other:?}"),
+    };
+    // Everything after it is overwritten, so compaction moves the commit's entries.
+    for round in 0..4u64 {
+        for k in 0..40u64 {
+            s.put(format!("k{k}").as_bytes(), &pattern(200, round * 100 + k), S).unwrap();
+        }
+        s.compact().unwrap();
+        s.checkpoint().unwrap();
+    }
+    let first = s
+        .volume()
+        .ids()
+        .into_iter()
+        .filter_map(|id| {
+            let f = s.volume().file(id).unwrap();
+            let mut head = [0u8; walnut::format::FILE_HEADER_LEN];
+            walnut::storage::read_exact_at(f, &mut head, 0).ok()?;
+            walnut::format::FileHeader::decode(&head).ok().map(|h| h.segment)
+        })
+        .min();
+    assert!(first > Some(0), "compaction released segment 0, where the commit was written: {first:?}");
+    assert!(s.stats().values_moved > 0);
+    assert_eq!(s.commit_seqs(lsn), taken, "after compaction");
+    s.delete_up_to(a, 2, S).unwrap();
+    assert_eq!(s.commit_seqs(lsn), taken, "after its queue entry was deleted");
+    let s = reopen(s, &opts);
+    assert!(s.recovery().checkpoint.is_some());
+    assert_eq!(s.commit_seqs(lsn), taken, "after a reopen");
+}
+
 /// A restatement of the tables' states may cross a segment boundary (the tail fills after the
 /// first records): the next checkpoint must not take it for wholly kept and release the
 /// segment holding its first records, or a full scan loses those tables' states (found by a

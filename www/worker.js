@@ -1415,8 +1415,10 @@ function answeredBefore(request) {
 /**
  * What a write answered from its request id resolves to, as writeValue_ would have answered the
  * first attempt: the sequence numbers its commit took, read back by the commit's LSN (called
- * once the commit is durable, so a queued one is applied by then). Numbers deleted by
- * deleteUpTo() since are gone: such a put resolves to 0.
+ * once the commit is durable, so a queued one is applied by then). The store keeps them with the
+ * commit id (compaction or deleteUpTo() since change nothing); only for an id it took over from
+ * an export or from a checkpoint older than format version 8 are they looked up in the entries
+ * still at that LSN, and such a put whose entries were moved or deleted resolves to 0.
  */
 function retriedValue(request) {
   const status = store.idStatus(utf8Encoder.encode(request.rid));

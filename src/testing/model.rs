@@ -382,6 +382,9 @@ pub struct Counts {
     /// Exports imported into a new store (whole, or cut by a power cut and recovered).
     pub imports: u64,
     pub imports_cut: u64,
+    /// Batches retried under a committed id whose answer (the numbers the first commit took,
+    /// `Store::commit_seqs`) was checked.
+    pub retries_checked: u64,
 }
 
 /// A store and its model.
@@ -403,6 +406,8 @@ pub struct Harness {
     /// write), so a key rewritten with equal bytes (two empty values) has changed for it.
     writes: BTreeMap<Vec<u8>, u64>,
     lsn_floor: u64,
+    /// The sequence numbers each batch id's commit took when it was applied.
+    id_seqs: BTreeMap<u8, Vec<(u32, u64, u64)>>,
     counts: Counts,
 }
 
@@ -423,6 +428,7 @@ impl Harness {
             counter: 0,
             writes: BTreeMap::new(),
             lsn_floor: 0,
+            id_seqs: BTreeMap::new(),
             counts: Counts::default(),
         }
     }
@@ -651,9 +657,22 @@ impl Harness {
                 let batch = batch_ops(&effect);
                 let known = self.with_queued().contains_key(&id_marker(id));
                 match self.store.batch_with_id(&batch, &id_bytes(id), durability) {
-                    Ok(IdCommit::Duplicate(_)) => assert!(known, "batch id {id} is new, yet reported as a duplicate"),
+                    Ok(IdCommit::Duplicate(_)) => {
+                        assert!(known, "batch id {id} is new, yet reported as a duplicate");
+                        // A retry answers with the numbers the first commit took, whatever
+                        // compaction, checkpoints and reopens did since.
+                        if let (Some(IdStatus::Committed { lsn }), Some(taken)) =
+                            (self.store.id_status(&id_bytes(id)), self.id_seqs.get(&id))
+                        {
+                            assert_eq!(&self.store.commit_seqs(lsn), taken, "the numbers batch id {id} took");
+                            self.counts.retries_checked += 1;
+                        }
+                    }
                     Ok(IdCommit::Applied(_)) => {
                         assert!(!known, "batch id {id} was committed before, yet applied again");
+                        let mut taken = self.store.last_seqs().to_vec();
+                        taken.sort_unstable();
+                        self.id_seqs.insert(id, taken);
                         effect.push((id_marker(id), Some(Vec::new())));
                         self.committed(effect, durability, queue_was_empty);
                     }
@@ -1010,6 +1029,9 @@ impl Harness {
                         let mut effect: Effect = tx.layers.into_iter().flatten().collect();
                         if let Some(i) = id {
                             effect.push((id_marker(i), Some(Vec::new())));
+                            let mut taken = self.store.last_seqs().to_vec();
+                            taken.sort_unstable();
+                            self.id_seqs.insert(i, taken);
                         }
                         self.committed(effect, durability, true);
                     }

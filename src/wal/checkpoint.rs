@@ -247,16 +247,28 @@ pub(crate) fn write<F: Storage>(
 }
 
 /// The commit ids of a body, after its entries: for each, oldest first, `lsn u64 | id_len u8 |
-/// id`.
+/// id | n u8` and (version 8) `n` times `table u32 | first u64 | last u64`, the sequence
+/// numbers its commit took (`n` = 0 when none, or more than 255 tables: then unknown, and
+/// found again from the queues and feeds).
 fn encode_ids(ids: &Ids) -> Vec<u8> {
     let mut out = Vec::new();
-    for (id, lsn) in ids.iter() {
+    for (id, lsn, seqs) in ids.iter_with_seqs() {
         out.extend_from_slice(&lsn.to_le_bytes());
         out.push(id.len() as u8);
         out.extend_from_slice(id);
+        let seqs = u8::try_from(seqs.len()).map_or(&[][..], |_| seqs);
+        out.push(seqs.len() as u8);
+        for &(table, first, last) in seqs {
+            out.extend_from_slice(&table.to_le_bytes());
+            out.extend_from_slice(&first.to_le_bytes());
+            out.extend_from_slice(&last.to_le_bytes());
+        }
     }
     out
 }
+
+/// Bytes of one sequence range of a commit id (version 8): `table u32 | first u64 | last u64`.
+const ID_SEQ_LEN: usize = 20;
 
 /// The tables section (version 5), after the ids: `next_table_id u32 | n u32`, then each table
 /// as a TABLE payload ([`TableRecord`], op STATE), the default table first.
@@ -306,10 +318,11 @@ fn parse_tables(body: &[u8], mut off: usize) -> Option<Tables> {
     (off == body.len()).then_some(Tables { metas, next_id })
 }
 
-/// Parses `n` commit ids from `body` at `off`; `None` unless they fit, each 1..=
-/// [`MAX_COMMIT_ID_LEN`] bytes, their LSNs strictly ascending, no id twice. Returns them and
-/// where they end.
-fn parse_ids(body: &[u8], mut off: usize, n: usize) -> Option<(Ids, usize)> {
+/// Parses `n` commit ids from `body` at `off`, as checkpoint format `version` wrote them;
+/// `None` unless they fit, each 1..= [`MAX_COMMIT_ID_LEN`] bytes, their LSNs strictly
+/// ascending, no id twice, each sequence range `first <= last`. Returns them and where they
+/// end.
+fn parse_ids(body: &[u8], mut off: usize, n: usize, version: u16) -> Option<(Ids, usize)> {
     if n > body.len().saturating_sub(off) / 10 {
         return None;
     }
@@ -323,9 +336,22 @@ fn parse_ids(body: &[u8], mut off: usize, n: usize) -> Option<(Ids, usize)> {
         if !(1..=MAX_COMMIT_ID_LEN).contains(&len) || lsn <= last || ids.get(id).is_some() {
             return None;
         }
-        ids.insert(id.to_vec(), lsn);
-        last = lsn;
         off = start + len;
+        let mut seqs = Vec::new();
+        if version >= 8 {
+            let k = usize::from(*body.get(off)?);
+            off = off.checked_add(1)?;
+            for _ in 0..k {
+                let (table, first, end) = (u32_at(body, off)?, u64_at(body, off + 4)?, u64_at(body, off + 12)?);
+                if first > end {
+                    return None;
+                }
+                seqs.push((table, first, end));
+                off = off.checked_add(ID_SEQ_LEN)?;
+            }
+        }
+        ids.insert(id.to_vec(), lsn, seqs);
+        last = lsn;
     }
     Some((ids, off))
 }
@@ -427,7 +453,7 @@ fn parse(h: &CheckpointHeader, body: Vec<u8>) -> Option<Index> {
         prev = r.key;
         off = r.end;
     }
-    let (ids, ids_end) = parse_ids(&body, off, usize::try_from(h.ids).ok()?)?;
+    let (ids, ids_end) = parse_ids(&body, off, usize::try_from(h.ids).ok()?, h.version)?;
     let tables = if h.version >= 5 {
         parse_tables(&body, ids_end)?
     } else if ids_end == body.len() {
@@ -535,7 +561,7 @@ mod tests {
     fn a_written_checkpoint_loads_back_as_the_same_index() {
         let (mut ix, segments) = sample();
         for (n, id) in [&b"first"[..], b"x", &[0xFF; MAX_COMMIT_ID_LEN]].into_iter().enumerate() {
-            ix.apply(Op::Id { id: id.to_vec(), lsn: 10 + n as u64 });
+            ix.apply(Op::Id { id: id.to_vec(), lsn: 10 + n as u64, seqs: vec![(n as u32, 1, n as u64 + 1)] });
         }
         let mut file = MemoryStorage::new();
         let header = CheckpointHeader {
@@ -558,8 +584,11 @@ mod tests {
             (ix.len(), ix.live_bytes(), ix.segment_live())
         );
         assert_eq!(head.header.ids, 3);
-        let ids = |ix: &Index| ix.ids().iter().map(|(id, lsn)| (id.to_vec(), lsn)).collect::<Vec<_>>();
-        assert_eq!(ids(&loaded), ids(&ix), "the commit ids, in commit order");
+        let ids = |ix: &Index| {
+            ix.ids().iter_with_seqs().map(|(id, lsn, seqs)| (id.to_vec(), lsn, seqs.to_vec())).collect::<Vec<_>>()
+        };
+        assert_eq!(ids(&loaded), ids(&ix), "the commit ids, in commit order, with their numbers");
+        assert_eq!(loaded.ids().seqs_at(12), &[(2, 1, 3)]);
         // Every bit of the ids section flipped, under a CRC fixed up: refused or loaded, never
         // a panic (a flipped LSN order or length is refused).
         let bytes = file.to_vec();
@@ -575,6 +604,34 @@ mod tests {
                 }
             }
         }
+    }
+
+    /// A version 7 ids section (no numbers after each id) reads as it did, its ids' numbers
+    /// unknown; the same bytes read as version 8 are refused or read otherwise, never a panic.
+    #[test]
+    fn a_version_7_ids_section_reads_without_numbers() {
+        let mut v7 = Vec::new();
+        for (lsn, id) in [(5u64, &b"a"[..]), (9, b"retry-me")] {
+            v7.extend_from_slice(&lsn.to_le_bytes());
+            v7.push(id.len() as u8);
+            v7.extend_from_slice(id);
+        }
+        let (ids, end) = parse_ids(&v7, 0, 2, 7).unwrap();
+        assert_eq!(end, v7.len());
+        let got: Vec<_> = ids.iter_with_seqs().map(|(id, lsn, s)| (id.to_vec(), lsn, s.len())).collect();
+        assert_eq!(got, vec![(b"a".to_vec(), 5, 0), (b"retry-me".to_vec(), 9, 0)]);
+        let _ = parse_ids(&v7, 0, 2, 8);
+        // Version 8: a range whose first number is above its last is refused.
+        let mut v8 = 5u64.to_le_bytes().to_vec();
+        v8.extend_from_slice(&[1, b'a', 1]);
+        v8.extend_from_slice(&3u32.to_le_bytes());
+        v8.extend_from_slice(&7u64.to_le_bytes());
+        v8.extend_from_slice(&6u64.to_le_bytes());
+        assert!(parse_ids(&v8, 0, 1, 8).is_none());
+        let n = v8.len();
+        v8[n - 8..].copy_from_slice(&7u64.to_le_bytes());
+        let (ids, _) = parse_ids(&v8, 0, 1, 8).unwrap();
+        assert_eq!(ids.seqs_at(5), &[(3, 7, 7)]);
     }
 
     /// Every bit flip and every cut of a valid body, under a header with the right CRC: the

@@ -815,13 +815,13 @@ impl<V: Volume> Log<V> {
         }
         let (mut ops, taken) = assign_seqs(std::mem::take(&mut t.ops), &bases, seqs, lsn, span);
         self.take_seqs(&taken);
+        if let Some(id) = id {
+            ops.push(Op::Id { id: id.to_vec(), lsn, seqs: taken.clone() });
+        }
         if seqs {
             // (A copy's commit, made by maintenance inside a caller's call, must not hide the
             // caller's numbers.)
             self.last_seqs = taken;
-        }
-        if let Some(id) = id {
-            ops.push(Op::Id { id: id.to_vec(), lsn });
         }
         self.settle(lsn, ops, durability, index)
     }

@@ -940,7 +940,7 @@ fn prove_chain(t: &ScanTxn, commit_at: u64, h: &RecordHeader, payload: &[u8]) ->
     }
     let numbered = h.flags & crate::format::FLAG_SEQ != 0;
     let span = (loc_segment(t.begin), loc_segment(commit_at));
-    let (ops, _) = crate::wal::log::assign_seqs(ops, &bases, numbered, h.lsn, span);
+    let (ops, taken) = crate::wal::log::assign_seqs(ops, &bases, numbered, h.lsn, span);
     // The tables this commit proves existed: those it numbers, or (a copy, unnumbered) those
     // it copies into. A full scan may meet them before their state record (released with
     // compaction's victims and restated later): they are implied here, named later.
@@ -956,7 +956,7 @@ fn prove_chain(t: &ScanTxn, commit_at: u64, h: &RecordHeader, payload: &[u8]) ->
     tables.dedup();
     let mut ops: Vec<Op> = tables.into_iter().filter(|&t| t != 0).map(implied_table).chain(ops).collect();
     if let Some(id) = id {
-        ops.push(Op::Id { id: id.to_vec(), lsn: h.lsn });
+        ops.push(Op::Id { id: id.to_vec(), lsn: h.lsn, seqs: taken });
     }
     Ok(ops)
 }
