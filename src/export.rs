@@ -441,6 +441,9 @@ fn table_id_statement<S: Storage>(verified: &mut Store<S>, next_table: u32, end:
     Ok(out)
 }
 
+/// The highest next LSN or transaction id an export may have (half of [`crate::format::MAX_ID`]).
+const IMPORT_ID_LIMIT: u64 = 1 << 61;
+
 /// Checks that `file` is a whole export: recovery keeps every record (no torn or damaged tail,
 /// no broken or incomplete transaction), every value reads back with its CRC, and the end mark
 /// is there with the number of values the file holds. Returns the store it opens (a single-file
@@ -462,6 +465,19 @@ pub fn verify_export<S: crate::storage::Storage>(file: S) -> Result<Store<S>> {
 /// is missing.
 pub fn check_import<V: Volume>(store: &Store<V>) -> Result<()> {
     let r = store.recovery();
+    // No store gets near the id limit (2^62; at a million records a second, 146,000 years):
+    // an export that does was made up, and the store importing it could write little before
+    // its ids ran out.
+    let (next_lsn, next_txn) = (store.stats().next_lsn, store.log.next_txn());
+    if next_lsn > IMPORT_ID_LIMIT || next_txn > IMPORT_ID_LIMIT {
+        return Err(Error::Corruption {
+            at: r.log_bytes,
+            detail: format!(
+                "the export's LSNs or transaction ids reach {} (above 2^61): not an export a store wrote",
+                next_lsn.max(next_txn)
+            ),
+        });
+    }
     if r.bytes_truncated > 0 {
         let at = r.truncated_at.unwrap_or(0);
         return Err(Error::Corruption {

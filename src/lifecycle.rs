@@ -294,6 +294,7 @@ impl Lifecycle {
         for seg in garbage {
             log.writer_mut().release_segment(seg)?;
         }
+        log.writer_mut().release_spare();
         if let Some(&first) = log.writer().segments().keys().next() {
             log.forget_chains_below(first);
         }

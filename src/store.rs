@@ -292,6 +292,9 @@ impl<V: Volume> Store<V> {
     /// reloads what the files then hold (the empty store; closed if even that fails).
     pub(crate) fn install_import(&mut self, file: FileId) -> Result<()> {
         self.live()?;
+        // A quota failure rolled back earlier (an earlier import's seal, say) is cleared here,
+        // as a write would clear it.
+        self.log.writable()?;
         self.settle()?;
         if let Some(why) = self.import_refusal() {
             return Err(Error::invalid("store", why));

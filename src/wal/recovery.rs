@@ -265,6 +265,10 @@ struct Census {
     stubs: Vec<(FileId, u64)>,
     /// Import staged files never installed ([`IMPORT_MAGIC`]).
     imports: Vec<FileId>,
+    /// Header-only files whose segment number another file also claims: a rotation that
+    /// failed (its header's flush), whose file could not be given back either, then a later
+    /// rotation to the same number. They hold no record.
+    stale: Vec<FileId>,
 }
 
 /// Whether the first bytes of a file are a header that was never written: zeros, or a torn
@@ -314,8 +318,26 @@ fn census<V: Volume>(volume: &V) -> Result<Census> {
             c.checkpoints.push(id);
         } else {
             let h = FileHeader::decode(&head).map_err(|e| header_error(0, e))?;
-            if c.segments.insert(h.segment, (id, h)).is_some() {
-                return Err(Error::Corruption { at: 0, detail: format!("segment {} appears twice", h.segment) });
+            if let Some(&(other, oh)) = c.segments.get(&h.segment) {
+                // Two files claim one segment. Only a header-only one can be a rotation's
+                // leftover (see `Census::stale`); of two such, the older one (lower base LSN).
+                let other_size = volume.file(other)?.size()?;
+                let header_only = |size: u64| can_grow && size == FILE_HEADER_LEN as u64;
+                let (keep, drop) = match (header_only(size), header_only(other_size)) {
+                    (true, true) if h.base_lsn > oh.base_lsn => ((id, h), other),
+                    (true, _) => ((other, oh), id),
+                    (false, true) => ((id, h), other),
+                    (false, false) => {
+                        return Err(Error::Corruption {
+                            at: 0,
+                            detail: format!("segment {} appears twice", h.segment),
+                        });
+                    }
+                };
+                c.stale.push(drop);
+                c.segments.insert(h.segment, keep);
+            } else {
+                c.segments.insert(h.segment, (id, h));
             }
         }
     }
@@ -610,7 +632,7 @@ pub(crate) fn recover<V: Volume>(volume: &mut V, mode: RecoveryMode) -> Result<R
     let can_grow = volume.can_grow();
     let c = census(volume)?;
 
-    for &id in &c.imports {
+    for &id in c.imports.iter().chain(&c.stale) {
         volume.release(id)?;
         report.segments_released += 1;
     }

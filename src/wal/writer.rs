@@ -16,7 +16,7 @@ use crc32fast::Hasher;
 
 use crate::error::{Error, Result};
 use crate::format::{
-    loc, loc_offset, loc_segment, record_crc, FileHeader, Kind, RecordHeader, FILE_HEADER_LEN, MAX_SEGMENT,
+    loc, loc_offset, loc_segment, record_crc, FileHeader, Kind, RecordHeader, FILE_HEADER_LEN, MAX_ID, MAX_SEGMENT,
     MAX_SEGMENT_LEN, RECORD_HEADER_LEN,
 };
 use crate::index::ChunkLoc;
@@ -100,6 +100,10 @@ pub(crate) struct Writer<V: Volume> {
     poisoned: Option<Poison>,
     /// Blocks of the log read for small values (see [`ReadCache`]).
     cache: RefCell<ReadCache>,
+    /// A file a failed rotation could not give back (its release failed too): it may hold the
+    /// header of a segment that never began, so the next rotation writes its header over that
+    /// one rather than create another file that a census would find claiming the same segment.
+    spare: Option<FileId>,
 }
 
 /// The first storage failure, and whether the store may recover from it in place.
@@ -141,6 +145,7 @@ impl<V: Volume> Writer<V> {
             sealed_bytes: 0,
             poisoned: None,
             cache: RefCell::new(ReadCache::default()),
+            spare: None,
         };
         w.reset(init);
         w
@@ -164,6 +169,7 @@ impl<V: Volume> Writer<V> {
         self.appended = 0;
         self.poisoned = None;
         self.cache = RefCell::new(ReadCache::default());
+        self.spare = None;
         self.recompute_sealed();
     }
 
@@ -219,18 +225,33 @@ impl<V: Volume> Writer<V> {
         self.segments.get(&seg).and_then(|&id| self.volume.file(id).and_then(|f| f.size()).ok()).unwrap_or(0)
     }
 
-    /// Gives a sealed segment's file back to the volume.
+    /// Gives a sealed segment's file back to the volume. If the release fails, the segment
+    /// stays the log's (its file still listed), so the next checkpoint gives it back before any
+    /// later segment: a full scan never meets a later segment's deletes without the values
+    /// they hide released first.
     pub fn release_segment(&mut self, seg: u32) -> Result<()> {
         if seg == self.tail_seg {
             return Ok(());
         }
-        if let Some(id) = self.segments.remove(&seg) {
-            self.cache.borrow_mut().forget_segment(seg);
+        if let Some(&id) = self.segments.get(&seg) {
             let size = self.volume.file(id).and_then(|f| f.size()).unwrap_or(0);
             self.volume.release(id)?;
+            self.segments.remove(&seg);
+            self.cache.borrow_mut().forget_segment(seg);
             self.sealed_bytes = self.sealed_bytes.saturating_sub(size);
         }
         Ok(())
+    }
+
+    /// Gives back the file a failed rotation kept (see the field), if any: a checkpoint
+    /// tries, so that a store closed before its next rotation leaves no such file. If the
+    /// release fails again, the file stays the spare.
+    pub fn release_spare(&mut self) {
+        if let Some(id) = self.spare {
+            if self.volume.release(id).is_ok() {
+                self.spare = None;
+            }
+        }
     }
 
     pub fn next_lsn(&self) -> u64 {
@@ -316,7 +337,10 @@ impl<V: Volume> Writer<V> {
         if self.tail_seg >= MAX_SEGMENT {
             return Err(Error::io("write", "segment numbers exhausted"));
         }
-        let id = self.volume.create().map_err(|e| self.poison(e))?;
+        let id = match self.spare.take() {
+            Some(id) => id,
+            None => self.volume.create().map_err(|e| self.poison(e))?,
+        };
         let seg = self.tail_seg + 1;
         // The header is made durable before any record goes in: a segment header that fails
         // its check can then only belong to a file whose creation was cut short.
@@ -326,7 +350,9 @@ impl<V: Volume> Writer<V> {
             f.flush()
         });
         if let Err(e) = r {
-            let _ = self.volume.release(id);
+            if self.volume.release(id).is_err() {
+                self.spare = Some(id);
+            }
             return Err(self.poison(e));
         }
         self.sealed_bytes += self.tail;
@@ -342,6 +368,10 @@ impl<V: Volume> Writer<V> {
     /// Appends one record whose payload is the concatenation of `parts`.
     pub fn append(&mut self, kind: Kind, flags: u8, txn: u64, prev: u64, parts: &[&[u8]]) -> Result<Appended> {
         self.check()?;
+        if self.next_lsn > MAX_ID || txn > MAX_ID {
+            // Recovery refuses such a record: it must never be written, let alone acknowledged.
+            return Err(Error::io("write", "the log's LSNs or transaction ids are exhausted (2^62)"));
+        }
         let len: usize = parts.iter().map(|p| p.len()).sum();
         let rec_len = (RECORD_HEADER_LEN + len) as u64;
         if self.tail + rec_len > self.segment_size && self.tail > FILE_HEADER_LEN as u64 && self.volume.has_free() {

@@ -12,6 +12,58 @@ function workloadValue(i) {
   return bytes(i % 10 === 0 ? 3 * 1024 * 1024 : 100 + (i % 300), i + 1);
 }
 
+/**
+ * A store whose volume's next release fails: the release's write-back (`transactionSync`)
+ * throws once, as SQLITE_FULL or an I/O error would, after the volume already counts the file
+ * free. Before the fix the next segment rotation took that file's id back from `create()`,
+ * which the core refused ("in use"), poisoning the store. Returns what went wrong, or null.
+ */
+function releaseFails(ctxStorage, name) {
+  let failNext = false;
+  const storage = {
+    sql: ctxStorage.sql,
+    transactionSync: (fn) => {
+      if (failNext) {
+        failNext = false;
+        throw new Error('SQLITE_IOERR: disk I/O error (injected)');
+      }
+      return ctxStorage.transactionSync(fn);
+    },
+  };
+  const release = DurableObjectVolume.prototype.release;
+  let failed = null;
+  DurableObjectVolume.prototype.release = function (id) {
+    if (failed === null) {
+      failed = id;
+      failNext = true;
+    }
+    return release.call(this, id);
+  };
+  const value = (i) => bytes(1500, i + 1);
+  try {
+    let db = openDurableObject(storage, { name, segmentSize: 4096, checkpointBytes: 0 });
+    const written = new Map();
+    for (let i = 0; i < 50; i++) {
+      try {
+        db.put(`k${i % 3}`, value(i));
+        written.set(`k${i % 3}`, i);
+      } catch (error) {
+        return `put ${i} after release of file ${failed} failed: ${error.name}: ${error.message}`;
+      }
+    }
+    if (failed === null) return 'no release happened';
+    db.close();
+    db = openDurableObject(storage, { name, segmentSize: 4096, checkpointBytes: 0 });
+    for (const [key, i] of written) {
+      if (!same(db.get(key), value(i))) return `${key}: not the value last put (${i}) after a reopen`;
+    }
+    db.close();
+    return null;
+  } finally {
+    DurableObjectVolume.prototype.release = release;
+  }
+}
+
 function same(a, b) {
   return a.length === b.length && a.every((x, i) => x === b[i]);
 }
@@ -145,6 +197,8 @@ export class Store extends DurableObject {
           return new Response('ok');
         case '/volume':
           return Response.json(volumeModel(this.ctx.storage, Number(q('seed')), Number(q('steps'))));
+        case '/release-fails':
+          return Response.json(releaseFails(this.ctx.storage, q('name')));
         case '/put': {
           // A strict put (small) or a streamed one (the body, for the large values): the
           // response leaves only once the write is confirmed (the output gate).

@@ -32,6 +32,11 @@ test('workerd: the page volume matches a model of its files over random writes, 
   }
 });
 
+test('workerd: a release whose write-back fails leaves the store writing, and every value there after a reopen', async () => {
+  const r = await (await runtime.fetch('/release-fails?object=release&name=release-fails')).json();
+  assert.equal(r, null);
+});
+
 for (const [index, c] of crashes.entries()) {
   test(`workerd: ${c.name} (runtime killed)`, async () => {
     const name = `${c.store}-${Date.now().toString(36)}`;
