@@ -47,6 +47,12 @@ export class DurableObjectVolume {
   #pageSize;
   /** @type {Map<number, number>} file id -> size in bytes (every file, free ones at 0) */
   #sizes = new Map();
+  /**
+   * Files handed out by create() and not released since. An empty file is free unless it is
+   * here: one just created and not yet written, or one whose release threw (the store still
+   * holds it, and releases it again).
+   */
+  #inUse = new Set();
   /** @type {Map<number, Map<number, Uint8Array>>} file -> page index -> page (pageSize bytes) */
   #dirty = new Map();
   #dirtyBytes = 0;
@@ -278,17 +284,19 @@ export class DurableObjectVolume {
   }
 
   create() {
-    let id = [...this.#sizes].find(([, size]) => size === 0)?.[0];
+    let id = [...this.#sizes].find(([file, size]) => size === 0 && !this.#inUse.has(file))?.[0];
     if (id === undefined) {
       id = this.#sizes.size === 0 ? 0 : Math.max(...this.#sizes.keys()) + 1;
       this.#sizes.set(id, 0); // no rows until it is written: an empty file is free
     }
+    this.#inUse.add(id);
     return id;
   }
 
   release(id) {
     this.truncate(id, 0);
-    this.#writeBack();
+    this.#writeBack(); // if it throws, the file stays in use: the store releases it again
+    this.#inUse.delete(id);
   }
 
   /** The store is closed: unflushed pages are dropped (nothing acknowledged is in them). */

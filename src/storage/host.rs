@@ -33,9 +33,8 @@ export interface VolumeHost {
   flush(id: number): void;
   /** A new empty file's id. */
   create(): number;
-  /** The file's contents are no longer needed. If it throws, the file stays in use, to be
-   *  released again; `create()` may still hand its id out (then empty) if the host counts it
-   *  free. */
+  /** The file's contents are no longer needed. If it throws, the file stays in use (not
+   *  handed out by `create()`), to be released again. */
   release(id: number): void;
   /** The store is closed: release the lock and every resource. */
   close(): void;
@@ -137,10 +136,6 @@ impl Storage for HostFile {
 pub struct HostVolume {
     host: VolumeHost,
     files: BTreeMap<FileId, HostFile>,
-    /// Files whose `release()` threw: still listed (to be released again), yet a host may
-    /// count them free already and hand their ids out again (a Durable Object's empties the
-    /// file in its cache before writing back).
-    unreleased: std::collections::BTreeSet<FileId>,
 }
 
 impl HostVolume {
@@ -163,7 +158,7 @@ impl HostVolume {
             };
             files.insert(id, HostFile { host: host.clone(), id });
         }
-        Ok(HostVolume { host, files, unreleased: Default::default() })
+        Ok(HostVolume { host, files })
     }
 
     /// Tells the host the store is closed (it releases its lock). Errors: [`Error::Io`].
@@ -189,9 +184,6 @@ impl Volume for HostVolume {
 
     fn create(&mut self) -> Result<FileId> {
         let id = count("create", self.host.create(), f64::from(u32::MAX))? as u32;
-        if self.unreleased.remove(&id) {
-            return Ok(id); // the host took it back: it is the new, empty file
-        }
         if self.files.contains_key(&id) {
             return Err(Error::io("create", format!("the volume host's create() returned file {id}, which is in use")));
         }
@@ -203,11 +195,9 @@ impl Volume for HostVolume {
         if !self.files.contains_key(&id) {
             return Err(Error::io("release", format!("no file {id}")));
         }
-        if let Err(e) = self.host.release(id) {
-            self.unreleased.insert(id);
-            return Err(map_host("release", &e));
-        }
-        self.unreleased.remove(&id);
+        // If it throws, the file stays ours (listed), to be released again: the host must not
+        // hand its id out meanwhile (the store still names it).
+        self.host.release(id).map_err(|e| map_host("release", &e))?;
         self.files.remove(&id);
         Ok(())
     }

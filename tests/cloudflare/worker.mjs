@@ -16,7 +16,8 @@ function workloadValue(i) {
  * A store whose volume's next release fails: the release's write-back (`transactionSync`)
  * throws once, as SQLITE_FULL or an I/O error would, after the volume already counts the file
  * free. Before the fix the next segment rotation took that file's id back from `create()`,
- * which the core refused ("in use"), poisoning the store. Returns what went wrong, or null.
+ * which the core refused ("in use"), poisoning the store; a core that accepted it put a new
+ * segment in a file it released again later. Returns what went wrong, or null.
  */
 function releaseFails(ctxStorage, name) {
   let failNext = false;
@@ -43,10 +44,10 @@ function releaseFails(ctxStorage, name) {
   try {
     let db = openDurableObject(storage, { name, segmentSize: 4096, checkpointBytes: 0 });
     const written = new Map();
-    for (let i = 0; i < 50; i++) {
+    for (let i = 0; i < 300; i++) {
       try {
-        db.put(`k${i % 3}`, value(i));
-        written.set(`k${i % 3}`, i);
+        db.put(`k${i % 7}`, value(i));
+        written.set(`k${i % 7}`, i);
       } catch (error) {
         return `put ${i} after release of file ${failed} failed: ${error.name}: ${error.message}`;
       }

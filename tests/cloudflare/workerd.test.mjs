@@ -32,7 +32,7 @@ test('workerd: the page volume matches a model of its files over random writes, 
   }
 });
 
-test('workerd: a release whose write-back fails leaves the store writing, and every value there after a reopen', async () => {
+test('workerd: a release whose write-back fails leaves the store writing (300 puts), and every value there after a reopen', async () => {
   const r = await (await runtime.fetch('/release-fails?object=release&name=release-fails')).json();
   assert.equal(r, null);
 });
