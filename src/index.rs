@@ -202,11 +202,13 @@ impl Ids {
     }
 
     /// Remembers `id`, committed at `lsn` with the numbers `seqs`, forgetting the oldest
-    /// beyond the retention.
+    /// beyond the retention. An id committed again (replay meeting a commit the store made
+    /// after it forgot the first) takes the newest place, as it did in the store.
     pub fn insert(&mut self, id: Vec<u8>, lsn: u64, seqs: Vec<(u32, u64, u64)>) {
-        if self.by_id.insert(id.clone(), (lsn, seqs)).is_none() {
-            self.order.push_back(id);
+        if self.by_id.insert(id.clone(), (lsn, seqs)).is_some() {
+            self.order.retain(|o| *o != id);
         }
+        self.order.push_back(id);
         self.trim();
     }
 

@@ -52,8 +52,10 @@ pub enum DiscardReason {
     Incomplete,
     /// Its COMMIT's chain does not prove the transaction complete; the text says where.
     BrokenChain(String),
-    /// Its COMMIT carries an id that an earlier commit carried: it is not applied again
-    /// (a retried commit; SynapseDB skips a committed transaction id on replay the same way).
+    /// Its COMMIT carries an id that an earlier commit carried. Not reported by this build:
+    /// the writer refuses an id it remembers, so a second COMMIT under an id was written after
+    /// the store forgot the first ([`crate::Options::id_retention`]) and was acknowledged;
+    /// replay applies it (until 2026-11-28 it was discarded so, losing that commit).
     DuplicateId,
 }
 
@@ -430,14 +432,10 @@ impl Replay {
                 }
             }
             Kind::Commit => match self.open.remove(&h.txn) {
+                // A COMMIT under an id replay remembers is applied all the same: the store that
+                // wrote it refused ids it remembered, so it had forgotten this one (its
+                // retention), and acknowledged the commit. Replay keeps every id until the end.
                 Some(t) => match prove_chain(&t, at, h, payload) {
-                    Ok(ops)
-                        if ops
-                            .iter()
-                            .any(|op| matches!(op, Op::Id { id, .. } if self.index.ids().get(id).is_some())) =>
-                    {
-                        self.discard(h.txn, t.lsn, DiscardReason::DuplicateId);
-                    }
                     Ok(ops) => {
                         let span = (loc_segment(t.begin), loc_segment(at));
                         if ops.iter().any(|op| matches!(op, Op::Delete { .. })) {
