@@ -636,11 +636,12 @@ impl<V: Volume> Store<V> {
     /// entries and [`Store::delete_up_to`] deleting them leave the answer as it was. Tables
     /// dropped since are absent.
     ///
-    /// For an id whose numbers are not kept (read from a checkpoint older than version 8, or
-    /// imported from an export), they are found from the commit's queue and change-feed
-    /// entries still at that LSN: then tables whose entries were deleted, or moved by
-    /// compaction, are absent too. That walk reads each table's queue and feed backwards from
-    /// their ends to the commit (cheap for a recent one).
+    /// For an id whose numbers are not kept (read from a checkpoint older than version 8), they
+    /// are found from the commit's queue and change-feed entries still at that LSN: then
+    /// tables whose entries were deleted, or moved by compaction, are absent too. That walk
+    /// reads each table's queue and feed backwards from their ends to the commit (cheap for a
+    /// recent one). An id taken over from an export has none: the export carries each id as an
+    /// empty commit of its own, so the answer is empty (a retried put then resolves to 0).
     pub fn commit_seqs(&self, lsn: u64) -> Vec<(u32, u64, u64)> {
         let kept = self.index.ids().seqs_at(lsn);
         if !kept.is_empty() {

@@ -1416,9 +1416,10 @@ function answeredBefore(request) {
  * What a write answered from its request id resolves to, as writeValue_ would have answered the
  * first attempt: the sequence numbers its commit took, read back by the commit's LSN (called
  * once the commit is durable, so a queued one is applied by then). The store keeps them with the
- * commit id (compaction or deleteUpTo() since change nothing); only for an id it took over from
- * an export or from a checkpoint older than format version 8 are they looked up in the entries
- * still at that LSN, and such a put whose entries were moved or deleted resolves to 0.
+ * commit id (compaction or deleteUpTo() since change nothing). For an id read from a checkpoint
+ * older than format version 8 they are looked up in the entries still at that LSN (a put whose
+ * entries were moved or deleted then resolves to 0); an id taken over from an export has none,
+ * and such a put resolves to 0.
  */
 function retriedValue(request) {
   const status = store.idStatus(utf8Encoder.encode(request.rid));

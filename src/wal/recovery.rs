@@ -813,6 +813,32 @@ pub(crate) fn recover<V: Volume>(volume: &mut V, mode: RecoveryMode) -> Result<R
     }
 
     let mut segments: BTreeMap<u32, FileId> = c.segments.iter().map(|(&s, &(id, _))| (s, id)).collect();
+    // A header-only last segment that starts below where the segment before it ends: what a
+    // rotation leaves when its header's flush failed and its file could not be given back (the
+    // writer kept appending to the segment before it). It holds no record, so nothing is cut:
+    // released in every mode.
+    let stale = cut.as_ref().and_then(|k| {
+        let last = *c.segments.keys().next_back()?;
+        let &(id, h) = c.segments.get(&k.segment)?;
+        let header_only = volume.file(id).and_then(|f| f.size()).ok() == Some(FILE_HEADER_LEN as u64);
+        (can_grow
+            && k.offset == 0
+            && k.segment == last
+            && k.segment > 0
+            && c.segments.contains_key(&(k.segment - 1))
+            && h.base_lsn < lsn
+            && header_only)
+            .then_some((k.segment, id))
+    });
+    let cut = match stale {
+        Some((seg, id)) => {
+            volume.release(id)?;
+            segments.remove(&seg);
+            report.segments_released += 1;
+            None
+        }
+        None => cut,
+    };
     if let Some(cut) = cut {
         if mode == RecoveryMode::AbsoluteConsistency {
             return Err(Error::Corruption { at: loc(cut.segment, cut.offset), detail: cut.reason });
