@@ -294,6 +294,7 @@ export class DurableObjectVolume {
   }
 
   release(id) {
+    this.#inUse.add(id); // a file listed at open too: held until a release of it returns
     this.truncate(id, 0);
     this.#writeBack(); // if it throws, the file stays in use: the store releases it again
     this.#inUse.delete(id);

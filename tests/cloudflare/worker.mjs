@@ -33,7 +33,7 @@ function releaseFails(ctxStorage, name) {
   };
   const release = DurableObjectVolume.prototype.release;
   let failed = null;
-  DurableObjectVolume.prototype.release = function (id) {
+  const failing = function (id) {
     if (failed === null) {
       failed = id;
       failNext = true;
@@ -41,10 +41,20 @@ function releaseFails(ctxStorage, name) {
     return release.call(this, id);
   };
   const value = (i) => bytes(1500, i + 1);
+  const options = { name, segmentSize: 4096, checkpointBytes: 0 };
+  const written = new Map();
   try {
-    let db = openDurableObject(storage, { name, segmentSize: 4096, checkpointBytes: 0 });
-    const written = new Map();
-    for (let i = 0; i < 300; i++) {
+    // Files the volume finds at open (not handed out by this session's create()) too.
+    DurableObjectVolume.prototype.release = release;
+    let db = openDurableObject(storage, options);
+    for (let i = 0; i < 40; i++) {
+      db.put(`k${i % 7}`, value(i));
+      written.set(`k${i % 7}`, i);
+    }
+    db.close();
+    DurableObjectVolume.prototype.release = failing;
+    db = openDurableObject(storage, options);
+    for (let i = 40; i < 340; i++) {
       try {
         db.put(`k${i % 7}`, value(i));
         written.set(`k${i % 7}`, i);
@@ -54,7 +64,7 @@ function releaseFails(ctxStorage, name) {
     }
     if (failed === null) return 'no release happened';
     db.close();
-    db = openDurableObject(storage, { name, segmentSize: 4096, checkpointBytes: 0 });
+    db = openDurableObject(storage, options);
     for (const [key, i] of written) {
       if (!same(db.get(key), value(i))) return `${key}: not the value last put (${i}) after a reopen`;
     }
