@@ -179,13 +179,17 @@ pub(crate) struct Ids {
     /// In commit order (oldest first): which to forget first.
     order: VecDeque<Vec<u8>>,
     retention: usize,
+    /// How many of them are export end marks ([`crate::export::END_MARK_PREFIX`]), which the
+    /// retention does not count: an import's end mark must not push out the oldest id the
+    /// export carried (a write retried under it would then be made again).
+    marks: usize,
 }
 
 /// Unbounded until the store sets its retention ([`Ids::set_retention`]): recovery keeps every
 /// id it reads.
 impl Default for Ids {
     fn default() -> Self {
-        Ids { by_id: HashMap::new(), order: VecDeque::new(), retention: usize::MAX }
+        Ids { by_id: HashMap::new(), order: VecDeque::new(), retention: usize::MAX, marks: 0 }
     }
 }
 
@@ -207,14 +211,19 @@ impl Ids {
     pub fn insert(&mut self, id: Vec<u8>, lsn: u64, seqs: Vec<(u32, u64, u64)>) {
         if self.by_id.insert(id.clone(), (lsn, seqs)).is_some() {
             self.order.retain(|o| *o != id);
+        } else if is_end_mark(&id) {
+            self.marks += 1;
         }
         self.order.push_back(id);
         self.trim();
     }
 
+    /// Forgets the oldest ids beyond the retention, end marks not counted (nor forgotten).
     fn trim(&mut self) {
-        while self.order.len() > self.retention {
-            if let Some(old) = self.order.pop_front() {
+        while self.order.len().saturating_sub(self.marks) > self.retention {
+            // The oldest id that is not an end mark (at most a few marks come before it).
+            let Some(at) = self.order.iter().position(|id| !is_end_mark(id)) else { break };
+            if let Some(old) = self.order.remove(at) {
                 self.by_id.remove(&old);
             }
         }
@@ -248,7 +257,13 @@ impl Ids {
         self.by_id.retain(|_, e| e.0 < lsn);
         let by_id = &self.by_id;
         self.order.retain(|id| by_id.contains_key(id));
+        self.marks = self.order.iter().filter(|id| is_end_mark(id)).count();
     }
+}
+
+/// Whether `id` is an export's end mark.
+fn is_end_mark(id: &[u8]) -> bool {
+    id.starts_with(crate::export::END_MARK_PREFIX.as_bytes())
 }
 
 /// Which keys a scan returns. `start` is inclusive, `end` exclusive, both bytewise; `prefix`
