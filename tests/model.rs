@@ -406,6 +406,35 @@ mod on_a_volume {
         );
     }
 
+    /// The same with a commit id retention of 2 (of the harness's 4 ids): the store forgets
+    /// ids and takes them again, and every reopen replays such commits. Replay discarded a
+    /// commit under an id made again after the store forgot it (an acknowledged write lost,
+    /// found by review on 2026-11-28): this run fails so when that fix is reverted.
+    #[test]
+    fn a_store_that_forgets_commit_ids_matches_the_model() {
+        let cases = super::cases(1000);
+        let options = write_path().prop_map(|o| walnut::Options { id_retention: 2, ..o });
+        let totals = RefCell::new((0u64, 0u64, 0u64));
+        super::check(cases, (options, proptest::collection::vec(op(), 1..120)), |(options, ops)| {
+            let mut h = Harness::new(options);
+            for op in &ops {
+                h.run(op);
+            }
+            h.run(&Op::Quota(false));
+            h.run(&Op::Put { key: 9, len: 100, durability: Durability::Strict });
+            let c = h.counts();
+            let mut t = totals.borrow_mut();
+            t.0 += c.crashes + c.reopens;
+            t.1 += c.tx_duplicates;
+            t.2 += c.retries_checked;
+            Ok(())
+        });
+        let (crashes, duplicates, retried) = totals.into_inner();
+        println!(
+            "crash points: model forgetting ids: {crashes} crashes and reopens ({cases} sequences; {duplicates} duplicate transaction ids, {retried} retried ids' numbers checked)"
+        );
+    }
+
     /// Found by the model at 200,000 sequences (shrunk): a transaction deletes key 0, later
     /// puts of key 0 commit, then the transaction does. Its DELETE lies a segment before its
     /// COMMIT; the clean close's checkpoint released that segment, so a full scan (the

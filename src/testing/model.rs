@@ -325,9 +325,15 @@ fn state(s: &Store<CrashVolume>) -> Model {
         .into_iter()
         .map(|k| (k.key.clone(), s.get(&k.key).unwrap().unwrap()))
         .collect();
-    for id in 0..IDS {
-        if matches!(s.id_status(&id_bytes(id)), Some(IdStatus::Committed { .. })) {
-            m.insert(id_marker(id), Vec::new());
+    // The ids it remembers, each marked with its place among them, oldest first (the order
+    // its retention forgets them in).
+    let ours: Vec<Vec<u8>> = (0..IDS).map(id_bytes).collect();
+    let remembered = s.index.ids().iter().filter(|(id, _)| ours.iter().any(|o| o == id)).map(|(id, _)| id.to_vec());
+    for (rank, id) in remembered.enumerate() {
+        if let Some(n) = ours.iter().position(|o| *o == id) {
+            if matches!(s.id_status(&id), Some(IdStatus::Committed { .. })) {
+                m.insert(id_marker(n as u8), vec![rank as u8]);
+            }
         }
     }
     for t in s.tables().into_iter().filter(|t| t.id != 0) {
@@ -408,6 +414,8 @@ pub struct Harness {
     lsn_floor: u64,
     /// The sequence numbers each batch id's commit took when it was applied.
     id_seqs: BTreeMap<u8, Vec<(u32, u64, u64)>>,
+    /// Id markers given so far (see [`Harness::id_stamp`]).
+    id_stamps: u64,
     counts: Counts,
 }
 
@@ -429,6 +437,7 @@ impl Harness {
             writes: BTreeMap::new(),
             lsn_floor: 0,
             id_seqs: BTreeMap::new(),
+            id_stamps: 0,
             counts: Counts::default(),
         }
     }
@@ -451,7 +460,44 @@ impl Harness {
                 apply(&mut m, effect);
             }
         }
+        self.ids_remembered(m)
+    }
+
+    /// A new commit's id marker: a stamp above every earlier one (and above the places a
+    /// reopened store's markers give, below 256), so that markers order as commits did.
+    fn id_stamp(&mut self) -> Vec<u8> {
+        self.id_stamps += 1;
+        (256 + self.id_stamps).to_be_bytes().to_vec()
+    }
+
+    /// `m` with its id markers as the store keeps them: the newest
+    /// [`Options::id_retention`] in commit order, each marked with its place among them (the
+    /// store forgets the oldest id as it applies a commit under a new one).
+    fn ids_remembered(&self, mut m: Model) -> Model {
+        let stamp = |v: &[u8]| v.iter().fold(0u64, |a, &b| (a << 8) | u64::from(b));
+        let mut ids: Vec<(u64, Vec<u8>)> =
+            m.iter().filter(|(k, _)| k.starts_with(&[0, b'i'])).map(|(k, v)| (stamp(v), k.clone())).collect();
+        ids.sort();
+        let forget = ids.len().saturating_sub(self.options.id_retention);
+        for (i, (_, k)) in ids.into_iter().enumerate() {
+            if i < forget {
+                m.remove(&k);
+            } else {
+                m.insert(k, vec![(i - forget) as u8]);
+            }
+        }
         m
+    }
+
+    /// Whether the store refuses commit id `id` now: remembered among the applied commits, or
+    /// carried by a queued one.
+    fn id_known(&self, id: u8) -> bool {
+        let marker = id_marker(id);
+        self.visible().contains_key(&marker)
+            || self
+                .unflushed
+                .iter()
+                .any(|(e, s)| matches!(s, Standing::Queued(_)) && e.iter().any(|(k, _)| *k == marker))
     }
 
     /// The durable state with every commit since applied, queued ones included.
@@ -546,10 +592,10 @@ impl Harness {
     /// prefix of the commits since, failed ones excluded.
     fn assert_prefix(&self, got: &Model, what: &str) {
         let mut candidate = self.durable.clone();
-        let mut matched = *got == candidate;
+        let mut matched = *got == self.ids_remembered(candidate.clone());
         for (effect, _) in &self.unflushed {
             apply(&mut candidate, effect);
-            matched |= *got == candidate;
+            matched |= *got == self.ids_remembered(candidate.clone());
         }
         assert!(matched, "{what}: {got:?} is not the durable state {:?} plus a prefix of later commits", self.durable);
     }
@@ -655,7 +701,7 @@ impl Harness {
             Op::BatchId { ref ops, id, durability } => {
                 let mut effect: Effect = ops.iter().map(|&(k, len)| (key(k), len.map(|l| self.value(l)))).collect();
                 let batch = batch_ops(&effect);
-                let known = self.with_queued().contains_key(&id_marker(id));
+                let known = self.id_known(id);
                 match self.store.batch_with_id(&batch, &id_bytes(id), durability) {
                     Ok(IdCommit::Duplicate(_)) => {
                         assert!(known, "batch id {id} is new, yet reported as a duplicate");
@@ -673,7 +719,7 @@ impl Harness {
                         let mut taken = self.store.last_seqs().to_vec();
                         taken.sort_unstable();
                         self.id_seqs.insert(id, taken);
-                        effect.push((id_marker(id), Some(Vec::new())));
+                        effect.push((id_marker(id), Some(self.id_stamp())));
                         self.committed(effect, durability, queue_was_empty);
                     }
                     Err(_) => {}
@@ -1020,7 +1066,7 @@ impl Harness {
                 let now = self.visible();
                 let stale = tx.reads.iter().any(|(rk, rv, _)| now.get(rk) != rv.as_ref());
                 let moved = self.store.stats().values_moved != tx.moved;
-                let known = id.is_some_and(|i| now.contains_key(&id_marker(i)));
+                let known = id.is_some_and(|i| self.id_known(i));
                 match r {
                     Ok(TxCommit::Applied { .. }) => {
                         self.counts.tx_commits += 1;
@@ -1028,7 +1074,7 @@ impl Harness {
                         assert!(!known, "transaction id {id:?} was committed before, yet applied again");
                         let mut effect: Effect = tx.layers.into_iter().flatten().collect();
                         if let Some(i) = id {
-                            effect.push((id_marker(i), Some(Vec::new())));
+                            effect.push((id_marker(i), Some(self.id_stamp())));
                             let mut taken = self.store.last_seqs().to_vec();
                             taken.sort_unstable();
                             self.id_seqs.insert(i, taken);
