@@ -500,6 +500,19 @@ pub fn check_import<V: Volume>(store: &Store<V>) -> Result<()> {
         return Err(e.clone());
     }
     let mark = end_mark(usize::try_from(check.values).unwrap_or(usize::MAX));
+    // Ids with the end marks' prefix are reserved (the retention never forgets them): an
+    // export carries its own mark and no other.
+    if let Some((id, lsn)) =
+        store.index.ids().iter().find(|(id, _)| id.starts_with(END_MARK_PREFIX.as_bytes()) && *id != mark.as_bytes())
+    {
+        return Err(Error::Corruption {
+            at: r.log_bytes,
+            detail: format!(
+                "the export carries commit id {:?} (LSN {lsn}), reserved for end marks",
+                String::from_utf8_lossy(id)
+            ),
+        });
+    }
     if store.id_status(mark.as_bytes()).is_none() {
         return Err(Error::Corruption {
             at: r.log_bytes,

@@ -353,3 +353,29 @@ fn a_write_past_the_largest_txn_id_is_refused_not_lost() {
     let back = Store::open(file, small()).unwrap();
     assert_eq!(back.get(b"k").unwrap(), None);
 }
+
+/// An export (crafted) that carries, besides its end mark, another commit id with the end
+/// marks' prefix: such ids are never forgotten by the retention, so an import refuses it (found
+/// by review, 2026-11-28).
+#[test]
+fn an_export_carrying_another_reserved_id_is_refused() {
+    use walnut::format::{CommitPayload, FileHeader, Kind, RecordHeader};
+    let mut file = FileHeader { base_lsn: 1, segment: 0 }.encode().to_vec();
+    let mut lsn = 1;
+    for (txn, id) in [(1u64, "walnut-export/not-a-mark".to_string()), (2, walnut::export::end_mark(0))] {
+        let begin = file.len() as u64;
+        let (h, _) = RecordHeader::encode(Kind::Begin, 0, lsn, txn, 0, &[]);
+        file.extend_from_slice(&h);
+        let payload = CommitPayload::default().encode_with_id(Some(id.as_bytes()));
+        let (h, _) = RecordHeader::encode(Kind::Commit, 0, lsn + 1, txn, begin, &[&payload]);
+        file.extend_from_slice(&h);
+        file.extend_from_slice(&payload);
+        lsn += 2;
+    }
+    let whole = Store::open(MemoryStorage::from_bytes(file.clone()), small()).unwrap();
+    assert_eq!(whole.recovery().bytes_truncated, 0, "recovery keeps the whole log");
+    let mut s = Store::open(walnut::MemoryVolume::default(), small()).unwrap();
+    let e = import_into(&mut s, &file).unwrap_err();
+    assert!(matches!(&e, walnut::Error::Corruption { detail, .. } if detail.contains("reserved")), "{e}");
+    s.put(b"after", b"v", S).unwrap();
+}
