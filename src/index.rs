@@ -58,7 +58,7 @@ pub enum Op {
     Delete { key: Vec<u8> },
     /// Remembers that the transaction with commit id `id` committed at `lsn`, taking the
     /// sequence numbers `seqs` (`(table, first, last)` per table it numbered).
-    Id { id: Vec<u8>, lsn: u64, seqs: Vec<(u32, u64, u64)> },
+    Id { id: Vec<u8>, lsn: u64, seqs: Vec<SeqRange> },
     /// A commit took table `table`'s sequence numbers up to `last`.
     Seq { table: u32, last: u64 },
     /// A TABLE record: a table's state (created, or its marks moved), or its drop.
@@ -201,14 +201,14 @@ impl Ids {
 
     /// The sequence numbers the commit at `lsn` took, if an id remembered came with it
     /// (empty if none is known). Walks every id: for the rare retried write.
-    pub fn seqs_at(&self, lsn: u64) -> &[(u32, u64, u64)] {
+    pub fn seqs_at(&self, lsn: u64) -> &[SeqRange] {
         self.by_id.values().find(|e| e.0 == lsn).map_or(&[], |e| e.1.as_slice())
     }
 
     /// Remembers `id`, committed at `lsn` with the numbers `seqs`, forgetting the oldest
     /// beyond the retention. An id committed again (replay meeting a commit the store made
     /// after it forgot the first) takes the newest place, as it did in the store.
-    pub fn insert(&mut self, id: Vec<u8>, lsn: u64, seqs: Vec<(u32, u64, u64)>) {
+    pub fn insert(&mut self, id: Vec<u8>, lsn: u64, seqs: Vec<SeqRange>) {
         if self.by_id.insert(id.clone(), (lsn, seqs)).is_some() {
             self.order.retain(|o| *o != id);
         } else if is_end_mark(&id) {

@@ -371,19 +371,24 @@ mod on_a_volume {
             })
     }
 
+    /// Runs `ops` on a new store opened with `options`, then checks the store still takes
+    /// writes once the disk has room; returns what the run went through.
+    fn run_sequence(options: walnut::Options, ops: &[Op]) -> Counts {
+        let mut h = Harness::new(options);
+        for op in ops {
+            h.run(op);
+        }
+        h.run(&Op::Quota(false));
+        h.run(&Op::Put { key: 9, len: 100, durability: Durability::Strict });
+        h.counts()
+    }
+
     #[test]
     fn a_store_on_a_volume_matches_the_model_through_quota_faults_and_crashes() {
         let cases = super::cases(3000);
         let total = RefCell::new(Counts::default());
         super::check(cases, (write_path(), proptest::collection::vec(op(), 1..120)), |(options, ops)| {
-            let mut h = Harness::new(options);
-            for op in &ops {
-                h.run(op);
-            }
-            // The store still takes writes at the end, once the disk has room.
-            h.run(&Op::Quota(false));
-            h.run(&Op::Put { key: 9, len: 100, durability: Durability::Strict });
-            let c = h.counts();
+            let c = run_sequence(options, &ops);
             let mut t = total.borrow_mut();
             t.crashes += c.crashes;
             t.reopens += c.reopens;
@@ -416,13 +421,7 @@ mod on_a_volume {
         let options = write_path().prop_map(|o| walnut::Options { id_retention: 2, ..o });
         let totals = RefCell::new((0u64, 0u64, 0u64));
         super::check(cases, (options, proptest::collection::vec(op(), 1..120)), |(options, ops)| {
-            let mut h = Harness::new(options);
-            for op in &ops {
-                h.run(op);
-            }
-            h.run(&Op::Quota(false));
-            h.run(&Op::Put { key: 9, len: 100, durability: Durability::Strict });
-            let c = h.counts();
+            let c = run_sequence(options, &ops);
             let mut t = totals.borrow_mut();
             t.0 += c.crashes + c.reopens;
             t.1 += c.tx_duplicates;

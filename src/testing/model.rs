@@ -331,9 +331,7 @@ fn state(s: &Store<CrashVolume>) -> Model {
     let remembered = s.index.ids().iter().filter(|(id, _)| ours.iter().any(|o| o == id)).map(|(id, _)| id.to_vec());
     for (rank, id) in remembered.enumerate() {
         if let Some(n) = ours.iter().position(|o| *o == id) {
-            if matches!(s.id_status(&id), Some(IdStatus::Committed { .. })) {
-                m.insert(id_marker(n as u8), vec![rank as u8]);
-            }
+            m.insert(id_marker(n as u8), vec![rank as u8]);
         }
     }
     for t in s.tables().into_iter().filter(|t| t.id != 0) {
@@ -463,6 +461,13 @@ impl Harness {
             }
         }
         self.ids_remembered(m)
+    }
+
+    /// Records the numbers the commit just made under harness id `id` took.
+    fn note_seqs(&mut self, id: u8) {
+        let mut taken = self.store.last_seqs().to_vec();
+        taken.sort_unstable();
+        self.id_seqs.entry(id).or_default().push(taken);
     }
 
     /// A new commit's id marker: a stamp above every earlier one (and above the places a
@@ -722,9 +727,7 @@ impl Harness {
                     }
                     Ok(IdCommit::Applied(_)) => {
                         assert!(!known, "batch id {id} was committed before, yet applied again");
-                        let mut taken = self.store.last_seqs().to_vec();
-                        taken.sort_unstable();
-                        self.id_seqs.entry(id).or_default().push(taken);
+                        self.note_seqs(id);
                         effect.push((id_marker(id), Some(self.id_stamp())));
                         self.committed(effect, durability, queue_was_empty);
                     }
@@ -1081,9 +1084,7 @@ impl Harness {
                         let mut effect: Effect = tx.layers.into_iter().flatten().collect();
                         if let Some(i) = id {
                             effect.push((id_marker(i), Some(self.id_stamp())));
-                            let mut taken = self.store.last_seqs().to_vec();
-                            taken.sort_unstable();
-                            self.id_seqs.entry(i).or_default().push(taken);
+                            self.note_seqs(i);
                         }
                         self.committed(effect, durability, true);
                     }
