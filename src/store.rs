@@ -109,6 +109,9 @@ pub struct Stats {
     pub open_transactions: u64,
     /// Group commits waiting for [`Store::sync`].
     pub pending_commits: u64,
+    /// Flushes of the log since open: each makes every commit written before it durable, so
+    /// strict writes committed together (group commit) share one.
+    pub flushes: u64,
     /// Whether an I/O error has stopped writes until reopen.
     pub poisoned: bool,
     /// Times the log was rolled back to its written prefix after a quota failure (the
@@ -1192,6 +1195,7 @@ impl<V: Volume> Store<V> {
             next_lsn: w.next_lsn(),
             open_transactions: self.log.open_transactions() as u64,
             pending_commits: self.log.queued() as u64,
+            flushes: w.flushes(),
             poisoned: w.is_poisoned(),
             recoveries_in_place: self.log.rollbacks(),
             segments: w.segments().len() as u64,

@@ -135,13 +135,18 @@ fn group_commit_is_visible_only_after_sync<B: Backend>() {
     let b = B::fresh();
     {
         let mut s = open(&b, Options::default());
+        let flushes = s.stats().flushes;
         for i in 0..10u8 {
             s.put(&[b'g', i], &[i], Durability::Group).unwrap();
         }
         assert!(s.has_pending());
         assert!(!s.has(b"g\x00").unwrap(), "a group commit is invisible before its flush");
         assert!(s.delete(b"g\x03", Durability::Group).unwrap(), "delete sees queued puts");
+        assert_eq!(s.stats().flushes, flushes, "nothing flushed before sync");
         s.sync().unwrap();
+        assert_eq!(s.stats().flushes, flushes + 1, "eleven group commits, one flush");
+        s.sync().unwrap();
+        assert_eq!(s.stats().flushes, flushes + 1, "a sync with nothing written flushes nothing");
         assert_eq!(s.keys(&KeyRange::default()).unwrap().len(), 9);
         s.put(b"lost", b"never synced", Durability::Group).unwrap();
         // Dropped before sync: the record never left the batch buffer.

@@ -309,6 +309,11 @@ export interface Stats {
   openTransactions: number;
   /** Strict commits waiting for the next group flush. */
   pendingCommits: number;
+  /**
+   * Flushes of the log since open. Each makes durable every commit written before it, so strict
+   * writes committed together (group commit) share one.
+   */
+  flushes: number;
   /** Whether a failed write or flush made the store refuse writes until reopened. */
   poisoned: boolean;
   /** Bytes per chunk record. */

@@ -789,7 +789,7 @@ export class WalnutStore extends EventTarget {
 
   /**
    * Counters of the store and its log (see `Stats` in walnut.d.ts).
-   * @returns {Promise<{ keys: number, liveBytes: number, logBytes: number, nextLsn: number, openTransactions: number, pendingCommits: number, poisoned: boolean, chunkSize: number, segments: number, deadRatio: number, lastCheckpointLsn: number, checkpoints: number, compactions: number }>}
+   * @returns {Promise<{ keys: number, liveBytes: number, logBytes: number, nextLsn: number, openTransactions: number, pendingCommits: number, flushes: number, poisoned: boolean, chunkSize: number, segments: number, deadRatio: number, lastCheckpointLsn: number, checkpoints: number, compactions: number }>}
    */
   async stats() {
     return this.#request({ op: 'stats' });

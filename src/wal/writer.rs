@@ -95,6 +95,8 @@ pub(crate) struct Writer<V: Volume> {
     dirty: bool,
     /// Record bytes appended since open.
     appended: u64,
+    /// Flushes of the tail by [`Writer::sync`] since open.
+    flushes: u64,
     /// Total size of the sealed segments, bytes (they no longer change).
     sealed_bytes: u64,
     poisoned: Option<Poison>,
@@ -142,6 +144,7 @@ impl<V: Volume> Writer<V> {
             direct_threshold: 0,
             dirty: false,
             appended: 0,
+            flushes: 0,
             sealed_bytes: 0,
             poisoned: None,
             cache: RefCell::new(ReadCache::default()),
@@ -462,8 +465,16 @@ impl<V: Volume> Writer<V> {
                 e
             })?;
             self.dirty = false;
+            self.flushes += 1;
         }
         Ok(())
+    }
+
+    /// Flushes of the tail by [`Writer::sync`] since open (group commits and the flushes reads,
+    /// checkpoints and compaction ask for); a sync with nothing written since the last one
+    /// flushes nothing and is not counted.
+    pub fn flushes(&self) -> u64 {
+        self.flushes
     }
 
     /// Reads the value bytes of `loc` into `out`, re-checking the record's header and CRC

@@ -421,6 +421,21 @@ test('stats() counts keys and bytes', async () => {
   assert.ok(s.nextLsn > 0);
 });
 
+test('stats().flushes: strict writes issued together share one flush, awaited ones take one each', async () => {
+  const r = await shared.page.evaluate(async () => {
+    const db = await window.walnut.open('flushes');
+    const flushes = async () => (await db.stats()).flushes;
+    const start = await flushes();
+    await Promise.all(Array.from({ length: 100 }, (_, i) => db.put(`k${i}`, `value ${i}`)));
+    const together = (await flushes()) - start;
+    for (let i = 0; i < 5; i++) await db.put(`a${i}`, 'x');
+    const awaited = (await flushes()) - start - together;
+    await db.close();
+    return { together, awaited };
+  });
+  assert.deepEqual(r, { together: 1, awaited: 5 });
+});
+
 test('bad arguments and closed stores reject with named errors', async () => {
   const r = await shared.page.evaluate(async () => {
     const { caught } = window.harness;
