@@ -75,7 +75,12 @@ const stagingWaiters = [];
 let durableWaiters = [];
 let groupCommitScheduled = false;
 const groupCommitChannel = new MessageChannel();
-groupCommitChannel.port1.onmessage = commitGroup;
+// A commit scheduled here may have run already, at the end of its message (commitIfAlone): the
+// message that arrives after it then commits nothing, so that relaxed writes' events arriving
+// in between wait for the next group (or a second) instead of taking a flush of their own.
+groupCommitChannel.port1.onmessage = () => {
+  if (groupCommitScheduled) commitGroup();
+};
 
 const yieldChannel = new MessageChannel();
 const yieldResumers = [];
@@ -175,7 +180,12 @@ self.onmessage = ({ data }) => {
  * still waiting for an earlier write to their key are applied later and take the hop as before.
  */
 function commitIfAlone() {
-  if (groupCommitScheduled && durableWaiters.length > 0 && role === 'leader' && clients.size === 0) commitGroup();
+  if (!(groupCommitScheduled && durableWaiters.length > 0 && role === 'leader' && clients.size === 0)) return;
+  // Answers to this message's earlier requests go first, as they did when the commit ran a task
+  // later: the commit posts its change events at once, and a get answered after the event of
+  // a write issued after it would hand the page an older value than the event announced.
+  if (outbox.length > 0) flushOutbox();
+  commitGroup();
 }
 
 /**
@@ -2106,6 +2116,7 @@ function send(result, transfer = []) {
 }
 
 function flushOutbox() {
+  if (outbox.length === 0) return; // sent already, ahead of a commit's events (commitIfAlone)
   const results = outbox;
   const transfer = outboxTransfer;
   outbox = [];

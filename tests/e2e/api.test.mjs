@@ -436,6 +436,40 @@ test('stats().flushes: strict writes issued together share one flush, awaited on
   assert.deepEqual(r, { together: 1, awaited: 5 });
 });
 
+test('answers to calls sent before a write come before its change event; one flush per group', async () => {
+  const r = await shared.page.evaluate(async () => {
+    const db = await window.walnut.open('event-order');
+    const log = [];
+    db.addEventListener('change', (e) => log.push(`change ${e.puts.join(',')}`));
+    await db.put('warm', 'x');
+    await new Promise((resolve) => setTimeout(resolve, 50));
+    log.length = 0;
+    // One microtask, so one message: a relaxed put, a get, a strict put.
+    await Promise.all([
+      db.put('a', '1', { durability: 'relaxed' }).then(() => log.push('relaxed a')),
+      db.get('warm').then(() => log.push('get')),
+      db.put('b', '2').then(() => log.push('strict b')),
+    ]);
+    await new Promise((resolve) => setTimeout(resolve, 50));
+    const order = [...log];
+    // A strict put, then a relaxed one in the next message, sent in the same task: the relaxed
+    // one's event waits for a later flush (within a second), it takes none of its own at once.
+    const flushes = [];
+    for (let round = 0; round < 5; round++) {
+      const before = (await db.stats()).flushes;
+      const strict = db.put(`s${round}`, 'strict');
+      await new Promise((resolve) => queueMicrotask(resolve)); // the first message is sent
+      await Promise.all([strict, db.put(`r${round}`, 'relaxed', { durability: 'relaxed' })]);
+      await new Promise((resolve) => setTimeout(resolve, 20));
+      flushes.push((await db.stats()).flushes - before);
+    }
+    await db.close();
+    return { order, flushes };
+  });
+  assert.deepEqual(r.order, ['relaxed a', 'get', 'change a', 'change b', 'strict b']);
+  assert.deepEqual(r.flushes, [1, 1, 1, 1, 1]);
+});
+
 test('bad arguments and closed stores reject with named errors', async () => {
   const r = await shared.page.evaluate(async () => {
     const { caught } = window.harness;
