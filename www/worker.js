@@ -1108,6 +1108,7 @@ function write(request) {
   tasks.set(request.id, task);
   const applied = (async () => {
     await unlessStopped(task, Promise.all(earlier));
+    movedIfClosing(request);
     return single ? applySingle(request) : await writeTransaction(request, task);
   })();
   const done = keepInFlight(
@@ -1131,6 +1132,20 @@ function write(request) {
 }
 
 /**
+ * Sends another context's write that waited here for earlier writes to the next leader when
+ * this one began to close meanwhile (its WalnutClosedError is answered `moved`, see sendRemote).
+ * A write before it, to the same key or a clear() it waited for, may have been stopped and moved
+ * too (a put still reading its stream): applied here, the later write would go first, and the
+ * earlier one, applied by the next leader, would overwrite a write that had resolved.
+ * @param {{ id: number }} request
+ */
+function movedIfClosing(request) {
+  if (closing && request.id < 0) {
+    throw named('WalnutClosedError', 'the leader is closing; the next leader applies this write');
+  }
+}
+
+/**
  * A write whose operations are known only when it runs: clear() (deletes of every key) and
  * deleteMany() (`existing`: deletes of those of its keys that exist, once each). Its answer is
  * how many keys it deleted. clear() waits for every write under way, and every later write
@@ -1144,6 +1159,7 @@ function writeComputed(request) {
   tasks.set(request.id, task);
   const applied = (async () => {
     await unlessStopped(task, Promise.all(earlier));
+    movedIfClosing(request);
     const own = tableOf(request.table, false);
     const ops = request.clear ? everyKey(own) : existingOnce(request.ops);
     if (ops.length === 0) return { value: 0, ticket: 0, change: null };

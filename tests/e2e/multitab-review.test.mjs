@@ -260,3 +260,56 @@ test('a follower closes while its put reads a stream: the put rejects with Walnu
   assert.equal(await leader.evaluate(async () => (await window.db.get('v')).text()), 'old');
   for (const page of [leader, follower]) await page.close();
 });
+
+for (const last of ['put', 'clear']) {
+  test(`a follower's writes to one key keep call order across the leader's close(): stream put, stream put, then a ${last}`, async () => {
+    const [leader, follower] = await pagesWith(`order-${last}`, 2);
+    assert.deepEqual(await Promise.all([leader, follower].map(isLeader)), [true, false]);
+    await leader.evaluate(() => {
+      new BroadcastChannel('order-go').onmessage = () => (window.closeOutcome = window.harness.settled(window.db.close(), 20_000));
+    });
+    const r = await follower.evaluate(async (last) => {
+      const { db, harness } = window;
+      await db.put('k', 'old');
+      const go = new BroadcastChannel('order-go');
+      // W0: one whole chunk (1 MiB), then a source that never ends, so the leader closes
+      // with W0 under way. W1 (a stream) and W2 wait behind it for the key.
+      let pulls = 0;
+      const s0 = new ReadableStream({
+        pull(controller) {
+          if (++pulls === 1) controller.enqueue(new Uint8Array(1024 * 1024));
+          else return new Promise(() => {});
+        },
+      });
+      let told = false;
+      const onProgress = () => {
+        if (!told) {
+          told = true;
+          go.postMessage('close');
+        }
+      };
+      const s1 = new ReadableStream({
+        start(controller) {
+          controller.enqueue(new TextEncoder().encode('W1'));
+          controller.close();
+        },
+      });
+      const w0 = harness.settled(db.put('k', s0, { onProgress }), 20_000);
+      const w1 = harness.settled(db.put('k', s1), 20_000);
+      let seen;
+      const w2 = harness.settled(last === 'put' ? db.put('k', 'W2') : db.clear(), 20_000).then(async (outcome) => {
+        seen = await (await db.get('k'))?.text(); // right after W2 resolved
+        return outcome;
+      });
+      const outcomes = await Promise.all([w0, w1, w2]);
+      return { outcomes, seen, final: await (await db.get('k'))?.text(), leader: (await db.stats()).leader };
+    }, last);
+    assert.equal(await leader.evaluate(() => window.closeOutcome), 'resolved');
+    assert.match(r.outcomes[0], /^WalnutLeaderChangedError/, 'W0 was under way on the leader that closed');
+    assert.deepEqual(r.outcomes.slice(1), ['resolved', 'resolved']);
+    assert.equal(r.leader, true, 'the follower leads now');
+    const expected = last === 'put' ? 'W2' : undefined;
+    assert.equal(r.seen, expected, 'read right after W2 resolved');
+    assert.equal(r.final, expected, 'W1, issued before W2, must not apply over it');
+  });
+}
