@@ -211,9 +211,13 @@ export class AsyncStore {
     if (this.#root.#closing) throw new WalnutClosedError(`store ${this.name} is closed`);
   }
 
-  /** Resolves once the commit `ticket` is durable (group commit), or rejects with its failure. */
+  /**
+   * Resolves once the commit `ticket` is durable (group commit), or rejects with its failure.
+   * A strict call that wrote nothing (ticket 0) waits for the group's flush too: its answer may
+   * rest on relaxed writes not yet flushed (see Engine.commit).
+   */
   #durable(ticket, strict) {
-    if (!strict || ticket === 0) return Promise.resolve();
+    if (!strict) return Promise.resolve();
     const root = this.#root;
     return new Promise((resolve, reject) => {
       root.#waiting.push({ ticket, resolve, reject });
@@ -232,12 +236,27 @@ export class AsyncStore {
     if (group.length === 0) return;
     let failures;
     try {
-      failures = this.#engine.settle(group.map((w) => w.ticket));
+      failures = this.#engine.settle(group.filter((w) => w.ticket > 0).map((w) => w.ticket));
     } catch (error) {
       for (const w of group) w.reject(error);
       return;
     }
-    group.forEach((w, i) => (failures[i] ? w.reject(failures[i]) : w.resolve()));
+    // Calls that wrote nothing (ticket 0): the flush above made what they read durable, unless
+    // it failed, which this reports to them (a flush with nothing new written does nothing).
+    let unwritten;
+    if (group.some((w) => w.ticket === 0)) {
+      try {
+        this.#engine.durable();
+      } catch (error) {
+        unwritten = error;
+      }
+    }
+    let i = 0;
+    for (const w of group) {
+      const failure = w.ticket > 0 ? failures[i++] : unwritten;
+      if (failure) w.reject(failure);
+      else w.resolve();
+    }
   }
 
   /**
@@ -273,9 +292,13 @@ export class AsyncStore {
       const aborted = signal ? AbortSignal.any([signal, controller.signal]) : controller.signal;
       const controllers = this.#root.#controllers;
       controllers.add(controller);
+      // Bytes are written in the call's turn unless a source comes before them: then they are
+      // read after this call returned, so they are copied now (the caller may reuse its buffer).
+      const streamed = ops.some((o) => o.value !== undefined && !(o.value instanceof Uint8Array));
+      const own = (value) => (streamed && value instanceof Uint8Array ? value.slice() : value);
       try {
         const done = await this.#engine.transaction(
-          ops.map((o) => ({ type: o.type, key: o.key, isString: o.isString, value: o.value, table: o.table })),
+          ops.map((o) => ({ type: o.type, key: o.key, isString: o.isString, value: own(o.value), table: o.table })),
           { strict, onProgress, signal: aborted, checks, txId },
         );
         ticket = done.ticket;

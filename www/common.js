@@ -746,7 +746,7 @@ function retryable(error) {
  * for nested transactions and idempotent ids. Resolves to `{ applied: true, version, value }`
  * (`value`: what `fn` returned), or `{ applied: false, version }` if a commit with `id` was made
  * before (then `fn` does not run, or its writes are dropped).
- * @param {object} driver begin(id), get(txn, key, table), keys(txn, range, table),
+ * @param {object} driver begin(id, strict), get(txn, key, table), keys(txn, range, table),
  *   put(txn, key, value, table), delete(txn, key, table), nest(txn), end(txn, keep),
  *   commit(txn, id, strict), abort(txn): each a value or a promise of one
  */
@@ -755,7 +755,9 @@ export async function runTransaction(driver, fn, options, storeDurability, table
   const { id, strict, signal, retries } = checkTransactionOptions(options, storeDurability);
   for (let attempt = 0; ; attempt++) {
     signal?.throwIfAborted();
-    const begun = await driver.begin(id);
+    // A strict call whose id was committed before waits for that commit's flush (it may have
+    // been relaxed): its answer says the transaction is in the store.
+    const begun = await driver.begin(id, strict);
     if (begun.duplicate) return { applied: false, version: begun.version };
     const tx = new Transaction(driver, begun.txn, table, 1, signal, false);
     let value;
@@ -804,7 +806,7 @@ export function runTransactionSync(driver, fn, options, storeDurability, table) 
   if (typeof fn !== 'function') throw invalid(`callback must be a function, got ${describe(fn)}`);
   const { id, strict, retries } = checkTransactionOptions(options, storeDurability);
   for (let attempt = 0; ; attempt++) {
-    const begun = driver.begin(id);
+    const begun = driver.begin(id, strict); // a duplicate is flushed first when strict (see runTransaction)
     if (begun.duplicate) return { applied: false, version: begun.version };
     const tx = new Transaction(driver, begun.txn, table, 1, undefined, true);
     let value;

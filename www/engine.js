@@ -177,12 +177,15 @@ function seqOf(seqs, table) {
  * Yields the chunks of a value source as Uint8Arrays. A Blob is read through a BYOB reader into
  * one lent buffer (no allocation, no garbage per chunk): each chunk is then a view valid until
  * the next is asked for, so the consumer copies it (into wasm memory) at once.
+ * @param {Array<(reason: unknown) => void>} [cancels] gets a function that cancels the reader
+ *   of a stream source (a Blob's too), ending a read that waits (see untilStopped)
  */
-async function* chunksOf(source, param) {
+async function* chunksOf(source, param, cancels = []) {
   if (source instanceof Blob) {
     if (source.size === 0) return;
     const lent = byobReader(source);
     if (lent) {
+      cancels.push((reason) => lent.cancel(reason).catch(() => {}));
       yield* lentChunks(lent, Math.min(LENT_BYTES, source.size));
       return;
     }
@@ -190,6 +193,7 @@ async function* chunksOf(source, param) {
   }
   if (source instanceof ReadableStream) {
     const reader = source.getReader();
+    cancels.push((reason) => reader.cancel(reason).catch(() => {}));
     try {
       for (;;) {
         const { done, value } = await reader.read();
@@ -240,6 +244,38 @@ async function* gathered(chunks, size, check) {
     }
   }
   if (filled > 0) yield staging.subarray(0, filled);
+}
+
+/**
+ * The pieces of `pieces`, ended by `stopped`'s rejection as soon as it rejects (an abort, a
+ * close), even while the source waits for its next piece: its stream is cancelled (`cancels`)
+ * so the read under way ends. An async iterable that is not a stream cannot be interrupted
+ * while it waits; it is left to return when it next yields, and the write fails at once.
+ * @param {AsyncIterable<Uint8Array>} pieces
+ * @param {Promise<never>} stopped
+ * @param {Array<(reason: unknown) => void>} cancels
+ */
+async function* untilStopped(pieces, stopped, cancels) {
+  const it = pieces[Symbol.asyncIterator]();
+  let waiting = false;
+  try {
+    for (;;) {
+      waiting = true;
+      const { done, value } = await Promise.race([it.next(), stopped]);
+      waiting = false;
+      if (done) return;
+      yield value;
+    }
+  } catch (error) {
+    if (waiting) {
+      for (const cancel of cancels) cancel(error);
+      // Not awaited: it returns once its read under way ends, which a cancel makes it do.
+      it.return?.().catch(() => {});
+    }
+    throw error;
+  } finally {
+    if (!waiting) await it.return?.();
+  }
 }
 
 /** Bytes lent to a Blob's BYOB reader per read. */
@@ -346,6 +382,34 @@ export class Engine {
   #live() {
     if (this.#closed) throw new WalnutClosedError(`store ${this.name} is closed`);
     return this.#core;
+  }
+
+  /** Rejecters of the stoppers of writes under way (see #stopper), called by close(). */
+  #stops = new Set();
+
+  /**
+   * A promise that rejects when `signal` aborts (with its reason) or the store closes
+   * (WalnutClosedError), to race a source's next piece with; `done()` forgets it.
+   * @param {AbortSignal} [signal]
+   */
+  #stopper(signal) {
+    let stop;
+    const promise = new Promise((_, reject) => {
+      stop = reject;
+    });
+    promise.catch(() => {}); // raced, not always awaited
+    const onAbort = () => stop(signal.reason);
+    const onClose = () => stop(new WalnutClosedError(`store ${this.name} is closed`));
+    if (signal?.aborted) onAbort();
+    signal?.addEventListener('abort', onAbort, { once: true });
+    this.#stops.add(onClose);
+    return {
+      promise,
+      done: () => {
+        signal?.removeEventListener('abort', onAbort);
+        this.#stops.delete(onClose);
+      },
+    };
   }
 
   /** Runs a write; a relaxed one arms the flush timer. */
@@ -662,6 +726,7 @@ export class Engine {
     };
     let current;
     const slices = slicer(this.#nextTask);
+    const stopper = this.#stopper(signal);
     try {
       check();
       txn = call(() => core.begin());
@@ -678,7 +743,9 @@ export class Engine {
           report();
           continue;
         }
-        current = gathered(chunksOf(op.value, op.param ?? 'value'), this.chunkSize, check);
+        const cancels = [];
+        const pieces = gathered(chunksOf(op.value, op.param ?? 'value', cancels), this.chunkSize, check);
+        current = untilStopped(pieces, stopper.promise, cancels);
         for await (const chunk of current) {
           check();
           call(() => core.txnChunk(txn, chunk));
@@ -702,6 +769,8 @@ export class Engine {
         if (value instanceof ReadableStream && !value.locked) await value.cancel(error).catch(() => {});
       }
       throw error;
+    } finally {
+      stopper.done();
     }
   }
 
@@ -715,11 +784,16 @@ export class Engine {
   txDriver(durable) {
     const id = (txId) => encoder.encode(txId ?? '');
     return {
-      begin: (txId) => {
+      begin: (txId, strict) => {
         const core = this.#live();
         if (txId !== undefined) {
           const status = call(() => core.idStatus(id(txId)));
-          if (status?.committed) return { duplicate: true, version: status.lsn };
+          if (status?.committed) {
+            // Strict: answered once the earlier commit (perhaps relaxed) is flushed.
+            const out = { duplicate: true, version: status.lsn };
+            const waited = strict ? durable(0, true) : undefined;
+            return waited === undefined ? out : waited.then(() => out);
+          }
         }
         return { txn: call(() => core.txBegin()) };
       },
@@ -745,9 +819,16 @@ export class Engine {
         return (async () => {
           call(() => core.txnPut(txn, key.bytes, key.isString, tid));
           const slices = slicer(this.#nextTask);
-          for await (const chunk of gathered(chunksOf(value, 'value'), this.chunkSize, () => this.#live())) {
-            call(() => this.#live().txnChunk(txn, chunk));
-            await slices.wrote(chunk.length);
+          const stopper = this.#stopper();
+          const cancels = [];
+          const pieces = gathered(chunksOf(value, 'value', cancels), this.chunkSize, () => this.#live());
+          try {
+            for await (const chunk of untilStopped(pieces, stopper.promise, cancels)) {
+              call(() => this.#live().txnChunk(txn, chunk));
+              await slices.wrote(chunk.length);
+            }
+          } finally {
+            stopper.done();
           }
         })();
       },
@@ -823,8 +904,10 @@ export class Engine {
     call(() => this.#live().importBegin());
     let bytes = 0;
     const slices = slicer(this.#nextTask);
+    // An abort or a close ends the import at once, even while its source waits for a piece.
+    const stopper = this.#stopper(signal);
     try {
-      for await (const chunk of chunks) {
+      for await (const chunk of untilStopped(chunks, stopper.promise, [])) {
         signal?.throwIfAborted();
         call(() => this.#live().importWrite(chunk));
         bytes += chunk.length;
@@ -837,6 +920,8 @@ export class Engine {
     } catch (error) {
       if (!this.#closed) this.#core.importCancel();
       throw error;
+    } finally {
+      stopper.done();
     }
   }
 
@@ -880,11 +965,28 @@ export class Engine {
     return Array.from(failures, (failure) => (failure === undefined ? undefined : fromCore(failure)));
   }
 
-  /** Flushes the commit `ticket` (and every one before it); throws its failure. */
+  /**
+   * Flushes the commit `ticket` (and every one before it); throws its failure. Ticket 0 (a
+   * strict call that wrote nothing: a delete of an absent key, a commit id already used, a
+   * clear() of an empty store) flushes too: its answer may rest on relaxed writes not yet
+   * flushed (the key a relaxed delete removed), which a power cut would take back.
+   */
   commit(ticket) {
-    if (ticket === 0) return;
+    if (ticket === 0) {
+      this.durable();
+      return;
+    }
     const [failure] = this.settle([ticket]);
     if (failure) throw failure;
+  }
+
+  /**
+   * Makes every write so far durable for a strict call that wrote nothing (see `commit`):
+   * flushes if anything was written since the last flush; throws if that flush fails.
+   */
+  durable() {
+    const core = this.#live();
+    call(() => core.sync());
   }
 
   /** Makes every write so far durable, relaxed ones too; throws a background flush's failure. */
@@ -1027,6 +1129,8 @@ export class Engine {
   close() {
     if (this.#closed) return;
     this.#closed = true;
+    for (const stop of this.#stops) stop(); // writes waiting on a source end now
+    this.#stops.clear();
     clearTimeout(this.#flushTimer);
     this.#flushTimer = undefined;
     this.#readers.clear();

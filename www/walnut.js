@@ -425,7 +425,7 @@ export class WalnutStore extends EventTarget {
     this.#ensureOpen();
     const req = (message, transfer) => this.#request({ op: 'tx', ...message }, transfer);
     const driver = {
-      begin: (txId) => req({ action: 'begin', txId }),
+      begin: (txId, strict) => req({ action: 'begin', txId, strict }),
       get: (txn, key, table) => req({ action: 'get', txn, key, table }),
       keys: async (txn, options, table) => unpackKeys(await req({ action: 'keys', txn, options, table })),
       put: async (txn, key, value, table) => {

@@ -1340,7 +1340,13 @@ function transact(request) {
     case 'begin': {
       if (request.txId !== undefined) {
         const status = store.idStatus(utf8Encoder.encode(request.txId));
-        if (status?.committed) return reply(id, { duplicate: true, version: status.lsn });
+        if (status?.committed) {
+          const value = { duplicate: true, version: status.lsn };
+          // Strict: answered with the next group's flush, as a write that wrote nothing is (the
+          // earlier commit under this id may have been relaxed, not yet flushed).
+          if (request.strict) return acknowledge({ id, strict: true }, { value, ticket: 0, change: null });
+          return reply(id, value);
+        }
       }
       const txn = store.txBegin();
       const handle = `${txNonce}:${txn}`;

@@ -787,6 +787,56 @@ export const cases = [
     },
   },
   {
+    name: 'an abort, or a close, while the source waits for its next piece ends the put at once and cancels the source',
+    async run(home) {
+      // The abort was seen only when a piece arrived (a review: a source that stalls left the
+      // put pending forever, after close() too, and the stream never cancelled).
+      for (const how of ['abort', 'close']) {
+        const name = unique(`stall-${how}`);
+        const db = await openSmall(home, name);
+        await db.put('v', 'old');
+        let cancelled = false;
+        const stream = new ReadableStream({
+          start(controller) {
+            controller.enqueue(bytes(100, 120)); // then nothing more
+          },
+          cancel() {
+            cancelled = true;
+          },
+        });
+        const controller = new AbortController();
+        const options = { signal: controller.signal };
+        const put = home.sync ? db.putStream('v', stream, options) : db.put('v', stream, options);
+        let timer;
+        const outcome = Promise.race([
+          put.then(
+            () => 'resolved',
+            (error) => error.name,
+          ),
+          new Promise((resolve) => (timer = setTimeout(() => resolve('still pending after 10 s'), 10_000))),
+        ]);
+        await new Promise((resolve) => setTimeout(resolve, 20)); // the piece is read, the next awaited
+        if (how === 'abort') controller.abort();
+        else await db.close();
+        const settled = await outcome;
+        clearTimeout(timer);
+        ok(['AbortError', 'WalnutClosedError'].includes(settled), `${how}: the put settled with ${settled}`);
+        // A stream handed to a worker (the page's API) hears its cancel a few turns later.
+        for (let waited = 0; !cancelled && waited < 5000; waited += 10) await new Promise((resolve) => setTimeout(resolve, 10));
+        ok(cancelled, `${how}: the source was cancelled`);
+        if (how === 'abort') {
+          equal(await db.get('v', { as: 'text' }), 'old', 'the old value stays');
+          equal((await db.stats()).openTransactions, 0, 'no transaction left open');
+          await db.close();
+        } else {
+          const again = await openSmall(home, name);
+          equal(await again.get('v', { as: 'text' }), 'old', 'the old value stays');
+          await again.close();
+        }
+      }
+    },
+  },
+  {
     name: 'streamed writes under way at once each resolve to the sequence number they took',
     async run(home) {
       // Each commit's numbers are read in its own turn: read a microtask later, another

@@ -421,7 +421,7 @@ test('stats() counts keys and bytes', async () => {
   assert.ok(s.nextLsn > 0);
 });
 
-test('stats().flushes: strict writes issued together share one flush, awaited ones take one each', async () => {
+test('stats().flushes: strict writes issued together share one flush, awaited ones take one each, a strict duplicate one', async () => {
   const r = await shared.page.evaluate(async () => {
     const db = await window.walnut.open('flushes');
     const flushes = async () => (await db.stats()).flushes;
@@ -430,10 +430,16 @@ test('stats().flushes: strict writes issued together share one flush, awaited on
     const together = (await flushes()) - start;
     for (let i = 0; i < 5; i++) await db.put(`a${i}`, 'x');
     const awaited = (await flushes()) - start - together;
+    // A strict transaction under an id a relaxed one committed is answered once that commit
+    // is flushed: its answer says the transaction is in the store.
+    await db.transaction(async (tx) => tx.put('t', '1'), { id: 'once', durability: 'relaxed' });
+    const beforeDuplicate = await flushes();
+    const duplicate = await db.transaction(async (tx) => tx.put('t', '2'), { id: 'once' });
+    const duplicateFlushes = (await flushes()) - beforeDuplicate;
     await db.close();
-    return { together, awaited };
+    return { together, awaited, applied: duplicate.applied, duplicateFlushes };
   });
-  assert.deepEqual(r, { together: 1, awaited: 5 });
+  assert.deepEqual(r, { together: 1, awaited: 5, applied: false, duplicateFlushes: 1 });
 });
 
 test('answers to calls sent before a write come before its change event; one flush per group', async () => {
