@@ -19,7 +19,10 @@ export type Value = string | ArrayBuffer | ArrayBufferView | Blob | ReadableStre
 
 /**
  * `'strict'`: a write resolves only after its COMMIT record is flushed to disk (writes issued
- * together share one flush). `'relaxed'`: a write resolves once it is written and visible; it is
+ * together share one flush). A strict call that writes nothing (a delete of an absent key, a
+ * transaction or batch whose `id` was committed before) resolves after a flush too, so that
+ * what it answers (absent, already applied) survives a crash even when relaxed writes made it
+ * so. `'relaxed'`: a write resolves once it is written and visible; it is
  * flushed by a later strict write or by close(), and may be lost in a crash before that.
  */
 export type Durability = 'strict' | 'relaxed';
