@@ -419,7 +419,7 @@ export class AsyncStore {
       seen.add(id);
       ops.push({ type: 'delete', key: key.bytes, isString: key.isString, table: tid });
     }
-    if (ops.length > 0) await this.#durable(this.#engine.batch(ops, strict), strict);
+    await this.#durable(ops.length > 0 ? this.#engine.batch(ops, strict) : 0, strict); // 0 flushes all the same
     return ops.length;
   }
 
@@ -433,14 +433,17 @@ export class AsyncStore {
     const { strict } = checkWriteOptions({ durability }, this.#durability);
     if (this.#table !== undefined) {
       const tid = this.#tid(false);
-      if (tid === NO_TABLE) return 0;
+      if (tid === NO_TABLE) {
+        await this.#durable(0, strict); // the table a relaxed drop removed stays removed
+        return 0;
+      }
       const ops = this.#engine.scan({}, tid).map(({ bytes, key }) => ({
         type: 'delete',
         key: bytes,
         isString: typeof key === 'string',
         table: tid,
       }));
-      if (ops.length > 0) await this.#durable(this.#engine.batch(ops, strict), strict);
+      await this.#durable(ops.length > 0 ? this.#engine.batch(ops, strict) : 0, strict); // 0 flushes all the same
       return ops.length;
     }
     const { count, ticket } = this.#engine.clear(strict);

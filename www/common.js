@@ -747,7 +747,7 @@ function retryable(error) {
  * (`value`: what `fn` returned), or `{ applied: false, version }` if a commit with `id` was made
  * before (then `fn` does not run, or its writes are dropped).
  * @param {object} driver begin(id, strict), get(txn, key, table), keys(txn, range, table),
- *   put(txn, key, value, table), delete(txn, key, table), nest(txn), end(txn, keep),
+ *   put(txn, key, value, table, signal), delete(txn, key, table), nest(txn), end(txn, keep),
  *   commit(txn, id, strict), abort(txn): each a value or a promise of one
  */
 export async function runTransaction(driver, fn, options, storeDurability, table) {
@@ -952,7 +952,7 @@ export class Transaction {
     const table = this.#tableOf(options);
     const bytes = valueBytes(value, 'value')?.slice(); // the caller may reuse its buffer
     if (bytes === undefined && this.#sync) throw invalid(`value is a ${describe(value)}: a synchronous store's transaction takes bytes or a string`);
-    return this.#run('put', () => this.#driver.put(this.#txn, k, bytes ?? value, table));
+    return this.#run('put', () => this.#driver.put(this.#txn, k, bytes ?? value, table, this.#signal));
   }
 
   /** Deletes `key`: visible at the commit. */
@@ -1106,9 +1106,11 @@ export function checkExportOptions(options) {
  * file never sits in memory whole). Throws WalnutInvalidArgumentError naming `source` for
  * anything else, or for a piece that is not bytes.
  * @param {ReadableStream<Uint8Array> | AsyncIterable<Uint8Array> | Uint8Array | ArrayBuffer | Blob} source
+ * @param {Array<(reason: unknown) => void>} [cancels] gets a function that cancels a stream
+ *   source (a Node Readable: destroys it), ending a read that waits (engine.js untilStopped)
  * @returns {AsyncGenerator<Uint8Array>}
  */
-export async function* importChunks(source) {
+export async function* importChunks(source, cancels = []) {
   if (source instanceof ArrayBuffer) source = new Uint8Array(source);
   if (source instanceof Uint8Array) {
     yield* pieces(source);
@@ -1120,13 +1122,35 @@ export async function* importChunks(source) {
     }
     return;
   }
+  if (typeof ReadableStream !== 'undefined' && source instanceof ReadableStream) {
+    const reader = source.getReader();
+    cancels.push((reason) => reader.cancel(reason).catch(() => {}));
+    let ended = false;
+    try {
+      for (;;) {
+        const { done, value } = await reader.read();
+        if (done) {
+          ended = true;
+          return;
+        }
+        yield* pieces(checkedChunk(value));
+      }
+    } finally {
+      // Given up early (an abort, a failed write): the stream is cancelled, as a for-await would.
+      if (ended) reader.releaseLock();
+      else reader.cancel().catch(() => {});
+    }
+  }
   if (!source || typeof source[Symbol.asyncIterator] !== 'function') {
     throw invalid(`source must be a ReadableStream, an async iterable, bytes or a Blob, got ${describe(source)}`);
   }
-  for await (const chunk of source) {
-    if (!(chunk instanceof Uint8Array)) throw invalid(`source chunks must be Uint8Array, got ${describe(chunk)}`);
-    yield* pieces(chunk);
-  }
+  if (typeof source.destroy === 'function') cancels.push((reason) => source.destroy(reason)); // a Node Readable
+  for await (const chunk of source) yield* pieces(checkedChunk(chunk));
+}
+
+function checkedChunk(chunk) {
+  if (!(chunk instanceof Uint8Array)) throw invalid(`source chunks must be Uint8Array, got ${describe(chunk)}`);
+  return chunk;
 }
 
 /** `bytes` as views of at most IMPORT_SLICE bytes (no copy). */

@@ -257,11 +257,27 @@ async function* gathered(chunks, size, check) {
  */
 async function* untilStopped(pieces, stopped, cancels) {
   const it = pieces[Symbol.asyncIterator]();
+  // One reaction to `stopped` for the whole write: a Promise.race per piece adds a reaction
+  // each, and each holds its piece until the write ends (a 256 MiB put held all of it).
+  let stop = null;
+  let rejectWaiting = null;
+  stopped.catch((error) => {
+    stop = { error };
+    rejectWaiting?.(error);
+  });
   let waiting = false;
   try {
     for (;;) {
       waiting = true;
-      const { done, value } = await Promise.race([it.next(), stopped]);
+      const { done, value } = await new Promise((resolve, reject) => {
+        if (stop) {
+          reject(stop.error);
+          return;
+        }
+        rejectWaiting = reject;
+        it.next().then(resolve, reject);
+      });
+      rejectWaiting = null;
       waiting = false;
       if (done) return;
       yield value;
@@ -811,7 +827,8 @@ export class Engine {
         call(() => this.#live().txNoteAbsent(txn, table, undefined, range));
         return [];
       },
-      put: (txn, key, value, table) => {
+      // `signal`: the transaction's; an abort ends a source's streaming at once (see untilStopped).
+      put: (txn, key, value, table, signal) => {
         const core = this.#live();
         const tid = this.tid(table, true);
         if (value instanceof Uint8Array) return call(() => core.txPut(txn, key.bytes, key.isString, value, tid));
@@ -819,9 +836,13 @@ export class Engine {
         return (async () => {
           call(() => core.txnPut(txn, key.bytes, key.isString, tid));
           const slices = slicer(this.#nextTask);
-          const stopper = this.#stopper();
+          const stopper = this.#stopper(signal);
           const cancels = [];
-          const pieces = gathered(chunksOf(value, 'value', cancels), this.chunkSize, () => this.#live());
+          const check = () => {
+            signal?.throwIfAborted();
+            this.#live();
+          };
+          const pieces = gathered(chunksOf(value, 'value', cancels), this.chunkSize, check);
           try {
             for await (const chunk of untilStopped(pieces, stopper.promise, cancels)) {
               call(() => this.#live().txnChunk(txn, chunk));
@@ -897,7 +918,8 @@ export class Engine {
    */
   async importSource(source, { signal, onProgress } = {}) {
     signal?.throwIfAborted();
-    const chunks = importChunks(source);
+    const cancels = [];
+    const chunks = importChunks(source, cancels);
     // On OPFS the staged file, and the switch's sealed segment and checkpoints, take files
     // from the pool: topped up first (elsewhere this resolves at once).
     await this.#live().refillPool();
@@ -907,7 +929,7 @@ export class Engine {
     // An abort or a close ends the import at once, even while its source waits for a piece.
     const stopper = this.#stopper(signal);
     try {
-      for await (const chunk of untilStopped(chunks, stopper.promise, [])) {
+      for await (const chunk of untilStopped(chunks, stopper.promise, cancels)) {
         signal?.throwIfAborted();
         call(() => this.#live().importWrite(chunk));
         bytes += chunk.length;
@@ -1482,7 +1504,7 @@ export class SyncStore {
       seen.add(id);
       ops.push({ type: 'delete', key: key.bytes, isString: key.isString, table: tid });
     }
-    if (ops.length > 0) this.#settle(this.#engine.batch(ops, strict), strict);
+    this.#settle(ops.length > 0 ? this.#engine.batch(ops, strict) : 0, strict); // 0 flushes all the same (Engine.commit)
     return ops.length;
   }
 
@@ -1595,14 +1617,17 @@ export class SyncStore {
     const strict = this.#strict(options);
     if (this.#table !== undefined) {
       const tid = this.#tid(false);
-      if (tid === NO_TABLE) return 0;
+      if (tid === NO_TABLE) {
+        this.#settle(0, strict); // the table a relaxed drop removed stays removed
+        return 0;
+      }
       const ops = this.#engine.scan({}, tid).map(({ bytes, key }) => ({
         type: 'delete',
         key: bytes,
         isString: typeof key === 'string',
         table: tid,
       }));
-      if (ops.length > 0) this.#settle(this.#engine.batch(ops, strict), strict);
+      this.#settle(ops.length > 0 ? this.#engine.batch(ops, strict) : 0, strict); // 0 flushes all the same (Engine.commit)
       return ops.length;
     }
     const { count, ticket } = this.#engine.clear(strict);

@@ -54,6 +54,22 @@ const noops = [
     expected: [],
   },
   {
+    name: 'a deleteMany of keys a relaxed delete removed',
+    setup: (db) => [() => db.put('k', 'v'), () => db.delete('k', { durability: 'relaxed' })],
+    call: (db) => db.deleteMany(['k']),
+    answer: 0,
+    state: (db) => db.get('k', { as: 'text' }),
+    expected: undefined,
+  },
+  {
+    name: "a table's clear() after relaxed deletes emptied it",
+    setup: (db) => [() => db.table('t').put('k', 'v'), () => db.table('t').delete('k', { durability: 'relaxed' })],
+    call: (db) => db.table('t').clear(),
+    answer: 0,
+    state: (db) => db.table('t').keys(),
+    expected: [],
+  },
+  {
     name: 'a clear() of a store relaxed deletes emptied',
     setup: (db) => [() => db.put('c', 'v'), () => db.delete('c', { durability: 'relaxed' })],
     call: (db) => db.clear(),
