@@ -1136,15 +1136,24 @@ export async function* importChunks(source, cancels = []) {
         yield* pieces(checkedChunk(value));
       }
     } finally {
-      // Given up early (an abort, a failed write): the stream is cancelled, as a for-await would.
-      if (ended) reader.releaseLock();
-      else reader.cancel().catch(() => {});
+      // Given up early (an abort, a failed write, a chunk that is not bytes): the stream is
+      // cancelled, as a for-await would, and released either way.
+      if (!ended) reader.cancel().catch(() => {});
+      reader.releaseLock();
     }
   }
   if (!source || typeof source[Symbol.asyncIterator] !== 'function') {
     throw invalid(`source must be a ReadableStream, an async iterable, bytes or a Blob, got ${describe(source)}`);
   }
-  if (typeof source.destroy === 'function') cancels.push((reason) => source.destroy(reason)); // a Node Readable
+  if (typeof source.destroy === 'function') {
+    // A Node Readable: destroyed, unless it ended already (then its iterator is done, and an
+    // 'error' event nobody listens to would end the process).
+    cancels.push((reason) => {
+      if (source.destroyed || source.readableEnded) return;
+      source.once?.('error', () => {});
+      source.destroy(reason);
+    });
+  }
   for await (const chunk of source) yield* pieces(checkedChunk(chunk));
 }
 

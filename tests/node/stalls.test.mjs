@@ -81,6 +81,47 @@ test('an aborted import ends while its source waits, cancels the source, and the
   }
 });
 
+test('an import given up part way (an abort while a piece is written, a chunk that is not bytes) cancels and releases its stream', async () => {
+  const source = await open(scratch('import-src2'));
+  for (let i = 0; i < 4; i++) await source.put(`k${i}`, new Uint8Array(1 << 20).fill(i));
+  const file = new Uint8Array(await new Response(source.export()).arrayBuffer());
+  await source.close();
+  const streamOf = (state, map = (piece) => piece) => {
+    let at = 0;
+    return new ReadableStream(
+      {
+        pull(controller) {
+          if (at >= file.length) controller.close();
+          else controller.enqueue(map(file.subarray(at, (at += 65536))));
+        },
+        cancel() {
+          state.cancelled = true;
+        },
+      },
+      { highWaterMark: 0 },
+    );
+  };
+  for (const how of ['abort', 'not bytes']) {
+    const db = await open(scratch('import-given-up'));
+    try {
+      const state = {};
+      const controller = new AbortController();
+      const stream = streamOf(state, how === 'abort' ? undefined : (piece) => (piece.byteOffset > 200_000 ? 'text' : piece));
+      const options = {
+        signal: controller.signal,
+        onProgress: (bytes) => {
+          if (how === 'abort' && bytes > 1 << 20) controller.abort();
+        },
+      };
+      assert.equal(await settled(db.import(stream, options)), how === 'abort' ? 'AbortError' : 'WalnutInvalidArgumentError');
+      assert.ok(state.cancelled, `${how}: the source was cancelled`);
+      assert.equal(stream.locked, false, `${how}: the source is released`);
+    } finally {
+      await db.close();
+    }
+  }
+});
+
 test('a streamed put holds one source piece at a time (forced collections while 128 MiB streams in)', async () => {
   const db = await open(scratch('piece-memory'));
   try {
