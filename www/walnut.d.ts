@@ -110,7 +110,11 @@ export interface TransactionOptions {
 
 /** What transaction() (and batch() with an id) resolves to. */
 export interface TransactionResult<T = unknown> {
-  /** false: a commit with the same id was made before; nothing was written now. */
+  /**
+   * false: a commit with the same id was made before; nothing was written now. A call whose
+   * answer a closing leader tab never sent is answered so too when the next leader finds its
+   * commit under the id: it is in the store either way.
+   */
   applied: boolean;
   /** The commit's version (its LSN): the version of every value it wrote. */
   version: number;

@@ -1449,6 +1449,15 @@ function transact(request) {
  */
 function answeredBefore(request) {
   const status = store.idStatus(utf8Encoder.encode(request.rid));
+  // A batch under the caller's id was committed under that id, not the request's: found so, it
+  // is answered as one made before (its stream, read by the last leader, cannot be read again).
+  const made = !status && request.txId !== undefined ? store.idStatus(utf8Encoder.encode(request.txId)) : null;
+  if (made) {
+    cancelStreams(request.ops);
+    const value = { applied: false, version: made.lsn, seqs: [] };
+    acknowledge(request, { value, ticket: made.committed ? 0 : made.ticket, change: null });
+    return true;
+  }
   if (!status && !request.recheck) return false;
   cancelStreams(request.ops);
   // A clear() or deleteMany() committed by the last leader: how many keys it deleted is gone.

@@ -29,6 +29,23 @@ async function pagesWith(name, n, options) {
 
 const isLeader = (page) => page.evaluate(async () => (await window.db.stats()).leader);
 
+
+/**
+ * Polls `predicate` (async, run in the page) every 10 ms until it is true, for up to 10 s.
+ * (Playwright's waitForFunction does not wait for an async predicate: it returned at once.)
+ */
+async function until(page, predicate) {
+  const met = await page.evaluate(async (source) => {
+    const check = (0, eval)(source);
+    for (let i = 0; i < 1000; i++) {
+      if (await check()) return true;
+      await new Promise((resolve) => setTimeout(resolve, 10));
+    }
+    return false;
+  }, predicate.toString());
+  if (!met) throw new Error(`not met within 10 s: ${predicate}`);
+}
+
 test('the leader closes while a follower streams a put, a third context leads next: the put is not reported done with a truncated value', async () => {
   const [leader, next, follower] = await pagesWith('moved-stream', 3);
   assert.deepEqual(await Promise.all([leader, next, follower].map(isLeader)), [true, false, false]);
@@ -313,3 +330,38 @@ for (const last of ['put', 'clear']) {
     assert.equal(r.final, expected, 'W1, issued before W2, must not apply over it');
   });
 }
+
+test("a follower's batch under an id with a streamed value, committed by a leader whose answer was lost, is answered as made before", async () => {
+  const [leader, follower] = await pagesWith('lost-answer-id', 2);
+  assert.deepEqual(await Promise.all([leader, follower].map(isLeader)), [true, false]);
+  // The leader pulls the stream and commits, but no answer leaves it.
+  for (const w of leader.workers()) {
+    await w.evaluate(() => {
+      const { postMessage } = BroadcastChannel.prototype;
+      BroadcastChannel.prototype.postMessage = function (message) {
+        if (message?.type !== 'results') postMessage.call(this, message);
+      };
+    });
+  }
+  await follower.evaluate(() => {
+    const value = new ReadableStream({
+      start(controller) {
+        controller.enqueue(new TextEncoder().encode('streamed'));
+        controller.close();
+      },
+    });
+    window.call = window.harness.settled(window.db.batch([{ type: 'put', key: 's', value }], { id: 'once' }), 20_000);
+  });
+  await until(leader, async () => window.db.has('s'));
+  await leader.close(); // the follower leads next; it read the whole stream, so it asks whether it was committed
+  const r = await follower.evaluate(async () => {
+    const outcome = await window.call;
+    const again = await window.db.batch([{ type: 'put', key: 's', value: 'other' }], { id: 'once' });
+    return { outcome, again: again.applied, value: await (await window.db.get('s'))?.text() };
+  });
+  // Not "it was not committed: try again": it was, under the caller's id.
+  assert.equal(r.outcome, 'resolved');
+  assert.equal(r.again, false, 'a retry under the id is made before too');
+  assert.equal(r.value, 'streamed');
+  await follower.close();
+});

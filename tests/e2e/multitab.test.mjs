@@ -135,6 +135,23 @@ for (const n of [2, 5]) {
   });
 }
 
+
+/**
+ * Polls `predicate` (async, run in the page) every 10 ms until it is true, for up to 10 s.
+ * (Playwright's waitForFunction does not wait for an async predicate: it returned at once.)
+ */
+async function until(page, predicate) {
+  const met = await page.evaluate(async (source) => {
+    const check = (0, eval)(source);
+    for (let i = 0; i < 1000; i++) {
+      if (await check()) return true;
+      await new Promise((resolve) => setTimeout(resolve, 10));
+    }
+    return false;
+  }, predicate.toString());
+  if (!met) throw new Error(`not met within 10 s: ${predicate}`);
+}
+
 test('the leader page closes while a follower streams 200 MiB and makes strict puts: nothing resolved is lost, nothing hangs', async () => {
   const [leader, follower] = await pagesWith('failover-big', 2);
   await follower.setInputFiles('#file', bigFile);
@@ -268,7 +285,7 @@ test("a follower's writes that a silent leader committed resolve to the numbers 
     ];
   });
   // Committed by the leader (its own page reads its store directly), answered to nobody.
-  await leader.waitForFunction(async () => (await window.db.table('outbox').lastSeq) >= 4, null, { timeout: 10_000 });
+  await until(leader, async () => (await window.db.table('outbox').lastSeq) >= 4);
   await leader.close(); // the follower leads next and finds the three commits by their request ids
   const got = await follower.evaluate(async () => {
     const [append, put, batch] = await Promise.all(window.calls);
@@ -570,7 +587,7 @@ test("a follower's transaction that a silent leader committed is not run again b
   // The leader goes silent: it commits what it is sent, but no answer leaves it.
   for (const w of leader.workers()) await w.evaluate(() => (BroadcastChannel.prototype.postMessage = () => {}));
   await follower.evaluate(() => window.release());
-  await leader.waitForFunction(async () => (await window.db.get('c', { as: 'text' })) === '1', null, { timeout: 10_000 });
+  await until(leader, async () => (await window.db.get('c', { as: 'text' })) === '1');
   await leader.close(); // the follower leads next; its COMMIT, sent again, is found committed
   const got = await follower.evaluate(async () => {
     const r = await window.txDone;
