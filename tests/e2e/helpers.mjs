@@ -83,3 +83,19 @@ export function standInCore(core, route, init) {
   });
   return shared;
 }
+
+/**
+ * Polls `predicate` (async, run in the page) every 10 ms until it is true, for up to 10 s.
+ * (Playwright's waitForFunction does not wait for an async predicate: it returned at once.)
+ */
+export async function until(page, predicate) {
+  const met = await page.evaluate(async (source) => {
+    const check = (0, eval)(source);
+    for (let i = 0; i < 1000; i++) {
+      if (await check()) return true;
+      await new Promise((resolve) => setTimeout(resolve, 10));
+    }
+    return false;
+  }, predicate.toString());
+  if (!met) throw new Error(`not met within 10 s: ${predicate}`);
+}

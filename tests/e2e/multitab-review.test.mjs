@@ -3,7 +3,7 @@
 // BroadcastChannel, as the tabs of one profile do.
 import assert from 'node:assert/strict';
 import { after, before, test } from 'node:test';
-import { setup } from './helpers.mjs';
+import { setup, until } from './helpers.mjs';
 
 let env;
 before(async () => {
@@ -29,22 +29,6 @@ async function pagesWith(name, n, options) {
 
 const isLeader = (page) => page.evaluate(async () => (await window.db.stats()).leader);
 
-
-/**
- * Polls `predicate` (async, run in the page) every 10 ms until it is true, for up to 10 s.
- * (Playwright's waitForFunction does not wait for an async predicate: it returned at once.)
- */
-async function until(page, predicate) {
-  const met = await page.evaluate(async (source) => {
-    const check = (0, eval)(source);
-    for (let i = 0; i < 1000; i++) {
-      if (await check()) return true;
-      await new Promise((resolve) => setTimeout(resolve, 10));
-    }
-    return false;
-  }, predicate.toString());
-  if (!met) throw new Error(`not met within 10 s: ${predicate}`);
-}
 
 test('the leader closes while a follower streams a put, a third context leads next: the put is not reported done with a truncated value', async () => {
   const [leader, next, follower] = await pagesWith('moved-stream', 3);

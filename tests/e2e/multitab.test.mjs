@@ -9,7 +9,7 @@ import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, test } from 'node:test';
-import { setup } from './helpers.mjs';
+import { setup, until } from './helpers.mjs';
 
 const MiB = 1024 * 1024;
 
@@ -135,22 +135,6 @@ for (const n of [2, 5]) {
   });
 }
 
-
-/**
- * Polls `predicate` (async, run in the page) every 10 ms until it is true, for up to 10 s.
- * (Playwright's waitForFunction does not wait for an async predicate: it returned at once.)
- */
-async function until(page, predicate) {
-  const met = await page.evaluate(async (source) => {
-    const check = (0, eval)(source);
-    for (let i = 0; i < 1000; i++) {
-      if (await check()) return true;
-      await new Promise((resolve) => setTimeout(resolve, 10));
-    }
-    return false;
-  }, predicate.toString());
-  if (!met) throw new Error(`not met within 10 s: ${predicate}`);
-}
 
 test('the leader page closes while a follower streams 200 MiB and makes strict puts: nothing resolved is lost, nothing hangs', async () => {
   const [leader, follower] = await pagesWith('failover-big', 2);
