@@ -428,6 +428,19 @@ export class Engine {
     };
   }
 
+  /**
+   * `pieces` until `signal` aborts or the store closes, even while the source waits for its
+   * next piece (see untilStopped; `cancels` as chunksOf and importChunks fill it).
+   */
+  async *#untilStopped(pieces, cancels, signal) {
+    const stopper = this.#stopper(signal);
+    try {
+      yield* untilStopped(pieces, stopper.promise, cancels);
+    } finally {
+      stopper.done();
+    }
+  }
+
   /** Runs a write; a relaxed one arms the flush timer. */
   #write(strict, fn) {
     const core = this.#live();
@@ -742,7 +755,6 @@ export class Engine {
     };
     let current;
     const slices = slicer(this.#nextTask);
-    const stopper = this.#stopper(signal);
     try {
       check();
       txn = call(() => core.begin());
@@ -761,7 +773,7 @@ export class Engine {
         }
         const cancels = [];
         const pieces = gathered(chunksOf(op.value, op.param ?? 'value', cancels), this.chunkSize, check);
-        current = untilStopped(pieces, stopper.promise, cancels);
+        current = this.#untilStopped(pieces, cancels, signal);
         for await (const chunk of current) {
           check();
           call(() => core.txnChunk(txn, chunk));
@@ -785,8 +797,6 @@ export class Engine {
         if (value instanceof ReadableStream && !value.locked) await value.cancel(error).catch(() => {});
       }
       throw error;
-    } finally {
-      stopper.done();
     }
   }
 
@@ -836,20 +846,15 @@ export class Engine {
         return (async () => {
           call(() => core.txnPut(txn, key.bytes, key.isString, tid));
           const slices = slicer(this.#nextTask);
-          const stopper = this.#stopper(signal);
           const cancels = [];
           const check = () => {
             signal?.throwIfAborted();
             this.#live();
           };
           const pieces = gathered(chunksOf(value, 'value', cancels), this.chunkSize, check);
-          try {
-            for await (const chunk of untilStopped(pieces, stopper.promise, cancels)) {
-              call(() => this.#live().txnChunk(txn, chunk));
-              await slices.wrote(chunk.length);
-            }
-          } finally {
-            stopper.done();
+          for await (const chunk of this.#untilStopped(pieces, cancels, signal)) {
+            call(() => this.#live().txnChunk(txn, chunk));
+            await slices.wrote(chunk.length);
           }
         })();
       },
@@ -926,10 +931,9 @@ export class Engine {
     call(() => this.#live().importBegin());
     let bytes = 0;
     const slices = slicer(this.#nextTask);
-    // An abort or a close ends the import at once, even while its source waits for a piece.
-    const stopper = this.#stopper(signal);
     try {
-      for await (const chunk of untilStopped(chunks, stopper.promise, cancels)) {
+      // An abort or a close ends the import at once, even while its source waits for a piece.
+      for await (const chunk of this.#untilStopped(chunks, cancels, signal)) {
         signal?.throwIfAborted();
         call(() => this.#live().importWrite(chunk));
         bytes += chunk.length;
@@ -942,8 +946,6 @@ export class Engine {
     } catch (error) {
       if (!this.#closed) this.#core.importCancel();
       throw error;
-    } finally {
-      stopper.done();
     }
   }
 
