@@ -141,3 +141,23 @@ for (const mode of ['throw', 'short', 'absurd']) {
     assert.deepEqual({ before: r.before, after: r.after, open: r.open }, { before: 'old', after: 'old', open: 0 });
   });
 }
+
+test('a strict call that wrote nothing, whose flush fails, rejects: its answer rested on a relaxed write', async () => {
+  const r = await shared.page.evaluate(async () => {
+    const { disk } = window;
+    const db = await disk.open('noop-flush-fails');
+    await db.put('k', 'v');
+    await db.delete('k', { durability: 'relaxed' }); // written, not flushed
+    await window.setDisk('flush');
+    const strict = await db.delete('k').then(
+      (existed) => `resolved ${existed}`,
+      (error) => error.name,
+    );
+    await window.setDisk('off');
+    await db.close().catch(() => {});
+    return strict;
+  });
+  // Resolving false would say "k is absent, durably", which a power cut could take back.
+  assert.notEqual(r, 'resolved false');
+  assert.match(r, /^Walnut\w+Error$/);
+});
